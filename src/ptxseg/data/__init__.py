@@ -1,0 +1,1 @@
+"""Data stages: demo data, SIIM and NIH indexing, repacking, folds."""

@@ -1,0 +1,1 @@
+"""File formats only: DICOM, SIIM run-length encoding, PNG, and atomic writes."""
