@@ -1,0 +1,120 @@
+"""Validate a pipeline config against its JSON schema, filling defaults, with errors that name the key.
+
+Snakemake's own ``validate`` reports jsonschema's raw messages; a user who typed ``sizez`` wants to
+read "config key 'repack.sizez' is unknown; did you mean 'sizes'?". The schema is the single
+source of keys, types, defaults and descriptions.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that does not satisfy the schema; the message names every key at fault."""
+
+
+def _fill_defaults(validator_class: type) -> type:
+    # jsonschema's documented recipe: set each missing property's default before checking it,
+    # so nested objects given ``default: {}`` receive their own defaults too.
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _fill_defaults(jsonschema.Draft202012Validator)
+
+
+def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _key(path: Iterable[Any]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> list[str]:
+    where = list(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = sorted(error.schema.get("properties", {}))
+        lines = []
+        for name in sorted(set(error.instance) - set(known)):
+            hint = difflib.get_close_matches(str(name), known, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            lines.append(
+                f"config key {_key([*where, name])!r} is unknown{suggestion} "
+                f"(known keys here: {', '.join(known)})"
+            )
+        return lines
+    if error.validator == "required":
+        return [f"config key {_key(where)!r}: {error.message}"]
+    return [f"config key {_key(where)!r}: {error.message}"]
+
+
+def validate(config: dict, schema: dict | None = None) -> dict:
+    """Return a deep copy of ``config`` with defaults filled; raise ConfigError listing every fault."""
+    schema = load_schema() if schema is None else schema
+    filled = copy.deepcopy(config)
+    errors = sorted(
+        _Validator(schema).iter_errors(filled), key=lambda e: list(map(str, e.absolute_path))
+    )
+    if errors:
+        lines = [line for error in errors for line in _describe(error)]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    _check_consistency(filled)
+    return filled
+
+
+def _check_consistency(config: dict) -> None:
+    """Rules that span several keys, which JSON schema cannot say clearly."""
+    data = config.get("data", {})
+    if data.get("source") == "files":
+        missing = [
+            f"data.{group}.{key}"
+            for group, keys in (
+                ("siim", ("train_dicom_dir", "train_rle_csv", "test_dicom_dir")),
+                ("nih", ("image_dir", "labels_csv")),
+            )
+            for key in keys
+            if not data.get(group, {}).get(key)
+        ]
+        if missing:
+            raise ConfigError(
+                "invalid config:\n  data.source is 'files' but these keys are empty: "
+                + ", ".join(missing)
+            )
+
+
+def load(path: str | os.PathLike, schema: dict | None = None) -> dict:
+    """Read a YAML config file and validate it (a convenience for code outside Snakemake)."""
+    with open(path, encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: a config file must hold a mapping of keys, got {type(raw).__name__}"
+        )
+    try:
+        return validate(raw, schema)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

@@ -1,0 +1,113 @@
+"""Config validation: defaults, unknown keys and wrong types named, every shipped config valid."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from ptxseg import config as cfg
+
+SCHEMA = cfg.load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def test_empty_config_takes_every_default():
+    filled = cfg.validate({}, SCHEMA)
+    assert filled["seed"] == 2019
+    assert filled["data"]["source"] == "demo"
+    assert filled["data"]["demo"]["image_size"] == 1024
+    assert filled["repack"]["sizes"] == [256, 512, 1024]
+    assert filled["folds"] == {"n_folds": 5, "group_by": "patient"}
+    assert filled["resources"]["repack"]["threads"] == 8
+
+
+def test_validate_does_not_modify_its_input():
+    raw = {"folds": {"n_folds": 3}}
+    cfg.validate(raw, SCHEMA)
+    assert raw == {"folds": {"n_folds": 3}}
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(cfg.ConfigError) as error:
+        cfg.validate({"repack": {"sizez": [64]}}, SCHEMA)
+    message = str(error.value)
+    assert "'repack.sizez' is unknown" in message and "did you mean 'sizes'" in message
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(cfg.ConfigError, match="'sede' is unknown; did you mean 'seed'"):
+        cfg.validate({"sede": 1}, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"seed": "one"}, "'seed'"),
+        ({"repack": {"sizes": [64, "big"]}}, r"'repack.sizes\[1\]'"),
+        ({"repack": {"sizes": [65]}}, r"'repack.sizes\[0\]'"),
+        ({"repack": {"normalisation": "gamma"}}, "'repack.normalisation'"),
+        ({"folds": {"n_folds": 1}}, "'folds.n_folds'"),
+        ({"data": {"demo": {"positive_fraction": 1.5}}}, "'data.demo.positive_fraction'"),
+        ({"resources": {"repack": {"threads": 0}}}, "'resources.repack.threads'"),
+    ],
+)
+def test_wrong_type_or_value_names_the_key(raw, key):
+    with pytest.raises(cfg.ConfigError, match=key):
+        cfg.validate(raw, SCHEMA)
+
+
+def test_every_fault_is_listed_at_once():
+    with pytest.raises(cfg.ConfigError) as error:
+        cfg.validate({"seed": "x", "folds": {"n_foldz": 3}}, SCHEMA)
+    assert "'seed'" in str(error.value) and "'folds.n_foldz'" in str(error.value)
+
+
+def test_files_source_needs_its_paths():
+    with pytest.raises(cfg.ConfigError, match=r"data.siim.train_dicom_dir"):
+        cfg.validate({"data": {"source": "files"}}, SCHEMA)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "configs/full.yaml", "configs/tiny.yaml"])
+def test_shipped_configs_are_valid(name):
+    filled = cfg.load(ROOT / name, SCHEMA)
+    assert filled["folds"]["n_folds"] >= 2
+
+
+def test_full_config_is_the_real_recipe():
+    full = cfg.load(ROOT / "configs" / "full.yaml", SCHEMA)
+    assert full["data"]["source"] == "files"
+    assert full["repack"]["sizes"] == [256, 512, 1024]
+    assert full["folds"]["n_folds"] == 5
+
+
+def test_load_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"folds": {"groupby": "patient"}}))
+    with pytest.raises(cfg.ConfigError, match=r"(?s)bad.yaml: .*'folds.groupby' is unknown"):
+        cfg.load(bad, SCHEMA)
+    bad.write_text("- a list\n")
+    with pytest.raises(cfg.ConfigError, match="mapping"):
+        cfg.load(bad, SCHEMA)
+
+
+def _walk(schema, path="config"):
+    yield path, schema
+    for name, sub in schema.get("properties", {}).items():
+        yield from _walk(sub, f"{path}.{name}")
+
+
+def test_every_schema_key_is_described_typed_and_defaulted():
+    definitions = SCHEMA["$defs"]
+    for path, node in _walk(SCHEMA):
+        if "$ref" in node:
+            target = definitions[node["$ref"].rsplit("/", 1)[1]]
+            assert "default" in node, f"{path} has no default"
+            for name, sub in target["properties"].items():
+                assert sub.get("description"), f"{path}.{name} has no description"
+            continue
+        assert node.get("description"), f"{path} has no description"
+        assert "type" in node or "enum" in node, f"{path} has no type"
+        if path != "config":
+            assert "default" in node, f"{path} has no default"
+        if node.get("type") == "object" and "properties" in node:
+            assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
