@@ -19,7 +19,11 @@ def real_data() -> Path:
     if not root:
         pytest.skip("PTXSEG_TEST_DATA is not set: real-data tests skipped")
     path = Path(root)
-    expected = [path / "labels" / "siim-train-rle.csv.gz", path / "siim-sample", path / "nih-cxr14-sample"]
+    expected = [
+        path / "labels" / "siim-train-rle.csv.gz",
+        path / "siim-sample",
+        path / "nih-cxr14-sample",
+    ]
     missing = [str(p) for p in expected if not p.exists()]
     if missing:
         pytest.fail(f"PTXSEG_TEST_DATA={root} is set but lacks {', '.join(missing)}")

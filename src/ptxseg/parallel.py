@@ -47,7 +47,12 @@ def parallel_map(
         yield from progress(map(function, items), len(items), desc)
         return
     chunksize = chunksize or max(1, min(32, len(items) // (workers * 8)))
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    # Not plain fork: a parent whose OpenCV or BLAS thread pools are running can leave their locks
+    # held in the child, which then hangs. The fork server is a clean, thread-free process that
+    # imports the worker's module once and forks the workers from there.
+    context = multiprocessing.get_context("forkserver" if sys.platform == "linux" else "spawn")
+    if sys.platform == "linux":
+        context.set_forkserver_preload([function.__module__])
     with ProcessPoolExecutor(
         workers, mp_context=context, initializer=_single_threaded_worker
     ) as pool:

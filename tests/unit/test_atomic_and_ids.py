@@ -38,14 +38,23 @@ def test_read_modes_are_refused(tmp_path):
         pass
 
 
-@pytest.mark.parametrize("good", ["1.2.276.0.7230010.3.1.4.8323329.300.1517875162.258081", "00000001_000",
-                                  "00000001_000.png", "a-b_c"])
+@pytest.mark.parametrize(
+    "good",
+    [
+        "1.2.276.0.7230010.3.1.4.8323329.300.1517875162.258081",
+        "00000001_000",
+        "00000001_000.png",
+        "a-b_c",
+    ],
+)
 def test_safe_ids_pass(good):
     assert check_image_id(good, "here") == good
 
 
-@pytest.mark.parametrize("bad", ["../x", "..", ".hidden", "a/b", "a\\b", "", "x" * 201, "a\x00b", "a b",
-                                 "1..2", None, 12])
+@pytest.mark.parametrize(
+    "bad",
+    ["../x", "..", ".hidden", "a/b", "a\\b", "", "x" * 201, "a\x00b", "a b", "1..2", None, 12],
+)
 def test_unsafe_ids_are_refused_naming_where(bad):
     with pytest.raises(BadImageId, match="file.csv: line 7: ImageId"):
         check_image_id(bad, "file.csv: line 7")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from ptxseg import config as cfg
 
 SCHEMA = cfg.load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml")

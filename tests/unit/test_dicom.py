@@ -143,7 +143,7 @@ def test_monochrome1_is_inverted(tmp_path):
 
 
 def test_other_sizes_are_kept(tmp_path):
-    path, image = synthetic(tmp_path, image=np.full((300, 200), 7, np.uint8), jpeg_quality=None)
+    path, _ = synthetic(tmp_path, image=np.full((300, 200), 7, np.uint8), jpeg_quality=None)
     decoded, header = dicom.read_image(path)
     assert decoded.shape == (300, 200) == (header.rows, header.columns)
 

@@ -37,8 +37,14 @@ def synthetic_index(n_patients=60, seed=0):
     rows = []
     for patient in range(n_patients):
         for image in range(int(rng.integers(1, 4))):
-            rows.append({"image_id": f"{patient}.{image}", "split": "train", "patient_id": f"p{patient}",
-                         "has_pneumothorax": int(rng.random() < 0.35)})
+            rows.append(
+                {
+                    "image_id": f"{patient}.{image}",
+                    "split": "train",
+                    "patient_id": f"p{patient}",
+                    "has_pneumothorax": int(rng.random() < 0.35),
+                }
+            )
     rows.append({"image_id": "t", "split": "test", "patient_id": "q", "has_pneumothorax": pd.NA})
     return pd.DataFrame(rows)
 

@@ -77,7 +77,9 @@ def test_unsafe_image_name_and_duplicates(tmp_path):
     with pytest.raises(ValueError, match=r"line 2: ImageId '../x.png'"):
         nih.read_labels(path)
     path = _write(tmp_path / "d.csv", ["a_000.png,Effusion,1", "a_000.png,Mass,1"])
-    with pytest.raises(nih.NihLabelError, match="line 3: Image Index 'a_000.png' already on line 2"):
+    with pytest.raises(
+        nih.NihLabelError, match="line 3: Image Index 'a_000.png' already on line 2"
+    ):
         nih.read_labels(path)
 
 

@@ -60,9 +60,17 @@ def _tiny_siim(tmp_path, sizes_px=96):
         image = rng.integers(40, 200, (sizes_px, sizes_px)).astype(np.uint8)
         image_id = f"1.{k}"
         folder = train if k < 5 else test
-        dicom.write_dicom(folder / image_id / f"{image_id}.dcm", image, sop_instance_uid=image_id,
-                          study_instance_uid="1", series_instance_uid="2", patient_id=f"p{k}",
-                          patient_age=40, patient_sex="F", view_position="PA")
+        dicom.write_dicom(
+            folder / image_id / f"{image_id}.dcm",
+            image,
+            sop_instance_uid=image_id,
+            study_instance_uid="1",
+            series_instance_uid="2",
+            patient_id=f"p{k}",
+            patient_age=40,
+            patient_sex="F",
+            view_position="PA",
+        )
         if k < 5:
             mask = np.zeros((sizes_px, sizes_px), bool)
             if k % 2:
@@ -70,14 +78,23 @@ def _tiny_siim(tmp_path, sizes_px=96):
             masks[image_id] = mask
             rows.append(f"{image_id},{rle.encode(mask)}")
     (tmp_path / "train-rle.csv").write_text("\n".join(rows) + "\n")
-    write_index(train, test, tmp_path / "train-rle.csv", tmp_path / "index.csv", tmp_path / "rejects.csv")
+    write_index(
+        train, test, tmp_path / "train-rle.csv", tmp_path / "index.csv", tmp_path / "rejects.csv"
+    )
     return masks
 
 
 def _run(tmp_path, out, workers, sizes=(32, 64)):
-    return repack.repack_siim(tmp_path / "index.csv", tmp_path / "train-rle.csv", tmp_path / out, sizes,
-                              repack.Normalisation("clahe"), tmp_path / out / "manifest.csv",
-                              tmp_path / out / "stats.json", workers=workers)
+    return repack.repack_siim(
+        tmp_path / "index.csv",
+        tmp_path / "train-rle.csv",
+        tmp_path / out,
+        sizes,
+        repack.Normalisation("clahe"),
+        tmp_path / out / "manifest.csv",
+        tmp_path / out / "stats.json",
+        workers=workers,
+    )
 
 
 def test_repack_siim_writes_every_size_with_masks_and_stats(tmp_path):

@@ -14,9 +14,17 @@ from ptxseg.io import dicom, rle
 def make_dicom(folder, image_id, size=64, patient="p1"):
     image = np.full((size, size), 90, np.uint8)
     path = folder / "study" / image_id / f"{image_id}.dcm"
-    dicom.write_dicom(path, image, sop_instance_uid=image_id, study_instance_uid="1.9",
-                      series_instance_uid="1.8", patient_id=patient, patient_age=30, patient_sex="M",
-                      view_position="PA")
+    dicom.write_dicom(
+        path,
+        image,
+        sop_instance_uid=image_id,
+        study_instance_uid="1.9",
+        series_instance_uid="1.8",
+        patient_id=patient,
+        patient_age=30,
+        patient_sex="M",
+        view_position="PA",
+    )
     return path
 
 
@@ -40,7 +48,12 @@ def dataset(tmp_path):
 def test_index_lists_train_and_test_with_labels_and_header(dataset, tmp_path):
     index, rejects = siim.build_index(*dataset)
     assert rejects.empty
-    assert list(index["image_id"]) == ["1.1", "1.2", "1.3", "2.1"]  # by split (test after train), then id
+    assert list(index["image_id"]) == [
+        "1.1",
+        "1.2",
+        "1.3",
+        "2.1",
+    ]  # by split (test after train), then id
     by_id = index.set_index("image_id")
     assert by_id.loc["1.2", "has_pneumothorax"] == 1 and by_id.loc["1.2", "n_regions"] == 2
     assert by_id.loc["1.1", "has_pneumothorax"] == 0 and by_id.loc["1.1", "n_regions"] == 0
@@ -104,8 +117,12 @@ def test_unsafe_image_id_is_its_own_error_type(tmp_path):
 
 def test_run_past_the_image_end_names_the_line(dataset, tmp_path):
     train, test, csv_path = dataset
-    csv_path.write_text("ImageId, EncodedPixels\n1.1,-1\n1.2,4000 200\n1.3,-1\n")  # 64x64 = 4096 pixels
-    with pytest.raises(siim.LabelFileError, match=r"line 3: ImageId 1.2 \(64x64\): RLE run 0 ends at pixel 4200"):
+    csv_path.write_text(
+        "ImageId, EncodedPixels\n1.1,-1\n1.2,4000 200\n1.3,-1\n"
+    )  # 64x64 = 4096 pixels
+    with pytest.raises(
+        siim.LabelFileError, match=r"line 3: ImageId 1.2 \(64x64\): RLE run 0 ends at pixel 4200"
+    ):
         siim.build_index(train, test, csv_path)
 
 

@@ -38,7 +38,9 @@ def parse(rle: str, n_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray
     else:
         values = _parse_tokens(text)
     if values.size % 2:
-        raise ValueError(f"RLE holds an odd number of values ({values.size}); it needs (start, length) pairs")
+        raise ValueError(
+            f"RLE holds an odd number of values ({values.size}); it needs (start, length) pairs"
+        )
     relative_starts, lengths = values[0::2], values[1::2]
     if values.min() < 1 and (relative_starts.min() < 0 or lengths.min() < 1):
         _raise_bad_run(relative_starts, lengths)
