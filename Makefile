@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   create .venv, install everything, run the whole DAG on the embedded demo data
+#   make test   the same set-up, then the test suite
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+# PyTorch first and pinned: a bare `pip install torch` may pull a newer CUDA build of several GB.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+CORES ?= all
+PYTEST_ARGS ?=
+
+export NO_ALBUMENTATIONS_UPDATE := 1
+export MPLBACKEND := Agg
+
+.PHONY: install demo test lint format bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install $(TORCH_SPEC)
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/snakemake --cores $(CORES)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks workflow/scripts
+	$(BIN)/ruff format --check src tests benchmarks workflow/scripts
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --cores 1
+
+format: install
+	$(BIN)/ruff check --fix src tests benchmarks workflow/scripts
+	$(BIN)/ruff format src tests benchmarks workflow/scripts
+	$(BIN)/snakefmt Snakefile workflow/rules
+
+bench: install
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf results .snakemake
