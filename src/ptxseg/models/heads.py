@@ -1,0 +1,44 @@
+"""The classification head shared by every classifier: global average pooling, dropout, linear."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PooledClassifier(nn.Module):
+    """``backbone.<feature_method>(x)`` -> optional ReLU -> adaptive average pool -> dropout -> linear.
+
+    The libraries' own heads differ (fixed-size pooling, a built-in dropout of 0.5, 1000 or 1001
+    logits); calling the backbone's feature method and owning the head here gives every classifier
+    the same input-size freedom, dropout option and ``head`` keys. The backbone keeps its library
+    layout (its ImageNet head removed), so the official ImageNet files load into it unchanged.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_method: str,
+        num_features: int,
+        num_classes: int,
+        dropout: float = 0.0,
+        relu: bool = False,
+    ):
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.backbone = backbone
+        self.feature_method = (
+            feature_method  # name of the backbone method giving the last feature map
+        )
+        self.relu = relu  # the library applies its final activation in its (replaced) head
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(num_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = getattr(self.backbone, self.feature_method)(x)
+        if self.relu:
+            x = F.relu(x)
+        return self.head(self.dropout(self.pool(x).flatten(1)))

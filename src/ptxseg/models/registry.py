@@ -1,0 +1,191 @@
+"""The registry of architectures: a name maps to a builder; a new architecture is one entry below.
+
+Variants are options of an entry (``decoder_block="residual"``, ``encoder="efficientnet-b4"``),
+passed through `build_model` to the builder, never subclasses. Every model that `build_model`
+returns takes a grey (B, 1, H, W) batch (see `GreyInput`) and returns logits.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from torch import nn
+
+from ptxseg.models import densenet, efficientnet, inceptionresnetv2, unet, xception
+from ptxseg.models.encoders import ENCODER_IMAGENET
+from ptxseg.models.grey import GreyInput
+from ptxseg.models.weights import (
+    ImagenetWeights,
+    WeightsNotFoundError,
+    imagenet_weight_file,
+    load_checkpoint_weights,
+    load_imagenet_weights,
+)
+
+KINDS = ("classifier", "segmenter")
+
+
+class UnknownModelError(ValueError):
+    """A model name not in the registry; the message lists the valid names."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str  # "classifier": (B, num_classes); "segmenter": (B, num_classes, H, W)
+    builder: Callable[..., nn.Module]  # builder(num_classes, **options) -> 3-channel network
+    min_size: int  # smallest square input side that works (batch 1, eval mode)
+    size_multiple: int  # input sides must be multiples of this (32 for U-Nets, 1 for classifiers)
+    imagenet: ImagenetWeights | None  # the ImageNet file with the default options
+    # Where options change the ImageNet file (attention_unet's encoder): options -> file or None.
+    imagenet_for: Callable[[Mapping[str, Any]], ImagenetWeights | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options the builder accepts, with their defaults."""
+        params = list(inspect.signature(self.builder).parameters.values())[1:]  # after num_classes
+        return {p.name: p.default for p in params}
+
+    def imagenet_weights(self, options: Mapping[str, Any] | None = None) -> ImagenetWeights | None:
+        if self.imagenet_for is not None:
+            return self.imagenet_for(options or {})
+        return self.imagenet
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            accepted = ", ".join(self.options) or "none"
+            raise ValueError(
+                f"model {self.name!r} does not accept option(s) {', '.join(unknown)}; "
+                f"it accepts: {accepted}"
+            )
+
+
+_ENTRIES = (
+    # classifiers: one linear head of num_classes logits after adaptive average pooling
+    ModelSpec(
+        name="inceptionresnetv2",
+        kind="classifier",
+        builder=inceptionresnetv2.build_inceptionresnetv2,
+        min_size=inceptionresnetv2.MIN_SIZE,
+        size_multiple=1,
+        imagenet=inceptionresnetv2.IMAGENET,
+    ),
+    ModelSpec(
+        name="xception",
+        kind="classifier",
+        builder=xception.build_xception,
+        min_size=xception.MIN_SIZE,
+        size_multiple=1,
+        imagenet=xception.IMAGENET,
+    ),
+    ModelSpec(
+        name="densenet169",
+        kind="classifier",
+        builder=densenet.build_densenet169,
+        min_size=densenet.MIN_SIZE,
+        size_multiple=1,
+        imagenet=densenet.IMAGENET,
+    ),
+    ModelSpec(
+        name="efficientnet_b4",
+        kind="classifier",
+        builder=efficientnet.build_efficientnet_b4,
+        min_size=efficientnet.MIN_SIZE,
+        size_multiple=1,
+        imagenet=efficientnet.IMAGENET,
+    ),
+    # segmenters: logits at input resolution; input sides multiples of 32
+    ModelSpec(
+        name="unet_resnet34",
+        kind="segmenter",
+        builder=unet.build_unet_resnet34,
+        min_size=unet.MIN_SIZE,
+        size_multiple=unet.SIZE_MULTIPLE,
+        imagenet=ENCODER_IMAGENET["resnet34"],
+    ),
+    ModelSpec(
+        name="unet_efficientnet_b4",
+        kind="segmenter",
+        builder=unet.build_unet_efficientnet_b4,
+        min_size=unet.MIN_SIZE,
+        size_multiple=unet.SIZE_MULTIPLE,
+        imagenet=ENCODER_IMAGENET["efficientnet-b4"],
+    ),
+    ModelSpec(
+        name="attention_unet",
+        kind="segmenter",
+        builder=unet.build_attention_unet,
+        min_size=unet.MIN_SIZE,
+        size_multiple=unet.SIZE_MULTIPLE,
+        imagenet=ENCODER_IMAGENET["resnet34"],  # the default encoder's; see imagenet_for
+        imagenet_for=unet.attention_unet_imagenet,
+    ),
+)
+
+MODELS: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in _ENTRIES})
+
+
+def model_names(kind: str | None = None) -> list[str]:
+    """Registered names, sorted; only those of ``kind`` when given."""
+    return sorted(n for n, s in MODELS.items() if kind is None or s.kind == kind)
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), MODELS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}; valid: {', '.join(model_names())}{hint}"
+        ) from None
+
+
+def build_model(
+    name: str,
+    num_classes: int = 1,
+    weights: str | os.PathLike | None = "none",
+    weights_dir: str | os.PathLike | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Build ``name`` behind the grey-input wrapper, with ``weights`` "none", "imagenet" or a path.
+
+    Weight files are located before anything is built, so a missing one fails at once.
+    """
+    spec = get_spec(name)
+    spec.check_options(options)
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    weights = "none" if weights is None else weights
+    imagenet, imagenet_path, checkpoint = None, None, None
+    if weights == "imagenet":
+        imagenet = spec.imagenet_weights(options)
+        if imagenet is None:
+            raise ValueError(f"no ImageNet weight file is known for model {name!r} with {options}")
+        imagenet_path = imagenet_weight_file(imagenet, weights_dir, model=name)
+    elif weights != "none":
+        checkpoint = Path(weights)
+        if not checkpoint.is_file():
+            raise WeightsNotFoundError(
+                f"checkpoint {str(checkpoint)!r} for model {name!r} not found; weights must be "
+                f"'none', 'imagenet' or the path of a .pt/.pth checkpoint"
+            )
+    net = spec.builder(num_classes, **options)
+    model = GreyInput(net, name=name, kind=spec.kind, size_multiple=spec.size_multiple)
+    if imagenet is not None and imagenet_path is not None:
+        load_imagenet_weights(model.net, imagenet, imagenet_path)
+    elif checkpoint is not None:
+        load_checkpoint_weights(model, checkpoint)
+    return model

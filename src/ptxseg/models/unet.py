@@ -1,0 +1,97 @@
+"""The U-Net segmenters: smp's Unet where it suffices, the hand-written decoder where not."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from ptxseg.models.encoders import ENCODER_IMAGENET, build_encoder
+from ptxseg.models.unet_decoder import EncoderUNet
+from ptxseg.models.weights import ImagenetWeights
+
+DECODER_CHANNELS = (256, 128, 64, 32, 16)
+MIN_SIZE = 32  # one pixel at the deepest (stride 32) stage; sides must be multiples of 32
+SIZE_MULTIPLE = 32
+
+# Defaults of the hand-written decoder blocks: (activation, act_before_norm).
+_BLOCK_DEFAULTS = {"standard": ("relu", False), "residual": ("leaky_relu", True)}
+
+
+def _smp_unet(encoder: str, num_classes: int, decoder_channels: Sequence[int]) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    return smp.Unet(
+        encoder, encoder_weights=None, classes=num_classes, decoder_channels=tuple(decoder_channels)
+    )
+
+
+def build_unet_resnet34(
+    num_classes: int, decoder_channels: Sequence[int] = DECODER_CHANNELS
+) -> nn.Module:
+    """UResNet: smp's Unet on a ResNet-34 encoder."""
+    return _smp_unet("resnet34", num_classes, decoder_channels)
+
+
+def build_unet_efficientnet_b4(
+    num_classes: int,
+    decoder_channels: Sequence[int] = DECODER_CHANNELS,
+    decoder_block: str = "smp",
+    activation: str | None = None,
+    act_before_norm: bool | None = None,
+) -> nn.Module:
+    """UEfficientNet: a U-Net on smp's efficientnet-b4 encoder.
+
+    ``decoder_block="smp"`` is smp's own Unet; ``"residual"`` is the Kaggle seed baseline's decoder
+    (residual blocks, LeakyReLU before BatchNorm by default); ``"standard"`` the hand-written
+    decoder with plain blocks. ``activation``/``act_before_norm`` apply to the hand-written ones.
+    """
+    if decoder_block == "smp":
+        if activation is not None or act_before_norm is not None:
+            raise ValueError(
+                "activation and act_before_norm apply to decoder_block 'residual' or 'standard', "
+                "not to smp's Unet decoder"
+            )
+        return _smp_unet("efficientnet-b4", num_classes, decoder_channels)
+    if decoder_block not in _BLOCK_DEFAULTS:
+        valid = ", ".join(["smp", *_BLOCK_DEFAULTS])
+        raise ValueError(f"unknown decoder_block {decoder_block!r}; valid: {valid}")
+    default_activation, default_order = _BLOCK_DEFAULTS[decoder_block]
+    return EncoderUNet(
+        build_encoder("efficientnet-b4"),
+        num_classes,
+        tuple(decoder_channels),
+        block=decoder_block,
+        attention=False,
+        activation=default_activation if activation is None else activation,
+        act_before_norm=default_order if act_before_norm is None else act_before_norm,
+    )
+
+
+def build_attention_unet(
+    num_classes: int,
+    encoder: str = "resnet34",
+    decoder_channels: Sequence[int] = DECODER_CHANNELS,
+    decoder_block: str = "standard",
+    activation: str = "relu",
+    act_before_norm: bool = False,
+) -> nn.Module:
+    """Attention U-Net (Oktay et al. 2018): additive attention gates on every skip connection.
+
+    Over an smp encoder (any name smp knows), so it can start from ImageNet encoder weights.
+    """
+    return EncoderUNet(
+        build_encoder(encoder),
+        num_classes,
+        tuple(decoder_channels),
+        block=decoder_block,
+        attention=True,
+        activation=activation,
+        act_before_norm=act_before_norm,
+    )
+
+
+def attention_unet_imagenet(options: Mapping[str, Any]) -> ImagenetWeights | None:
+    """The ImageNet file of the chosen encoder (None where no file is known for it)."""
+    return ENCODER_IMAGENET.get(options.get("encoder", "resnet34"))
