@@ -44,7 +44,28 @@ _Validator = _fill_defaults(jsonschema.Draft202012Validator)
 
 def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict:
     with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    definitions = schema.get("$defs", {})
+    if "recipe" in definitions and "recipe_override" in definitions:
+        definitions["recipe_override"] = _override_of(definitions["recipe"])
+    return schema
+
+
+def _override_of(recipe: dict) -> dict:
+    """An architecture's recipe override: the recipe's keys and types without defaults, so that
+    only what the user wrote overrides the stage; snapshots and SWA stay per stage because they
+    decide which model files every fold job writes."""
+
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "default"}
+        return node
+
+    override = strip(recipe)
+    for key in ("snapshots", "swa"):
+        override["properties"].pop(key, None)
+    override["description"] = "Recipe keys that differ for one architecture."
+    return override
 
 
 def _key(path: Iterable[Any]) -> str:
@@ -88,6 +109,9 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 
 def _check_consistency(config: dict) -> None:
     """Rules that span several keys, which JSON schema cannot say clearly."""
+    problems = _check_models(config)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     data = config.get("data", {})
     if data.get("source") == "files":
         missing = [
@@ -104,6 +128,54 @@ def _check_consistency(config: dict) -> None:
                 "invalid config:\n  data.source is 'files' but these keys are empty: "
                 + ", ".join(missing)
             )
+
+
+def _check_models(config: dict) -> list[str]:
+    """Architectures exist, fit their stage and input size; 'nih' weights have a pretraining."""
+    from ptxseg.models.catalog import CATALOG, names
+
+    problems = []
+    sizes = config.get("repack", {}).get("sizes", [])
+    stages = [("pretrain", "classifier", config.get("repack", {}).get("nih_size"))]
+    stages += [
+        ("classify", "classifier", config.get("classify", {}).get("size")),
+        ("segment", "segmenter", config.get("segment", {}).get("size")),
+    ]
+    pretrained = set(config.get("pretrain", {}).get("archs", []))
+    for stage, kind, size in stages:
+        section = config.get(stage, {})
+        archs = section.get("archs", [])
+        if stage != "pretrain" and size not in sizes:
+            problems.append(
+                f"config key '{stage}.size' is {size}, which is not one of repack.sizes {sizes}"
+            )
+        for arch in archs:
+            where = f"{stage}.archs.{arch}" if isinstance(archs, dict) else f"{stage}.archs"
+            if arch not in CATALOG:
+                hint = difflib.get_close_matches(arch, names(kind), n=1)
+                problems.append(
+                    f"config key {where!r}: unknown model {arch!r}"
+                    + (f"; did you mean {hint[0]!r}?" if hint else "")
+                    + f" (valid {kind}s: {', '.join(names(kind))})"
+                )
+                continue
+            arch_kind, min_size, multiple = CATALOG[arch]
+            if arch_kind != kind:
+                problems.append(f"config key {where!r}: {arch!r} is a {arch_kind}, not a {kind}")
+            elif size is not None and (size < min_size or size % multiple):
+                problems.append(
+                    f"config key {where!r}: {arch!r} needs inputs of at least {min_size} px, a "
+                    f"multiple of {multiple}; the stage's size is {size}"
+                )
+            if (
+                isinstance(archs, dict)
+                and archs[arch].get("weights") == "nih"
+                and arch not in pretrained
+            ):
+                problems.append(
+                    f"config key '{where}.weights' is 'nih' but {arch!r} is not in pretrain.archs"
+                )
+    return problems
 
 
 def load(path: str | os.PathLike, schema: dict | None = None) -> dict:

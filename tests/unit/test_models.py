@@ -400,3 +400,13 @@ def test_attention_unet_imagenet_file_follows_encoder(tmp_path, empty_hub):
         )
     with pytest.raises(ValueError, match="no ImageNet weight file is known"):
         build_model("attention_unet", weights="imagenet", encoder="mobilenet_v2")
+
+
+def test_catalog_matches_the_registry():
+    """The torch-free table the Snakefile validates configs with must agree with the registry."""
+    from ptxseg.models.catalog import CATALOG
+
+    assert set(CATALOG) == set(MODELS)
+    for name, (kind, min_size, multiple) in CATALOG.items():
+        spec = MODELS[name]
+        assert (spec.kind, spec.min_size, spec.size_multiple) == (kind, min_size, multiple), name

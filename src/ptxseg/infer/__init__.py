@@ -1,0 +1,1 @@
+"""Prediction with test-time augmentation."""

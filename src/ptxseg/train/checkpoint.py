@@ -1,0 +1,48 @@
+"""Checkpoints: the training state for resuming, and exported models; all writes atomic.
+
+Only tensors and plain Python values go in, so every file loads with ``weights_only=True``:
+a checkpoint from elsewhere cannot run code when it is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ptxseg.io.atomic import atomic_open
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read; the message names the file."""
+
+
+def save(path: str | os.PathLike, payload: dict) -> None:
+    """``torch.save`` to a temporary file, then rename: a killed job leaves the previous file."""
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+def load(path: str | os.PathLike) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # a pickle payload, a damaged file
+        raise CheckpointError(
+            f"{path}: cannot be loaded safely ({type(error).__name__}: {error})"
+        ) from error
+
+
+def export_model(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> None:
+    """A model file: its state dict under "model" and plain metadata (architecture, epoch, metrics)."""
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    save(path, {"model": state, "meta": meta})
+
+
+def remove(path: str | os.PathLike) -> None:
+    Path(path).unlink(missing_ok=True)

@@ -1,0 +1,350 @@
+"""One training loop for classifiers and segmenters.
+
+Per epoch: reseed everything from (seed, epoch) so a resumed run repeats the uninterrupted one
+bit for bit; sample the epoch's images; train with warm-up / cosine restarts / plateau, gradient
+accumulation and clipping, bf16 autocast on a GPU; evaluate on the held-out images; keep the best
+model, the snapshot at the end of each cosine cycle, and a stochastic weight average; write the
+metrics CSV and the training state, atomically, every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, update_bn
+from torch.utils.data import DataLoader, Subset
+
+from ptxseg.data.datasets import RepackedImages, worker_init
+from ptxseg.infer.predict import autocast
+from ptxseg.io import atomic
+from ptxseg.parallel import progress
+from ptxseg.train import checkpoint
+from ptxseg.train.sampling import epoch_indices
+from ptxseg.train.schedules import LrSchedule, ScheduleSpec, build_optimiser
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    optimiser: str = "adamw"
+    weight_decay: float = 1e-4
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    snapshots: int = 0
+    swa_start: int | None = None  # 0-based epoch from which SWA averages; None: no SWA
+    swa_lr: float | None = None
+    grad_clip: float | None = None
+    accumulate: int = 1
+    sampling: str = "all"
+    sampling_start: float = 0.8
+    sampling_end: float = 0.4
+    monitor: str = "loss"
+    monitor_mode: str = "min"
+    seed: int = 0
+    amp: bool = True
+    channels_last: bool = True
+    num_workers: int = 0
+    eval_batch_size: int | None = None
+
+    def fingerprint(self) -> dict:
+        """What a resumed run must share with the interrupted one."""
+        values = asdict(self)
+        values.pop("num_workers")
+        values.pop("eval_batch_size")
+        return values
+
+
+@dataclass
+class Members:
+    """Where the kept models go: best on the held-out images, SWA, and cycle-end snapshots."""
+
+    best: Path
+    swa: Path | None = None
+    snapshots: list[Path] = field(default_factory=list)
+    metrics_csv: Path | None = None
+    state: Path | None = None  # the training state, for resuming
+
+
+@dataclass
+class Task:
+    """What differs between model kinds: the loss, how predictions are scored, and whether
+    a training image counts as positive (for sampling)."""
+
+    loss: nn.Module
+    evaluate: Callable[[nn.Module, RepackedImages], dict]
+    positive: np.ndarray | None = None
+
+
+def seed_everything(seed: int, epoch: int = -1) -> int:
+    """Seed Python, NumPy and torch from (seed, epoch); returns the derived seed."""
+    derived = int(np.random.SeedSequence([seed, epoch + 1]).generate_state(1)[0])
+    random.seed(derived)
+    np.random.seed(derived)
+    torch.manual_seed(derived)
+    return derived
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """The GPU when there is one (SLURM sets CUDA_VISIBLE_DEVICES); else the CPU, with a warning if a GPU was asked for."""
+    if requested not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"device {requested!r}; expected auto, cuda or cpu")
+    if requested != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        log.warning(
+            "a GPU was asked for but none is visible (CUDA_VISIBLE_DEVICES=%s): training on the CPU",
+            os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+        )
+    return torch.device("cpu")
+
+
+def _improved(value: float, best: float | None, mode: str) -> bool:
+    if value is None or math.isnan(value):
+        return False
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def _loader(
+    dataset, indices: np.ndarray | None, settings: FitSettings, seed: int, shuffle_free=True
+):
+    subset = Subset(dataset, indices.tolist()) if indices is not None else dataset
+    generator = torch.Generator().manual_seed(seed)
+    batch_size = min(settings.batch_size, len(subset))
+    # A last batch of one image breaks BatchNorm; drop it when the epoch has more than one batch.
+    return DataLoader(
+        subset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=settings.num_workers,
+        worker_init_fn=worker_init,
+        generator=generator,
+        drop_last=len(subset) > batch_size,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+
+
+def fit(
+    model: nn.Module,
+    train_set: RepackedImages,
+    val_set: RepackedImages,
+    task: Task,
+    settings: FitSettings,
+    members: Members,
+    meta: dict,
+    device: torch.device | None = None,
+    stop_after_epoch: int | None = None,
+) -> pd.DataFrame:
+    """Train ``model``; write the kept members, metrics and training state; return the metrics table.
+
+    ``stop_after_epoch`` ends the run after that many epochs, as if the job were killed there
+    (for tests of resuming).
+    """
+    device = device or pick_device()
+    model.to(device)
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimiser = build_optimiser(
+        model.parameters(), settings.optimiser, settings.lr, settings.weight_decay
+    )
+    schedule = LrSchedule(optimiser, settings.schedule, settings.epochs)
+    cycle_ends = schedule.cycle_ends()
+    if settings.snapshots > len(cycle_ends):
+        raise ValueError(
+            f"{settings.snapshots} snapshots asked for, but the schedule ends only "
+            f"{len(cycle_ends)} cosine cycle(s) within {settings.epochs} epochs"
+        )
+    snapshot_epochs = (
+        cycle_ends[len(cycle_ends) - settings.snapshots :] if settings.snapshots else []
+    )
+    if len(members.snapshots) != len(snapshot_epochs):
+        raise ValueError(
+            f"{len(members.snapshots)} snapshot paths for {len(snapshot_epochs)} snapshots"
+        )
+    swa = AveragedModel(model) if settings.swa_start is not None else None
+    loss_fn = task.loss.to(device)
+    positive = task.positive if task.positive is not None else np.zeros(len(train_set), dtype=bool)
+
+    history: list[dict] = []
+    best: float | None = None
+    start_epoch = 0
+    fingerprint = {**settings.fingerprint(), **meta}
+    if members.state is not None and Path(members.state).exists():
+        state = checkpoint.load(members.state)
+        if state.get("fingerprint") == fingerprint:
+            model.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            schedule.load_state_dict(state["schedule"])
+            if swa is not None and state.get("swa") is not None:
+                swa.load_state_dict(state["swa"])
+            best, history, start_epoch = state["best"], state["history"], state["epoch"] + 1
+            log.info("resuming from %s after epoch %d", members.state, start_epoch)
+        else:
+            log.warning("%s was written with other settings; starting over", members.state)
+
+    for epoch in range(start_epoch, settings.epochs):
+        started = time.perf_counter()
+        epoch_seed = seed_everything(settings.seed, epoch)
+        train_set.reseed(epoch_seed)
+        indices = epoch_indices(
+            positive,
+            settings.sampling,
+            epoch,
+            settings.epochs,
+            np.random.default_rng(epoch_seed),
+            settings.sampling_start,
+            settings.sampling_end,
+        )
+        loader = _loader(train_set, indices, settings, epoch_seed)
+        train_loss = _train_epoch(
+            model, loader, loss_fn, optimiser, schedule, settings, epoch, device, members
+        )
+        if swa is not None and epoch >= settings.swa_start:
+            swa.update_parameters(model)
+        metrics = task.evaluate(model, val_set)
+        monitored = metrics.get(settings.monitor)
+        row = {
+            "epoch": epoch + 1,
+            "lr": schedule.lr,
+            "train_loss": train_loss,
+            **metrics,
+            "images": len(indices),
+            "seconds": round(time.perf_counter() - started, 2),
+            "snapshot": int(epoch + 1 in snapshot_epochs),
+        }
+        history.append(row)
+        log.info(
+            "epoch %d/%d %s",
+            epoch + 1,
+            settings.epochs,
+            " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+            ),
+        )
+        if _improved(monitored, best, settings.monitor_mode):
+            best = monitored
+            checkpoint.export_model(
+                members.best,
+                model,
+                {**meta, "member": "best", "epoch": epoch + 1, settings.monitor: monitored},
+            )
+        if epoch + 1 in snapshot_epochs:
+            k = snapshot_epochs.index(epoch + 1)
+            checkpoint.export_model(
+                members.snapshots[k], model, {**meta, "member": f"snapshot{k}", "epoch": epoch + 1}
+            )
+        schedule.step_epoch(monitored)
+        if members.metrics_csv is not None:
+            atomic.write_csv(members.metrics_csv, pd.DataFrame(history))
+        if members.state is not None:
+            checkpoint.save(
+                members.state,
+                {
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "best": best,
+                    "history": history,
+                    "model": model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "swa": swa.state_dict() if swa is not None else None,
+                },
+            )
+        if (
+            stop_after_epoch is not None
+            and epoch + 1 >= stop_after_epoch
+            and epoch + 1 < settings.epochs
+        ):
+            return pd.DataFrame(history)
+
+    if not Path(
+        members.best
+    ).exists():  # every evaluation was NaN: keep the last model rather than none
+        checkpoint.export_model(
+            members.best, model, {**meta, "member": "best", "epoch": settings.epochs}
+        )
+    if swa is not None and members.swa is not None:
+        _finish_swa(swa, train_set, settings, device)
+        checkpoint.export_model(
+            members.swa, swa.module, {**meta, "member": "swa", "epoch": settings.epochs}
+        )
+    return pd.DataFrame(history)
+
+
+def _train_epoch(
+    model, loader, loss_fn, optimiser, schedule, settings, epoch, device, members
+) -> float:
+    model.train()
+    total, count = 0.0, 0
+    batches = len(loader)
+    optimiser.zero_grad(set_to_none=True)
+    for step, batch in enumerate(progress(loader, batches, f"epoch {epoch + 1}")):
+        schedule.step_batch(epoch, step, batches)
+        if (
+            settings.swa_lr is not None
+            and settings.swa_start is not None
+            and epoch >= settings.swa_start
+        ):
+            for group in optimiser.param_groups:
+                group["lr"] = settings.swa_lr
+        images = batch["image"].to(device, non_blocking=True)
+        if settings.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        target = batch["target"].to(device, non_blocking=True)
+        with autocast(device, settings.amp):
+            logits = model(images)
+        loss = loss_fn(logits.float(), target)
+        if not torch.isfinite(loss):
+            kept = (
+                members.state
+                if members.state is not None and Path(members.state).exists()
+                else "none yet"
+            )
+            raise NonFiniteLossError(
+                f"the loss became {loss.item()} in epoch {epoch + 1}, batch {step + 1}: stopping. "
+                f"Last good checkpoint: {kept}. Lower the learning rate or check the inputs."
+            )
+        (loss / settings.accumulate).backward()
+        if (step + 1) % settings.accumulate == 0 or step + 1 == batches:
+            if settings.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+        total += loss.item() * images.shape[0]
+        count += images.shape[0]
+    return total / max(count, 1)
+
+
+def _finish_swa(
+    swa: AveragedModel, train_set: RepackedImages, settings: FitSettings, device: torch.device
+) -> None:
+    """Recompute BatchNorm statistics for the averaged weights over the (unaugmented order of) train images."""
+    seed = seed_everything(settings.seed, settings.epochs)
+    train_set.reseed(seed)
+    loader = _loader(train_set, None, settings, seed)
+    images_only = ({"input": batch["image"].to(device)} for batch in loader)
+
+    class _Inputs:
+        def __iter__(self):
+            for batch in images_only:
+                yield batch["input"]
+
+    update_bn(_Inputs(), swa, device=device)

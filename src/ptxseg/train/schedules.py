@@ -1,0 +1,101 @@
+"""Optimisers and learning-rate schedules from config, built on torch.optim.
+
+A linear warm-up (per batch) is followed by one main schedule: cosine annealing with warm
+restarts (stepped per batch with fractional epochs; the end of each cycle is a snapshot point for
+snapshot ensembling), ReduceLROnPlateau (per epoch, on the monitored metric), or a constant rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.optim import lr_scheduler
+
+OPTIMISERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SCHEDULES = ("cosine_restarts", "plateau", "constant")
+
+
+def build_optimiser(
+    parameters, name: str, lr: float, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    if name not in OPTIMISERS:
+        raise ValueError(f"unknown optimiser {name!r}; valid: {', '.join(OPTIMISERS)}")
+    return OPTIMISERS[name](parameters, lr=lr, weight_decay=weight_decay)
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    name: str = "cosine_restarts"
+    warmup_epochs: int = 0
+    cycle_epochs: int = 10
+    cycle_mult: int = 1
+    min_lr: float = 1e-6
+    plateau_patience: int = 2
+    plateau_factor: float = 0.5
+    mode: str = "max"  # of the monitored metric, for plateau
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.name!r}; valid: {', '.join(SCHEDULES)}")
+
+
+class LrSchedule:
+    """Drives the optimiser's learning rate: ``step_batch`` every batch, ``step_epoch`` every epoch."""
+
+    def __init__(self, optimiser: torch.optim.Optimizer, spec: ScheduleSpec, epochs: int) -> None:
+        self.spec = spec
+        self.epochs = epochs
+        # Warm-up is a linear ramp computed per batch: epochs can differ in length (positive-fraction
+        # sampling), so a step-counted LinearLR would not know its total length in advance.
+        self.base_lrs = [group["lr"] for group in optimiser.param_groups]
+        self.main: lr_scheduler.LRScheduler | lr_scheduler.ReduceLROnPlateau | None = None
+        if spec.name == "cosine_restarts":
+            self.main = lr_scheduler.CosineAnnealingWarmRestarts(
+                optimiser, T_0=spec.cycle_epochs, T_mult=spec.cycle_mult, eta_min=spec.min_lr
+            )
+        elif spec.name == "plateau":
+            self.main = lr_scheduler.ReduceLROnPlateau(
+                optimiser,
+                mode=spec.mode,
+                patience=spec.plateau_patience,
+                factor=spec.plateau_factor,
+                min_lr=spec.min_lr,
+            )
+        self.optimiser = optimiser
+
+    def step_batch(self, epoch: int, batch: int, batches: int) -> None:
+        """Set the rate for batch ``batch`` of ``batches`` in (0-based) ``epoch``."""
+        if epoch < self.spec.warmup_epochs:
+            progress = (epoch + (batch + 1) / batches) / self.spec.warmup_epochs
+            for group, base in zip(self.optimiser.param_groups, self.base_lrs, strict=True):
+                group["lr"] = base * (0.05 + 0.95 * progress)
+            return
+        if isinstance(self.main, lr_scheduler.CosineAnnealingWarmRestarts):
+            self.main.step(epoch - self.spec.warmup_epochs + batch / batches)
+
+    def step_epoch(self, monitored: float | None) -> None:
+        if isinstance(self.main, lr_scheduler.ReduceLROnPlateau) and monitored is not None:
+            self.main.step(monitored)
+
+    def cycle_ends(self) -> list[int]:
+        """Epoch counts (1-based) after which a cosine cycle ends: the snapshot points."""
+        if self.spec.name != "cosine_restarts":
+            return []
+        ends, length, at = [], self.spec.cycle_epochs, self.spec.warmup_epochs
+        while at + length <= self.epochs:
+            at += length
+            ends.append(at)
+            length *= self.spec.cycle_mult
+        return ends
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimiser.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict:
+        return {"main": self.main.state_dict() if self.main is not None else {}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.main is not None and state.get("main"):
+            self.main.load_state_dict(state["main"])

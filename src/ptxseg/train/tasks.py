@@ -1,0 +1,100 @@
+"""What differs between model kinds: how a batch is scored during training evaluation.
+
+Evaluation streams over the held-out images batch by batch, so memory does not grow with the
+number of images (a fold of the real data at 512 would be gigabytes of probability maps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ptxseg.data.datasets import RepackedImages, worker_init
+from ptxseg.infer.predict import autocast
+from ptxseg.train.loop import Task
+from ptxseg.train.losses import build_loss
+from ptxseg.train.metrics import SegmentationScores, classification_metrics, multilabel_auc
+
+
+def _batches(
+    model: nn.Module,
+    dataset: RepackedImages,
+    batch_size: int,
+    device: torch.device,
+    amp: bool,
+    channels_last: bool,
+    num_workers: int,
+):
+    model.eval()
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        worker_init_fn=worker_init,
+    )
+    with torch.no_grad():
+        for batch in loader:
+            images = batch["image"].to(device)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(device, amp):
+                logits = model(images)
+            yield logits.float(), batch["target"].to(device)
+
+
+def segmentation_task(
+    loss: dict,
+    batch_size: int,
+    device: torch.device,
+    positive: np.ndarray,
+    amp: bool = True,
+    channels_last: bool = True,
+    num_workers: int = 0,
+    threshold: float = 0.5,
+) -> Task:
+    loss_fn = build_loss(kind="segmenter", **loss)
+
+    def evaluate(model: nn.Module, dataset: RepackedImages) -> dict:
+        scores, losses = SegmentationScores(), []
+        for logits, target in _batches(
+            model, dataset, batch_size, device, amp, channels_last, num_workers
+        ):
+            losses.append(float(loss_fn(logits, target)) * len(target))
+            predicted = (torch.sigmoid(logits) >= threshold)[:, 0].cpu().numpy()
+            scores.add(predicted, target[:, 0].cpu().numpy() > 0.5)
+        return {"val_loss": sum(losses) / len(dataset), **scores.result()}
+
+    return Task(loss=loss_fn, evaluate=evaluate, positive=positive)
+
+
+def classification_task(
+    loss: dict,
+    batch_size: int,
+    device: torch.device,
+    names: Sequence[str] | None = None,
+    amp: bool = True,
+    channels_last: bool = True,
+    num_workers: int = 0,
+) -> Task:
+    """One logit (pneumothorax) or, with ``names``, one per NIH finding."""
+    multilabel = names is not None
+    loss_fn = build_loss(kind="multilabel" if multilabel else "classifier", **loss)
+
+    def evaluate(model: nn.Module, dataset: RepackedImages) -> dict:
+        losses, probabilities, labels = [], [], []
+        for logits, target in _batches(
+            model, dataset, batch_size, device, amp, channels_last, num_workers
+        ):
+            losses.append(float(loss_fn(logits, target)) * len(target))
+            probabilities.append(torch.sigmoid(logits).cpu().numpy())
+            labels.append(target.cpu().numpy())
+        p, y = np.concatenate(probabilities), np.concatenate(labels)
+        metrics = multilabel_auc(y, p, list(names)) if multilabel else classification_metrics(y, p)
+        return {"val_loss": sum(losses) / len(dataset), **metrics}
+
+    return Task(loss=loss_fn, evaluate=evaluate)
