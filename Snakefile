@@ -27,9 +27,11 @@ config.update(
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
     default_target: True
     input:
         data_targets(),
+        train_targets(),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -84,6 +86,18 @@ def test_dry_run_of_the_full_config(tmp_path):
     result = snakemake(tmp_path, "-n", "--configfile", config)
     assert "index_siim" in result.stdout and "demo_siim" not in result.stdout
     assert "results/repack/siim/1024" in result.stdout
+    counts = job_counts(result.stdout)
+    assert (counts["pretrain_nih"], counts["train_classifier"], counts["train_segmenter"]) == (3, 20, 15)
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the job-stats table of a dry run."""
+    counts = {}
+    for line in dry_run_output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
 
 
 def test_lint_is_clean():

@@ -1,4 +1,6 @@
 # Input functions and helpers shared by all rules, the only Python in the .smk files.
+from ptxseg.recipes import member_names, recipe_for
+
 DEMO = "results/demo"
 
 
@@ -41,3 +43,45 @@ def data_targets():
         "results/repack/siim/stats.json",
         "results/repack/nih/stats.json",
     ]
+
+
+def stage_members(stage):
+    """Model files a fold job of the stage keeps (best, swa, snapshot<k>): the stage's recipe decides."""
+    return member_names(config[stage]["recipe"])
+
+
+def arch_params(stage):
+    """Per-architecture params (weights, options, recipe), looked up from the job's wildcards."""
+
+    def params(wildcards):
+        entry = config[stage]["archs"][wildcards.arch] if stage != "pretrain" else {}
+        return {
+            "weights": entry.get("weights", config["pretrain"]["weights"]),
+            "options": entry.get("options", {}),
+            "recipe": recipe_for(config, stage, wildcards.arch),
+        }
+
+    return params
+
+
+def classifier_init(wildcards):
+    """The NIH-pretrained weights a classifier starts from, when its config says 'nih'."""
+    if config["classify"]["archs"][wildcards.arch]["weights"] == "nih":
+        return f"results/pretrain/{wildcards.arch}/model_best.pt"
+    return []
+
+
+def fold_targets(stage, kind_dir, outputs):
+    return expand(
+        f"results/{kind_dir}/{{arch}}/fold{{fold}}/{outputs}",
+        arch=list(config[stage]["archs"]),
+        fold=range(config["folds"]["n_folds"]),
+    )
+
+
+def train_targets():
+    return (
+        expand("results/pretrain/{arch}/summary.json", arch=config["pretrain"]["archs"])
+        + fold_targets("classify", "classify", "summary.json")
+        + fold_targets("segment", "segment", "summary.json")
+    )

@@ -3,8 +3,10 @@ from pathlib import Path
 from ptxseg.data.demo import DemoSpec, write_nih_demo
 from ptxseg.logs import to_file
 
-with to_file(snakemake.log[0]):
-    out_dir = Path(snakemake.output.labels).parent
-    write_nih_demo(
-        out_dir, DemoSpec(**snakemake.params.demo), snakemake.params.seed, snakemake.threads
-    )
+# Guarded: the data rules start worker processes, which import this file again.
+if __name__ == "__main__":
+    with to_file(snakemake.log[0]):
+        out_dir = Path(snakemake.output.labels).parent
+        write_nih_demo(
+            out_dir, DemoSpec(**snakemake.params.demo), snakemake.params.seed, snakemake.threads
+        )

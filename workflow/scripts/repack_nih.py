@@ -3,16 +3,18 @@ from pathlib import Path
 from ptxseg.data.repack import Normalisation, repack_nih
 from ptxseg.logs import to_file
 
-with to_file(snakemake.log[0]):
-    repack = snakemake.params.repack
-    repack_nih(
-        snakemake.input.index,
-        out_root=Path(snakemake.output.manifest).parent,
-        size=repack["nih_size"],
-        params=Normalisation(
-            repack["normalisation"], repack["clahe_clip_limit"], repack["clahe_tile_grid"]
-        ),
-        manifest_path=snakemake.output.manifest,
-        stats_path=snakemake.output.stats,
-        workers=snakemake.threads,
-    )
+# Guarded: the data rules start worker processes, which import this file again.
+if __name__ == "__main__":
+    with to_file(snakemake.log[0]):
+        repack = snakemake.params.repack
+        repack_nih(
+            snakemake.input.index,
+            out_root=Path(snakemake.output.manifest).parent,
+            size=repack["nih_size"],
+            params=Normalisation(
+                repack["normalisation"], repack["clahe_clip_limit"], repack["clahe_tile_grid"]
+            ),
+            manifest_path=snakemake.output.manifest,
+            stats_path=snakemake.output.stats,
+            workers=snakemake.threads,
+        )

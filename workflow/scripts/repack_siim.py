@@ -3,17 +3,19 @@ from pathlib import Path
 from ptxseg.data.repack import Normalisation, repack_siim
 from ptxseg.logs import to_file
 
-with to_file(snakemake.log[0]):
-    repack = snakemake.params.repack
-    repack_siim(
-        snakemake.input.index,
-        snakemake.input.rle,
-        out_root=Path(snakemake.output.manifest).parent,
-        sizes=repack["sizes"],
-        params=Normalisation(
-            repack["normalisation"], repack["clahe_clip_limit"], repack["clahe_tile_grid"]
-        ),
-        manifest_path=snakemake.output.manifest,
-        stats_path=snakemake.output.stats,
-        workers=snakemake.threads,
-    )
+# Guarded: the data rules start worker processes, which import this file again.
+if __name__ == "__main__":
+    with to_file(snakemake.log[0]):
+        repack = snakemake.params.repack
+        repack_siim(
+            snakemake.input.index,
+            snakemake.input.rle,
+            out_root=Path(snakemake.output.manifest).parent,
+            sizes=repack["sizes"],
+            params=Normalisation(
+                repack["normalisation"], repack["clahe_clip_limit"], repack["clahe_tile_grid"]
+            ),
+            manifest_path=snakemake.output.manifest,
+            stats_path=snakemake.output.stats,
+            workers=snakemake.threads,
+        )

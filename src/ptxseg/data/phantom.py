@@ -905,7 +905,7 @@ def _vessel_fade(sc: _Scene) -> np.ndarray:
 def _compose(sc, layers, vessels, bones, ptx, rng_noise) -> np.ndarray:
     a, size = sc.a, sc.frame.size
     # Drawn whether or not there is a pneumothorax, so the noise does not depend on it.
-    ptx_dark, line_gain = rng_noise.uniform(0.025, 0.04), rng_noise.uniform(0.03, 0.05)
+    ptx_dark, line_gain = rng_noise.uniform(0.08, 0.13), rng_noise.uniform(0.03, 0.05)
     field = cv2.bitwise_or(sc.geo.fields[0], sc.geo.fields[1])
     lung = _blur(field, max(0.5, size / 450)).astype(np.float32) * np.float32(1 / 255)
     d = _up(layers.base, size) - _up(layers.air, size) * lung
