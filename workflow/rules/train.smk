@@ -71,6 +71,7 @@ rule train_classifier:
         runtime=config["train"],
         weights_dir=config["models"]["weights_dir"],
         state="results/checkpoints/classify/{arch}/fold{fold}.pt",
+        grid=None,
     script:
         "../scripts/train_fold.py"
 
@@ -113,5 +114,6 @@ rule train_segmenter:
         runtime=config["train"],
         weights_dir=config["models"]["weights_dir"],
         state="results/checkpoints/segment/{arch}/fold{fold}.pt",
+        grid=config["ensemble"]["grid"],
     script:
         "../scripts/train_fold.py"

@@ -25,4 +25,5 @@ if __name__ == "__main__":
             state_path=p.state,
             seed=p.seed,
             runtime=Runtime.from_config(p.runtime, snakemake.threads),
+            tuning_grid=p.grid,
         )

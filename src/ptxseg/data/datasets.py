@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ptxseg.data.repack import resize_image, resize_mask
 from ptxseg.data.transforms import normalise
 
 
@@ -38,7 +39,10 @@ class RepackedImages(Dataset):
         masks: Sequence[str | os.PathLike] | None = None,
         labels: np.ndarray | None = None,
         augment=None,
+        resize: int | None = None,
     ) -> None:
+        """``resize``: a side to resize images and masks to on reading (when a model's input size,
+        e.g. a compound-scaled resolution, is not one of the repacked sizes)."""
         if masks is not None and labels is not None:
             raise ValueError("a dataset has masks or labels, not both")
         self.image_ids = list(image_ids)
@@ -51,6 +55,7 @@ class RepackedImages(Dataset):
         )
         self.mean, self.std = float(mean), float(std)
         self.augment = augment
+        self.resize = resize
 
     def __len__(self) -> int:
         return len(self.images)
@@ -60,9 +65,17 @@ class RepackedImages(Dataset):
         if self.augment is not None:
             self.augment.set_random_seed(int(seed) % 2**32)
 
-    def __getitem__(self, index: int) -> dict:
+    def _image(self, index: int) -> np.ndarray:
         image = _read(self.images[index])
-        mask = _read(self.masks[index]) if self.masks is not None else None
+        return image if self.resize is None else resize_image(image, self.resize)
+
+    def _mask(self, index: int) -> np.ndarray:
+        mask = _read(self.masks[index])
+        return mask if self.resize is None else resize_mask(mask > 127, self.resize)
+
+    def __getitem__(self, index: int) -> dict:
+        image = self._image(index)
+        mask = self._mask(index) if self.masks is not None else None
         if self.augment is not None:
             result = (
                 self.augment(image=image, mask=mask)
@@ -84,7 +97,7 @@ class RepackedImages(Dataset):
         """The unaugmented mask of one image as a bool array (for scoring predictions)."""
         if self.masks is None:
             raise ValueError("this dataset has no masks")
-        return _read(self.masks[index]) > 127
+        return self._mask(index) > 127
 
 
 def worker_init(worker_id: int) -> None:

@@ -10,16 +10,34 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 
+def _default_mode() -> int:
+    # mkstemp creates files readable by their owner only; results are shared (e.g. on a cluster),
+    # so finished files get the mode a plain open() would give them under the process's umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_mode()
+
+
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO]:
+def atomic_open(
+    path: str | os.PathLike,
+    mode: str = "wb",
+    validate: Callable[[Path], None] | None = None,
+    **kwargs: Any,
+) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit rename it onto ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    ``validate``, if given, is called with the complete temporary file before the rename; if it
+    raises, nothing lands. On any exception the temporary file is removed and ``path`` is left
+    as it was.
     """
     if not any(m in mode for m in "wx"):
         raise ValueError(f"atomic_open writes only; got mode {mode!r}")
@@ -31,6 +49,31 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        if validate is not None:
+            validate(Path(tmp))
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_memmap(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any) -> Iterator[Any]:
+    """A new ``.npy`` file filled through a memory map (so it may be larger than memory), renamed
+    onto ``path`` only once the block completes; on an error the partial file is removed."""
+    import numpy as np
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        yield array
+        array.flush()
+        del array
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

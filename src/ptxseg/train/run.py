@@ -121,13 +121,24 @@ def _prepare(runtime: Runtime, seed: int) -> torch.device:
     return pick_device(runtime.device)
 
 
-def _stats(stats_json: str | os.PathLike, size: int) -> tuple[float, float]:
+def read_stats(stats_json: str | os.PathLike, size: int) -> tuple[float, float]:
+    """Mean and std of the repacked images at ``size`` (what inputs are normalised with)."""
     stats = json.loads(Path(stats_json).read_text())
     entry = stats[str(size)]
     return entry["mean"], entry["std"]
 
 
-def _siim_split(folds_csv, manifest_csv, repack_root, stats_json, size, fold, with_masks, augment):
+def _siim_split(
+    folds_csv,
+    manifest_csv,
+    repack_root,
+    stats_json,
+    size,
+    fold,
+    with_masks,
+    augment,
+    input_size=None,
+):
     folds = pd.read_csv(folds_csv, dtype={"image_id": str})
     if fold not in set(folds["fold"]):
         raise ValueError(f"fold {fold} is not in {folds_csv} (folds: {sorted(set(folds['fold']))})")
@@ -140,7 +151,7 @@ def _siim_split(folds_csv, manifest_csv, repack_root, stats_json, size, fold, wi
         raise ValueError(
             f"{manifest_csv}: no {size}px image for {len(missing)} fold image(s), e.g. {missing[0]}"
         )
-    mean, std = _stats(stats_json, size)
+    mean, std = read_stats(stats_json, size)
     root = Path(repack_root)
 
     def dataset(rows: pd.DataFrame, train: bool) -> RepackedImages:
@@ -153,6 +164,7 @@ def _siim_split(folds_csv, manifest_csv, repack_root, stats_json, size, fold, wi
             masks=[root / p for p in entries["mask"]] if with_masks else None,
             labels=None if with_masks else rows["has_pneumothorax"].to_numpy()[:, None],
             augment=augment if train else None,
+            resize=input_size if input_size not in (None, size) else None,
         )
 
     train_rows = folds[folds["fold"] != fold].reset_index(drop=True)
@@ -177,21 +189,28 @@ def train_fold(
     out_dir: str | os.PathLike,
     state_path: str | os.PathLike,
     seed: int,
-    runtime: Runtime = Runtime(),
+    runtime: Runtime | None = None,
     stop_after_epoch: int | None = None,
+    tuning_grid: dict | None = None,
+    input_size: int | None = None,
 ) -> dict:
-    """Train one fold model of ``kind`` 'classifier' or 'segmenter' and write its OOF predictions."""
+    """Train one fold model of ``kind`` 'classifier' or 'segmenter' and write its OOF predictions.
+
+    Images are read at the repacked ``size``; ``input_size`` resizes them on reading for a model
+    whose input side is not a repacked size (the compound-scaled U-Nets).
+    """
     if kind not in ("classifier", "segmenter"):
         raise ValueError(f"kind must be 'classifier' or 'segmenter', got {kind!r}")
     if get_spec(arch).kind != kind:
         raise ValueError(f"model {arch!r} is a {get_spec(arch).kind}, not a {kind}")
-    _check_size(arch, size)
+    _check_size(arch, input_size or size)
+    runtime = runtime or Runtime()
     device = _prepare(runtime, seed)
     out_dir = Path(out_dir)
     augment = build_augment(recipe.get("augment"), f"{kind}.recipe.augment")
     segmenter = kind == "segmenter"
     train_set, held_out, train_rows, held_rows = _siim_split(
-        folds_csv, manifest_csv, repack_root, stats_json, size, fold, segmenter, augment
+        folds_csv, manifest_csv, repack_root, stats_json, size, fold, segmenter, augment, input_size
     )
     model = build_model(arch, 1, weights=weights, weights_dir=weights_dir, **(options or {}))
     settings = settings_from_recipe(recipe, seed, runtime)
@@ -245,7 +264,9 @@ def train_fold(
             runtime,
         )
         if segmenter:
-            summary["members"][name] = score_maps(out_dir / f"oof_{name}.npy", held_out)
+            summary["members"][name] = score_maps(
+                out_dir / f"oof_{name}.npy", held_out, tuning_grid
+            )
         else:
             summary["members"][name] = classification_metrics(
                 held_rows["has_pneumothorax"], predictions[name]
@@ -288,26 +309,38 @@ def _predict_held_out(
         for indices, p in batches:
             probabilities[indices] = p[:, 0]
         return probabilities
-    first = dataset[0]["image"].shape[-2:]
-    tmp = maps_path.with_name(f".{maps_path.name}.tmp")
-    maps = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(dataset), *first))
-    for indices, p in batches:
-        maps[indices] = to_uint8(p)
-    maps.flush()
-    del maps
-    os.replace(tmp, maps_path)
+    first = tuple(dataset[0]["image"].shape[-2:])
+    with atomic.atomic_memmap(maps_path, (len(dataset), *first), np.uint8) as maps:
+        for indices, p in batches:
+            maps[indices] = to_uint8(p)
     return None
 
 
-def score_maps(maps_path: str | os.PathLike, dataset: RepackedImages, chunk: int = 64) -> dict:
-    """Metrics of stored uint8 maps (threshold one half) against the dataset's masks, chunk by chunk."""
+def score_maps(
+    maps_path: str | os.PathLike, dataset: RepackedImages, grid: dict | None = None, chunk: int = 64
+) -> dict:
+    """Metrics of stored uint8 maps against the dataset's masks, chunk by chunk.
+
+    At a threshold of one half, and (with ``grid``) the competition score after the triplet
+    binarisation that suits this model best ('competition_tuned', thresholds searched on these
+    same held-out images, as the ensemble stage does for the blend).
+    """
+    from ptxseg.ensemble.thresholds import Histograms, best_cascade, cascade_scores
+
     maps = np.load(maps_path, mmap_mode="r")
-    scores = SegmentationScores()
+    scores, parts = SegmentationScores(), []
     for start in range(0, len(maps), chunk):
         stop = min(start + chunk, len(maps))
         truth = np.stack([dataset.truth_mask(i) for i in range(start, stop)])
         scores.add(maps[start:stop] >= 128, truth)
-    return scores.result()
+        parts.append(Histograms.of(maps[start:stop], truth))
+    result = scores.result()
+    if grid:
+        axes = (grid["top"], grid["min_area"], grid["bottom"])
+        cascade, tuned = best_cascade(cascade_scores(Histograms.concat(parts), *axes), *axes)
+        result["competition_tuned"] = tuned
+        result.update({f"tuned_{k}": v for k, v in cascade.as_dict().items() if k != "gate"})
+    return result
 
 
 def _log_summary(summary: dict) -> None:
@@ -338,7 +371,7 @@ def pretrain_nih(
     out_dir: str | os.PathLike,
     state_path: str | os.PathLike,
     seed: int,
-    runtime: Runtime = Runtime(),
+    runtime: Runtime | None = None,
 ) -> dict:
     """Train ``arch`` as a 14-finding classifier on NIH ChestX-ray14 (train split; val split to select)."""
     if get_spec(arch).kind != "classifier":
@@ -346,13 +379,14 @@ def pretrain_nih(
     # Pretraining keeps one model, the best on the NIH validation split, to seed the classifiers.
     recipe = {**recipe, "snapshots": 0, "swa": {**recipe["swa"], "enabled": False}}
     _check_size(arch, size)
+    runtime = runtime or Runtime()
     device = _prepare(runtime, seed)
     out_dir = Path(out_dir)
     index = pd.read_csv(
         nih_index, dtype={"image_id": str, "patient_id": str}, keep_default_na=False
     )
     manifest = read_manifest(manifest_csv).set_index("image_id")
-    mean, std = _stats(stats_json, size)
+    mean, std = read_stats(stats_json, size)
     augment = build_augment(recipe.get("augment"), "pretrain.recipe.augment")
     root = Path(repack_root)
 

@@ -1,0 +1,1 @@
+"""Blending, threshold search, the classifier + segmenter cascade, and the submission."""

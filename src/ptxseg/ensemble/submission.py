@@ -1,0 +1,164 @@
+"""The cascade applied to the test set, written as a SIIM submission, and its validator.
+
+Images are processed in chunks straight from the memory-mapped per-fold prediction files, so
+memory stays flat in the number of test images; rows go to a temporary file that is renamed
+only once it is complete and valid.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ptxseg.ensemble.blend import weighted_mean
+from ptxseg.ensemble.thresholds import Cascade, binarise
+from ptxseg.io import rle
+from ptxseg.io.atomic import atomic_open
+
+log = logging.getLogger(__name__)
+
+HEADER = ["ImageId", "EncodedPixels"]
+
+
+class SubmissionError(ValueError):
+    """A submission that does not match the test set; the message lists every problem."""
+
+
+@dataclass
+class PredictionFiles:
+    """The per-fold test predictions of every architecture, opened lazily as memory maps."""
+
+    segmenters: dict[str, list[Path]]  # arch -> fold<k>.npy files
+    segmenter_ids: dict[str, Path]  # arch -> ids.csv
+    classifiers: dict[str, Path]  # arch -> test CSV (image_id, fold0, ...)
+
+    def open(self, image_ids: list[str]) -> tuple[dict, dict]:
+        maps, probabilities = {}, {}
+        for arch, files in self.segmenters.items():
+            order = pd.read_csv(self.segmenter_ids[arch], dtype={"image_id": str})[
+                "image_id"
+            ].tolist()
+            position = {image_id: k for k, image_id in enumerate(order)}
+            missing = [i for i in image_ids if i not in position]
+            if missing:
+                raise SubmissionError(
+                    f"{self.segmenter_ids[arch]}: no prediction for {len(missing)} test "
+                    f"image(s), e.g. {missing[0]}"
+                )
+            maps[arch] = (
+                [np.load(f, mmap_mode="r") for f in files],
+                np.array([position[i] for i in image_ids]),
+            )
+        for arch, path in self.classifiers.items():
+            table = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")
+            folds = [c for c in table.columns if c.startswith("fold")]
+            probabilities[arch] = table.loc[image_ids, folds].mean(axis=1).to_numpy()
+        return maps, probabilities
+
+
+def cascade_rows(
+    image_ids: list[str],
+    shapes: list[tuple[int, int]],
+    predictions: PredictionFiles,
+    ensemble: dict,
+    chunk: int = 32,
+) -> Iterator[tuple[str, str]]:
+    """(ImageId, EncodedPixels) per test image: blended, gated, binarised at the image's own size."""
+    cascade = Cascade(**ensemble["cascade"])
+    seg_weights, cls_weights = ensemble["segmenter_weights"], ensemble["classifier_weights"]
+    maps, probabilities = predictions.open(image_ids)
+    classifier = None
+    if cls_weights:
+        classifier = weighted_mean(
+            [probabilities[a] for a in cls_weights], list(cls_weights.values())
+        )
+    archs = list(seg_weights)
+    for start in range(0, len(image_ids), chunk):
+        stop = min(start + chunk, len(image_ids))
+        per_arch = []
+        for arch in archs:
+            files, rows = maps[arch]
+            index = rows[start:stop]
+            per_arch.append(
+                weighted_mean([f[index] for f in files], [1.0] * len(files))
+            )  # fold mean
+        blended = np.rint(weighted_mean(per_arch, [seg_weights[a] for a in archs])).astype(np.uint8)
+        for k in range(stop - start):
+            i = start + k
+            mask = binarise(
+                blended[k],
+                cascade,
+                None if classifier is None else float(classifier[i]),
+                out_shape=shapes[i],
+            )
+            yield image_ids[i], rle.encode(mask)
+
+
+def write_submission(
+    test_index: pd.DataFrame,
+    predictions: PredictionFiles,
+    ensemble: dict,
+    out_csv: str | os.PathLike,
+) -> dict:
+    """Write ``out_csv`` for every test image of ``test_index`` (columns image_id, rows, columns)."""
+    image_ids = test_index["image_id"].tolist()
+    shapes = list(
+        zip(test_index["rows"].astype(int), test_index["columns"].astype(int), strict=True)
+    )
+    positive = 0
+
+    def check(path: Path) -> None:  # before the rename: an invalid file never lands
+        validate_submission(path, test_index)
+
+    with atomic_open(out_csv, "w", validate=check, newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(HEADER)
+        for image_id, encoded in cascade_rows(image_ids, shapes, predictions, ensemble):
+            writer.writerow([image_id, encoded])
+            positive += encoded != rle.EMPTY
+    log.info("submission: %d images, %d with a mask -> %s", len(image_ids), positive, out_csv)
+    return {"images": len(image_ids), "with_mask": positive}
+
+
+def validate_submission(path: str | os.PathLike, test_index: pd.DataFrame) -> None:
+    """Raise SubmissionError unless ``path`` has the exact header and one valid row per test image."""
+    problems = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header != HEADER:
+            problems.append(f"header is {header!r}, expected {','.join(HEADER)!r}")
+        seen: dict[str, int] = {}
+        shapes = {r.image_id: (int(r.rows), int(r.columns)) for r in test_index.itertuples()}
+        for line, row in enumerate(reader, start=2):
+            if len(row) != 2:
+                problems.append(f"line {line}: {len(row)} fields, expected 2")
+                continue
+            image_id, encoded = row
+            if image_id in seen:
+                problems.append(f"line {line}: ImageId {image_id} already on line {seen[image_id]}")
+                continue
+            seen[image_id] = line
+            if image_id not in shapes:
+                problems.append(f"line {line}: ImageId {image_id} is not a test image")
+                continue
+            height, width = shapes[image_id]
+            try:
+                rle.parse(encoded, height * width)
+            except ValueError as error:
+                problems.append(f"line {line}: ImageId {image_id}: {error}")
+    missing = sorted(set(shapes) - set(seen))
+    if missing:
+        problems.append(f"{len(missing)} test image(s) missing, e.g. {', '.join(missing[:3])}")
+    if problems:
+        shown = problems[:20] + (
+            [f"... and {len(problems) - 20} more"] if len(problems) > 20 else []
+        )
+        raise SubmissionError(f"{path}: invalid submission:\n  " + "\n  ".join(shown))

@@ -1,0 +1,207 @@
+"""Prediction on new images with a trained ensemble: what a user runs on their own DICOMs or PNGs.
+
+Everything needed is read from the results folder: ``ensemble/ensemble.json`` (weights, the
+cascade's thresholds, the kept members, and the preprocessing the models were trained with) and
+the fold models. Each image goes through the same steps as the test set: histogram
+normalisation, resizing, every fold model with TTA, the blends, the gate and the triplet.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ptxseg.data.ids import check_image_id
+from ptxseg.data.repack import Normalisation, normalise, resize_image
+from ptxseg.data.transforms import normalise as scale_intensities
+from ptxseg.ensemble.blend import weighted_mean
+from ptxseg.ensemble.thresholds import Cascade, binarise
+from ptxseg.infer.predict import to_uint8
+from ptxseg.infer.test_set import load_member
+from ptxseg.io import atomic, rle
+from ptxseg.io.dicom import read_image
+from ptxseg.io.png import read_grey, write_png
+from ptxseg.train.loop import pick_device
+
+log = logging.getLogger(__name__)
+
+
+class EnsembleNotFoundError(FileNotFoundError):
+    """The results folder holds no trained ensemble."""
+
+
+@dataclass
+class Ensemble:
+    config: dict
+    classifiers: dict[str, list[torch.nn.Module]]  # arch -> one model per (fold, member)
+    segmenters: dict[str, list[torch.nn.Module]]
+    device: torch.device
+
+    @classmethod
+    def load(cls, results: str | os.PathLike, device: str = "auto") -> Ensemble:
+        results = Path(results)
+        path = results / "ensemble" / "ensemble.json"
+        if not path.is_file():
+            raise EnsembleNotFoundError(
+                f"{path} not found: train the ensemble first "
+                f"(snakemake --cores all results/ensemble/ensemble.json)"
+            )
+        config = json.loads(path.read_text())
+        torch_device = pick_device(device)
+
+        def models(stage: str, weights: dict) -> dict[str, list[torch.nn.Module]]:
+            loaded = {}
+            for arch, weight in weights.items():
+                if weight <= 0:
+                    continue
+                files = [
+                    results / stage / arch / f"fold{k}" / f"model_{m}.pt"
+                    for k in range(config["preprocessing"]["n_folds"])
+                    for m in config["members"][stage]
+                ]
+                missing = [str(f) for f in files if not f.is_file()]
+                if missing:
+                    raise EnsembleNotFoundError(
+                        f"model file(s) missing from {results}: {', '.join(missing[:3])}"
+                    )
+                loaded[arch] = [load_member(f, torch_device).eval() for f in files]
+            return loaded
+
+        return cls(
+            config,
+            models("classify", config["classifier_weights"]),
+            models("segment", config["segmenter_weights"]),
+            torch_device,
+        )
+
+    def _input(self, image: np.ndarray, size: int) -> torch.Tensor:
+        stats = self.config["preprocessing"]["stats"][str(size)]
+        scaled = scale_intensities(resize_image(image, size), stats["mean"], stats["std"])
+        return torch.from_numpy(scaled)[None, None].to(self.device)
+
+    @torch.no_grad()
+    def _mean_probability(self, models: list[torch.nn.Module], batch: torch.Tensor) -> np.ndarray:
+        total = None
+        tta = self.config["preprocessing"]["tta"]
+        for model in models:
+            for mode in tta:
+                flipped = (
+                    batch.flip(-1)
+                    if mode == "hflip"
+                    else batch.flip(-2)
+                    if mode == "vflip"
+                    else batch
+                )
+                p = torch.sigmoid(model(flipped).float())
+                if p.ndim == 4:
+                    p = p.flip(-1) if mode == "hflip" else p.flip(-2) if mode == "vflip" else p
+                total = p if total is None else total + p
+        return (total / (len(models) * len(tta))).cpu().numpy()[0]
+
+    def predict(self, image: np.ndarray) -> tuple[np.ndarray, float | None, np.ndarray]:
+        """(mask at the image's size, blended classifier probability, blended uint8 map)."""
+        prep = self.config["preprocessing"]
+        normalised = normalise(image, Normalisation(**prep["normalisation"]))
+        probability = None
+        if self.classifiers:
+            batch = self._input(normalised, prep["classify_size"])
+            per_arch = [
+                float(self._mean_probability(m, batch)[0]) for m in self.classifiers.values()
+            ]
+            probability = float(
+                weighted_mean(
+                    [np.float32(p) for p in per_arch],
+                    [self.config["classifier_weights"][a] for a in self.classifiers],
+                )
+            )
+        batch = self._input(normalised, prep["segment_size"])
+        maps = [self._mean_probability(m, batch)[0] for m in self.segmenters.values()]
+        weights = [self.config["segmenter_weights"][a] for a in self.segmenters]
+        blended = to_uint8(weighted_mean(maps, weights))
+        mask = binarise(
+            blended, Cascade(**self.config["cascade"]), probability, out_shape=image.shape
+        )
+        return mask, probability, blended
+
+
+def read_any(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """A DICOM (by its header) or any image OpenCV reads, as uint8 grey, with its ImageId."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+    if path.suffix.lower() == ".dcm" or head[128:132] == b"DICM":
+        image, header = read_image(path)
+        image_id = header.sop_instance_uid or path.stem
+    else:
+        image, image_id = read_grey(path), path.stem
+    return image, check_image_id(image_id, str(path))
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The radiograph in grey with the predicted region tinted red and outlined."""
+    colour = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if mask.any():
+        tint = colour.copy()
+        tint[mask] = (0.6 * tint[mask] + 0.4 * np.array([0, 0, 255])).astype(np.uint8)
+        contours, _ = cv2.findContours(
+            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
+        cv2.drawContours(tint, contours, -1, (0, 0, 255), max(1, image.shape[0] // 512))
+        colour = tint
+    return colour
+
+
+def predict_files(
+    paths: list[str | os.PathLike],
+    results: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    device: str = "auto",
+) -> list[dict]:
+    """Masks, overlays and RLE rows for each input file; returns one summary per image."""
+    ensemble = Ensemble.load(results, device)
+    out_dir = Path(out_dir)
+    rows = []
+    for path in paths:
+        image, image_id = read_any(path)
+        mask, probability, blended = ensemble.predict(image)
+        write_png(out_dir / f"{image_id}_mask.png", mask.astype(np.uint8) * 255)
+        write_png(out_dir / f"{image_id}_probability.png", cv2.resize(blended, image.shape[::-1]))
+        atomic.write_bytes(
+            out_dir / f"{image_id}_overlay.png",
+            cv2.imencode(".png", overlay(image, mask))[1].tobytes(),
+        )
+        rows.append(
+            {
+                "ImageId": image_id,
+                "EncodedPixels": rle.encode(mask),
+                "source": str(path),
+                "classifier_probability": "" if probability is None else round(probability, 4),
+                "mask_pixels": int(mask.sum()),
+            }
+        )
+        log.info(
+            "%s: %s (%d pixels, classifier %.3f)",
+            path,
+            "pneumothorax" if mask.any() else "none",
+            mask.sum(),
+            probability if probability is not None else float("nan"),
+        )
+    with atomic.atomic_open(
+        out_dir / "predictions.csv", "w", newline="", encoding="utf-8"
+    ) as handle:
+        writer = csv.DictWriter(
+            handle,
+            fieldnames=list(rows[0]) if rows else ["ImageId", "EncodedPixels"],
+            lineterminator="\n",
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows

@@ -1,0 +1,156 @@
+"""Test-set prediction of one architecture: every fold model (its kept members averaged) in turn.
+
+Segmenters write one uint8 map file per fold (``fold<k>.npy``, images in the order of ``ids.csv``),
+streamed batch by batch into a memory-mapped array, so memory does not grow with the number of
+test images. Classifiers write one probability column per fold into a CSV.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ptxseg.data.datasets import RepackedImages
+from ptxseg.data.repack import read_manifest
+from ptxseg.infer.predict import predict_batches, to_uint8
+from ptxseg.io import atomic
+from ptxseg.models import build_model
+from ptxseg.train import checkpoint
+from ptxseg.train.loop import pick_device
+from ptxseg.train.run import Runtime, read_stats
+
+log = logging.getLogger(__name__)
+
+
+def load_member(path: str | os.PathLike, device: torch.device) -> torch.nn.Module:
+    """A kept model, rebuilt from the architecture and options recorded in its file."""
+    meta = checkpoint.load(path).get("meta", {})
+    if "arch" not in meta:
+        raise ValueError(f"{path}: no architecture recorded in the model file's meta")
+    return build_model(meta["arch"], 1, weights=str(path), **meta.get("options", {})).to(device)
+
+
+def test_dataset(
+    manifest_csv: str | os.PathLike,
+    repack_root: str | os.PathLike,
+    stats_json: str | os.PathLike,
+    size: int,
+) -> RepackedImages:
+    manifest = read_manifest(manifest_csv)
+    rows = manifest[(manifest["split"] == "test") & (manifest["size"] == size)].sort_values(
+        "image_id"
+    )
+    if rows.empty:
+        raise ValueError(f"{manifest_csv}: no test images at {size}px")
+    mean, std = read_stats(stats_json, size)
+    return RepackedImages(
+        rows["image_id"].tolist(),
+        [Path(repack_root) / p for p in rows["image"]],
+        mean=mean,
+        std=std,
+    )
+
+
+def _member_average(
+    models: Sequence[str | os.PathLike],
+    dataset: RepackedImages,
+    batch_size: int,
+    device: torch.device,
+    runtime: Runtime,
+    shape: tuple[int, ...],
+    out: np.ndarray,
+) -> None:
+    """Average the members' probabilities into ``out`` (float32 accumulators per batch, uint8 stored)."""
+    total = np.zeros(shape, dtype=np.float32) if len(shape) == 1 else None
+    for k, path in enumerate(models):
+        model = load_member(path, device)
+        for indices, probabilities in predict_batches(
+            model,
+            dataset,
+            device,
+            batch_size,
+            runtime.tta,
+            runtime.num_workers,
+            runtime.amp,
+            runtime.channels_last,
+        ):
+            if total is not None:  # classifier: a vector, averaged in float
+                total[indices] += probabilities[:, 0] / len(models)
+            else:  # segmenter: running mean in the uint8 file, weights k/(k+1) and 1/(k+1)
+                previous = out[indices].astype(np.float32) if k else 0.0
+                out[indices] = to_uint8((previous / 255.0 * k + probabilities) / (k + 1))
+        del model
+    if total is not None:
+        out[:] = total
+
+
+def predict_classifier(
+    *,
+    fold_models: dict[int, list[str]],
+    manifest_csv,
+    repack_root,
+    stats_json,
+    size: int,
+    out_csv: str | os.PathLike,
+    runtime: Runtime | None = None,
+    batch_size: int = 32,
+) -> pd.DataFrame:
+    """Probability per test image and fold (members averaged): columns image_id, fold0, fold1, ..."""
+    runtime = runtime or Runtime()
+    torch.set_num_threads(max(1, runtime.threads))
+    device = pick_device(runtime.device)
+    dataset = test_dataset(manifest_csv, repack_root, stats_json, size)
+    table = pd.DataFrame({"image_id": dataset.image_ids})
+    for fold, models in sorted(fold_models.items()):
+        column = np.zeros(len(dataset), dtype=np.float32)
+        _member_average(models, dataset, batch_size, device, runtime, (len(dataset),), column)
+        table[f"fold{fold}"] = column
+    atomic.write_csv(out_csv, table)
+    log.info(
+        "classifier test predictions: %d images x %d folds -> %s",
+        len(table),
+        len(fold_models),
+        out_csv,
+    )
+    return table
+
+
+def predict_segmenter(
+    *,
+    fold_models: dict[int, list[str]],
+    manifest_csv,
+    repack_root,
+    stats_json,
+    size: int,
+    out_dir: str | os.PathLike,
+    runtime: Runtime | None = None,
+    batch_size: int = 16,
+) -> list[Path]:
+    """uint8 maps per fold (members averaged) in ``out_dir/fold<k>.npy``; image order in ``ids.csv``."""
+    runtime = runtime or Runtime()
+    torch.set_num_threads(max(1, runtime.threads))
+    device = pick_device(runtime.device)
+    dataset = test_dataset(manifest_csv, repack_root, stats_json, size)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fold, models in sorted(fold_models.items()):
+        path = out_dir / f"fold{fold}.npy"
+        with atomic.atomic_memmap(path, (len(dataset), size, size), np.uint8) as maps:
+            _member_average(models, dataset, batch_size, device, runtime, maps.shape, maps)
+        written.append(path)
+    atomic.write_csv(out_dir / "ids.csv", pd.DataFrame({"image_id": dataset.image_ids}))
+    log.info(
+        "segmenter test maps: %d images x %d folds at %dpx -> %s",
+        len(dataset),
+        len(written),
+        size,
+        out_dir,
+    )
+    return written

@@ -1,0 +1,353 @@
+"""Blending, the cascade's threshold search, the submission writer and its validator."""
+
+from __future__ import annotations
+
+import json
+from math import comb
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ptxseg.ensemble.blend import blend_uint8, search_weights, simplex_grid, weighted_mean
+from ptxseg.ensemble.search import Grid, run_search
+from ptxseg.ensemble.submission import (
+    PredictionFiles,
+    SubmissionError,
+    validate_submission,
+    write_submission,
+)
+from ptxseg.ensemble.thresholds import (
+    Cascade,
+    Histograms,
+    best_cascade,
+    binarise,
+    cascade_scores,
+    level,
+)
+from ptxseg.io import rle
+from ptxseg.io.png import write_png
+from ptxseg.train.metrics import competition_score
+
+# ----------------------------------------------------------------------------- blending
+
+
+def test_simplex_grid():
+    grid = simplex_grid(3, 0.1)
+    assert len(grid) == comb(10 + 2, 2)
+    assert np.allclose(grid.sum(1), 1) and (grid >= 0).all()
+    assert sorted(map(tuple, grid[:3])) == [(0, 0, 1), (0, 1, 0), (1, 0, 0)]  # corners first
+    with pytest.raises(ValueError, match="must divide 1"):
+        simplex_grid(2, 0.3)
+
+
+def test_weighted_mean_and_uint8_blend():
+    a, b = np.full((2, 2), 200, np.uint8), np.full((2, 2), 100, np.uint8)
+    assert np.allclose(weighted_mean([a, b], [3, 1]), 175)
+    assert blend_uint8([a, b], [0.5, 0.5]).dtype == np.uint8
+    with pytest.raises(ValueError):
+        weighted_mean([a], [0])
+
+
+def synthetic_oof(n=60, size=32, seed=0):
+    """Truth masks, a good model (truth seen through noise), and a model that is pure noise."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((n, size, size), bool)
+    for k in range(0, n, 2):  # half the images positive
+        y, x = rng.integers(4, size - 12, 2)
+        truth[k, y : y + 8, x : x + 8] = True
+    good = np.clip(truth * 200 + rng.normal(30, 25, truth.shape), 0, 255).astype(np.uint8)
+    noise = rng.integers(0, 256, truth.shape).astype(np.uint8)
+    return truth, good, noise
+
+
+TOPS, AREAS, BOTTOMS = [0.5, 0.7, 0.9], [0, 1024, 4096], [0.3, 0.5]
+
+
+def test_blend_weights_recover_the_better_model():
+    truth, good, noise = synthetic_oof()
+
+    def score(weights):
+        h = Histograms.of(blend_uint8([noise, good], weights), truth)
+        return cascade_scores(h, TOPS, AREAS, BOTTOMS).max()
+
+    weights, best, tried = search_weights(2, score, 0.1)
+    assert weights[1] >= 0.9 and best > 0.9
+    assert len(tried) == 11
+
+
+# ----------------------------------------------------------------------------- thresholds
+
+
+def brute_force(maps, truth, cascade, classifier=None):
+    predicted = np.stack(
+        [
+            binarise(m, cascade, None if classifier is None else classifier[k])
+            for k, m in enumerate(maps)
+        ]
+    )
+    return competition_score(predicted, truth)
+
+
+def test_histogram_scores_equal_thresholding_every_image():
+    rng = np.random.default_rng(1)
+    truth, good, _ = synthetic_oof(n=30, size=24, seed=2)
+    maps = np.clip(good.astype(int) + rng.integers(-60, 60, good.shape), 0, 255).astype(np.uint8)
+    classifier = rng.random(30)
+    gates, tops, areas, bottoms = (
+        [0.0, 0.4, 0.7],
+        [0.4, 0.6, 0.8],
+        [0, 300, 2000, 9000],
+        [0.2, 0.5, 0.7],
+    )
+    table = cascade_scores(Histograms.of(maps, truth), tops, areas, bottoms, gates, classifier)
+    for g, gate in enumerate(gates):
+        for t, top in enumerate(tops):
+            for a, area in enumerate(areas):
+                for b, bottom in enumerate(bottoms):
+                    expected = brute_force(
+                        maps, truth, Cascade(gate, top, area, bottom), classifier
+                    )
+                    assert table[g, t, a, b] == pytest.approx(expected), (gate, top, area, bottom)
+
+
+def test_search_finds_a_planted_optimum():
+    size, n = 64, 40
+    truth = np.zeros((n, size, size), bool)
+    maps = np.zeros((n, size, size), np.uint8)
+    for k in range(n):
+        if k % 2 == 0:  # positive: a 10x10 region at probability 0.85, its rim at 0.45
+            truth[k, 20:30, 20:30] = True
+            maps[k, 18:32, 18:32] = level(0.45)
+            maps[k, 20:30, 20:30] = level(0.85)
+        else:  # negative: a wide haze at 0.75 and a speck at 0.95
+            maps[k, 40:56, 40:56] = level(0.75)
+            maps[k, 5, 5] = level(0.95)
+    # Only top 0.8 drops the haze, only a min area above one speck pixel (at 64 px: 1024 px at
+    # 1024 is 4 px) drops the speck, and only bottom 0.5 drops the rim: all three are needed.
+    tops, areas, bottoms = [0.5, 0.7, 0.8, 0.9], [0, 1024, 40000], [0.4, 0.5]
+    table = cascade_scores(Histograms.of(maps, truth), tops, areas, bottoms)
+    cascade, score = best_cascade(table, tops, areas, bottoms)
+    assert (cascade.top, cascade.min_area, cascade.bottom) == (0.8, 1024, 0.5)
+    assert score == pytest.approx(1.0)
+    assert table.max() == table[0, 2, 1, 1] and (table < 1).sum() == table.size - 1
+
+
+def test_gate_search_uses_the_classifier():
+    truth, good, _ = synthetic_oof(n=40, seed=3)
+    maps = good.copy()
+    maps[1::2, :8, :8] = 250  # every negative gets a confident false region
+    classifier = np.where(np.arange(40) % 2 == 0, 0.9, 0.1)  # a perfect classifier
+    gates = [0.0, 0.5]
+    table = cascade_scores(Histograms.of(maps, truth), TOPS, AREAS, BOTTOMS, gates, classifier)
+    cascade, _ = best_cascade(table, TOPS, AREAS, BOTTOMS, gates)
+    assert cascade.gate == 0.5 and table[1].max() > table[0].max()
+
+
+def test_triplet_binarisation_on_crafted_maps():
+    cascade = Cascade(gate=0.3, top=0.8, min_area=2048, bottom=0.4)  # 2048 px at 1024 = 8 px at 64
+    probability = np.zeros((64, 64), np.uint8)
+    probability[10:13, 10:13] = level(0.9)  # 9 px at the top threshold: drawn
+    probability[8:15, 8:15][probability[8:15, 8:15] == 0] = level(0.5)  # rim above the bottom
+    mask = binarise(probability, cascade)
+    assert mask.sum() == 49 and mask[8:15, 8:15].all()
+    small = probability.copy()
+    small[10:13, 12] = level(0.5)  # 6 px at the top threshold: below the minimum area
+    assert not binarise(small, cascade).any()
+    assert not binarise(probability, cascade, classifier_probability=0.2).any()  # gated
+    assert binarise(probability, cascade, classifier_probability=0.3).sum() == 49
+    up = binarise(probability, cascade, out_shape=(1024, 1024))
+    assert up.shape == (1024, 1024) and 40 * 256 < up.sum() < 58 * 256
+    never = np.full((64, 64), level(0.79), np.uint8)  # nothing reaches top, whatever the area
+    assert not binarise(never, Cascade(top=0.8, min_area=0, bottom=0.1)).any()
+
+
+# ----------------------------------------------------------------------------- end to end on OOF files
+
+
+def write_oof(root, truth, maps_by_arch, probabilities_by_arch, folds=2, size=32):
+    """OOF files as the training rules write them, plus the repacked masks and manifest."""
+    n = len(truth)
+    ids = [f"1.2.{k}" for k in range(n)]
+    fold_of = np.arange(n) % folds
+    manifest = []
+    for k, image_id in enumerate(ids):
+        write_png(
+            root / "repack" / str(size) / "masks" / f"{image_id}.png",
+            truth[k].astype(np.uint8) * 255,
+        )
+        manifest.append(
+            {
+                "image_id": image_id,
+                "split": "train",
+                "size": size,
+                "image": "",
+                "mask": f"{size}/masks/{image_id}.png",
+            }
+        )
+    pd.DataFrame(manifest).to_csv(root / "repack" / "manifest.csv", index=False)
+    segmenters, classifiers = {}, {}
+    for fold in range(folds):
+        rows = np.flatnonzero(fold_of == fold)
+        oof = pd.DataFrame(
+            {
+                "image_id": [ids[r] for r in rows],
+                "has_pneumothorax": truth[rows].any((1, 2)).astype(int),
+            }
+        )
+        for arch, maps in maps_by_arch.items():
+            out = root / "segment" / arch / f"fold{fold}"
+            out.mkdir(parents=True, exist_ok=True)
+            np.save(out / "oof_best.npy", maps[rows])
+            oof.to_csv(out / "oof_ids.csv", index=False)
+            segmenters.setdefault(arch, {})[fold] = out
+        for arch, probabilities in probabilities_by_arch.items():
+            out = root / "classify" / arch / f"fold{fold}"
+            out.mkdir(parents=True, exist_ok=True)
+            oof.assign(prob_best=probabilities[rows]).to_csv(out / "oof.csv", index=False)
+            classifiers.setdefault(arch, {})[fold] = out / "oof.csv"
+    return segmenters, classifiers
+
+
+def test_run_search_on_oof_files(tmp_path):
+    truth, good, noise = synthetic_oof(n=40)
+    labels = truth.any((1, 2))
+    rng = np.random.default_rng(4)
+    segmenters, classifiers = write_oof(
+        tmp_path,
+        truth,
+        {"noise_net": noise, "good_net": good},
+        {"coin": rng.random(40), "seer": np.where(labels, 0.7, 0.3) + rng.normal(0, 0.05, 40)},
+    )
+    grid = Grid(gates=(0.0, 0.5), tops=tuple(TOPS), min_areas=tuple(AREAS), bottoms=tuple(BOTTOMS))
+    result = run_search(
+        classifiers=classifiers,
+        segmenters=segmenters,
+        members={"classify": ["best"], "segment": ["best"]},
+        manifest_csv=tmp_path / "repack" / "manifest.csv",
+        repack_root=tmp_path / "repack",
+        size=32,
+        grid=grid,
+        weight_step=0.1,
+        search_size=16,
+        out_json=tmp_path / "e.json",
+        out_scores=tmp_path / "s.csv",
+        out_grid=tmp_path / "g.csv",
+        out_images=tmp_path / "i.csv",
+    )
+    assert result["segmenter_weights"]["good_net"] >= 0.9
+    assert result["classifier_weights"]["seer"] >= 0.9
+    oof = result["oof"]
+    assert oof["cascade"] >= oof["best_architecture"] and oof["cascade"] > oof["all_empty"] + 0.3
+    assert json.loads((tmp_path / "e.json").read_text()) == json.loads(json.dumps(result))
+    scores = pd.read_csv(tmp_path / "s.csv")
+    assert set(scores["level"]) == {"single", "architecture", "blend", "cascade", "all_empty"}
+    singles = scores[(scores["level"] == "single") & (scores["kind"] == "segmenter")]
+    assert len(singles) == 2 * 2 * 2  # 2 architectures x 2 folds x (default, tuned)
+    grid_table = pd.read_csv(tmp_path / "g.csv")
+    assert len(grid_table) == 2 * len(TOPS) * len(AREAS) * len(BOTTOMS)
+    assert grid_table["score"].max() == pytest.approx(oof["cascade"])
+    images = pd.read_csv(tmp_path / "i.csv", dtype={"image_id": str})
+    assert len(images) == 40 and images["dice"].mean() == pytest.approx(oof["cascade"])
+    assert (images.loc[images["truth_pixels"] == 0, "dice"].isin([0.0, 1.0])).all()
+
+
+# ----------------------------------------------------------------------------- submission
+
+
+@pytest.fixture
+def test_set(tmp_path):
+    ids = [f"9.{k}" for k in range(5)]
+    index = pd.DataFrame(
+        {"image_id": ids, "rows": [64, 64, 64, 64, 128], "columns": [64, 64, 64, 64, 128]}
+    )
+    rng = np.random.default_rng(5)
+    maps = np.zeros((5, 32, 32), np.uint8)
+    maps[0, 5:15, 5:15] = 230
+    maps[4, 10:20, 10:20] = 230
+    maps[3, 0, 0] = 255  # a speck, below the minimum area
+    seg_dir = tmp_path / "predict" / "segment" / "net"
+    seg_dir.mkdir(parents=True)
+    order = ids[::-1]  # the prediction files keep their own order
+    for fold in range(2):
+        np.save(
+            seg_dir / f"fold{fold}.npy",
+            np.clip(maps[::-1].astype(int) + rng.integers(-3, 3, maps.shape), 0, 255).astype(
+                np.uint8
+            ),
+        )
+    pd.DataFrame({"image_id": order}).to_csv(seg_dir / "ids.csv", index=False)
+    cls_csv = tmp_path / "predict" / "classify.csv"
+    pd.DataFrame(
+        {"image_id": ids, "fold0": [0.9, 0.9, 0.9, 0.9, 0.05], "fold1": [0.8, 0.8, 0.8, 0.8, 0.05]}
+    ).to_csv(cls_csv, index=False)
+    predictions = PredictionFiles(
+        {"net": [seg_dir / "fold0.npy", seg_dir / "fold1.npy"]},
+        {"net": seg_dir / "ids.csv"},
+        {"clf": cls_csv},
+    )
+    ensemble = {
+        "cascade": Cascade(gate=0.5, top=0.8, min_area=4096, bottom=0.5).as_dict(),
+        "segmenter_weights": {"net": 1.0},
+        "classifier_weights": {"clf": 1.0},
+    }
+    return index, predictions, ensemble
+
+
+def test_submission_has_every_test_image_once(tmp_path, test_set):
+    index, predictions, ensemble = test_set
+    out = tmp_path / "submission.csv"
+    summary = write_submission(index, predictions, ensemble, out)
+    table = pd.read_csv(out, dtype=str)
+    assert out.read_text().splitlines()[0] == "ImageId,EncodedPixels"
+    assert table["ImageId"].tolist() == index["image_id"].tolist()
+    encoded = dict(zip(table["ImageId"], table["EncodedPixels"], strict=True))
+    assert encoded["9.1"] == encoded["9.2"] == encoded["9.3"] == "-1"  # empty, empty, a speck
+    assert encoded["9.4"] == "-1"  # a region, but the classifier gate says no
+    mask = rle.decode(encoded["9.0"], (64, 64))
+    assert mask[10:30, 10:30].all() and mask.sum() == 400  # drawn at the image's own size
+    assert summary == {"images": 5, "with_mask": 1}
+
+
+def test_invalid_submission_never_lands(tmp_path, test_set):
+    index, predictions, ensemble = test_set
+    out = tmp_path / "submission.csv"
+    with pytest.raises(SubmissionError, match="1 test image"):
+        write_submission(
+            pd.concat([index, pd.DataFrame({"image_id": ["9.9"], "rows": [64], "columns": [64]})]),
+            predictions,
+            ensemble,
+            out,
+        )
+    assert not out.exists() and not list(tmp_path.glob(".submission*"))
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (["9.0,-1", "9.1,-1"], r"1 test image\(s\) missing, e.g. 9.2"),
+        (["9.0,-1", "9.1,-1", "9.2,-1", "9.1,-1"], "line 5: ImageId 9.1 already on line 3"),
+        (["9.0,-1", "9.1,-1", "9.2,-1", "7.7,-1"], "line 5: ImageId 7.7 is not a test image"),
+        (["9.0,1 2 3", "9.1,-1", "9.2,-1"], "line 2: ImageId 9.0: RLE holds an odd number"),
+        (["9.0,4000 200", "9.1,-1", "9.2,-1"], "line 2: ImageId 9.0: RLE run 0 ends at pixel 4200"),
+        (["9.0,x 2", "9.1,-1", "9.2,-1"], "non-integer value 'x'"),
+        (["9.0,-1,extra", "9.1,-1", "9.2,-1"], "line 2: 3 fields"),
+    ],
+)
+def test_validator_rejects(tmp_path, rows, message):
+    index = pd.DataFrame({"image_id": ["9.0", "9.1", "9.2"], "rows": [64] * 3, "columns": [64] * 3})
+    path = _write(tmp_path / "s.csv", ["ImageId,EncodedPixels", *rows])
+    with pytest.raises(SubmissionError, match=message):
+        validate_submission(path, index)
+
+
+def test_validator_rejects_a_wrong_header_and_accepts_a_good_file(tmp_path):
+    index = pd.DataFrame({"image_id": ["9.0"], "rows": [64], "columns": [64]})
+    with pytest.raises(SubmissionError, match="header"):
+        validate_submission(_write(tmp_path / "a.csv", ["ImageId, EncodedPixels", "9.0,-1"]), index)
+    validate_submission(_write(tmp_path / "b.csv", ["ImageId,EncodedPixels", "9.0,0 4"]), index)
