@@ -28,6 +28,9 @@ config.update(
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/ensemble.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/scaling.smk"
 
 
 rule all:
@@ -35,3 +38,4 @@ rule all:
     input:
         data_targets(),
         train_targets(),
+        ensemble_targets(),

@@ -109,7 +109,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 
 def _check_consistency(config: dict) -> None:
     """Rules that span several keys, which JSON schema cannot say clearly."""
-    problems = _check_models(config)
+    problems = _check_models(config) + _check_members(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     data = config.get("data", {})
@@ -174,6 +174,40 @@ def _check_models(config: dict) -> list[str]:
             ):
                 problems.append(
                     f"config key '{where}.weights' is 'nih' but {arch!r} is not in pretrain.archs"
+                )
+            weights = (
+                archs[arch].get("weights") if isinstance(archs, dict) else section.get("weights")
+            )
+            problems += _check_weights_path(
+                weights, f"{where}.weights" if isinstance(archs, dict) else f"{stage}.weights"
+            )
+    return problems
+
+
+def _check_weights_path(weights: str | None, key: str) -> list[str]:
+    """A checkpoint path must exist now, not hours later when its job starts."""
+    if weights in (None, "none", "imagenet", "nih") or Path(weights).is_file():
+        return []
+    return [
+        f"config key {key!r}: checkpoint file {weights!r} does not exist "
+        "(weights must be 'none', 'imagenet', 'nih' or the path of a .pt/.pth file)"
+    ]
+
+
+def _check_members(config: dict) -> list[str]:
+    """Ensemble members must be models the stage's recipe keeps."""
+    from ptxseg.recipes import member_names
+
+    problems = []
+    for stage in ("classify", "segment"):
+        if stage not in config or "recipe" not in config[stage]:
+            continue
+        kept = member_names(config[stage]["recipe"])
+        for member in config.get("ensemble", {}).get("members", {}).get(stage, []):
+            if member not in kept:
+                problems.append(
+                    f"config key 'ensemble.members.{stage}' names {member!r}, which the {stage} "
+                    f"recipe does not keep (kept: {', '.join(kept)})"
                 )
     return problems
 

@@ -85,3 +85,34 @@ def train_targets():
         + fold_targets("classify", "classify", "summary.json")
         + fold_targets("segment", "segment", "summary.json")
     )
+
+
+def ensemble_targets():
+    return [
+        "results/ensemble/ensemble.json",
+        "results/submission.csv",
+        "results/report.html",
+    ]
+
+
+def fold_models(stage):
+    """Every kept model file of every fold of the job's architecture."""
+    kind_dir = {"classify": "classify", "segment": "segment"}[stage]
+
+    def models(wildcards):
+        return expand(
+            f"results/{kind_dir}/{wildcards.arch}/fold{{fold}}/model_{{member}}.pt",
+            fold=range(config["folds"]["n_folds"]),
+            member=config["ensemble"]["members"][stage],
+        )
+
+    return models
+
+
+def scaling_candidates():
+    """B0 and the grid points that meet the FLOPs constraint (ptxseg.scaling, without torch)."""
+    from ptxseg.scaling import candidates
+
+    scaling = config["scaling"]
+    grid = candidates(scaling["grid"], scaling["target"], scaling["tolerance"])
+    return ["b0"] + [candidate.name for candidate in grid]
