@@ -1,0 +1,411 @@
+"""One self-contained HTML page of what a run did and how well: data, training, OOF scores, blend,
+threshold search, example predictions, run times and (where run) the scaling search.
+
+Every figure is embedded as a base64 PNG, so the page opens anywhere without the results folder.
+A section whose inputs a run did not produce says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ptxseg.data.nih import FINDINGS
+from ptxseg.data.repack import read_manifest
+from ptxseg.ensemble.blend import blend_uint8
+from ptxseg.ensemble.search import segmenter_oof
+from ptxseg.ensemble.thresholds import Cascade, binarise
+from ptxseg.io import atomic
+from ptxseg.io.png import read_grey
+from ptxseg.report import figures
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("data", "training", "scores", "weights", "thresholds", "examples", "runtime", "scaling")
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{border-bottom:2px solid #4878a8} h2{margin-top:2em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:.5em 0;font-size:.85em} td,th{border:1px solid #ccc;padding:2px 8px}
+th{background:#f0f4f8} img{max-width:100%;display:block;margin:.5em 0} .caption{color:#555;font-size:.9em}
+nav a{margin-right:1em}
+"""
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    parts: list[str] = field(default_factory=list)
+
+    def text(self, words: str) -> None:
+        self.parts.append(f"<p class='caption'>{html.escape(words)}</p>")
+
+    def figure(self, png: bytes, alt: str) -> None:
+        data = base64.b64encode(png).decode("ascii")
+        self.parts.append(f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>")
+
+    def table(self, frame: pd.DataFrame, digits: int = 4) -> None:
+        self.parts.append(
+            frame.to_html(
+                index=False,
+                float_format=lambda v: f"{v:.{digits}f}",
+                na_rep="",
+                border=0,
+                escape=True,
+            )
+        )
+
+    def html(self) -> str:
+        return f"<section id='{self.key}'><h2>{html.escape(self.title)}</h2>{''.join(self.parts)}</section>"
+
+
+def _read(path: Path, **kwargs) -> pd.DataFrame | None:
+    return pd.read_csv(path, **kwargs) if path.is_file() else None
+
+
+def data_section(results: Path) -> Section:
+    section = Section("data", "Data")
+    index = _read(results / "data" / "siim_index.csv", dtype={"image_id": str})
+    if index is None:
+        section.text("No SIIM index in this run.")
+        return section
+    train = index[index["split"] == "train"]
+    rejects = _read(results / "data" / "siim_rejects.csv", dtype=str)
+    facts = [
+        ("SIIM train images", f"{len(train)}"),
+        ("with a pneumothorax", f"{int(train['has_pneumothorax'].sum())}"),
+        ("positive rate", f"{float(train['has_pneumothorax'].mean()):.3f}"),
+        ("with several regions", f"{int((train['n_regions'] > 1).sum())}"),
+        ("SIIM test images", f"{int((index['split'] == 'test').sum())}"),
+        ("rejects", f"{0 if rejects is None else len(rejects)}"),
+    ]
+    section.table(pd.DataFrame(facts, columns=["", "value"]))
+    folds = _read(results / "data" / "siim_folds.csv", dtype={"image_id": str})
+    if folds is not None:
+        per_fold = (
+            folds.groupby("fold")["has_pneumothorax"]
+            .agg(images="size", positive_rate="mean")
+            .reset_index()
+        )
+        section.text("Folds (StratifiedGroupKFold on has-pneumothorax, grouped by patient):")
+        section.table(per_fold)
+    stats_path = results / "repack" / "siim" / "stats.json"
+    if stats_path.is_file():
+        stats = json.loads(stats_path.read_text())
+        section.text(
+            "Intensity mean and std of the repacked train images (scaled to [0, 1]) per size:"
+        )
+        section.table(pd.DataFrame([{"size (px)": int(s), **v} for s, v in stats.items()]))
+        _sample_grid(
+            section,
+            results,
+            min(int(s) for s in stats if int(s) >= 64)
+            if any(int(s) >= 64 for s in stats)
+            else max(int(s) for s in stats),
+        )
+    nih = _read(results / "data" / "nih_index.csv", dtype={"image_id": str})
+    if nih is not None:
+        counts = {name: int(nih[name].sum()) for name in FINDINGS if name in nih}
+        section.text(
+            f"NIH ChestX-ray14: {len(nih)} images of {nih['patient_id'].nunique()} patients "
+            f"({(nih['split'] == 'val').sum()} in the patient-grouped validation split)."
+        )
+        section.figure(
+            figures.finding_bars(counts, "NIH findings (an image may have several)"), "NIH findings"
+        )
+    return section
+
+
+def _sample_grid(section: Section, results: Path, size: int) -> None:
+    manifest = read_manifest(results / "repack" / "siim" / "manifest.csv")
+    rows = manifest[(manifest["size"] == size) & (manifest["split"] == "train")]
+    root = results / "repack" / "siim"
+    tiles, titles = [], []
+    positives = [r for r in rows.itertuples() if read_grey(root / r.mask).any()][:4]
+    negatives = [r for r in rows.itertuples() if r not in positives][:4]
+    for row in positives + negatives[: 8 - len(positives)]:
+        image, mask = read_grey(root / row.image), read_grey(root / row.mask) > 0
+        tiles.append(figures.outlined(image, [(mask, (255, 60, 60))]))
+        titles.append(("pneumothorax" if mask.any() else "none") + f" ({row.image_id[-8:]})")
+    if tiles:
+        section.figure(
+            figures.image_grid(
+                tiles,
+                titles,
+                title=f"repacked train images at {size} px, true masks outlined in red",
+            ),
+            "sample images",
+        )
+
+
+def training_section(results: Path) -> Section:
+    section = Section("training", "Training curves")
+    found = False
+    for stage, metric_default in (
+        ("pretrain", "auc"),
+        ("classify", "auc"),
+        ("segment", "competition"),
+    ):
+        stage_dir = results / stage
+        if not stage_dir.is_dir():
+            continue
+        for arch_dir in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
+            histories = {}
+            for metrics in sorted(arch_dir.glob("**/metrics.csv")):
+                label = metrics.parent.name if metrics.parent != arch_dir else "NIH"
+                histories[label] = pd.read_csv(metrics)
+            if histories:
+                found = True
+                metric = (
+                    metric_default
+                    if metric_default in next(iter(histories.values()))
+                    else "val_loss"
+                )
+                section.figure(
+                    figures.training_curves(histories, metric, f"{stage}: {arch_dir.name}"),
+                    f"{stage} {arch_dir.name} curves",
+                )
+    if not found:
+        section.text("No training in this run.")
+    return section
+
+
+def scores_section(results: Path) -> tuple[Section, Section]:
+    section, weights = (
+        Section("scores", "Out-of-fold scores"),
+        Section("weights", "Blending weights"),
+    )
+    scores = _read(results / "ensemble" / "scores.csv")
+    ensemble_path = results / "ensemble" / "ensemble.json"
+    if scores is None or not ensemble_path.is_file():
+        section.text("No ensemble in this run.")
+        weights.text("No ensemble in this run.")
+        return section, weights
+    ensemble = json.loads(ensemble_path.read_text())
+    oof = ensemble["oof"]
+    section.text(
+        f"Competition metric (mean Dice per image, empty vs empty = 1) on {oof['images']} OOF images. "
+        f"Cascade {oof['cascade']:.4f}; best single architecture {oof['best_architecture']:.4f}; "
+        f"all-empty baseline {oof['all_empty']:.4f}. 'tuned' scores use each row's own best triplet."
+    )
+    seg = scores[scores["kind"] == "segmenter"]
+    summary = seg[seg["level"].isin(["architecture", "blend", "cascade"])]
+    tuned = summary[summary["metric"].isin(["competition_tuned", "competition"])]
+    labels = [
+        f"{r.level}: {r.arch}" if isinstance(r.arch, str) else r.level for r in tuned.itertuples()
+    ]
+    section.figure(
+        figures.score_bars(
+            labels,
+            tuned["score"].tolist(),
+            oof["all_empty"],
+            "OOF competition score",
+            "mean Dice per image",
+        ),
+        "OOF scores",
+    )
+    columns = [
+        c
+        for c in (
+            "kind",
+            "level",
+            "arch",
+            "fold",
+            "member",
+            "metric",
+            "score",
+            "cascade_gate",
+            "cascade_top",
+            "cascade_min_area",
+            "cascade_bottom",
+        )
+        if c in scores
+    ]
+    section.table(scores[columns])
+    weights.text(
+        f"Chosen on OOF predictions; the cascade: {ensemble['cascade']} (min_area in pixels at 1024)."
+    )
+    if ensemble.get("classifier_weights"):
+        weights.figure(
+            figures.weight_bars(ensemble["classifier_weights"], "classifier weights (OOF AUC)"),
+            "classifier weights",
+        )
+    weights.figure(
+        figures.weight_bars(ensemble["segmenter_weights"], "segmenter weights (OOF score)"),
+        "segmenter weights",
+    )
+    return section, weights
+
+
+def thresholds_section(results: Path) -> Section:
+    section = Section("thresholds", "Threshold search")
+    grid = _read(results / "ensemble" / "threshold_search.csv")
+    ensemble_path = results / "ensemble" / "ensemble.json"
+    if grid is None or not ensemble_path.is_file():
+        section.text("No threshold search in this run.")
+        return section
+    chosen = Cascade(**json.loads(ensemble_path.read_text())["cascade"])
+    at = grid[np.isclose(grid["gate"], chosen.gate) & np.isclose(grid["bottom"], chosen.bottom)]
+    section.figure(
+        figures.heatmap(
+            at,
+            "top",
+            "min_area",
+            f"score by top threshold and minimum area "
+            f"(gate {chosen.gate:g}, bottom {chosen.bottom:g})",
+            "top threshold",
+            "minimum area (pixels at 1024)",
+            (chosen.top, chosen.min_area),
+        ),
+        "heatmap 1",
+    )
+    at = grid[np.isclose(grid["top"], chosen.top) & np.isclose(grid["min_area"], chosen.min_area)]
+    section.figure(
+        figures.heatmap(
+            at,
+            "gate",
+            "bottom",
+            f"score by classifier gate and bottom threshold "
+            f"(top {chosen.top:g}, area {chosen.min_area:g})",
+            "classifier gate",
+            "bottom threshold",
+            (chosen.gate, chosen.bottom),
+        ),
+        "heatmap 2",
+    )
+    section.text(
+        "The red square is the chosen combination; each cell is the best score over the axes not shown "
+        "when they are fixed at the chosen values."
+    )
+    return section
+
+
+def examples_section(results: Path) -> Section:
+    """Best, median and worst OOF images (among those with a true or a predicted region)."""
+    section = Section("examples", "Predicted against true masks (OOF)")
+    images = _read(results / "ensemble" / "oof_images.csv", dtype={"image_id": str})
+    ensemble_path = results / "ensemble" / "ensemble.json"
+    if images is None or not ensemble_path.is_file():
+        section.text("No OOF outcomes in this run.")
+        return section
+    ensemble = json.loads(ensemble_path.read_text())
+    shown = images[(images["truth_pixels"] > 0) | (images["predicted_pixels"] > 0)].sort_values(
+        "dice"
+    )
+    if shown.empty:
+        section.text("No OOF image has a true or predicted region.")
+        return section
+    picks = {"best": shown.iloc[-1], "median": shown.iloc[len(shown) // 2], "worst": shown.iloc[0]}
+    size = ensemble["segmenter_size"]
+    manifest = read_manifest(results / "repack" / "siim" / "manifest.csv")
+    manifest = manifest[(manifest["size"] == size) & (manifest["split"] == "train")].set_index(
+        "image_id"
+    )
+    archs = list(ensemble["segmenter_weights"])
+    tiles, titles = [], []
+    for name, row in picks.items():
+        fold = int(row["fold"])
+        maps = []
+        for arch in archs:
+            oof = segmenter_oof(arch, {fold: results / "segment" / arch / f"fold{fold}"})
+            position = oof.folds[fold][0].index(row["image_id"])
+            maps.append(oof.fold_maps(fold, ensemble["members"]["segment"])[position])
+        blended = blend_uint8(maps, [ensemble["segmenter_weights"][a] for a in archs])
+        probability = (
+            None if pd.isna(row["classifier_probability"]) else float(row["classifier_probability"])
+        )
+        predicted = binarise(blended, Cascade(**ensemble["cascade"]), probability)
+        root = results / "repack" / "siim"
+        image = read_grey(root / manifest.loc[row["image_id"], "image"])
+        truth = read_grey(root / manifest.loc[row["image_id"], "mask"]) > 0
+        tiles.append(figures.outlined(image, [(truth, (60, 220, 60)), (predicted, (255, 60, 60))]))
+        titles.append(f"{name}: Dice {row['dice']:.3f}")
+    section.figure(
+        figures.image_grid(
+            tiles, titles, columns=3, title="green: true mask, red: the cascade's mask"
+        ),
+        "OOF examples",
+    )
+    return section
+
+
+def runtime_section(results: Path) -> Section:
+    section = Section("runtime", "Run time per rule")
+    rows = []
+    for tsv in sorted((results / "benchmarks").glob("*/*.tsv")):
+        frame = pd.read_csv(tsv, sep="\t")
+        rows.append(
+            {
+                "rule": tsv.parent.name,
+                "seconds": float(frame["s"].iloc[-1]),
+                "max_rss_mb": float(pd.to_numeric(frame["max_rss"], errors="coerce").iloc[-1]),
+            }
+        )
+    if not rows:
+        section.text("No benchmark files in this run.")
+        return section
+    table = (
+        pd.DataFrame(rows)
+        .groupby("rule")
+        .agg(
+            jobs=("seconds", "size"),
+            total_s=("seconds", "sum"),
+            mean_s=("seconds", "mean"),
+            max_s=("seconds", "max"),
+            max_rss_mb=("max_rss_mb", "max"),
+        )
+        .sort_values("total_s")
+    )
+    section.figure(figures.runtime_bars(table), "run times")
+    section.table(table.reset_index(), digits=1)
+    return section
+
+
+def scaling_section(results: Path) -> Section:
+    section = Section("scaling", "Compound scaling search")
+    plot = results / "scaling" / "score_vs_flops.png"
+    summary = _read(results / "scaling" / "summary.csv")
+    if summary is None:
+        section.text("The scaling search was not run (target results/scaling/summary.csv).")
+        return section
+    if plot.is_file():
+        section.figure(plot.read_bytes(), "score against FLOPs")
+    section.table(summary)
+    return section
+
+
+def build_report(
+    results: str | os.PathLike, out_html: str | os.PathLike, title: str = "ptxseg run"
+) -> list[str]:
+    """Write the page; return the keys of its sections."""
+    results = Path(results)
+    sections = [
+        data_section(results),
+        training_section(results),
+        *scores_section(results),
+        thresholds_section(results),
+        examples_section(results),
+        runtime_section(results),
+        scaling_section(results),
+    ]
+    order = {key: k for k, key in enumerate(SECTIONS)}
+    sections.sort(key=lambda s: order[s.key])
+    nav = "".join(f"<a href='#{s.key}'>{html.escape(s.title)}</a>" for s in sections)
+    page = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><nav>{nav}</nav>"
+        + "".join(s.html() for s in sections)
+        + "</body></html>"
+    )
+    atomic.write_text(out_html, page)
+    log.info("report with %d sections -> %s (%.1f MB)", len(sections), out_html, len(page) / 2**20)
+    return [s.key for s in sections]

@@ -1,0 +1,29 @@
+# The report: one self-contained HTML page of the whole run (data, training, OOF scores, blend,
+# threshold search, example predictions, run times). `snakemake --cores all results/report.html`.
+
+
+rule report:
+    input:
+        submission="results/submission.csv",
+        ensemble="results/ensemble/ensemble.json",
+        images="results/ensemble/oof_images.csv",
+        folds="results/data/siim_folds.csv",
+        nih="results/data/nih_index.csv",
+        pretrain=expand(
+            "results/pretrain/{arch}/summary.json", arch=config["pretrain"]["archs"]
+        ),
+    output:
+        html="results/report.html",
+    log:
+        "results/logs/report/report.log",
+    benchmark:
+        "results/benchmarks/report/report.tsv"
+    conda:
+        "../../envs/ptxseg.yaml"
+    resources:
+        mem_mb=resources_of("default")["mem_mb"],
+        runtime=resources_of("default")["runtime"],
+    params:
+        results="results",
+    script:
+        "../scripts/report.py"
