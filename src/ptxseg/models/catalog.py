@@ -16,6 +16,9 @@ CATALOG: dict[str, tuple[str, int, int]] = {
     "unet_resnet34": ("segmenter", 32, 32),
     "unet_efficientnet_b4": ("segmenter", 32, 32),
     "attention_unet": ("segmenter", 32, 32),
+    "scaled_unet": ("segmenter", 32, 32),
+    "scaled_unet_b1": ("segmenter", 32, 32),
+    "scaled_unet_b2": ("segmenter", 32, 32),
 }
 
 

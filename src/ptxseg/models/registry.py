@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from ptxseg.models import densenet, efficientnet, inceptionresnetv2, unet, xception
+from ptxseg.models import densenet, efficientnet, inceptionresnetv2, scaled_unet, unet, xception
 from ptxseg.models.encoders import ENCODER_IMAGENET
 from ptxseg.models.grey import GreyInput
 from ptxseg.models.weights import (
@@ -131,6 +131,32 @@ _ENTRIES = (
         size_multiple=unet.SIZE_MULTIPLE,
         imagenet=ENCODER_IMAGENET["resnet34"],  # the default encoder's; see imagenet_for
         imagenet_for=unet.attention_unet_imagenet,
+    ),
+    # compound-scaled U-Nets (scaling.py): free multipliers, and B1/B2 from a searched (alpha, beta);
+    # trained from scratch, their input side comes from scaling.compound
+    ModelSpec(
+        name="scaled_unet",
+        kind="segmenter",
+        builder=scaled_unet.build_scaled_unet,
+        min_size=scaled_unet.MIN_SIZE,
+        size_multiple=scaled_unet.SIZE_MULTIPLE,
+        imagenet=None,
+    ),
+    ModelSpec(
+        name="scaled_unet_b1",
+        kind="segmenter",
+        builder=scaled_unet.build_scaled_unet_b1,
+        min_size=scaled_unet.MIN_SIZE,
+        size_multiple=scaled_unet.SIZE_MULTIPLE,
+        imagenet=None,
+    ),
+    ModelSpec(
+        name="scaled_unet_b2",
+        kind="segmenter",
+        builder=scaled_unet.build_scaled_unet_b2,
+        min_size=scaled_unet.MIN_SIZE,
+        size_multiple=scaled_unet.SIZE_MULTIPLE,
+        imagenet=None,
     ),
 )
 

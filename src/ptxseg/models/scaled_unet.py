@@ -1,0 +1,172 @@
+"""A U-Net family scaled by EfficientNet's compound rule (Tan & Le 2019): B0 and its scaled-up kin.
+
+Three multipliers set a member: depth ``d`` (residual blocks per stage, ``ceil(base * d)``),
+width ``w`` (channels per stage, ``round_filters(base * w)``: the nearest multiple of 8, never
+below 8 or more than 10% under) and resolution (the input side the caller trains on,
+`ptxseg.scaling.scaled_resolution`). The compound members are ``d = alpha**phi`` and
+``w = beta**phi``: `build_scaled_unet_b1` and `build_scaled_unet_b2`.
+
+Layout (output stride 32, so input sides must be multiples of 32, as for the other U-Nets):
+
+- stem: 3x3 convolution, stride 2 (as EfficientNet's and ResNet's stems): no stage works at
+  full resolution, where activations would cost the most memory for the least context;
+- encoder: five stages at strides 2, 4, 8, 16, 32; each stage after the first opens with a
+  strided 3x3 conv-BN-ReLU that widens the channels, then repeats identical residual blocks
+  (conv3x3-BN-ReLU-conv3x3-BN + identity, ReLU; the last BatchNorm starts at zero, so every
+  block starts as the identity and a deeper member is not harder to train);
+- decoder, mirroring the encoder: per stage, upsample (nearest) to the skip's size, concatenate
+  the skip, a 1x1 conv-BN-ReLU back to the stage's width, then as many residual blocks as the
+  encoder stage has;
+- head: 1x1 convolution to ``num_classes`` at stride 2, upsampled bilinearly to the input size.
+
+B0's base, widths (16, 32, 64, 128, 256) and depths (1, 1, 2, 2, 2): channels double as the
+side halves, so a block costs the same FLOPs in every stage and the FLOPs are spread by depth.
+The blocks are put where the activations are small (strides 8-32) and where a block adds the
+context a pneumothorax, a thin rim along the chest wall, needs to be told from skin folds. The
+blocks are ~90% of the FLOPs (stem, transitions and head the rest), so FLOPs follow
+``d * w**2 * r**2`` closely. Plain residual blocks rather than MBConv: depthwise convolutions
+are slow on CPU for their FLOPs, and the pipeline must train on a laptop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ptxseg.scaling import (
+    ALPHA,
+    BETA,
+    compound_multipliers,
+    round_filters,
+    round_repeats,
+)
+
+BASE_WIDTHS = (16, 32, 64, 128, 256)
+BASE_DEPTHS = (1, 1, 2, 2, 2)
+STEM_STRIDE = 2
+OUTPUT_STRIDE = STEM_STRIDE * 2 ** (len(BASE_WIDTHS) - 1)  # 32
+SIZE_MULTIPLE = OUTPUT_STRIDE
+MIN_SIZE = OUTPUT_STRIDE  # one pixel at the deepest stage
+
+
+def scaled_widths(width: float = 1.0, base: Sequence[int] = BASE_WIDTHS) -> tuple[int, ...]:
+    return tuple(round_filters(c, width) for c in base)
+
+
+def scaled_depths(depth: float = 1.0, base: Sequence[int] = BASE_DEPTHS) -> tuple[int, ...]:
+    return tuple(round_repeats(n, depth) for n in base)
+
+
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel: int, stride: int = 1
+) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """ResNet's basic block at constant width: relu(x + bn(conv(relu(bn(conv(x))))))."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = conv_bn_relu(channels, channels, 3)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        nn.init.zeros_(self.bn2.weight)  # the block starts as the identity (Goyal et al. 2017)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.bn2(self.conv2(self.conv1(x))))
+
+
+class DecoderStage(nn.Module):
+    """upsample -> concatenate the skip -> 1x1 conv-BN-ReLU to the skip's width -> blocks."""
+
+    def __init__(self, in_channels: int, skip_channels: int, depth: int):
+        super().__init__()
+        self.fuse = conv_bn_relu(in_channels + skip_channels, skip_channels, 1)
+        self.blocks = nn.Sequential(*(ResidualBlock(skip_channels) for _ in range(depth)))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+        return self.blocks(self.fuse(torch.cat([x, skip], dim=1)))
+
+
+class ScaledUNet(nn.Module):
+    """The U-Net of explicit per-stage ``widths`` and ``depths`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        widths: Sequence[int] = BASE_WIDTHS,
+        depths: Sequence[int] = BASE_DEPTHS,
+        in_channels: int = 3,
+    ):
+        super().__init__()
+        widths, depths = tuple(int(c) for c in widths), tuple(int(n) for n in depths)
+        if len(widths) != len(BASE_WIDTHS) or len(depths) != len(BASE_WIDTHS):
+            raise ValueError(
+                f"widths and depths need {len(BASE_WIDTHS)} stages each, got {widths}, {depths}"
+            )
+        if min(widths) < 1 or min(depths) < 1:
+            raise ValueError(f"widths and depths must be positive, got {widths}, {depths}")
+        self.widths, self.depths = widths, depths
+        self.stem = conv_bn_relu(in_channels, widths[0], 3, STEM_STRIDE)
+        self.encoder = nn.ModuleList()
+        for s, (channels, depth) in enumerate(zip(widths, depths, strict=True)):
+            down = [conv_bn_relu(widths[s - 1], channels, 3, 2)] if s else []
+            self.encoder.append(
+                nn.Sequential(*down, *(ResidualBlock(channels) for _ in range(depth)))
+            )
+        self.decoder = nn.ModuleList(
+            DecoderStage(widths[s + 1], widths[s], depths[s])
+            for s in reversed(range(len(widths) - 1))
+        )
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d) and module is not self.head:
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        if height % OUTPUT_STRIDE or width % OUTPUT_STRIDE:
+            # RuntimeError, as smp's own models raise for the same mistake
+            raise RuntimeError(
+                f"input height {height} and width {width} must be multiples of {OUTPUT_STRIDE}"
+            )
+        x = self.stem(x)
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        x = skips.pop()  # the deepest stage has no skip of its own
+        for stage in self.decoder:
+            x = stage(x, skips.pop())
+        logits = self.head(x)
+        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def build_scaled_unet(num_classes: int, depth: float = 1.0, width: float = 1.0) -> nn.Module:
+    """The scaled U-Net of free ``depth`` and ``width`` multipliers (1, 1: B0).
+
+    A grid candidate (alpha, beta, gamma) at phi = 1 is ``depth=alpha, width=beta``, trained on
+    ``scaling.scaled_resolution(base_resolution, gamma)`` inputs.
+    """
+    return ScaledUNet(num_classes, scaled_widths(width), scaled_depths(depth))
+
+
+def build_scaled_unet_b1(num_classes: int, alpha: float = ALPHA, beta: float = BETA) -> nn.Module:
+    """B1: depth alpha, width beta (train it on ``scaled_resolution(base, gamma, 1)`` inputs)."""
+    depth, width = compound_multipliers(alpha, beta, 1)
+    return build_scaled_unet(num_classes, depth, width)
+
+
+def build_scaled_unet_b2(num_classes: int, alpha: float = ALPHA, beta: float = BETA) -> nn.Module:
+    """B2: depth alpha², width beta² (train it on ``scaled_resolution(base, gamma, 2)`` inputs)."""
+    depth, width = compound_multipliers(alpha, beta, 2)
+    return build_scaled_unet(num_classes, depth, width)

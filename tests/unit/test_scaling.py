@@ -1,0 +1,322 @@
+"""Compound scaling of the U-Net: rounding rules, the scaling law in FLOPs, the grid, the summary."""
+
+from __future__ import annotations
+
+import functools
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from ptxseg import scaling
+from ptxseg.models.grey import GreyInput
+from ptxseg.models.scaled_unet import (
+    BASE_DEPTHS,
+    MIN_SIZE,
+    SIZE_MULTIPLE,
+    DecoderStage,
+    ResidualBlock,
+    ScaledUNet,
+    build_scaled_unet,
+    build_scaled_unet_b1,
+    build_scaled_unet_b2,
+)
+from ptxseg.scaling import (
+    Candidate,
+    candidates,
+    compound,
+    excluded,
+    flops_per_image,
+    parameter_count,
+    plot_score_vs_flops,
+    round_filters,
+    round_repeats,
+    scaled_resolution,
+    screen,
+    select_best,
+    summarise,
+)
+
+# Every convolution's FLOPs scale exactly with the area at any side that is a multiple of 32, so
+# the law is measured at the smallest side, where a forward pass is quickest.
+SIDE = 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: with two threads on a busy CPU, waiting on each other costs ~10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _grey(net: nn.Module) -> GreyInput:
+    return GreyInput(net, name="scaled_unet", kind="segmenter", size_multiple=SIZE_MULTIPLE)
+
+
+@functools.cache
+def _measure(depth=1.0, width=1.0, side=SIDE):
+    net = build_scaled_unet(1, depth=depth, width=width)
+    return parameter_count(net), flops_per_image(_grey(net), side)
+
+
+# ----------------------------------------------------------------------------- rounding rules
+
+
+def test_round_filters_is_efficientnets_rule():
+    assert round_filters(16) == 16 and round_filters(3) == 8  # never below 8
+    assert [round_filters(c, 1.1) for c in (16, 32, 64, 128, 256)] == [16, 32, 72, 144, 280]
+    # 16 * 1.21 = 19.36 rounds to 16, more than 10% under: one step up instead
+    assert round_filters(16, 1.21) == 24
+    for channels in (8, 16, 24, 40, 112, 320):
+        for width in (0.5, 1.0, 1.1, 1.21, 1.4, 2.0, 3.1):
+            rounded, exact = round_filters(channels, width), channels * width
+            assert rounded % 8 == 0 and rounded >= 8 and rounded >= 0.9 * exact
+            assert abs(rounded - exact) <= 8
+    with pytest.raises(ValueError, match="width must be a positive number"):
+        round_filters(16, 0)
+
+
+def test_round_repeats_rounds_up():
+    assert [round_repeats(n, 1.2) for n in BASE_DEPTHS] == [2, 2, 3, 3, 3]
+    assert [round_repeats(n, 2.0) for n in BASE_DEPTHS] == [2, 2, 4, 4, 4]
+    assert round_repeats(2, 1.0000000000000002) == 2  # float noise does not add a block
+    assert round_repeats(3, 0.1) == 1
+
+
+def test_scaled_unet_channels_are_multiples_of_8_and_depths_rounded_up():
+    depth, width = 1.3, 1.37
+    net = build_scaled_unet(1, depth=depth, width=width)
+    assert net.depths == tuple(math.ceil(n * depth) for n in BASE_DEPTHS)
+    for stage, channels, blocks in zip(net.encoder, net.widths, net.depths, strict=True):
+        assert sum(isinstance(m, ResidualBlock) for m in stage) == blocks
+        assert all(b.conv2.out_channels == channels for b in stage if isinstance(b, ResidualBlock))
+    decoder = [(len(s.blocks), s.fuse[0].out_channels) for s in net.decoder]
+    assert decoder == list(zip(net.depths[:-1], net.widths[:-1], strict=True))[::-1]
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m is not net.head]
+    assert all(c.out_channels % 8 == 0 for c in convs)
+
+
+# ----------------------------------------------------------------------------- the scaling law
+
+
+@pytest.mark.parametrize(
+    ("multipliers", "params_factor", "flops_factor"),
+    [
+        # Depth: the blocks double, the stem, the four strided transitions, the decoder's 1x1
+        # fusions and the head do not. They are ~10% of B0's FLOPs, so d = 2 gives ~1.89.
+        pytest.param({"depth": 2.0}, 2.0, 2.0, id="depth-x2"),
+        # Width: every convolution's cost goes as c_in * c_out, except the stem (3 input
+        # channels) and the head (1 output channel): ~3.99.
+        pytest.param({"width": 2.0}, 4.0, 4.0, id="width-x2"),
+        # Resolution: every convolution's cost goes as the side squared; parameters are fixed.
+        pytest.param({"side": 2 * SIDE}, 1.0, 4.0, id="resolution-x2"),
+    ],
+)
+def test_flops_and_parameters_follow_the_scaling_law(multipliers, params_factor, flops_factor):
+    base_params, base_flops = _measure()
+    params, flops = _measure(**multipliers)
+    assert params / base_params == pytest.approx(params_factor, rel=0.15)
+    assert flops / base_flops == pytest.approx(flops_factor, rel=0.15)
+
+
+def test_flops_per_image_takes_grey_or_colour_models():
+    torch.manual_seed(0)
+    net = build_scaled_unet(1)
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    colour = flops_per_image(net, SIDE)  # 3 channels: the stem's own
+    grey = flops_per_image(_grey(net), SIDE)  # 1 channel, repeated for free
+    assert colour == grey == flops_per_image(net, (SIDE, SIDE), channels=3) > 0
+    assert net.training  # mode restored, BatchNorm statistics untouched
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    # one 1x1 convolution: 2 FLOPs per multiply-add
+    assert flops_per_image(nn.Conv2d(1, 4, 1, bias=False), 8) == 2 * 4 * 8 * 8
+    assert parameter_count(nn.Conv2d(1, 4, 1)) == 8
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+GRID = {"alpha": [1.0, 1.2, 2.2, 2.6], "beta": [1.0, 1.1], "gamma": [0.9, 1.0, 1.15]}
+
+
+def test_candidates_meet_the_flops_constraint_and_the_rest_is_excluded():
+    kept, left = screen(GRID, target=2.0, tolerance=0.1)
+    assert kept == candidates(GRID) and left == excluded(GRID)
+    assert len(kept) + len(left) == 4 * 2 * 3
+    names = [c.name for c in kept]
+    assert names == ["a1.20_b1.10_g1.15", "a2.20_b1.00_g1.00"]  # 1.920; 2.2 is on the edge
+    assert kept[0].product == pytest.approx(1.2 * 1.1**2 * 1.15**2)
+    reasons = {e.name: e.reason for e in left}
+    assert reasons["a2.60_b1.00_g1.00"] == (
+        "alpha*beta^2*gamma^2 = 2.600 outside 2 ± 10% [1.800, 2.200]"
+    )
+    assert reasons["a2.60_b1.00_g0.90"] == "gamma < 1"  # 2.106 would pass: shrinking is not
+    assert reasons["a1.00_b1.00_g1.00"].startswith("alpha*beta^2*gamma^2 = 1.000 outside")
+    for point in kept:
+        assert min(point.alpha, point.beta, point.gamma) >= 1
+        assert abs(point.product - 2) <= 0.2 + 1e-9
+    assert [c.name for c in candidates(GRID, target=2.6, tolerance=0.01)] == ["a2.60_b1.00_g1.00"]
+
+
+def test_grid_errors_name_the_problem():
+    with pytest.raises(ValueError, match="missing gamma; unknown gama"):
+        candidates({"alpha": [1.2], "beta": [1.1], "gama": [1.15]})
+    with pytest.raises(ValueError, match=r"grid\.beta\[1\] must be a positive number"):
+        candidates({"alpha": [1.2], "beta": [1.1, -1], "gamma": [1.15]})
+    with pytest.raises(ValueError, match=r"tolerance must be in \[0, 1\)"):
+        candidates(GRID, tolerance=1.5)
+    with pytest.raises(ValueError, match="share the name 'a1.20_b1.10_g1.15'"):
+        candidates({"alpha": [1.2, 1.201], "beta": [1.1], "gamma": [1.15]})
+
+
+def test_compound_phi_0_1_2():
+    assert compound(1.2, 1.1, 1.15, 0, 256) == (1.0, 1.0, 256)
+    assert compound(1.2, 1.1, 1.15, 1, 256) == pytest.approx((1.2, 1.1, 288))  # 294.4 -> 288
+    assert compound(1.2, 1.1, 1.15, 2, 256) == pytest.approx((1.44, 1.21, 352))  # 338.6 -> 352
+    assert compound(1.2, 1.1, 1.15, 2, 512)[2] == 672
+    assert Candidate(1.2, 1.1, 1.15).scaled(1, 512) == pytest.approx((1.2, 1.1, 576))
+    assert scaled_resolution(40, 1.0, 0) == SIZE_MULTIPLE == MIN_SIZE == 32  # never below 32
+    assert scaling.RESOLUTION_MULTIPLE == SIZE_MULTIPLE
+    with pytest.raises(ValueError, match="phi must be a non-negative integer"):
+        compound(1.2, 1.1, 1.15, 1.5, 256)
+
+
+# ----------------------------------------------------------------------------- B0, B1, B2
+
+
+def test_b1_b2_train_on_cpu_and_their_flops_grow():
+    base = 64
+    members = {"B0": build_scaled_unet(1), "B1": build_scaled_unet_b1(1)}
+    members["B2"] = build_scaled_unet_b2(1)
+    flops = {}
+    for phi, (label, net) in enumerate(members.items()):
+        torch.manual_seed(phi)
+        model = _grey(net)
+        x = torch.randn(2, 1, 32, 32)
+        out = model(x)
+        assert out.shape == (2, 1, 32, 32)
+        out.pow(2).mean().backward()
+        grads = [p.grad for p in model.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), label
+        assert model.net.stem[0].weight.grad.abs().sum() > 0, label
+        flops[label] = flops_per_image(model, compound(1.2, 1.1, 1.15, phi, base)[2])
+    assert flops["B0"] < flops["B1"] < flops["B2"]
+    assert members["B1"].depths == (2, 2, 3, 3, 3) and members["B1"].widths[-1] == 280
+    model = _grey(members["B2"]).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, MIN_SIZE, 3 * MIN_SIZE)).shape == (1, 1, 32, 96)
+    with pytest.raises(RuntimeError, match="multiples of 32"):
+        members["B0"](torch.zeros(1, 3, 48, 64))
+    assert ScaledUNet(3, in_channels=1).eval()(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_decoder_mirrors_the_encoder():
+    net = build_scaled_unet(2)
+    assert [type(s) for s in net.decoder] == [DecoderStage] * 4
+    assert [s.fuse[0].in_channels for s in net.decoder] == [256 + 128, 128 + 64, 64 + 32, 32 + 16]
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def _rows():
+    row = {"params": 1000, "flops": 10**9, "train_seconds": 60.0}
+    return [
+        {**row, "alpha": 1.0, "beta": 1.0, "gamma": 1.0, "phi": 0, "oof_score": 0.80},
+        {**row, "alpha": 1.2, "beta": 1.1, "gamma": 1.15, "phi": 1, "oof_score": 0.83},
+        {**row, "alpha": 1.4, "beta": 1.0, "gamma": 1.1, "phi": 1, "oof_score": 0.85},
+        {**row, "alpha": 1.0, "beta": 1.2, "gamma": 1.2, "phi": 1, "oof_score": 0.82},
+    ]
+
+
+def test_summarise_picks_the_best_candidate_and_adds_b1_b2():
+    calls = []
+
+    def measure(depth, width, resolution):
+        calls.append((depth, width, resolution))
+        return 7, 8 * 10**9
+
+    table = summarise(_rows(), base_resolution=256, measure=measure)
+    assert list(table.columns[:2]) == ["label", "name"]
+    assert set(scaling.COLUMNS) <= set(table.columns)
+    assert select_best(table) == Candidate(1.4, 1.0, 1.1)
+    labelled = table[table["label"] != ""].set_index("label")
+    assert list(labelled.index) == ["B0", "B1", "B2"]
+    assert labelled.loc["B1", "name"] == labelled.loc["B2", "name"] == "a1.40_b1.00_g1.10"
+    assert labelled.loc["B1", "oof_score"] == 0.85 and not labelled.loc["B1", "planned"]
+    b2 = labelled.loc["B2"]
+    assert b2["phi"] == 2 and b2["planned"] and math.isnan(b2["oof_score"])
+    assert (b2["params"], b2["flops"], b2["resolution"]) == (7, 8 * 10**9, 320)  # 309.76 -> 320
+    assert calls == [pytest.approx((1.96, 1.0, 320))]
+    assert len(table) == 5 and table["phi"].is_monotonic_increasing
+
+    # a trained B2 row is labelled, not measured again
+    trained = {**_rows()[2], "phi": 2, "oof_score": 0.86, "flops": 3 * 10**9}
+    table = summarise([*_rows(), trained], base_resolution=256, measure=measure)
+    assert len(calls) == 1 and len(table) == 5 and not table["planned"].any()
+    assert table.set_index("label").loc["B2", "oof_score"] == 0.86
+
+    with pytest.raises(ValueError, match="row 1 lacks oof_score"):
+        summarise([_rows()[0], {k: v for k, v in _rows()[1].items() if k != "oof_score"}], 256)
+    with pytest.raises(ValueError, match="no phi = 1 candidate has an OOF score"):
+        summarise(_rows()[:1], 256)
+
+
+def test_summarise_measures_the_scaled_unet_by_default(tmp_path):
+    table = summarise(_rows(), base_resolution=64)
+    b2 = table.set_index("label").loc["B2"]
+    net = build_scaled_unet_b2(1, alpha=1.4, beta=1.0)
+    assert b2["params"] == parameter_count(net)
+    assert b2["flops"] == flops_per_image(net, int(b2["resolution"])) > 0
+    path = plot_score_vs_flops(table, tmp_path / "plots" / "score_vs_flops.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (960, 660)
+    assert [p.name for p in path.parent.iterdir()] == ["score_vs_flops.png"]  # no temporary left
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_score_vs_flops(table.iloc[:0], tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
+
+
+def test_scaling_rules_import_without_torch():
+    """A Snakefile can enumerate the grid at DAG build without loading torch or pandas."""
+    code = (
+        "import sys, ptxseg.scaling as s; s.candidates({'alpha': [1.2], 'beta': [1.1], "
+        "'gamma': [1.15]}); print(sorted({'torch', 'pandas', 'matplotlib'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_registry_entries_when_registered():
+    from ptxseg.models import MODELS, build_model
+
+    names = ("scaled_unet", "scaled_unet_b1", "scaled_unet_b2")
+    if not set(names) <= set(MODELS):
+        pytest.skip("scaled_unet entries are not in the registry yet")
+    from ptxseg.models.catalog import CATALOG
+
+    for name in names:
+        spec = MODELS[name]
+        assert (spec.kind, spec.min_size, spec.size_multiple, spec.imagenet) == (
+            "segmenter",
+            MIN_SIZE,
+            SIZE_MULTIPLE,
+            None,
+        )
+        assert CATALOG[name] == ("segmenter", MIN_SIZE, SIZE_MULTIPLE)
+    assert MODELS["scaled_unet"].options == {"depth": 1.0, "width": 1.0}
+    assert MODELS["scaled_unet_b2"].options == {"alpha": 1.2, "beta": 1.1}
+    model = build_model("scaled_unet", depth=1.2, width=1.1)
+    assert model.net.depths == build_scaled_unet_b1(1).depths

@@ -1,0 +1,13 @@
+from ptxseg.logs import to_file
+from ptxseg.train.scaling_job import write_summary
+
+if __name__ == "__main__":
+    with to_file(snakemake.log[0]):
+        write_summary(
+            snakemake.input.rows,
+            snakemake.params.base_resolution,
+            snakemake.params.phis,
+            snakemake.output.summary,
+            snakemake.output.plot,
+            snakemake.output.best,
+        )
