@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -12,38 +11,15 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT
+from dag import job_counts, snakemake, write_config
 
-from ptxseg.data.demo import DemoSpec, write_nih_demo, write_siim_demo
 from ptxseg.data.repack import read_manifest
 from ptxseg.data.siim import read_index
-from ptxseg.io import dicom
+from ptxseg.ensemble.submission import validate_submission
+from ptxseg.io import rle
+from ptxseg.io.png import read_grey, write_png
 
 pytestmark = pytest.mark.workflow
-
-
-def snakemake(workdir, *args, check=True, timeout=600):
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        *map(str, args),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return result
-
-
-def write_config(path, base, **sections):
-    config = yaml.safe_load((ROOT / base).read_text())
-    for key, value in sections.items():
-        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def test_dry_run_of_the_demo_config(tmp_path):
@@ -58,6 +34,17 @@ def test_dry_run_of_the_demo_config(tmp_path):
         "repack_nih",
     ):
         assert rule in result.stdout
+    counts = job_counts(result.stdout)  # all 3 segmenters and 4 classifiers on all 5 folds
+    assert (counts["pretrain_nih"], counts["train_classifier"], counts["train_segmenter"]) == (
+        3,
+        20,
+        15,
+    )
+    assert (counts["predict_classifier"], counts["predict_segmenter"], counts["submission"]) == (
+        4,
+        3,
+        1,
+    )
 
 
 def test_dry_run_of_the_full_config(tmp_path):
@@ -87,17 +74,11 @@ def test_dry_run_of_the_full_config(tmp_path):
     assert "index_siim" in result.stdout and "demo_siim" not in result.stdout
     assert "results/repack/siim/1024" in result.stdout
     counts = job_counts(result.stdout)
-    assert (counts["pretrain_nih"], counts["train_classifier"], counts["train_segmenter"]) == (3, 20, 15)
-
-
-def job_counts(dry_run_output: str) -> dict[str, int]:
-    """Rule -> job count from the job-stats table of a dry run."""
-    counts = {}
-    for line in dry_run_output.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    return counts
+    assert (counts["pretrain_nih"], counts["train_classifier"], counts["train_segmenter"]) == (
+        3,
+        20,
+        15,
+    )
 
 
 def test_lint_is_clean():
@@ -135,13 +116,6 @@ def test_unknown_config_key_fails_naming_it(tmp_path):
     assert result.returncode != 0 and "config key 'folds.n_folds'" in result.stdout + result.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    snakemake(workdir, "--cores", 2, "--configfile", ROOT / "configs" / "tiny.yaml")
-    return workdir
-
-
 def test_tiny_run_indexes_repacks_and_folds(tiny_run):
     tiny = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
     demo = tiny["data"]["demo"]
@@ -175,6 +149,107 @@ def test_tiny_run_indexes_repacks_and_folds(tiny_run):
     assert len(nih_pngs) == demo["nih_images"]
 
 
+def test_tiny_run_ends_in_a_valid_submission(tiny_run):
+    results = tiny_run / "results"
+    index = read_index(results / "data" / "siim_index.csv")
+    test = index[index["split"] == "test"]
+    validate_submission(results / "submission.csv", test)  # raises on any problem
+    table = pd.read_csv(results / "submission.csv", dtype=str)
+    assert sorted(table["ImageId"]) == sorted(test["image_id"])
+    ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
+    assert set(ensemble["cascade"]) == {"gate", "top", "min_area", "bottom"}
+    assert ensemble["oof"]["cascade"] >= ensemble["oof"]["all_empty"] - 1e-9
+    scores = pd.read_csv(results / "ensemble" / "scores.csv")
+    assert {"single", "architecture", "blend", "cascade", "all_empty"} <= set(scores["level"])
+
+
+def test_predict_command_on_new_files(tiny_run, tmp_path):
+    results = tiny_run / "results"
+    index = read_index(results / "data" / "siim_index.csv")
+    test = index[index["split"] == "test"].head(2)
+    png = tmp_path / "from_png.png"
+    write_png(png, np.full((200, 180), 90, np.uint8))
+    inputs = [str(tiny_run / p) for p in test["path"]] + [str(png)]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ptxseg.cli",
+            "predict",
+            *inputs,
+            "--results",
+            str(results),
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype=str)
+    assert rows["ImageId"].tolist() == [*test["image_id"], "from_png"]
+    submission = pd.read_csv(results / "submission.csv", dtype=str).set_index("ImageId")
+    for row in rows.itertuples():
+        mask_path = tmp_path / "out" / f"{row.ImageId}_mask.png"
+        overlay = tmp_path / "out" / f"{row.ImageId}_overlay.png"
+        assert mask_path.is_file() and overlay.is_file()
+        mask = read_grey(mask_path) > 0
+        assert rle.encode(mask) == row.EncodedPixels
+        if row.ImageId in submission.index:  # the same cascade as the submission
+            assert row.EncodedPixels == submission.loc[row.ImageId, "EncodedPixels"]
+    assert read_grey(tmp_path / "out" / "from_png_mask.png").shape == (200, 180)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ptxseg.cli",
+            "predict",
+            str(png),
+            "--results",
+            str(tmp_path / "nothing"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and "ensemble.json not found" in missing.stderr
+
+
+def test_tiny_run_trains_every_model_and_writes_oof(tiny_run):
+    tiny = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    results = tiny_run / "results"
+    folds = pd.read_csv(results / "data" / "siim_folds.csv", dtype={"image_id": str})
+    assert (
+        json.loads((results / "pretrain" / "densenet169" / "summary.json").read_text())["epochs"]
+        == 1
+    )
+    for fold in range(tiny["folds"]["n_folds"]):
+        held_out = folds[folds["fold"] == fold]
+        oof = pd.read_csv(
+            results / "classify" / "densenet169" / f"fold{fold}" / "oof.csv",
+            dtype={"image_id": str},
+        )
+        assert sorted(oof["image_id"]) == sorted(held_out["image_id"])  # exactly its held-out fold
+        assert oof["prob_best"].between(0, 1).all()
+        seg = results / "segment" / "unet_resnet34" / f"fold{fold}"
+        ids = pd.read_csv(seg / "oof_ids.csv", dtype={"image_id": str})
+        assert sorted(ids["image_id"]) == sorted(held_out["image_id"])
+        for member in ("best", "swa", "snapshot0"):
+            maps = np.load(seg / f"oof_{member}.npy")
+            assert maps.dtype == np.uint8 and maps.shape == (len(ids), 32, 32)
+        summary = json.loads((seg / "summary.json").read_text())
+        for member in ("best", "swa", "snapshot0"):  # the rule reports the score and its baseline
+            assert {"competition", "all_empty"} <= set(summary["members"][member])
+        metrics = pd.read_csv(seg / "metrics.csv")
+        assert {"epoch", "lr", "train_loss", "val_loss", "competition", "snapshot"} <= set(
+            metrics.columns
+        )
+    assert not list(
+        (results / "checkpoints").rglob("*.pt")
+    )  # resume states go once a job is complete
+
+
 def test_every_rule_left_a_log_and_a_benchmark(tiny_run):
     for rule in (
         "demo_siim",
@@ -184,6 +259,13 @@ def test_every_rule_left_a_log_and_a_benchmark(tiny_run):
         "repack_siim",
         "index_nih",
         "repack_nih",
+        "pretrain_nih",
+        "train_classifier",
+        "train_segmenter",
+        "predict_classifier",
+        "predict_segmenter",
+        "ensemble",
+        "submission",
     ):
         assert list((tiny_run / "results" / "logs" / rule).iterdir()), rule
         assert list((tiny_run / "results" / "benchmarks" / rule).glob("*.tsv")), rule
@@ -192,109 +274,3 @@ def test_every_rule_left_a_log_and_a_benchmark(tiny_run):
 def test_second_run_has_nothing_to_do(tiny_run):
     result = snakemake(tiny_run, "-n", "--configfile", ROOT / "configs" / "tiny.yaml")
     assert "Nothing to be done" in result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def demo_files(tmp_path_factory):
-    """A small demo data set on disk, to be copied and damaged by the bad-input tests."""
-    root = tmp_path_factory.mktemp("files")
-    spec = DemoSpec(
-        siim_train=8,
-        siim_test=2,
-        positive_fraction=0.5,
-        image_size=128,
-        nih_images=6,
-        nih_rgba=1,
-        max_images_per_patient=1,
-    )
-    write_siim_demo(root / "siim", spec, seed=5)
-    write_nih_demo(root / "nih", spec, seed=5)
-    return root
-
-
-def files_config(tmp_path, data_root, **data):
-    return write_config(
-        tmp_path / "files.yaml",
-        "configs/tiny.yaml",
-        data={
-            "source": "files",
-            "siim": {
-                "train_dicom_dir": str(data_root / "siim" / "dicom-images-train"),
-                "test_dicom_dir": str(data_root / "siim" / "dicom-images-test"),
-                "train_rle_csv": str(data_root / "siim" / "train-rle.csv"),
-            },
-            "nih": {
-                "image_dir": str(data_root / "nih" / "images"),
-                "labels_csv": str(data_root / "nih" / "Data_Entry_2017.csv"),
-            },
-            **data,
-        },
-        folds={"n_folds": 2, "group_by": "patient"},
-    )
-
-
-def leftovers(results):
-    return [p for p in results.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
-
-
-def test_truncated_dicom_stops_the_run_naming_it(tmp_path, demo_files):
-    data = tmp_path / "data"
-    shutil.copytree(demo_files, data)
-    victim = sorted(dicom.find_dicoms(data / "siim" / "dicom-images-train").values())[0]
-    victim.write_bytes(victim.read_bytes()[:-500])
-    config = files_config(tmp_path, data)
-    result = snakemake(
-        tmp_path, "results/data/siim_index.csv", "--cores", 1, "--configfile", config, check=False
-    )
-    assert result.returncode != 0
-    log = (tmp_path / "results" / "logs" / "index_siim" / "index_siim.log").read_text()
-    assert str(victim) in log and "truncated" in log and "data.stop_on_rejects" in log
-    rejects = pd.read_csv(tmp_path / "results" / "data" / "siim_rejects.csv", dtype=str)
-    assert rejects["image_id"].tolist() == [victim.stem]
-    assert not (tmp_path / "results" / "data" / "siim_index.csv").exists()
-    assert not leftovers(tmp_path / "results")
-
-    # Told to skip rejects, the same data goes through without the damaged image.
-    config = files_config(tmp_path, data, stop_on_rejects=False)
-    snakemake(tmp_path, "results/data/siim_index.csv", "--cores", 1, "--configfile", config)
-    index = read_index(tmp_path / "results" / "data" / "siim_index.csv")
-    assert victim.stem not in set(index["image_id"]) and len(index) == 9
-
-
-@pytest.mark.parametrize(
-    ("damage", "expected"),
-    [
-        ("not_dicom", "not a DICOM file"),
-        ("bad_rle", "RLE holds an odd number of values"),
-        ("path_id", "ImageId '../x' is not a valid image id"),
-    ],
-)
-def test_bad_input_is_a_clear_error(tmp_path, demo_files, damage, expected):
-    data = tmp_path / "data"
-    shutil.copytree(demo_files, data)
-    rle_csv = data / "siim" / "train-rle.csv"
-    lines = rle_csv.read_text().splitlines()
-    if damage == "not_dicom":
-        fake = data / "siim" / "dicom-images-train" / "1.2.3" / "1.2.3.4.dcm"
-        fake.parent.mkdir()
-        fake.write_text("this is a text file with a .dcm name")
-        lines.append("1.2.3.4,-1")
-    elif damage == "bad_rle":
-        image_id = lines[1].split(",")[0]
-        lines[1] = f"{image_id},10 20 30"
-    else:
-        lines.append("../x,-1")
-    rle_csv.write_text("\n".join(lines) + "\n")
-    config = files_config(tmp_path, data)
-    result = snakemake(
-        tmp_path, "results/data/siim_index.csv", "--cores", 1, "--configfile", config, check=False
-    )
-    assert result.returncode != 0
-    log = (tmp_path / "results" / "logs" / "index_siim" / "index_siim.log").read_text()
-    assert expected in log
-    if damage != "not_dicom":
-        assert f"{rle_csv}: line" in log  # the file and the line at fault
-    else:
-        assert "1.2.3.4.dcm" in log
-    assert not (tmp_path / "results" / "data" / "siim_index.csv").exists()
-    assert not leftovers(tmp_path / "results")

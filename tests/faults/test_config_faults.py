@@ -1,0 +1,106 @@
+"""Bad configs: the DAG refuses to build, or the job stops at once, with a message naming the key."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from dag import files_config, snakemake, write_config
+
+pytestmark = pytest.mark.workflow
+
+
+def dry_run(tmp_path, config):
+    result = snakemake(tmp_path, "-n", "--configfile", config, check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        (
+            {"repack": {"sizez": [64]}},
+            "config key 'repack.sizez' is unknown; did you mean 'sizes'?",
+        ),
+        (
+            {"folds": {"n_folds": "five"}},
+            "config key 'folds.n_folds': 'five' is not of type 'integer'",
+        ),
+        (
+            {"segment": {"archs": {"unet_resnet35": {}}}},
+            "config key 'segment.archs.unet_resnet35': unknown model 'unet_resnet35'; did you mean 'unet_resnet34'?",
+        ),
+        (
+            {"classify": {"archs": {"unet_resnet34": {}}}},
+            "config key 'classify.archs.unet_resnet34': 'unet_resnet34' is a segmenter, not a classifier",
+        ),
+        (
+            {"segment": {"archs": {"unet_resnet34": {"weights": "/no/such/weights.pt"}}}},
+            "config key 'segment.archs.unet_resnet34.weights': checkpoint file '/no/such/weights.pt' does not exist",
+        ),
+        (
+            {"ensemble": {"members": {"segment": ["snapshot7"]}}},
+            "config key 'ensemble.members.segment' names 'snapshot7'",
+        ),
+    ],
+)
+def test_config_fault_stops_the_dag_naming_the_key(tmp_path, sections, message):
+    code, output = dry_run(
+        tmp_path, write_config(tmp_path / "bad.yaml", "configs/tiny.yaml", **sections)
+    )
+    assert code != 0 and message in output
+    assert not (tmp_path / "results").exists()
+
+
+def test_more_folds_than_positive_patients(tmp_path, data):
+    config = files_config(tmp_path, data)
+    config.write_text(config.read_text().replace("n_folds: 2", "n_folds: 7"))
+    result = snakemake(
+        tmp_path, "results/data/siim_folds.csv", "--cores", 1, "--configfile", config, check=False
+    )
+    assert result.returncode != 0
+    log = (tmp_path / "results" / "logs" / "folds_siim" / "folds_siim.log").read_text()
+    assert "folds.n_folds is 7, but there are only 4 positive" in log
+    assert (tmp_path / "results" / "data" / "siim_index.csv").exists()  # the finished step is kept
+    assert not (tmp_path / "results" / "data" / "siim_folds.csv").exists()
+
+
+def test_missing_imagenet_weights_fail_at_once_naming_the_file(tmp_path):
+    config = write_config(
+        tmp_path / "w.yaml",
+        "configs/tiny.yaml",
+        models={"weights_dir": str(tmp_path / "w")},
+        segment={"archs": {"unet_resnet34": {"weights": "imagenet"}}},
+    )
+    assert (
+        snakemake(
+            tmp_path,
+            "results/repack/siim/stats.json",
+            "--cores",
+            2,
+            "--configfile",
+            config,
+            check=False,
+        ).returncode
+        == 0
+    )
+    start = time.perf_counter()
+    result = snakemake(
+        tmp_path,
+        "results/segment/unet_resnet34/fold0/summary.json",
+        "--cores",
+        1,
+        "--configfile",
+        config,
+        check=False,
+    )
+    assert result.returncode != 0
+    log = (
+        tmp_path / "results" / "logs" / "train_segmenter" / "unet_resnet34_fold0.log"
+    ).read_text()
+    assert (
+        "resnet34-b627a593.pth" in log
+        and "models.weights_dir" in log
+        and "download.pytorch.org" in log
+    )
+    assert time.perf_counter() - start < 60  # no hub retries: the job stops as soon as it starts

@@ -1,0 +1,117 @@
+"""The report page, opened in a headless browser, and the scaling search on the tiny config."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT
+from dag import snakemake
+
+from ptxseg.report.build import SECTIONS
+
+pytestmark = pytest.mark.workflow
+
+
+def sections_of(page: str) -> dict[str, str]:
+    return dict(re.findall(r"<section id='([a-z]+)'>(.*?)</section>", page, re.S))
+
+
+def test_report_has_every_section_with_its_figures(tiny_run):
+    page = (tiny_run / "results" / "report.html").read_text()
+    sections = sections_of(page)
+    assert list(sections) == [s for s in SECTIONS if s in sections] and set(SECTIONS) - {
+        "scaling"
+    } <= set(sections)
+    needs_figures = {
+        "data": 2,
+        "training": 3,
+        "scores": 1,
+        "weights": 2,
+        "thresholds": 2,
+        "examples": 1,
+        "runtime": 1,
+    }
+    for key, count in needs_figures.items():
+        images = re.findall(
+            r"<img alt='[^']*' src='data:image/png;base64,([A-Za-z0-9+/=]{200,})'>", sections[key]
+        )
+        assert len(images) >= count, key
+    assert "all-empty baseline" in sections["scores"] and "<table" in sections["runtime"]
+    for rule in ("train_segmenter", "ensemble", "submission"):
+        assert rule in sections["runtime"]
+    assert "src='http" not in page and "<script" not in page  # self-contained, nothing to fetch
+
+
+def browser() -> str | None:
+    return (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
+
+
+def test_report_opens_in_headless_chromium_without_console_errors(tiny_run, tmp_path):
+    executable = browser()
+    if executable is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium package)")
+    shot = tmp_path / "report.png"
+    result = subprocess.run(
+        [
+            executable,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1200,3000",
+            f"--screenshot={shot}",
+            (tiny_run / "results" / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.is_file() and shot.stat().st_size > 20_000, result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
+    assert not [line for line in console if "ERROR" in line.upper()], console
+
+
+def test_scaling_search_runs_on_the_tiny_grid(tiny_run):
+    snakemake(
+        tiny_run,
+        "results/scaling/summary.csv",
+        "--cores",
+        2,
+        "--configfile",
+        ROOT / "configs" / "tiny.yaml",
+    )
+    summary = pd.read_csv(tiny_run / "results" / "scaling" / "summary.csv")
+    assert set(summary["label"].dropna()) >= {"B0", "B1", "B2"}
+    assert list(summary.sort_values("phi")["flops"]) == sorted(
+        summary["flops"]
+    )  # FLOPs grow with phi
+    trained = summary[~summary["planned"].astype(bool)]
+    assert trained["oof_score"].between(0, 1).all() and (trained["train_seconds"] > 0).all()
+    assert (tiny_run / "results" / "scaling" / "score_vs_flops.png").read_bytes()[
+        :8
+    ] == b"\x89PNG\r\n\x1a\n"
+    best = yaml.safe_load((tiny_run / "results" / "scaling" / "best.yaml").read_text())
+    assert set(best) == {"scaled_unet_b1", "scaled_unet_b2"}
+    # B1 as a segmenter of the stage, through the config alone:
+    config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    config["segment"]["archs"] = {"scaled_unet_b1": {"options": best["scaled_unet_b1"]["options"]}}
+    path = tiny_run / "b1.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(tiny_run, "-n", "--configfile", path)
+    assert "train_segmenter" in result.stdout and "scaled_unet_b1" in result.stdout
