@@ -41,8 +41,11 @@ format: install
 	$(BIN)/ruff format src tests benchmarks workflow/scripts
 	$(BIN)/snakefmt Snakefile workflow/rules
 
+# The CPU benchmarks (bench_gpu.py needs a GPU; run it by hand on one).
+CPU_BENCHMARKS := rle repack submission loader memory demo
+
 bench: install
-	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+	for name in $(CPU_BENCHMARKS); do $(BIN)/python benchmarks/bench_$$name.py || exit 1; done
 
 clean:
 	rm -rf results .snakemake
