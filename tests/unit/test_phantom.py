@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from ptxseg.data import nih
 from ptxseg.data.phantom import FINDINGS, RenderedChest, render_chest
 
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity
@@ -29,21 +30,9 @@ def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def test_findings_are_the_14_nih_labels_in_order():
-    assert FINDINGS == (
-        "Atelectasis",
-        "Cardiomegaly",
-        "Effusion",
-        "Infiltration",
-        "Mass",
-        "Nodule",
-        "Pneumonia",
-        "Pneumothorax",
-        "Consolidation",
-        "Edema",
-        "Emphysema",
-        "Fibrosis",
-        "Pleural_Thickening",
-        "Hernia",
+    assert FINDINGS == nih.FINDINGS and len(FINDINGS) == 14
+    assert (
+        FINDINGS[0] == "Atelectasis" and FINDINGS[7] == "Pneumothorax" and FINDINGS[-1] == "Hernia"
     )
 
 

@@ -10,29 +10,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
+from ptxseg.data.findings import FINDINGS, NO_FINDING
 from ptxseg.data.ids import check_image_id
 from ptxseg.io import atomic
 
 log = logging.getLogger(__name__)
 
-# The 14 findings in the order of the ChestX-ray14 paper (Wang et al., 2017) and CheXNet.
-FINDINGS = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-)
-NO_FINDING = "No Finding"
 REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 OPTIONAL_COLUMNS = {
     "Follow-up #": "follow_up",

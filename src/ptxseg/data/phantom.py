@@ -23,22 +23,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-FINDINGS: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-)
+from ptxseg.data.findings import FINDINGS
 
 _LO_MAX = 256  # side of the grid for smooth structures
 _SHIFT = 4  # sub-pixel bits for OpenCV drawing
