@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from dag import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 

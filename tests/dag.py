@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
-from conftest import ROOT
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 
 def snakemake(workdir, *args, check=True, timeout=600):

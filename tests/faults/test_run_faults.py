@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT
-from dag import write_config
+from dag import ROOT, write_config
 
 from ptxseg.io.png import write_png
 from ptxseg.models import build_model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import ROOT
+from dag import ROOT
 
 from ptxseg import config as cfg
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 
 import yaml
-from conftest import ROOT
+from dag import ROOT
 from packaging.requirements import Requirement
 
 

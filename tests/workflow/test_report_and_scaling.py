@@ -9,8 +9,7 @@ import subprocess
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT
-from dag import snakemake
+from dag import ROOT, snakemake
 
 from ptxseg.report.build import SECTIONS
 

@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT
-from dag import job_counts, snakemake, write_config
+from dag import ROOT, job_counts, snakemake, write_config
 
 from ptxseg.data.repack import read_manifest
 from ptxseg.data.siim import read_index
