@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from torch.utils.data import DataLoader, Subset
 
 from ptxseg.data.datasets import RepackedImages, worker_init
+from ptxseg.gpu import hold_gpu
 from ptxseg.infer.predict import autocast
 from ptxseg.io import atomic
 from ptxseg.parallel import progress
@@ -106,6 +107,11 @@ def pick_device(requested: str = "auto") -> torch.device:
     """The GPU when there is one (SLURM sets CUDA_VISIBLE_DEVICES); else the CPU, with a warning if a GPU was asked for."""
     if requested not in ("auto", "cuda", "cpu"):
         raise ValueError(f"device {requested!r}; expected auto, cuda or cpu")
+    if requested != "cpu":
+        # Several local GPUs and no scheduler: take a free one before CUDA starts (gpu.py).
+        index = hold_gpu()
+        if index is not None:
+            log.info("claimed GPU %d of this machine (CUDA_VISIBLE_DEVICES=%d)", index, index)
     if requested != "cpu" and torch.cuda.is_available():
         return torch.device("cuda")
     if requested == "cuda":
