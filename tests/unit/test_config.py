@@ -111,3 +111,20 @@ def test_every_schema_key_is_described_typed_and_defaulted():
             assert "default" in node, f"{path} has no default"
         if node.get("type") == "object" and "properties" in node:
             assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
+
+
+def test_validating_the_full_config_does_not_import_torch():
+    """The Snakefile validates at every DAG build; a torch import there costs seconds per run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, yaml\n"
+        "from ptxseg import config as cfg\n"
+        f"schema = cfg.load_schema({str(ROOT / 'workflow/schemas/config.schema.yaml')!r})\n"
+        f"cfg.validate(yaml.safe_load(open({str(ROOT / 'configs/full.yaml')!r})), schema)\n"
+        "heavy = sorted({'torch', 'timm', 'segmentation_models_pytorch'} & set(sys.modules))\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

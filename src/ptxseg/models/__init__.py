@@ -3,23 +3,29 @@
 ``build_model(name, num_classes, weights=...)`` returns a network taking (B, 1, H, W) and giving
 logits. Architecture libraries (timm, smp, pretrainedmodels) are imported only when a model is
 built, and nothing here touches the network.
+
+The names below load on first use (PEP 562): the Snakefile imports ``ptxseg.models.catalog`` at
+every DAG build, and importing the registry there would cost a torch import (seconds) per run.
 """
 
-from ptxseg.models.registry import (
-    MODELS,
-    ModelSpec,
-    UnknownModelError,
-    build_model,
-    get_spec,
-    model_names,
-)
-from ptxseg.models.weights import (
-    CheckpointError,
-    ImagenetWeights,
-    WeightsNotFoundError,
-    imagenet_weight_file,
-    load_checkpoint_weights,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "MODELS": "registry",
+    "ModelSpec": "registry",
+    "UnknownModelError": "registry",
+    "build_model": "registry",
+    "get_spec": "registry",
+    "model_names": "registry",
+    "CheckpointError": "weights",
+    "ImagenetWeights": "weights",
+    "WeightsNotFoundError": "weights",
+    "imagenet_weight_file": "weights",
+    "load_checkpoint_weights": "weights",
+}
 
 __all__ = [
     "MODELS",
@@ -34,3 +40,28 @@ __all__ = [
     "load_checkpoint_weights",
     "model_names",
 ]
+
+if TYPE_CHECKING:
+    from ptxseg.models.registry import (
+        MODELS,
+        ModelSpec,
+        UnknownModelError,
+        build_model,
+        get_spec,
+        model_names,
+    )
+    from ptxseg.models.weights import (
+        CheckpointError,
+        ImagenetWeights,
+        WeightsNotFoundError,
+        imagenet_weight_file,
+        load_checkpoint_weights,
+    )
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ptxseg.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ptxseg.models.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
