@@ -25,14 +25,29 @@ BUDGET_S = 15 * 60
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cores", default="all")
-    parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temp dir)")
+    parser.add_argument(
+        "--keep", type=Path, help="run in this folder and keep it (default: a temp dir)"
+    )
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="bench_demo_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
-               str(workdir), "--configfile", str(ROOT / "config.yaml"), "--cores", args.cores]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(ROOT / "config.yaml"),
+        "--cores",
+        args.cores,
+    ]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -42,11 +57,18 @@ def main() -> int:
     rows = []
     for tsv in (workdir / "results" / "benchmarks").glob("*/*.tsv"):
         rows.append({"rule": tsv.parent.name, "seconds": pd.read_csv(tsv, sep="\t")["s"].iloc[-1]})
-    table = pd.DataFrame(rows).groupby("rule")["seconds"].agg(["count", "sum", "mean"]).sort_values("sum")
+    table = (
+        pd.DataFrame(rows)
+        .groupby("rule")["seconds"]
+        .agg(["count", "sum", "mean"])
+        .sort_values("sum")
+    )
     print(f"demo DAG on {os.cpu_count()} cores: {seconds / 60:.1f} min wall ({len(rows)} jobs)")
     print(table.round(1).to_string())
-    print(f"RATIO wall time vs the 15-minute budget: {seconds / BUDGET_S:.2f}  "
-          f"(target <= 1: {'met' if seconds <= BUDGET_S else 'NOT met'})")
+    print(
+        f"RATIO wall time vs the 15-minute budget: {seconds / BUDGET_S:.2f}  "
+        f"(target <= 1: {'met' if seconds <= BUDGET_S else 'NOT met'})"
+    )
     if args.keep is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
