@@ -20,7 +20,7 @@ from ptxseg.io.png import write_png
 from ptxseg.models import build_model
 from ptxseg.train import checkpoint
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("run_faults")]
 
 SEGMENT = "results/segment/unet_resnet34/fold0/summary.json"
 
@@ -100,6 +100,9 @@ def test_training_job_killed_mid_epoch_resumes_to_the_same_result(
     process.wait()
     killed_at = state_epoch(state)
     assert 2 <= killed_at < 7
+    # A SIGKILLed Snakemake leaves its lock behind; the user unlocks, then reruns.
+    code, output = finish(tmp_path, "--unlock", "--configfile", long_config)
+    assert code == 0, output[-3000:]
     code, output = finish(
         tmp_path, SEGMENT, "--cores", 2, "--configfile", long_config, "--rerun-incomplete"
     )
