@@ -9,6 +9,9 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 CORES ?= all
 PYTEST_ARGS ?=
+# Two test workers: much of the workflow tests' time is Snakemake start-up and SLURM polling.
+# Tests that share one expensive fixture (the tiny DAG run, the SLURM run) are kept on one worker.
+TEST_WORKERS ?= 2
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
@@ -28,7 +31,7 @@ demo: install
 	$(BIN)/snakemake --cores $(CORES)
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks workflow/scripts
