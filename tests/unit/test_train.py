@@ -236,13 +236,20 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_set):
     )
     assert straight["snapshot"].tolist() == [0, 0, 1, 1]
 
-    partial, resumed_members = _run(tmp_path, "resumed", tiny_set, stop_after_epoch=2)
-    assert len(partial) == 2 and resumed_members.state.exists() and not resumed_members.swa.exists()
+    partial, resumed_members = _run(tmp_path, "resumed", tiny_set, stop_after_epoch=3)
+    assert len(partial) == 3 and resumed_members.state.exists() and not resumed_members.swa.exists()
+    # Snakemake deletes a killed job's outputs before the rerun: only the state (kept outside
+    # the outputs in the pipeline) and the copies beside it remain.
+    written = [resumed_members.best, resumed_members.snapshots[0], resumed_members.metrics_csv]
+    assert all(path.exists() for path in written)
+    for path in written:
+        path.unlink()
     resumed, _ = _run(tmp_path, "resumed", tiny_set)  # the rerun of the "killed" job
     assert resumed["epoch"].tolist() == [1, 2, 3, 4]
     for a, b in [
         (members.best, resumed_members.best),
         (members.swa, resumed_members.swa),
+        (members.snapshots[0], resumed_members.snapshots[0]),
         (members.snapshots[1], resumed_members.snapshots[1]),
     ]:
         left, right = checkpoint.load(a)["model"], checkpoint.load(b)["model"]

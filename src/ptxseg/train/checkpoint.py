@@ -38,10 +38,15 @@ def load(path: str | os.PathLike) -> dict:
         ) from error
 
 
+def model_payload(model: torch.nn.Module, meta: dict) -> dict:
+    """What a model file holds: a copy of the state dict (training goes on changing the model's own
+    tensors) under "model" and plain metadata (architecture, epoch, metrics) under "meta"."""
+    state = {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+    return {"model": state, "meta": meta}
+
+
 def export_model(path: str | os.PathLike, model: torch.nn.Module, meta: dict) -> None:
-    """A model file: its state dict under "model" and plain metadata (architecture, epoch, metrics)."""
-    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    save(path, {"model": state, "meta": meta})
+    save(path, model_payload(model, meta))
 
 
 def remove(path: str | os.PathLike) -> None:

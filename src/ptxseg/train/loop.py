@@ -31,6 +31,7 @@ from ptxseg.infer.predict import autocast
 from ptxseg.io import atomic
 from ptxseg.parallel import progress
 from ptxseg.train import checkpoint
+from ptxseg.train.kept import KeptCopies
 from ptxseg.train.sampling import epoch_indices
 from ptxseg.train.schedules import LrSchedule, ScheduleSpec, build_optimiser
 
@@ -192,6 +193,10 @@ def fit(
     history: list[dict] = []
     best: float | None = None
     start_epoch = 0
+    kept = KeptCopies(members.state)
+    member_paths = {"best": members.best} | {
+        f"snapshot{k}": path for k, path in enumerate(members.snapshots)
+    }
     fingerprint = {**settings.fingerprint(), **meta}
     if members.state is not None and Path(members.state).exists():
         state = checkpoint.load(members.state)
@@ -203,6 +208,9 @@ def fit(
                 swa.load_state_dict(state["swa"])
             best, history, start_epoch = state["best"], state["history"], state["epoch"] + 1
             log.info("resuming from %s after epoch %d", members.state, start_epoch)
+            restored = kept.restore(state.get("kept", {}), member_paths)
+            if restored:
+                log.info("restored %s from the copies beside the state", ", ".join(restored))
         else:
             log.warning("%s was written with other settings; starting over", members.state)
 
@@ -247,15 +255,19 @@ def fit(
         )
         if _improved(monitored, best, settings.monitor_mode):
             best = monitored
-            checkpoint.export_model(
+            kept.export(
+                "best",
                 members.best,
                 model,
                 {**meta, "member": "best", "epoch": epoch + 1, settings.monitor: monitored},
             )
         if epoch + 1 in snapshot_epochs:
             k = snapshot_epochs.index(epoch + 1)
-            checkpoint.export_model(
-                members.snapshots[k], model, {**meta, "member": f"snapshot{k}", "epoch": epoch + 1}
+            kept.export(
+                f"snapshot{k}",
+                members.snapshots[k],
+                model,
+                {**meta, "member": f"snapshot{k}", "epoch": epoch + 1},
             )
         schedule.step_epoch(monitored)
         if members.metrics_csv is not None:
@@ -272,8 +284,10 @@ def fit(
                     "optimiser": optimiser.state_dict(),
                     "schedule": schedule.state_dict(),
                     "swa": swa.state_dict() if swa is not None else None,
+                    "kept": kept.record(),
                 },
             )
+            kept.prune()
         if (
             stop_after_epoch is not None
             and epoch + 1 >= stop_after_epoch

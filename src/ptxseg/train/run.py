@@ -27,6 +27,7 @@ from ptxseg.io import atomic
 from ptxseg.models import build_model, get_spec
 from ptxseg.recipes import member_names
 from ptxseg.train import checkpoint
+from ptxseg.train.kept import remove_training_state
 from ptxseg.train.loop import FitSettings, Members, fit, pick_device, seed_everything
 from ptxseg.train.metrics import SegmentationScores, classification_metrics
 from ptxseg.train.schedules import ScheduleSpec
@@ -280,7 +281,7 @@ def train_fold(
         atomic.write_csv(out_dir / "oof_ids.csv", oof)
     atomic.write_json(out_dir / "summary.json", summary)
     _log_summary(summary)
-    checkpoint.remove(state_path)  # the run is complete; its resume state is no longer needed
+    remove_training_state(state_path)  # the run is complete; its resume state is no longer needed
     return summary
 
 
@@ -446,5 +447,5 @@ def pretrain_nih(
         summary["best_epoch"],
         summary["best"].get("auc", np.nan),
     )
-    checkpoint.remove(state_path)
+    remove_training_state(state_path)
     return summary
