@@ -24,6 +24,7 @@ rule report:
         mem_mb=resources_of("default")["mem_mb"],
         runtime=resources_of("default")["runtime"],
     params:
-        results="results",
+        # The results folder, derived from the output so that the rule works from any folder.
+        results=lambda wildcards, output: os.path.dirname(output.html),
     script:
         "../scripts/report.py"
