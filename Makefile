@@ -10,7 +10,9 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 CORES ?= all
 PYTEST_ARGS ?=
 # Two test workers: much of the workflow tests' time is Snakemake start-up and SLURM polling.
-# Tests that share one expensive fixture (the tiny DAG run, the SLURM run) are kept on one worker.
+# --dist loadfile keeps each test file on one worker, so a module fixture (the SLURM run, the
+# killed-training reference) runs once; the tiny DAG run is shared between workers by a file lock
+# (tests/conftest.py). (pytest-xdist's xdist_group marks do not group under pytest 9.)
 TEST_WORKERS ?= 2
 
 export NO_ALBUMENTATIONS_UPDATE := 1
@@ -31,7 +33,7 @@ demo: install
 	$(BIN)/snakemake --cores $(CORES)
 
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks workflow/scripts
