@@ -13,7 +13,7 @@ from dag import ROOT, snakemake
 
 from ptxseg.report.build import SECTIONS
 
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("tiny_run")]
+pytestmark = pytest.mark.workflow
 
 
 def sections_of(page: str) -> dict[str, str]:

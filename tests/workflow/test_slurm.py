@@ -25,7 +25,7 @@ from dag import ROOT
 from ptxseg.data.siim import read_index
 from ptxseg.ensemble.submission import validate_submission
 
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.workflow
 
 PROFILE = ROOT / "profiles" / "slurm"
 GPU_RULES = ("pretrain_nih", "train_classifier", "train_segmenter")

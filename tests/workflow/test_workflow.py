@@ -18,7 +18,7 @@ from ptxseg.ensemble.submission import validate_submission
 from ptxseg.io import rle
 from ptxseg.io.png import read_grey, write_png
 
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("tiny_run")]
+pytestmark = pytest.mark.workflow
 
 
 def test_dry_run_of_the_demo_config(tmp_path):
