@@ -109,7 +109,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 
 def _check_consistency(config: dict) -> None:
     """Rules that span several keys, which JSON schema cannot say clearly."""
-    problems = _check_models(config) + _check_members(config)
+    problems = _check_models(config) + _check_members(config) + _check_snapshots(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     data = config.get("data", {})
@@ -208,6 +208,38 @@ def _check_members(config: dict) -> list[str]:
                 problems.append(
                     f"config key 'ensemble.members.{stage}' names {member!r}, which the {stage} "
                     f"recipe does not keep (kept: {', '.join(kept)})"
+                )
+    return problems
+
+
+def _check_snapshots(config: dict) -> list[str]:
+    """Snapshots need as many cosine cycle ends within the epochs; SWA must start before the end.
+
+    Found here, a wrong recipe stops the DAG build instead of a training job hours into a run.
+    """
+    from ptxseg.recipes import recipe_cycle_ends, recipe_for
+
+    problems = []
+    for stage in ("classify", "segment"):
+        section = config.get(stage, {})
+        if "recipe" not in section:
+            continue
+        for arch in section.get("archs", {}):
+            recipe = recipe_for(config, stage, arch)
+            ends = recipe_cycle_ends(recipe)
+            if recipe["snapshots"] > len(ends):
+                problems.append(
+                    f"config key '{stage}.recipe.snapshots' (for {arch}) asks for "
+                    f"{recipe['snapshots']} snapshot(s), but the {recipe['schedule']['name']!r} "
+                    f"schedule ends {len(ends)} cosine cycle(s) within {recipe['epochs']} epochs"
+                    + (f" (at epochs {ends})" if ends else "")
+                )
+            swa = recipe["swa"]
+            if swa["enabled"] and swa["start_epoch"] > recipe["epochs"]:
+                problems.append(
+                    f"config key '{stage}.recipe.swa.start_epoch' (for {arch}) is "
+                    f"{swa['start_epoch']}, but training ends after {recipe['epochs']} epochs: "
+                    "nothing would be averaged"
                 )
     return problems
 

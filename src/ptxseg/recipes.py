@@ -34,3 +34,31 @@ def member_names(recipe: dict) -> list[str]:
         + (["swa"] if recipe["swa"]["enabled"] else [])
         + [f"snapshot{k}" for k in range(recipe["snapshots"])]
     )
+
+
+def cycle_ends(
+    name: str, epochs: int, warmup_epochs: int, cycle_epochs: int, cycle_mult: int
+) -> list[int]:
+    """Epoch counts (1-based) after which a cosine cycle of the schedule ends: the snapshot points.
+
+    Plain arithmetic, without torch, so the config check at DAG build can use it too.
+    """
+    if name != "cosine_restarts":
+        return []
+    ends, length, at = [], cycle_epochs, warmup_epochs
+    while at + length <= epochs:
+        at += length
+        ends.append(at)
+        length *= cycle_mult
+    return ends
+
+
+def recipe_cycle_ends(recipe: dict) -> list[int]:
+    schedule = recipe["schedule"]
+    return cycle_ends(
+        schedule["name"],
+        recipe["epochs"],
+        schedule["warmup_epochs"],
+        schedule["cycle_epochs"],
+        schedule["cycle_mult"],
+    )

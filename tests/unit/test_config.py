@@ -128,3 +128,31 @@ def test_validating_the_full_config_does_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_more_snapshots_than_cosine_cycles_stops_at_validation():
+    recipe = {
+        "epochs": 8,
+        "snapshots": 2,
+        "schedule": {"name": "cosine_restarts", "warmup_epochs": 1, "cycle_epochs": 4},
+    }
+    raw = {"segment": {"archs": {"unet_resnet34": {}}, "recipe": recipe}}
+    with pytest.raises(cfg.ConfigError) as error:
+        cfg.validate(raw, SCHEMA)
+    assert (
+        "'segment.recipe.snapshots' (for unet_resnet34) asks for 2 snapshot(s), but the "
+        "'cosine_restarts' schedule ends 1 cosine cycle(s) within 8 epochs (at epochs [5])"
+    ) in str(error.value)
+    recipe["schedule"]["warmup_epochs"] = 0  # cycles end at 4 and 8
+    assert cfg.validate(raw, SCHEMA)["segment"]["recipe"]["snapshots"] == 2
+
+
+def test_swa_starting_after_the_last_epoch_stops_at_validation():
+    recipe = {"epochs": 4, "swa": {"enabled": True, "start_epoch": 5}}
+    raw = {"classify": {"archs": {"densenet169": {}}, "recipe": recipe}}
+    with pytest.raises(
+        cfg.ConfigError, match=r"'classify.recipe.swa.start_epoch' \(for densenet169\) is 5"
+    ):
+        cfg.validate(raw, SCHEMA)
+    recipe["swa"]["start_epoch"] = 4
+    cfg.validate(raw, SCHEMA)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch.optim import lr_scheduler
 
+from ptxseg.recipes import cycle_ends
+
 OPTIMISERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULES = ("cosine_restarts", "plateau", "constant")
 
@@ -80,14 +82,10 @@ class LrSchedule:
 
     def cycle_ends(self) -> list[int]:
         """Epoch counts (1-based) after which a cosine cycle ends: the snapshot points."""
-        if self.spec.name != "cosine_restarts":
-            return []
-        ends, length, at = [], self.spec.cycle_epochs, self.spec.warmup_epochs
-        while at + length <= self.epochs:
-            at += length
-            ends.append(at)
-            length *= self.spec.cycle_mult
-        return ends
+        spec = self.spec
+        return cycle_ends(
+            spec.name, self.epochs, spec.warmup_epochs, spec.cycle_epochs, spec.cycle_mult
+        )
 
     @property
     def lr(self) -> float:
