@@ -23,6 +23,7 @@ from ptxseg.train import checkpoint
 pytestmark = pytest.mark.workflow
 
 SEGMENT = "results/segment/unet_resnet34/fold0/summary.json"
+KEPT = ("best", "snapshot0", "snapshot1", "swa")  # sorted
 
 
 def start(workdir, *args):
@@ -75,10 +76,18 @@ def long_config(tmp_path_factory):
             "recipe": {
                 "epochs": 8,
                 "batch_size": 4,
-                "schedule": {"cycle_epochs": 4},
-                "swa": {"start_epoch": 6},
+                "schedule": {
+                    "name": "cosine_restarts",
+                    "warmup_epochs": 0,
+                    "cycle_epochs": 4,
+                    "cycle_mult": 1,
+                },
+                "snapshots": 2,
+                "swa": {"enabled": True, "start_epoch": 6},
             }
         },
+        # Every kind of kept model, so that the test sees each survive the kill.
+        ensemble={"members": {"segment": list(KEPT)}},
     )
 
 
@@ -115,7 +124,8 @@ def test_training_job_killed_mid_epoch_resumes_to_the_same_result(
         root / "results" / "segment" / "unet_resnet34" / "fold0"
         for root in (tmp_path, straight_run)
     )
-    for name in ("model_best.pt", "model_swa.pt", "model_snapshot0.pt"):
+    assert sorted(p.stem for p in done.glob("model_*.pt")) == [f"model_{m}" for m in KEPT]
+    for name in (f"model_{m}.pt" for m in KEPT):
         ours, theirs = (
             checkpoint.load(done / name)["model"],
             checkpoint.load(reference / name)["model"],
