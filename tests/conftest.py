@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from dag import ROOT
+from dag import ROOT, built_once, snakemake
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -53,32 +50,19 @@ def demo_files(tmp_path_factory) -> Path:
     return root
 
 
-def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
-    """A folder built once per test run, also when pytest-xdist workers share the run.
-
-    Session fixtures run once per worker; the workers' temp folders share a parent, so the first
-    worker to get the lock builds there and the others reuse the result. A failed build leaves no
-    completion mark and the next worker to ask builds afresh.
-    """
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    folder = root / name
-    with open(root / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if not (folder / ".built").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            build(folder)
-            (folder / ".built").touch()
-    return folder
-
-
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """The whole DAG (``all``) on configs/tiny.yaml, run once per test run."""
-    from dag import snakemake
+    """The whole DAG (``all``) on configs/tiny.yaml, run once per test run.
 
+    Where a SLURM cluster is required (PTXSEG_SLURM=1, as in CI), this is the run that
+    tests/workflow/test_slurm.py makes through profiles/slurm: the tiny DAG runs once, not twice.
+    """
+    from slurm_cluster import slurm_required, whole_tiny_dag
+
+    if slurm_required():
+        run = whole_tiny_dag(tmp_path_factory)
+        assert run.returncode == 0, f"the SLURM run of the tiny DAG failed:\n{run.output[-6000:]}"
+        return run.workdir
     return built_once(
         tmp_path_factory,
         "tiny_run",
@@ -88,19 +72,21 @@ def tiny_run(tmp_path_factory) -> Path:
     )
 
 
-# The longest files first: under pytest-xdist (make test) the SLURM run, minutes of mostly
-# waiting on the scheduler, then starts at once on one worker while the other takes the rest.
-_SLOW_FIRST = (
+# Under pytest-xdist (make test) files go to the workers in this order. The SLURM run, minutes
+# mostly spent waiting on the scheduler, starts at once on one worker while the other takes the
+# rest; the workflow tests, which read the tiny run (the SLURM run in CI), come last.
+_ORDER = (
     "tests/workflow/test_slurm.py",
     "tests/faults/test_run_faults.py",
-    "tests/workflow/",
     "tests/faults/",
+    "tests/unit/",
+    "tests/workflow/",
 )
 
 
 def pytest_collection_modifyitems(items):
     def rank(item) -> int:
         path = item.nodeid.replace("\\", "/")
-        return next((i for i, p in enumerate(_SLOW_FIRST) if path.startswith(p)), len(_SLOW_FIRST))
+        return next((i for i, p in enumerate(_ORDER) if path.startswith(p)), len(_ORDER))
 
     items.sort(key=rank)  # stable: file order and test order within a file are kept

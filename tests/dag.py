@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -69,3 +73,24 @@ def files_config(tmp_path, data_root, **data):
 
 def leftovers(results):
     return [p for p in results.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """A folder built once per test run, also when pytest-xdist workers share the run.
+
+    Session fixtures run once per worker; the workers' temp folders share a parent, so the first
+    worker to get the lock builds there and the others reuse the result. A failed build leaves no
+    completion mark and the next worker to ask builds afresh.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder

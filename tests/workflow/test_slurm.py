@@ -1,33 +1,34 @@
-"""profiles/slurm end to end on a real SLURM cluster (in CI: the one-node cluster of .ci/slurm/start.sh).
-
-Skipped where no cluster answers, unless PTXSEG_SLURM=1 (what CI sets), which makes that a failure.
-The jobs run on this machine's file system with this Python: sbatch exports the environment.
-"""
+"""profiles/slurm end to end: every rule a SLURM job asking for the right resources, and a training
+job cancelled mid-run that resumes when the run is repeated. Helpers: tests/slurm_cluster.py."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from dag import ROOT
+from slurm_cluster import (
+    Run,
+    finish,
+    require_slurm,
+    snakemake_command,
+    start,
+    stop,
+    tail,
+    whole_tiny_dag,
+    write_config,
+)
 
 from ptxseg.data.siim import read_index
 from ptxseg.ensemble.submission import validate_submission
 
 pytestmark = pytest.mark.workflow
 
-PROFILE = ROOT / "profiles" / "slurm"
 GPU_RULES = ("pretrain_nih", "train_classifier", "train_segmenter")
 RESUME_EPOCHS = 6
 FOLD0 = "results/segment/unet_resnet34/fold0"
@@ -36,149 +37,10 @@ FOLD0_STATE = "results/checkpoints/segment/unet_resnet34/fold0.pt"
 FOLD0_COMMENT = "rule_train_segmenter_wildcards_unet_resnet34_0"
 
 
-def slurm_problem() -> str | None:
-    """Why no SLURM cluster can take jobs here, or None when one answers with a usable node."""
-    if shutil.which("sinfo") is None:
-        return "sinfo is not on PATH"
-    try:
-        result = subprocess.run(
-            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30
-        )
-    except subprocess.TimeoutExpired:
-        return "sinfo did not answer within 30 s"
-    if result.returncode != 0:
-        return f"sinfo failed: {result.stderr.strip()}"
-    states = [state.rstrip("*~#$@+!%") for state in result.stdout.split()]
-    if not {"idle", "mixed", "allocated", "completing"} & set(states):
-        return f"no node takes jobs (node states: {states or 'none'})"
-    return None
-
-
 @pytest.fixture(scope="module")
-def slurm():
-    problem = slurm_problem()
-    wanted = os.environ.get("PTXSEG_SLURM", "")
-    if wanted == "1" and problem:
-        pytest.fail(
-            f"PTXSEG_SLURM=1 but SLURM does not answer: {problem}. "
-            "Start the CI cluster with .ci/slurm/start.sh (as root)."
-        )
-    if problem or wanted == "0":
-        pytest.skip(
-            f"no SLURM cluster ({problem or 'PTXSEG_SLURM=0'}); PTXSEG_SLURM=1 requires one"
-        )
-
-
-def environment() -> dict[str, str]:
-    """This interpreter's environment, which sbatch hands on to the jobs (--export=ALL)."""
-    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    if sys.prefix != sys.base_prefix:
-        env["VIRTUAL_ENV"] = sys.prefix
-    return env
-
-
-def snakemake_command(workdir: Path, configfile: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--profile",
-        str(PROFILE),
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(configfile),
-        # Test speed and evidence only: poll SLURM from the first second (the plugin backs off
-        # by itself), keep every job's SLURM log, log each sbatch command line.
-        "--slurm-init-seconds-before-status-checks",
-        "1",
-        "--slurm-keep-successful-logs",
-        "--verbose",
-        *args,
-    ]
-
-
-def start(command: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "w") as out:  # the child keeps its own descriptor
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment())
-
-
-def finish(process: subprocess.Popen, log: Path, timeout: float) -> int:
-    """Wait for snakemake; past the timeout stop it (it cancels its jobs) and fail."""
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        stop(process, log)
-        pytest.fail(f"snakemake ran past {timeout} s; its output:\n{tail(log)}")
-
-
-def stop(process: subprocess.Popen, log: Path) -> None:
-    """Ctrl-C (snakemake cancels its SLURM jobs and unlocks), then SIGKILL and scancel by run name."""
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    if run_id := re.search(r"SLURM run ID: (\S+)", log.read_text()):
-        subprocess.run(["scancel", "--name", run_id[1]], check=False, timeout=30)
-
-
-def tail(log: Path, chars: int = 6000) -> str:
-    return log.read_text(errors="replace")[-chars:]
-
-
-def write_config(path: Path, **epochs: int) -> Path:
-    """configs/tiny.yaml, with one GPU for every GPU rule (and other epochs where given)."""
-    config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
-    for stage in ("pretrain", "train", "predict"):
-        config["resources"][stage]["gpu"] = 1
-    for stage, value in epochs.items():
-        config[stage]["recipe"]["epochs"] = value
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def job_table(dry_run_output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run: rule -> job count, without `all`."""
-    table = dry_run_output.split("Job stats:", 1)[1].split("total", 1)[0]
-    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
-    counts.pop("all", None)
-    return counts
-
-
-@dataclass
-class Run:
-    workdir: Path
-    returncode: int
-    output: str
-    expected: dict[str, int]  # rule -> jobs, from the dry run
-    seconds: float
-
-
-@pytest.fixture(scope="module")
-def slurm_run(slurm, tmp_path_factory) -> Run:
-    """The whole tiny DAG through profiles/slurm (run once; the resume test reuses its results)."""
-    workdir = tmp_path_factory.mktemp("slurm")
-    config = write_config(workdir / "tiny-gpu.yaml")
-    dry = subprocess.run(
-        [*snakemake_command(workdir, config), "-n"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300,
-        env=environment(),
-    )
-    assert dry.returncode == 0, dry.stdout[-6000:]
-    log = workdir / "snakemake.log"
-    started = time.monotonic()
-    returncode = finish(start(snakemake_command(workdir, config), log), log, timeout=1500)
-    return Run(
-        workdir, returncode, log.read_text(), job_table(dry.stdout), time.monotonic() - started
-    )
+def slurm_run(tmp_path_factory) -> Run:
+    require_slurm()
+    return whole_tiny_dag(tmp_path_factory)
 
 
 def test_every_rule_runs_as_a_slurm_job_and_the_submission_is_valid(slurm_run):
@@ -237,10 +99,13 @@ def running_job(comment: str) -> str | None:
     return None
 
 
-def test_a_cancelled_training_job_resumes_when_the_run_is_repeated(slurm_run):
+def test_a_cancelled_training_job_resumes_when_the_run_is_repeated(slurm_run, tmp_path):
     """scancel one segmenter job mid-way (the run fails); the same command then finishes it."""
     assert slurm_run.returncode == 0, "the full run failed: nothing to resume on"
-    workdir = slurm_run.workdir  # data stages done: only the retrained fold runs here
+    # A copy of the finished run (data stages done: only the retrained fold runs here), leaving
+    # the shared run as the workflow tests expect it.
+    workdir = tmp_path / "resume"
+    shutil.copytree(slurm_run.workdir, workdir, symlinks=True)
     config = write_config(workdir / "tiny-longer.yaml", segment=RESUME_EPOCHS)
     # No retries: the cancelled job must stay failed in the first run.
     command = snakemake_command(workdir, config, f"{FOLD0}/summary.json", "--retries", "0")

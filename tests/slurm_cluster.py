@@ -1,0 +1,195 @@
+"""The tiny DAG through profiles/slurm on a real SLURM cluster (in CI: .ci/slurm/start.sh).
+
+`require_slurm` skips where no cluster answers, unless PTXSEG_SLURM=1 (what CI sets), which makes
+that a failure. `whole_tiny_dag` runs the whole DAG once per test run, shared between the xdist
+workers: tests/workflow/test_slurm.py checks how it ran, and where PTXSEG_SLURM=1 the workflow
+tests check its results too (the `tiny_run` fixture), so CI runs the tiny DAG once, not twice.
+The jobs run on this machine's file system with this Python: sbatch exports the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from dag import ROOT, built_once
+
+PROFILE = ROOT / "profiles" / "slurm"
+
+
+def slurm_required() -> bool:
+    return os.environ.get("PTXSEG_SLURM", "") == "1"
+
+
+def slurm_problem() -> str | None:
+    """Why no SLURM cluster can take jobs here, or None when one answers with a usable node."""
+    if shutil.which("sinfo") is None:
+        return "sinfo is not on PATH"
+    try:
+        result = subprocess.run(
+            ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 30 s"
+    if result.returncode != 0:
+        return f"sinfo failed: {result.stderr.strip()}"
+    states = [state.rstrip("*~#$@+!%") for state in result.stdout.split()]
+    if not {"idle", "mixed", "allocated", "completing"} & set(states):
+        return f"no node takes jobs (node states: {states or 'none'})"
+    return None
+
+
+def require_slurm() -> None:
+    """Skip the calling test where no cluster answers; fail instead where PTXSEG_SLURM=1."""
+    problem = slurm_problem()
+    wanted = os.environ.get("PTXSEG_SLURM", "")
+    if wanted == "1" and problem:
+        pytest.fail(
+            f"PTXSEG_SLURM=1 but SLURM does not answer: {problem}. "
+            "Start the CI cluster with .ci/slurm/start.sh (as root)."
+        )
+    if problem or wanted == "0":
+        pytest.skip(
+            f"no SLURM cluster ({problem or 'PTXSEG_SLURM=0'}); PTXSEG_SLURM=1 requires one"
+        )
+
+
+def environment() -> dict[str, str]:
+    """This interpreter's environment, which sbatch hands on to the jobs (--export=ALL)."""
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if sys.prefix != sys.base_prefix:
+        env["VIRTUAL_ENV"] = sys.prefix
+    return env
+
+
+def snakemake_command(workdir: Path, configfile: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        str(PROFILE),
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        # Test speed and evidence only: poll SLURM from the first second (the plugin backs off
+        # by itself), keep every job's SLURM log, log each sbatch command line.
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--slurm-keep-successful-logs",
+        "--verbose",
+        *args,
+    ]
+
+
+def start(command: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment())
+
+
+def finish(process: subprocess.Popen, log: Path, timeout: float) -> int:
+    """Wait for snakemake; past the timeout stop it (it cancels its jobs) and fail."""
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        stop(process, log)
+        pytest.fail(f"snakemake ran past {timeout} s; its output:\n{tail(log)}")
+
+
+def stop(process: subprocess.Popen, log: Path) -> None:
+    """Ctrl-C (snakemake cancels its SLURM jobs and unlocks), then SIGKILL and scancel by run name."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if run_id := re.search(r"SLURM run ID: (\S+)", log.read_text()):
+        subprocess.run(["scancel", "--name", run_id[1]], check=False, timeout=30)
+
+
+def tail(log: Path, chars: int = 6000) -> str:
+    return log.read_text(errors="replace")[-chars:]
+
+
+def write_config(path: Path, **epochs: int) -> Path:
+    """configs/tiny.yaml, with one GPU for every GPU rule (and other epochs where given)."""
+    config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    for stage in ("pretrain", "train", "predict"):
+        config["resources"][stage]["gpu"] = 1
+    for stage, value in epochs.items():
+        config[stage]["recipe"]["epochs"] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def job_table(dry_run_output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: rule -> job count, without `all`."""
+    table = dry_run_output.split("Job stats:", 1)[1].split("total", 1)[0]
+    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    counts.pop("all", None)
+    return counts
+
+
+@dataclass
+class Run:
+    workdir: Path
+    returncode: int
+    output: str
+    expected: dict[str, int]  # rule -> jobs, from the dry run
+    seconds: float
+
+
+def whole_tiny_dag(tmp_path_factory) -> Run:
+    """The whole tiny DAG through profiles/slurm, run once per test run (all workers share it).
+
+    The outcome is recorded, not raised: a failed run is reported by the tests that use it, and
+    a second worker does not start it over.
+    """
+
+    def build(workdir: Path) -> None:
+        config = write_config(workdir / "tiny-gpu.yaml")
+        dry = subprocess.run(
+            [*snakemake_command(workdir, config), "-n"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=300,
+            env=environment(),
+        )
+        (workdir / "dry-run.log").write_text(dry.stdout)
+        returncode, seconds = dry.returncode, 0.0
+        if dry.returncode == 0:
+            log = workdir / "snakemake.log"
+            started = time.monotonic()
+            returncode = finish(start(snakemake_command(workdir, config), log), log, timeout=1500)
+            seconds = time.monotonic() - started
+        (workdir / "outcome.json").write_text(
+            json.dumps({"returncode": returncode, "seconds": seconds})
+        )
+
+    workdir = built_once(tmp_path_factory, "slurm_run", build)
+    outcome = json.loads((workdir / "outcome.json").read_text())
+    dry_run = (workdir / "dry-run.log").read_text()
+    log = workdir / "snakemake.log"
+    return Run(
+        workdir,
+        outcome["returncode"],
+        log.read_text() if log.exists() else dry_run,
+        job_table(dry_run) if "Job stats:" in dry_run else {},
+        outcome["seconds"],
+    )
