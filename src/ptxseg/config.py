@@ -94,7 +94,12 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
 
 
 def validate(config: dict, schema: dict | None = None) -> dict:
-    """Return a deep copy of ``config`` with defaults filled; raise ConfigError listing every fault."""
+    """Return a deep copy of ``config`` with defaults filled; raise ConfigError listing every fault.
+
+    The copy's mappings have their keys sorted at every level: rules pass config sections as
+    params, and Snakemake compares params in order, so the same config with its keys written in
+    another order would otherwise look changed and rerun every job.
+    """
     schema = load_schema() if schema is None else schema
     filled = copy.deepcopy(config)
     errors = sorted(
@@ -104,7 +109,15 @@ def validate(config: dict, schema: dict | None = None) -> dict:
         lines = [line for error in errors for line in _describe(error)]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     _check_consistency(filled)
-    return filled
+    return _sorted_keys(filled)
+
+
+def _sorted_keys(value):
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value
 
 
 def _check_consistency(config: dict) -> None:

@@ -156,3 +156,18 @@ def test_swa_starting_after_the_last_epoch_stops_at_validation():
         cfg.validate(raw, SCHEMA)
     recipe["swa"]["start_epoch"] = 4
     cfg.validate(raw, SCHEMA)
+
+
+def test_key_order_of_the_config_file_does_not_matter():
+    """Snakemake compares params in order: a reordered config must give identical sections."""
+    config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+
+    def reversed_keys(value):
+        if isinstance(value, dict):
+            return {key: reversed_keys(value[key]) for key in reversed(list(value))}
+        return value
+
+    one, other = cfg.validate(config, SCHEMA), cfg.validate(reversed_keys(config), SCHEMA)
+    assert list(config["segment"]["recipe"]) != list(reversed_keys(config)["segment"]["recipe"])
+    for section in one:
+        assert repr(one[section]) == repr(other[section]), section
