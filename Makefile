@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 # Two test workers: much of the workflow tests' time is Snakemake start-up and SLURM polling.
 # --dist loadfile keeps each test file on one worker, so a module fixture (the SLURM run, the
 # killed-training reference) runs once; the tiny DAG run is shared between workers by a file lock
-# (tests/conftest.py). (pytest-xdist's xdist_group marks do not group under pytest 9.)
+# (tests/conftest.py); --no-loadscope-reorder keeps the order tests/conftest.py sets, slowest first.
+# (pytest-xdist's xdist_group marks do not group under pytest 9.)
 TEST_WORKERS ?= 2
 
 export NO_ALBUMENTATIONS_UPDATE := 1
@@ -33,7 +34,7 @@ demo: install
 	$(BIN)/snakemake --cores $(CORES)
 
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks workflow/scripts
