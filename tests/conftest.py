@@ -90,3 +90,27 @@ def pytest_collection_modifyitems(items):
         return next((i for i, p in enumerate(_ORDER) if path.startswith(p)), len(_ORDER))
 
     items.sort(key=rank)  # stable: file order and test order within a file are kept
+
+
+# The fault-injection suite's summary line: how many faults were tried (tests in tests/faults/)
+# and how many behaved as promised (a clear error naming the file, row or key, or a correct
+# recovery; nothing half-written). Here, not in tests/faults/conftest.py, because under
+# pytest-xdist the controller, which writes the summary, loads only this conftest.
+_outcomes: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "tests/faults/" in report.nodeid.replace("\\", "/") and (
+        report.when == "call" or report.outcome != "passed"
+    ):
+        previous = _outcomes.get(report.nodeid)
+        if previous in (None, "passed"):
+            _outcomes[report.nodeid] = report.outcome
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _outcomes:
+        passed = sum(outcome == "passed" for outcome in _outcomes.values())
+        terminalreporter.write_line(
+            f"fault injection: {len(_outcomes)} faults tried, {passed} handled as promised"
+        )
