@@ -15,8 +15,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 
-def snakemake(workdir, *args, check=True, timeout=600):
-    command = [
+def snakemake_command(workdir, *args) -> list[str]:
+    """This checkout's Snakefile, run by this interpreter in ``workdir``."""
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -26,6 +27,10 @@ def snakemake(workdir, *args, check=True, timeout=600):
         str(workdir),
         *map(str, args),
     ]
+
+
+def snakemake(workdir, *args, check=True, timeout=600):
+    command = snakemake_command(workdir, *args)
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stderr[-4000:]}")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from dag import ROOT, write_config
+from dag import ROOT, snakemake_command, write_config
 
 from ptxseg.io.png import write_png
 from ptxseg.models import build_model
@@ -28,18 +28,12 @@ KEPT = ("best", "snapshot0", "snapshot1", "swa")  # sorted
 
 def start(workdir, *args):
     """Snakemake in its own process group, so a kill takes its jobs with it."""
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        *map(str, args),
-    ]
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        snakemake_command(workdir, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
 
 
