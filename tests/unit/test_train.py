@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -339,3 +340,19 @@ def test_gpu_requested_without_one_falls_back_with_a_warning(caplog, monkeypatch
     assert pick_device("auto").type == "cpu"
     with pytest.raises(ValueError):
         pick_device("tpu")
+
+
+def test_state_is_written_at_the_interval_and_after_the_last_epoch(tmp_path, tiny_set, monkeypatch):
+    written = []
+    save = checkpoint.save
+
+    def spy(path, payload):
+        if Path(path).name == "state.pt":
+            written.append(payload["epoch"])
+        save(path, payload)
+
+    monkeypatch.setattr(checkpoint, "save", spy)
+    sparse = FitSettings(**{**SETTINGS.__dict__, "checkpoint_every_s": 3600.0})
+    history, members = _run(tmp_path, "sparse", tiny_set, settings=sparse)
+    assert len(history) == 4 and written == [3]  # 0-based: after the last epoch only
+    assert members.best.exists() and members.swa.exists()

@@ -65,12 +65,15 @@ class FitSettings:
     channels_last: bool = True
     num_workers: int = 0
     eval_batch_size: int | None = None
+    # The resume state is written after an epoch once this many seconds have passed since the
+    # last write (0: after every epoch). Short epochs then do not spend their time on writes.
+    checkpoint_every_s: float = 0.0
 
     def fingerprint(self) -> dict:
         """What a resumed run must share with the interrupted one."""
         values = asdict(self)
-        values.pop("num_workers")
-        values.pop("eval_batch_size")
+        for how_it_runs in ("num_workers", "eval_batch_size", "checkpoint_every_s"):
+            values.pop(how_it_runs)
         return values
 
 
@@ -214,6 +217,7 @@ def fit(
         else:
             log.warning("%s was written with other settings; starting over", members.state)
 
+    state_written = time.monotonic()
     for epoch in range(start_epoch, settings.epochs):
         started = time.perf_counter()
         epoch_seed = seed_everything(settings.seed, epoch)
@@ -272,7 +276,10 @@ def fit(
         schedule.step_epoch(monitored)
         if members.metrics_csv is not None:
             atomic.write_csv(members.metrics_csv, pd.DataFrame(history))
-        if members.state is not None:
+        stopping = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
+        due = time.monotonic() - state_written >= settings.checkpoint_every_s
+        if members.state is not None and (due or stopping or epoch + 1 == settings.epochs):
+            state_written = time.monotonic()
             checkpoint.save(
                 members.state,
                 {
