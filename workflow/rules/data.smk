@@ -32,6 +32,9 @@ rule demo_nih:
         "results/logs/demo_nih/demo_nih.log",
     benchmark:
         "results/benchmarks/demo_nih/demo_nih.tsv"
+    # The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier:
+    # higher priority starts it before the segmenters take the cores.
+    priority: 10
     conda:
         "../../envs/ptxseg.yaml"
     threads: resources_of("demo")["threads"]
@@ -125,6 +128,9 @@ rule index_nih:
         log="results/logs/index_nih/index_nih.log",
     benchmark:
         "results/benchmarks/index_nih/index_nih.tsv"
+    # The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier:
+    # higher priority starts it before the segmenters take the cores.
+    priority: 10
     conda:
         "../../envs/ptxseg.yaml"
     resources:
@@ -149,6 +155,9 @@ rule repack_nih:
         "results/logs/repack_nih/repack_nih.log",
     benchmark:
         "results/benchmarks/repack_nih/repack_nih.tsv"
+    # The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier:
+    # higher priority starts it before the segmenters take the cores.
+    priority: 10
     conda:
         "../../envs/ptxseg.yaml"
     threads: resources_of("repack")["threads"]
