@@ -33,7 +33,7 @@ class SubmissionError(ValueError):
 
 @dataclass
 class PredictionFiles:
-    """The per-fold test predictions of every architecture, opened lazily as memory maps."""
+    """The per-fold test predictions of every architecture, read a chunk of rows at a time."""
 
     segmenters: dict[str, list[Path]]  # arch -> fold<k>.npy files
     segmenter_ids: dict[str, Path]  # arch -> ids.csv
@@ -52,15 +52,26 @@ class PredictionFiles:
                     f"{self.segmenter_ids[arch]}: no prediction for {len(missing)} test "
                     f"image(s), e.g. {missing[0]}"
                 )
-            maps[arch] = (
-                [np.load(f, mmap_mode="r") for f in files],
-                np.array([position[i] for i in image_ids]),
-            )
+            maps[arch] = (list(files), np.array([position[i] for i in image_ids]))
         for arch, path in self.classifiers.items():
             table = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")
             folds = [c for c in table.columns if c.startswith("fold")]
             probabilities[arch] = table.loc[image_ids, folds].mean(axis=1).to_numpy()
         return maps, probabilities
+
+
+def read_rows(path: Path, index: np.ndarray) -> np.ndarray:
+    """Rows ``index`` of a .npy file, copied out of a memory map that is closed at once.
+
+    A map held open for the whole test set would keep every page it touched in this process's
+    resident memory (15 outputs of 3,205 maps at 512 px: ~12 GiB); reopened per chunk, only
+    the chunk stays resident. Opening costs a header read, microseconds.
+    """
+    array = np.load(path, mmap_mode="r")
+    try:
+        return np.asarray(array[index])  # fancy indexing copies
+    finally:
+        del array  # the last reference: the map is unmapped
 
 
 def cascade_rows(
@@ -87,7 +98,7 @@ def cascade_rows(
             files, rows = maps[arch]
             index = rows[start:stop]
             per_arch.append(
-                weighted_mean([f[index] for f in files], [1.0] * len(files))
+                weighted_mean([read_rows(f, index) for f in files], [1.0] * len(files))
             )  # fold mean
         blended = np.rint(weighted_mean(per_arch, [seg_weights[a] for a in archs])).astype(np.uint8)
         for k in range(stop - start):
