@@ -111,8 +111,8 @@ def candidate_name(alpha: float, beta: float, gamma: float) -> str:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """A grid point (alpha, beta, gamma) that meets the FLOPs constraint."""
+class GridPoint:
+    """A point (alpha, beta, gamma) of the search grid."""
 
     alpha: float
     beta: float
@@ -125,6 +125,11 @@ class Candidate:
     @property
     def product(self) -> float:
         return flops_factor(self.alpha, self.beta, self.gamma)
+
+
+@dataclass(frozen=True)
+class Candidate(GridPoint):
+    """A grid point that meets the FLOPs constraint."""
 
     def scaled(self, phi: int, base_resolution: int) -> tuple[float, float, int]:
         """(depth, width, resolution) of this candidate at step ``phi``."""
@@ -132,21 +137,10 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Excluded:
+class Excluded(GridPoint):
     """A grid point left out of the search, with the reason."""
 
-    alpha: float
-    beta: float
-    gamma: float
     reason: str
-
-    @property
-    def name(self) -> str:
-        return candidate_name(self.alpha, self.beta, self.gamma)
-
-    @property
-    def product(self) -> float:
-        return flops_factor(self.alpha, self.beta, self.gamma)
 
 
 def _grid_axes(grid: Mapping[str, Any]) -> list[list[float]]:
