@@ -295,11 +295,7 @@ def fit(
                 },
             )
             kept.prune()
-        if (
-            stop_after_epoch is not None
-            and epoch + 1 >= stop_after_epoch
-            and epoch + 1 < settings.epochs
-        ):
+        if stopping and epoch + 1 < settings.epochs:
             return pd.DataFrame(history)
 
     if not Path(
