@@ -37,6 +37,22 @@ def snakemake(workdir, *args, check=True, timeout=600):
     return result
 
 
+def train_first_segmenter_fold(workdir, config):
+    """The unet_resnet34 fold-0 training job (and what it needs) on ``config``, on one core;
+    returns Snakemake's result and the job's log (empty where the job never started)."""
+    result = snakemake(
+        workdir,
+        "results/segment/unet_resnet34/fold0/summary.json",
+        "--cores",
+        1,
+        "--configfile",
+        config,
+        check=False,
+    )
+    log = Path(workdir) / "results" / "logs" / "train_segmenter" / "unet_resnet34_fold0.log"
+    return result, log.read_text() if log.exists() else ""
+
+
 def write_config(path, base, **sections):
     config = yaml.safe_load((ROOT / base).read_text())
     for key, value in sections.items():

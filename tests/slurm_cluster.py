@@ -53,7 +53,7 @@ def require_slurm() -> None:
     """Skip the calling test where no cluster answers; fail instead where PTXSEG_SLURM=1."""
     problem = slurm_problem()
     wanted = os.environ.get("PTXSEG_SLURM", "")
-    if wanted == "1" and problem:
+    if slurm_required() and problem:
         pytest.fail(
             f"PTXSEG_SLURM=1 but SLURM does not answer: {problem}. "
             "Start the CI cluster with .ci/slurm/start.sh (as root)."

@@ -8,7 +8,7 @@ import sys
 import pydicom
 import pytest
 import torch
-from dag import files_config, snakemake, write_config
+from dag import files_config, snakemake, train_first_segmenter_fold, write_config
 
 from ptxseg.data.siim import read_index
 from ptxseg.io import dicom
@@ -46,19 +46,8 @@ def test_checkpoint_with_a_pickle_payload_is_refused(tmp_path):
         ).returncode
         == 0
     )
-    result = snakemake(
-        tmp_path,
-        "results/segment/unet_resnet34/fold0/summary.json",
-        "--cores",
-        1,
-        "--configfile",
-        config,
-        check=False,
-    )
+    result, log = train_first_segmenter_fold(tmp_path, config)
     assert result.returncode != 0
-    log = (
-        tmp_path / "results" / "logs" / "train_segmenter" / "unet_resnet34_fold0.log"
-    ).read_text()
     assert str(evil) in log and "weights_only" in log.replace("weights-only", "weights_only")
     assert not marker.exists()  # the payload never ran
 
