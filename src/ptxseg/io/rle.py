@@ -20,49 +20,50 @@ SIIM_SHAPE = (1024, 1024)
 if sys.byteorder != "little":  # the word trick in _transitions reads bytes in little-endian order
     raise ImportError("ptxseg.io.rle needs a little-endian machine")
 
+_NO_RUNS = np.zeros(0, dtype=np.int64)
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_DIGITS_AND_SPACES = b"0123456789 "
 
-def parse(rle: str, n_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Absolute 0-based (starts, lengths) of the runs in ``rle``.
 
-    Raises ValueError naming the problem: a token that is not an integer, an odd count,
-    a negative start, a length below 1, or (given ``n_pixels``) a run past the image end.
-    """
+def _values(rle: str, n_pixels: int | None) -> np.ndarray:
+    """The validated integers of ``rle``: relative start, length, relative start, ..."""
     if not isinstance(rle, str):
         raise ValueError(f"RLE must be a string, got {type(rle).__name__}")
     text = rle.strip()
     if text == EMPTY or text == "":
-        return _NO_RUNS, _NO_RUNS
-    if text.isascii() and text.replace(" ", "").isdigit():
-        # Only digits and spaces: numpy's C parser cannot misread it, and nothing is negative.
-        values = np.fromstring(text, dtype=np.int64, sep=" ")
-    else:
-        values = _parse_tokens(text)
+        return _NO_RUNS
+    # Only digits and spaces: numpy's C parser cannot misread it, and nothing is negative.
+    values = np.fromstring(text, dtype=np.int64, sep=" ") if _plain(text) else _parse_tokens(text)
     if values.size % 2:
         raise ValueError(
             f"RLE holds an odd number of values ({values.size}); it needs (start, length) pairs"
         )
-    relative_starts, lengths = values[0::2], values[1::2]
-    if values.min() < 1 and (relative_starts.min() < 0 or lengths.min() < 1):
-        _raise_bad_run(relative_starts, lengths)
-    ends = np.cumsum(values).reshape(-1, 2)[:, 1]  # start + length summed over all previous runs
-    if n_pixels is not None and ends[-1] > n_pixels:
+    if values.min() < 1:
+        _check_runs(values[0::2], values[1::2])
+    if n_pixels is not None and values.sum() > n_pixels:
+        ends = np.cumsum(values)[1::2]
         index = int(np.argmax(ends > n_pixels))
         raise ValueError(
             f"RLE run {index} ends at pixel {int(ends[index])}, past the image end ({n_pixels} pixels)"
         )
-    return ends - lengths, lengths
+    return values
 
 
-def _raise_bad_run(relative_starts: np.ndarray, lengths: np.ndarray) -> None:
+def _plain(text: str) -> bool:
+    """Whether ``text`` holds only ASCII digits and spaces (bytes.translate: no Python loop)."""
+    try:
+        return not text.encode("ascii").translate(None, _DIGITS_AND_SPACES)
+    except UnicodeEncodeError:
+        return False
+
+
+def _check_runs(relative_starts: np.ndarray, lengths: np.ndarray) -> None:
     if (relative_starts < 0).any():
         index = int(np.argmax(relative_starts < 0))
         raise ValueError(f"RLE run {index} has a negative start {int(relative_starts[index])}")
-    index = int(np.argmax(lengths < 1))
-    raise ValueError(f"RLE run {index} has a length {int(lengths[index])} below 1")
-
-
-_NO_RUNS = np.zeros(0, dtype=np.int64)
-_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+    if (lengths < 1).any():
+        index = int(np.argmax(lengths < 1))
+        raise ValueError(f"RLE run {index} has a length {int(lengths[index])} below 1")
 
 
 def _parse_tokens(text: str) -> np.ndarray:
@@ -72,6 +73,18 @@ def _parse_tokens(text: str) -> np.ndarray:
         if not _INTEGER.fullmatch(token):
             raise ValueError(f"RLE holds a non-integer value {token!r}")
     return np.array([int(token) for token in tokens], dtype=np.int64)
+
+
+def parse(rle: str, n_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute 0-based (starts, lengths) of the runs in ``rle``.
+
+    Raises ValueError naming the problem: a token that is not an integer, an odd count,
+    a negative start, a length below 1, or (given ``n_pixels``) a run past the image end.
+    """
+    values = _values(rle, n_pixels)
+    lengths = values[1::2]
+    ends = np.cumsum(values)[1::2]  # start + length summed over all previous runs
+    return ends - lengths, lengths
 
 
 def decode(rle: str, shape: tuple[int, int] = SIIM_SHAPE) -> np.ndarray:
@@ -89,52 +102,86 @@ def decode_union(rles: Iterable[str], shape: tuple[int, int] = SIIM_SHAPE) -> np
     n_pixels = height * width
     flat = np.zeros(n_pixels, dtype=bool)
     for rle in rles:
-        starts, lengths = parse(rle, n_pixels)
-        if starts.size:
-            # Flat index of every covered pixel: run start plus the offset inside the run.
-            run_offsets = np.cumsum(lengths) - lengths
-            flat[
-                np.arange(run_offsets[-1] + lengths[-1]) + np.repeat(starts - run_offsets, lengths)
-            ] = True
+        values = _values(rle, n_pixels)
+        if values.size:
+            # Flat index of every covered pixel: the gaps summed up to its run, plus its rank
+            # among all covered pixels.
+            lengths = values[1::2]
+            covered = np.repeat(np.cumsum(values[0::2]), lengths)
+            covered += np.arange(covered.size)
+            flat[covered] = True
     # Column-major: the flat index is column * height + row.
     return flat.reshape(width, height).T
 
 
 _BYTE_SHIFT = np.uint64(8)
 _TOP_BYTE_SHIFT = np.uint64(56)
+_CHUNKS = 64  # a 1024 x 1024 mask: chunks of 16 columns
+
+
+def _hit_words(words: np.ndarray) -> np.ndarray:
+    """Indices of the non-zero words, found in two passes that both skip empty ground.
+
+    Most masks are empty, and a non-empty one covers a few neighbouring columns. A max per
+    chunk costs what one max over everything costs (SIMD, 32-bit: AVX2 has no 64-bit max) and
+    says which span of chunks to search word by word.
+    """
+    n_chunks = _CHUNKS if words.size % _CHUNKS == 0 else 1
+    chunk_max = words.view(np.uint32).reshape(n_chunks, -1).max(axis=1)
+    active = np.flatnonzero(chunk_max)
+    if active.size == 0:
+        return _NO_RUNS
+    chunk_words = words.size // n_chunks
+    first, last = int(active[0]) * chunk_words, (int(active[-1]) + 1) * chunk_words
+    return np.flatnonzero(words[first:last] != 0) + first
 
 
 def _transitions(flat: np.ndarray) -> np.ndarray:
     """Sorted flat positions where a contiguous 0/1 byte array changes value.
 
-    Works on 64-bit words: an all-zero word is skipped in one comparison, and only the
-    words that hold a pixel are looked at byte by byte. A mask is mostly empty, so this
-    costs one pass over the image instead of several.
+    Works on 64-bit words: only the words that hold a pixel are looked at byte by byte, so a
+    mask costs a pass or two over the image instead of a diff of every pixel.
     """
     if flat.size % 8:  # sizes that are not a multiple of 8 leave bytes outside the words
         return _transitions_bytewise(flat)
     words = flat.view(np.uint64)
-    if not words.max(initial=0):  # most masks are empty; max is the fastest full scan numpy has
+    hit = _hit_words(words)
+    if hit.size == 0:
         return _NO_RUNS
-    hit = np.flatnonzero(words != 0)
     values = words[hit]
-    adjacent = np.diff(hit) == 1
-    # Byte k of word ^ byte k-1 (the word shifted by one byte, the previous word's top byte
-    # carried in): 1 exactly where the mask changes.
-    carried = np.zeros(hit.size, dtype=np.uint64)
-    carried[1:][adjacent] = values[:-1][adjacent] >> _TOP_BYTE_SHIFT
-    changes = values ^ ((values << _BYTE_SHIFT) | carried)
-    changed = np.flatnonzero(changes)
-    word_index, byte_index = np.nonzero(changes[changed].view(np.uint8).reshape(-1, 8))
-    inside = hit[changed][word_index] * 8 + byte_index
-    # A run that fills its word to the last byte ends at the next word when that one is empty.
-    ends_at_word_edge = ((values >> _TOP_BYTE_SHIFT) != 0) & ~np.append(adjacent, False)
-    return np.sort(np.concatenate((inside, (hit[ends_at_word_edge] + 1) * 8)))
+    previous = words[hit - 1]  # hit 0 wraps to the last word: its byte is cleared below
+    if hit[0] == 0:
+        previous[0] = 0
+    # Each byte xor the byte before it (the previous word's top byte carried in): 1 where the
+    # mask changes, so the bytes of ``changes`` are valid booleans.
+    changes = values ^ ((values << _BYTE_SHIFT) | (previous >> _TOP_BYTE_SHIFT))
+    changed = np.flatnonzero(changes.view(np.bool_))
+    inside = hit[changed >> 3] * 8 + (changed & 7)
+    # A run that fills the last word of a stretch ends on the next word's first byte (or on
+    # the image end), which no hit word sees.
+    last_of_stretch = np.append(np.diff(hit) != 1, True)
+    fills_top = (values >> _TOP_BYTE_SHIFT) != 0
+    edge_ends = (hit[last_of_stretch & fills_top] + 1) * 8
+    return np.sort(np.concatenate((inside, edge_ends)))
 
 
 def _transitions_bytewise(flat: np.ndarray) -> np.ndarray:
     padded = np.concatenate(([0], flat, [0]))
     return np.flatnonzero(padded[1:] != padded[:-1])
+
+
+# Decimal text of the small values that most of an RLE string is made of (gaps and lengths within
+# a column): formatting integers one by one is the slowest step of encoding, a lookup is not.
+_SMALL = 4096
+_SMALL_TEXT = np.array([str(value) for value in range(_SMALL)], dtype=object)
+
+
+def _format(values: np.ndarray) -> str:
+    """Space-separated decimal text of non-negative integers."""
+    texts = _SMALL_TEXT[np.minimum(values, _SMALL - 1)].tolist()
+    for index in np.flatnonzero(values >= _SMALL).tolist():
+        texts[index] = str(int(values[index]))
+    return " ".join(texts)
 
 
 def encode(mask: np.ndarray) -> str:
@@ -151,13 +198,12 @@ def encode(mask: np.ndarray) -> str:
     edges = _transitions(flat)
     if edges.size == 0:
         return EMPTY
-    starts, ends = edges[0::2], edges[1::2]
-    pairs = np.empty(edges.size, dtype=np.int64)
-    pairs[0::2] = starts - np.concatenate(([0], ends[:-1]))
-    pairs[1::2] = ends - starts
-    return ("%d " * pairs.size % tuple(pairs.tolist()))[:-1]
+    # Edges alternate start, end, start, ...: their differences are the (gap, length) pairs.
+    pairs = edges.copy()
+    pairs[1:] -= edges[:-1]
+    return _format(pairs)
 
 
 def area(rle: str) -> int:
     """Number of pixels an RLE string covers, without building the mask."""
-    return int(parse(rle)[1].sum())
+    return int(_values(rle, None)[1::2].sum())
