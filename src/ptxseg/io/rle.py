@@ -119,8 +119,10 @@ _TOP_BYTE_SHIFT = np.uint64(56)
 _CHUNKS = 64  # a 1024 x 1024 mask: chunks of 16 columns
 
 
-def _hit_words(words: np.ndarray) -> np.ndarray:
-    """Indices of the non-zero words, found in two passes that both skip empty ground.
+def _candidate_words(words: np.ndarray) -> np.ndarray:
+    """Sorted indices of the words where the mask can change: the non-zero words and the word
+    after each (a run that fills a word to its last byte ends on the next word's first byte).
+    One past the last word stands for the image end.
 
     Most masks are empty, and a non-empty one covers a few neighbouring columns. A max per
     chunk costs what one max over everything costs (SIMD, 32-bit: AVX2 has no 64-bit max) and
@@ -133,36 +135,40 @@ def _hit_words(words: np.ndarray) -> np.ndarray:
         return _NO_RUNS
     chunk_words = words.size // n_chunks
     first, last = int(active[0]) * chunk_words, (int(active[-1]) + 1) * chunk_words
-    return np.flatnonzero(words[first:last] != 0) + first
+    nonzero = words[first:last] != 0
+    candidate = np.zeros(nonzero.size + 1, dtype=bool)
+    candidate[:-1] = nonzero
+    candidate[1:] |= nonzero
+    return np.flatnonzero(candidate) + first
 
 
 def _transitions(flat: np.ndarray) -> np.ndarray:
     """Sorted flat positions where a contiguous 0/1 byte array changes value.
 
-    Works on 64-bit words: only the words that hold a pixel are looked at byte by byte, so a
-    mask costs a pass or two over the image instead of a diff of every pixel.
+    Works on 64-bit words: only the words where the mask can change are looked at byte by
+    byte, so a mask costs a pass or two over the image instead of a diff of every pixel.
     """
     if flat.size % 8:  # sizes that are not a multiple of 8 leave bytes outside the words
         return _transitions_bytewise(flat)
     words = flat.view(np.uint64)
-    hit = _hit_words(words)
-    if hit.size == 0:
+    candidates = _candidate_words(words)
+    if candidates.size == 0:
         return _NO_RUNS
-    values = words[hit]
-    previous = words[hit - 1]  # hit 0 wraps to the last word: its byte is cleared below
-    if hit[0] == 0:
+    ends_image = candidates[-1] == words.size  # the last word is set: maybe a run to the end
+    if ends_image:
+        candidates = candidates[:-1]
+    values = words[candidates]
+    previous = words[candidates - 1]  # word 0 wraps to the last word: its byte is cleared below
+    if candidates[0] == 0:
         previous[0] = 0
     # Each byte xor the byte before it (the previous word's top byte carried in): 1 where the
-    # mask changes, so the bytes of ``changes`` are valid booleans.
+    # mask changes, so the bytes of ``changes`` are valid booleans, in ascending pixel order.
     changes = values ^ ((values << _BYTE_SHIFT) | (previous >> _TOP_BYTE_SHIFT))
     changed = np.flatnonzero(changes.view(np.bool_))
-    inside = hit[changed >> 3] * 8 + (changed & 7)
-    # A run that fills the last word of a stretch ends on the next word's first byte (or on
-    # the image end), which no hit word sees.
-    last_of_stretch = np.append(np.diff(hit) != 1, True)
-    fills_top = (values >> _TOP_BYTE_SHIFT) != 0
-    edge_ends = (hit[last_of_stretch & fills_top] + 1) * 8
-    return np.sort(np.concatenate((inside, edge_ends)))
+    edges = candidates[changed >> 3] * 8 + (changed & 7)
+    if ends_image and flat[-1]:
+        edges = np.append(edges, flat.size)
+    return edges
 
 
 def _transitions_bytewise(flat: np.ndarray) -> np.ndarray:
