@@ -18,7 +18,7 @@ import torch
 
 from ptxseg.data.datasets import RepackedImages
 from ptxseg.data.repack import read_manifest
-from ptxseg.infer.predict import predict_batches, to_uint8
+from ptxseg.infer.predict import to_uint8
 from ptxseg.io import atomic
 from ptxseg.models import build_model
 from ptxseg.train import checkpoint
@@ -70,16 +70,7 @@ def _member_average(
     total = np.zeros(shape, dtype=np.float32) if len(shape) == 1 else None
     for k, path in enumerate(models):
         model = load_member(path, device)
-        for indices, probabilities in predict_batches(
-            model,
-            dataset,
-            device,
-            batch_size,
-            runtime.tta,
-            runtime.num_workers,
-            runtime.amp,
-            runtime.channels_last,
-        ):
+        for indices, probabilities in runtime.predict_batches(model, dataset, device, batch_size):
             if total is not None:  # classifier: a vector, averaged in float
                 total[indices] += probabilities[:, 0] / len(models)
             else:  # segmenter: running mean in the uint8 file, weights k/(k+1) and 1/(k+1)

@@ -59,6 +59,19 @@ class Runtime:
             threads=threads,
         )
 
+    def predict_batches(self, model, dataset, device: torch.device, batch_size: int):
+        """``predict_batches`` with this runtime's TTA, loader workers, precision and layout."""
+        return predict_batches(
+            model,
+            dataset,
+            device,
+            batch_size,
+            self.tta,
+            self.num_workers,
+            self.amp,
+            self.channels_last,
+        )
+
 
 def settings_from_recipe(recipe: dict, seed: int, runtime: Runtime) -> FitSettings:
     schedule = recipe["schedule"]
@@ -295,16 +308,7 @@ def _predict_held_out(
 ) -> np.ndarray | None:
     """Classifier: the probability per image. Segmenter: uint8 maps streamed into ``maps_path``."""
     model.to(device)
-    batches = predict_batches(
-        model,
-        dataset,
-        device,
-        batch_size,
-        runtime.tta,
-        runtime.num_workers,
-        runtime.amp,
-        runtime.channels_last,
-    )
+    batches = runtime.predict_batches(model, dataset, device, batch_size)
     if maps_path is None:
         probabilities = np.zeros(len(dataset), dtype=np.float32)
         for indices, p in batches:
