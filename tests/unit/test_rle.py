@@ -79,6 +79,32 @@ def test_hand_worked_column_major_example():
     assert np.array_equal(rle.decode("0 2 3 1 4 2", (3, 4)), mask)
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from([(64, 64), (128, 256), (1024, 1024)]),
+    st.lists(st.tuples(st.integers(0, 2**20), st.integers(1, 5000)), max_size=6),
+)
+def test_sparse_runs_in_chunked_masks(shape, runs):
+    # Shapes whose words split into chunks: the encoder searches only the span of chunks that
+    # hold pixels, so runs on chunk edges, far apart, or up to the image end must all come out.
+    height, width = shape
+    n = height * width
+    flat = np.zeros(n, dtype=bool)
+    for start, length in runs:
+        flat[start % n : start % n + length] = True
+    mask = flat.reshape(width, height).T
+    encoded = rle.encode(mask)
+    assert np.array_equal(reference_decode(encoded, height, width), mask)
+    assert rle.encode(np.ascontiguousarray(mask)) == encoded
+    assert np.array_equal(rle.decode(encoded, shape), mask)
+
+
+def test_images_without_pixels_encode_empty():
+    for shape in [(0, 0), (0, 8), (8, 0)]:
+        assert rle.encode(np.zeros(shape, dtype=bool)) == "-1"
+        assert rle.decode("-1", shape).shape == shape
+
+
 def test_empty_and_full_masks():
     assert rle.encode(np.zeros((5, 7), dtype=bool)) == "-1"
     assert rle.decode("-1", (5, 7)).sum() == 0

@@ -129,7 +129,7 @@ def _candidate_words(words: np.ndarray) -> np.ndarray:
     says which span of chunks to search word by word.
     """
     n_chunks = _CHUNKS if words.size % _CHUNKS == 0 else 1
-    chunk_max = words.view(np.uint32).reshape(n_chunks, -1).max(axis=1)
+    chunk_max = words.view(np.uint32).reshape(n_chunks, -1).max(axis=1, initial=0)
     active = np.flatnonzero(chunk_max)
     if active.size == 0:
         return _NO_RUNS
