@@ -152,6 +152,10 @@ def test_non_boolean_masks_are_binarised():
         ("0x10 2", "non-integer value '0x10'"),
         ("1048570 10", "past the image end"),
         ("1000000 40000 8576 1", "run 1 ends at pixel 1048577, past the image end"),
+        # Past the int64 range: numpy's parser saturates, sums would wrap round.
+        ("99999999999999999999 1", "value 99999999999999999999 larger than any image"),
+        ("1 9223372036854775807", "value 9223372036854775807 larger than any image"),
+        ("+1 -99999999999999999999", "value -99999999999999999999 larger than any image"),
     ],
 )
 def test_malformed_strings_raise_value_error_naming_the_problem(encoded, message):

@@ -23,6 +23,8 @@ if sys.byteorder != "little":  # the word trick in _transitions reads bytes in l
 _NO_RUNS = np.zeros(0, dtype=np.int64)
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _DIGITS_AND_SPACES = b"0123456789 "
+# More pixels than any image has; values up to it keep every sum of a row far from int64 overflow.
+_LARGEST = 2**40
 
 
 def _values(rle: str, n_pixels: int | None) -> np.ndarray:
@@ -40,6 +42,10 @@ def _values(rle: str, n_pixels: int | None) -> np.ndarray:
         )
     if values.min() < 1:
         _check_runs(values[0::2], values[1::2])
+    if values.max() > _LARGEST:
+        # numpy's parser saturates at the int64 limit; say what the string holds.
+        token = next(token for token in text.split() if abs(int(token)) > _LARGEST)
+        raise ValueError(f"RLE holds a value {token} larger than any image")
     if n_pixels is not None and values.sum() > n_pixels:
         ends = np.cumsum(values)[1::2]
         index = int(np.argmax(ends > n_pixels))
@@ -72,7 +78,11 @@ def _parse_tokens(text: str) -> np.ndarray:
     for token in tokens:
         if not _INTEGER.fullmatch(token):
             raise ValueError(f"RLE holds a non-integer value {token!r}")
-    return np.array([int(token) for token in tokens], dtype=np.int64)
+    integers = [int(token) for token in tokens]
+    for token, integer in zip(tokens, integers, strict=True):
+        if abs(integer) > _LARGEST:  # before int64 could overflow
+            raise ValueError(f"RLE holds a value {token} larger than any image")
+    return np.array(integers, dtype=np.int64)
 
 
 def parse(rle: str, n_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
