@@ -133,6 +133,7 @@ def test_sixteen_bit_monochrome1_dicom_of_another_size_is_handled(tmp_path, data
         ("{id},5 -3", "RLE run 0 has a length -3"),
         ("{id},5 x", "RLE holds a non-integer value 'x'"),
         ("{id},100000 40", "ends at pixel 100040, past the image end (16384 pixels)"),
+        ("{id},99999999999999999999 5", "RLE holds a value 99999999999999999999 larger than"),
     ],
 )
 def test_malformed_rle_row_names_file_and_line(tmp_path, data, row, message):
