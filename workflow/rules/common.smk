@@ -2,6 +2,9 @@
 from ptxseg.recipes import member_names, recipe_for
 
 DEMO = "results/demo"
+# The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier: its rules
+# get this priority, so it starts before the segmenters take the cores.
+NIH_CHAIN_PRIORITY = 10
 
 
 def siim_source():

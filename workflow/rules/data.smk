@@ -32,9 +32,7 @@ rule demo_nih:
         "results/logs/demo_nih/demo_nih.log",
     benchmark:
         "results/benchmarks/demo_nih/demo_nih.tsv"
-    # The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier:
-    # higher priority starts it before the segmenters take the cores.
-    priority: 10
+    priority: NIH_CHAIN_PRIORITY
     conda:
         "../../envs/ptxseg.yaml"
     threads: resources_of("demo")["threads"]
@@ -128,9 +126,7 @@ rule index_nih:
         log="results/logs/index_nih/index_nih.log",
     benchmark:
         "results/benchmarks/index_nih/index_nih.tsv"
-    # The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier:
-    # higher priority starts it before the segmenters take the cores.
-    priority: 10
+    priority: NIH_CHAIN_PRIORITY
     conda:
         "../../envs/ptxseg.yaml"
     resources:
@@ -155,9 +151,7 @@ rule repack_nih:
         "results/logs/repack_nih/repack_nih.log",
     benchmark:
         "results/benchmarks/repack_nih/repack_nih.tsv"
-    # The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier:
-    # higher priority starts it before the segmenters take the cores.
-    priority: 10
+    priority: NIH_CHAIN_PRIORITY
     conda:
         "../../envs/ptxseg.yaml"
     threads: resources_of("repack")["threads"]

@@ -18,9 +18,7 @@ rule pretrain_nih:
         "results/benchmarks/pretrain_nih/{arch}.tsv"
     wildcard_constraints:
         arch="|".join(config["pretrain"]["archs"]) or "none",
-    # The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier:
-    # higher priority starts it before the segmenters take the cores.
-    priority: 10
+    priority: NIH_CHAIN_PRIORITY
     conda:
         "../../envs/ptxseg.yaml"
     threads: resources_of("pretrain")["threads"]
