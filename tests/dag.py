@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,12 +63,10 @@ def write_config(path, base, **sections):
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
-    """Rule -> job count from the job-stats table of a dry run."""
-    counts = {}
-    for line in dry_run_output.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
+    """The 'Job stats' table of a dry run: rule -> job count, without `all`."""
+    table = dry_run_output.split("Job stats:", 1)[1].split("total", 1)[0]
+    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+    counts.pop("all", None)
     return counts
 
 

@@ -20,9 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import dag
 import pytest
 import yaml
-from dag import ROOT, built_once
+from dag import ROOT, built_once, job_counts
 
 PROFILE = ROOT / "profiles" / "slurm"
 
@@ -74,26 +75,21 @@ def environment() -> dict[str, str]:
 
 
 def snakemake_command(workdir: Path, configfile: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
+    """``dag.snakemake_command`` through profiles/slurm."""
+    return dag.snakemake_command(
+        workdir,
         "--profile",
-        str(PROFILE),
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
+        PROFILE,
         "--configfile",
-        str(configfile),
+        configfile,
         # Test speed and evidence only: poll SLURM from the first second (the plugin backs off
         # by itself), keep every job's SLURM log, log each sbatch command line.
         "--slurm-init-seconds-before-status-checks",
-        "1",
+        1,
         "--slurm-keep-successful-logs",
         "--verbose",
         *args,
-    ]
+    )
 
 
 def start(command: list[str], log: Path) -> subprocess.Popen:
@@ -135,14 +131,6 @@ def write_config(path: Path, **epochs: int) -> Path:
         config[stage]["recipe"]["epochs"] = value
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def job_table(dry_run_output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run: rule -> job count, without `all`."""
-    table = dry_run_output.split("Job stats:", 1)[1].split("total", 1)[0]
-    counts = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
-    counts.pop("all", None)
-    return counts
 
 
 @dataclass
@@ -190,6 +178,6 @@ def whole_tiny_dag(tmp_path_factory) -> Run:
         workdir,
         outcome["returncode"],
         log.read_text() if log.exists() else dry_run,
-        job_table(dry_run) if "Job stats:" in dry_run else {},
+        job_counts(dry_run) if "Job stats:" in dry_run else {},
         outcome["seconds"],
     )
