@@ -17,6 +17,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ptxseg.recipes import member_names, recipe_cycle_ends, recipe_for
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -209,8 +211,6 @@ def _check_weights_path(weights: str | None, key: str) -> list[str]:
 
 def _check_members(config: dict) -> list[str]:
     """Ensemble members must be models the stage's recipe keeps."""
-    from ptxseg.recipes import member_names
-
     problems = []
     for stage in ("classify", "segment"):
         if stage not in config or "recipe" not in config[stage]:
@@ -230,8 +230,6 @@ def _check_snapshots(config: dict) -> list[str]:
 
     Found here, a wrong recipe stops the DAG build instead of a training job hours into a run.
     """
-    from ptxseg.recipes import recipe_cycle_ends, recipe_for
-
     problems = []
     for stage in ("classify", "segment"):
         section = config.get(stage, {})
