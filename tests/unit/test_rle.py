@@ -132,6 +132,22 @@ def test_union_of_rows_is_the_or_of_the_masks():
     assert rle.decode_union([], (16, 16)).sum() == 0
 
 
+@given(st.lists(arrays(bool, (24, 40)), min_size=1, max_size=4))
+def test_union_of_random_rows(parts):
+    union = rle.decode_union([rle.encode(part) for part in parts], (24, 40))
+    assert np.array_equal(union, np.logical_or.reduce(parts))
+    assert union.flags.writeable
+
+
+def test_rows_of_many_runs_decode():
+    # Every other pixel: 2**19 runs, more values than the decoder keeps a gap/run pattern for.
+    mask = np.zeros((1024, 1024), dtype=bool)
+    mask[::2] = True
+    encoded = rle.encode(mask)
+    assert encoded.startswith("0 1 1 1 ") and len(encoded.split()) == 2**20
+    assert np.array_equal(rle.decode(encoded), mask)
+
+
 def test_non_boolean_masks_are_binarised():
     mask = np.zeros((8, 8), dtype=np.uint8)
     mask[1:3, 2] = 255

@@ -110,18 +110,46 @@ def decode_union(rles: Iterable[str], shape: tuple[int, int] = SIIM_SHAPE) -> np
     """
     height, width = shape
     n_pixels = height * width
-    flat = np.zeros(n_pixels, dtype=bool)
+    flat = None
     for rle in rles:
         values = _values(rle, n_pixels)
-        if values.size:
-            # Flat index of every covered pixel: the gaps summed up to its run, plus its rank
-            # among all covered pixels.
-            lengths = values[1::2]
-            covered = np.repeat(np.cumsum(values[0::2]), lengths)
-            covered += np.arange(covered.size)
-            flat[covered] = True
+        if not values.size:
+            continue
+        if flat is None:
+            flat = _expand(values, n_pixels)
+        else:
+            _set_runs(flat, values)
+    if flat is None:
+        flat = np.zeros(n_pixels, dtype=bool)
     # Column-major: the flat index is column * height + row.
     return flat.reshape(width, height).T
+
+
+# False, True, False, ...: the value of each gap and run of a row, for np.repeat.
+_ALTERNATING = np.arange(2**16 + 1) % 2 == 1
+
+
+def _expand(values: np.ndarray, n_pixels: int) -> np.ndarray:
+    """The flat mask of one row: each gap and run repeated its number of times.
+
+    One np.repeat writes the whole mask once, where zeroing it and scattering the covered
+    pixels writes it once and the covered pixels again, through an index array as large.
+    """
+    counts = np.append(values, n_pixels - values.sum())  # the gap after the last run
+    if counts.size <= _ALTERNATING.size:
+        pattern = _ALTERNATING[: counts.size]
+    else:
+        pattern = np.arange(counts.size) % 2 == 1
+    return np.repeat(pattern, counts)
+
+
+def _set_runs(flat: np.ndarray, values: np.ndarray) -> None:
+    """Set the runs of one more row in ``flat``."""
+    # Flat index of every covered pixel: the gaps summed up to its run, plus its rank among
+    # all covered pixels.
+    covered = np.repeat(np.cumsum(values[0::2]), values[1::2])
+    covered += np.arange(covered.size)
+    flat[covered] = True
 
 
 _BYTE_SHIFT = np.uint64(8)
@@ -129,56 +157,55 @@ _TOP_BYTE_SHIFT = np.uint64(56)
 _CHUNKS = 64  # a 1024 x 1024 mask: chunks of 16 columns
 
 
-def _candidate_words(words: np.ndarray) -> np.ndarray:
-    """Sorted indices of the words where the mask can change: the non-zero words and the word
-    after each (a run that fills a word to its last byte ends on the next word's first byte).
-    One past the last word stands for the image end.
+def _active_span(words: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """The words that hold the mask with one zero word on each side, and the index of the
+    first of them in ``words``; None for an empty mask.
 
     Most masks are empty, and a non-empty one covers a few neighbouring columns. A max per
     chunk costs what one max over everything costs (SIMD, 32-bit: AVX2 has no 64-bit max) and
-    says which span of chunks to search word by word.
+    says which span of chunks to search word by word. The margin words spare the search any
+    test for the image's first and last word.
     """
     n_chunks = _CHUNKS if words.size % _CHUNKS == 0 else 1
     chunk_max = words.view(np.uint32).reshape(n_chunks, -1).max(axis=1, initial=0)
     active = np.flatnonzero(chunk_max)
     if active.size == 0:
-        return _NO_RUNS
+        return None
     chunk_words = words.size // n_chunks
-    first, last = int(active[0]) * chunk_words, (int(active[-1]) + 1) * chunk_words
-    nonzero = words[first:last] != 0
-    candidate = np.zeros(nonzero.size + 1, dtype=bool)
-    candidate[:-1] = nonzero
-    candidate[1:] |= nonzero
-    return np.flatnonzero(candidate) + first
+    first = int(active[0]) * chunk_words - 1  # the word before is in an empty chunk, or absent
+    last = (int(active[-1]) + 1) * chunk_words + 1
+    if first >= 0 and last <= words.size:
+        return words[first:last], first
+    padded = np.zeros(
+        last - first, dtype=np.uint64
+    )  # the mask touches the image's first or last word
+    padded[max(-first, 0) : padded.size - max(last - words.size, 0)] = words[max(first, 0) : last]
+    return padded, first
 
 
 def _transitions(flat: np.ndarray) -> np.ndarray:
     """Sorted flat positions where a contiguous 0/1 byte array changes value.
 
-    Works on 64-bit words: only the words where the mask can change are looked at byte by
-    byte, so a mask costs a pass or two over the image instead of a diff of every pixel.
+    Works on 64-bit words: only the words where the mask can change (the non-zero words and
+    the word after each, where a run that fills a word to its last byte ends) are looked at
+    byte by byte, so a mask costs a pass over the image and one over its columns that hold
+    the mask, instead of a diff of every pixel.
     """
     if flat.size % 8:  # sizes that are not a multiple of 8 leave bytes outside the words
         return _transitions_bytewise(flat)
-    words = flat.view(np.uint64)
-    candidates = _candidate_words(words)
-    if candidates.size == 0:
+    found = _active_span(flat.view(np.uint64))
+    if found is None:
         return _NO_RUNS
-    ends_image = candidates[-1] == words.size  # the last word is set: maybe a run to the end
-    if ends_image:
-        candidates = candidates[:-1]
-    values = words[candidates]
-    previous = words[candidates - 1]  # word 0 wraps to the last word: its byte is cleared below
-    if candidates[0] == 0:
-        previous[0] = 0
+    span, first = found
+    nonzero = span != 0
+    candidates = np.flatnonzero(nonzero[1:] | nonzero[:-1]) + 1  # never the margin words
+    values = span[candidates]
+    previous = span[candidates - 1]
     # Each byte xor the byte before it (the previous word's top byte carried in): 1 where the
     # mask changes, so the bytes of ``changes`` are valid booleans, in ascending pixel order.
     changes = values ^ ((values << _BYTE_SHIFT) | (previous >> _TOP_BYTE_SHIFT))
     changed = np.flatnonzero(changes.view(np.bool_))
-    edges = candidates[changed >> 3] * 8 + (changed & 7)
-    if ends_image and flat[-1]:
-        edges = np.append(edges, flat.size)
-    return edges
+    return (candidates[changed >> 3] + first) * 8 + (changed & 7)
 
 
 def _transitions_bytewise(flat: np.ndarray) -> np.ndarray:
