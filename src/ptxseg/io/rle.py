@@ -184,7 +184,7 @@ def _active_span(words: np.ndarray) -> tuple[np.ndarray, int] | None:
 
 
 def _transitions(flat: np.ndarray) -> np.ndarray:
-    """Sorted flat positions where a contiguous 0/1 byte array changes value.
+    """Sorted flat positions where a contiguous boolean array changes value.
 
     Works on 64-bit words: only the words where the mask can change (the non-zero words and
     the word after each, where a run that fills a word to its last byte ends) are looked at
@@ -221,7 +221,7 @@ _SMALL_TEXT = np.array([str(value) for value in range(_SMALL)], dtype=object)
 
 def _format(values: np.ndarray) -> str:
     """Space-separated decimal text of non-negative integers."""
-    texts = _SMALL_TEXT[np.minimum(values, _SMALL - 1)].tolist()
+    texts = _SMALL_TEXT.take(values, mode="clip").tolist()
     for index in np.flatnonzero(values >= _SMALL).tolist():
         texts[index] = str(int(values[index]))
     return " ".join(texts)
@@ -235,9 +235,9 @@ def encode(mask: np.ndarray) -> str:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    binary = mask if mask.dtype == bool else mask != 0
+    binary = mask if mask.dtype.kind == "b" else mask != 0
     # Column-major bytes; free when the mask came from decode (a transposed view).
-    flat = np.ascontiguousarray(binary.T).reshape(-1).view(np.uint8)
+    flat = np.ascontiguousarray(binary.T).reshape(-1)
     edges = _transitions(flat)
     if edges.size == 0:
         return EMPTY
