@@ -176,9 +176,8 @@ def _active_span(words: np.ndarray) -> tuple[np.ndarray, int] | None:
     last = (int(active[-1]) + 1) * chunk_words + 1
     if first >= 0 and last <= words.size:
         return words[first:last], first
-    padded = np.zeros(
-        last - first, dtype=np.uint64
-    )  # the mask touches the image's first or last word
+    # The mask touches the image's first or last chunk: zero words stand in for the absent ones.
+    padded = np.zeros(last - first, dtype=np.uint64)
     padded[max(-first, 0) : padded.size - max(last - words.size, 0)] = words[max(first, 0) : last]
     return padded, first
 
@@ -198,7 +197,8 @@ def _transitions(flat: np.ndarray) -> np.ndarray:
         return _NO_RUNS
     span, first = found
     nonzero = span != 0
-    candidates = np.flatnonzero(nonzero[1:] | nonzero[:-1]) + 1  # never the margin words
+    # The last margin word can be one (a run ends on its first byte); the first never is.
+    candidates = np.flatnonzero(nonzero[1:] | nonzero[:-1]) + 1
     values = span[candidates]
     previous = span[candidates - 1]
     # Each byte xor the byte before it (the previous word's top byte carried in): 1 where the
