@@ -81,11 +81,12 @@ def test_hand_worked_column_major_example():
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.sampled_from([(64, 64), (128, 256), (1024, 1024)]),
+    # (3, 64) and (5, 128): chunks of columns that are not whole 32-bit words.
+    st.sampled_from([(64, 64), (128, 256), (1024, 1024), (3, 64), (5, 128)]),
     st.lists(st.tuples(st.integers(0, 2**20), st.integers(1, 5000)), max_size=6),
 )
 def test_sparse_runs_in_chunked_masks(shape, runs):
-    # Shapes whose words split into chunks: the encoder searches only the span of chunks that
+    # Shapes whose columns split into chunks: the encoder searches only the span of chunks that
     # hold pixels, so runs on chunk edges, far apart, or up to the image end must all come out.
     height, width = shape
     n = height * width
@@ -97,6 +98,40 @@ def test_sparse_runs_in_chunked_masks(shape, runs):
     assert np.array_equal(reference_decode(encoded, height, width), mask)
     assert rle.encode(np.ascontiguousarray(mask)) == encoded
     assert np.array_equal(rle.decode(encoded, shape), mask)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        slice(300, 420),  # inside: the rows above and below the box are the image's own
+        slice(0, 40),  # on the first row: the box needs an empty row above
+        slice(1000, 1024),  # on the last row: and one below
+        slice(0, 1024),  # whole columns: runs go on from one column into the next
+    ],
+)
+def test_regions_on_the_image_edges(rows):
+    # The encoder compares only the bounding box of the mask, padded where it meets the image
+    # edge; each placement below takes another way through it.
+    mask = np.zeros((1024, 1024), dtype=bool)
+    mask[rows, 500:530] = True
+    mask[rows.start + 5 : rows.start + 9, 700] = True  # a second region, far right
+    mask[rows.stop - 1, 531] = True  # a lone pixel on the box's last row
+    expected = _loop_encode(mask)
+    assert rle.encode(mask) == expected
+    assert rle.encode(np.ascontiguousarray(mask)) == expected
+    assert np.array_equal(rle.decode(expected), mask)
+
+
+def _loop_encode(mask: np.ndarray) -> str:
+    """Runs of the column-major pixels, found one pixel at a time: the ground truth to encode."""
+    values, previous_end, run_start = [], 0, None
+    for position, inside in enumerate([*mask.T.ravel().tolist(), False]):
+        if inside and run_start is None:
+            run_start = position
+        elif not inside and run_start is not None:
+            values += [run_start - previous_end, position - run_start]
+            previous_end, run_start = position, None
+    return " ".join(map(str, values)) if values else "-1"
 
 
 def test_images_without_pixels_encode_empty():
@@ -213,8 +248,8 @@ def test_random_masks_round_trip(mask):
 
 @settings(max_examples=100, deadline=None)
 @given(st.integers(1, 64), st.integers(1, 64), st.data())
-def test_random_large_runs_at_word_edges(height, width, data):
-    # Runs starting and ending on every byte offset exercise the 64-bit word scan.
+def test_random_large_runs_at_any_offset(height, width, data):
+    # A run from any pixel to any later one: across column edges, from the first pixel, to the last.
     n = height * width
     start = data.draw(st.integers(0, n - 1))
     length = data.draw(st.integers(1, n - start))
