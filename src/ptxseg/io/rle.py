@@ -220,7 +220,11 @@ def _transitions(columns: np.ndarray) -> np.ndarray:
     # A change between box rows j and j + 1 is at image row top + j of that column.
     changed = np.flatnonzero(box[:, 1:] != box[:, :-1])
     per_column = bottom - top + 1
-    return changed + changed // per_column * (height - per_column) + (first_column * height + top)
+    edges = changed // per_column
+    edges *= height - per_column
+    edges += changed
+    edges += first_column * height + top
+    return edges
 
 
 def _transitions_bytewise(flat: np.ndarray) -> np.ndarray:
@@ -260,9 +264,8 @@ def encode(mask: np.ndarray) -> str:
     if edges.size == 0:
         return EMPTY
     # Edges alternate start, end, start, ...: their differences are the (gap, length) pairs.
-    pairs = edges.copy()
-    pairs[1:] -= edges[:-1]
-    return _format(pairs)
+    edges[1:] -= edges[:-1]  # numpy buffers the overlapping operands
+    return _format(edges)
 
 
 def area(rle: str) -> int:
