@@ -228,9 +228,15 @@ def _transitions(columns: np.ndarray) -> np.ndarray:
 
 
 def _transitions_bytewise(flat: np.ndarray) -> np.ndarray:
-    """Positions where a flat array changes value, pixel by pixel, with empty pixels around it."""
-    padded = np.concatenate(([0], flat, [0]))
-    return np.flatnonzero(padded[1:] != padded[:-1])
+    """Positions where a flat boolean array changes value, pixel by pixel, with an empty pixel
+    before and after it (tested apart: a padded copy would cost more than the comparison)."""
+    edges = np.flatnonzero(flat[1:] != flat[:-1])
+    edges += 1
+    if flat[0]:
+        edges = np.concatenate(([0], edges))
+    if flat[-1]:
+        edges = np.concatenate((edges, [flat.size]))
+    return edges
 
 
 # Decimal text of the small values that most of an RLE string is made of (gaps and lengths within
