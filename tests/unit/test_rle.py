@@ -117,8 +117,11 @@ def test_regions_on_the_image_edges(rows):
     mask[rows.start + 5 : rows.start + 9, 700] = True  # a second region, far right
     mask[rows.stop - 1, 531] = True  # a lone pixel on the box's last row
     expected = _loop_encode(mask)
-    assert rle.encode(mask) == expected
-    assert rle.encode(np.ascontiguousarray(mask)) == expected
+    assert rle.encode(mask) == expected  # row-major: searched by rows, the box transposed
+    assert rle.encode(np.asfortranarray(mask)) == expected  # column-major: searched in place
+    spaced = np.zeros((1024, 2048), dtype=bool)
+    spaced[:, ::2] = mask
+    assert rle.encode(spaced[:, ::2]) == expected  # neither layout: a strided view
     assert np.array_equal(rle.decode(expected), mask)
 
 
@@ -226,8 +229,13 @@ def masks(draw):
     mask = draw(arrays(np.bool_, (height, width)))
     if draw(st.booleans()):
         mask[-1, -1] = True  # the last pixel, which the competition snippet dropped
-    if draw(st.booleans()):
-        mask = np.asfortranarray(mask)  # both memory layouts
+    layout = draw(st.sampled_from(["C", "F", "strided"]))
+    if layout == "F":
+        mask = np.asfortranarray(mask)
+    elif layout == "strided":
+        spaced = np.zeros((height, 2 * width), dtype=bool)
+        spaced[:, ::2] = mask
+        mask = spaced[:, ::2]
     return mask
 
 

@@ -157,7 +157,7 @@ def _set_runs(flat: np.ndarray, values: np.ndarray) -> None:
     flat[covered] = True
 
 
-_CHUNKS = 64  # a 1024 x 1024 mask: chunks of 16 columns
+_CHUNKS = 64  # a 1024 x 1024 mask: chunks of 16 lines
 
 
 def _nonzero_bounds(values: np.ndarray) -> tuple[int, int] | None:
@@ -174,68 +174,90 @@ def _nonzero_bounds(values: np.ndarray) -> tuple[int, int] | None:
     return (len(raw) - len(head)) // size, -(-len(raw.rstrip(b"\0")) // size)
 
 
-def _occupied_columns(columns: np.ndarray) -> tuple[int, int] | None:
-    """First and one-past-last column that can hold pixels (whole chunks of columns); None for
-    an empty mask.
+def _occupied_lines(lines: np.ndarray) -> tuple[int, int] | None:
+    """First and one-past-last line (row of a C-contiguous 2-D array) that can hold pixels, in
+    whole chunks of lines; None for an empty mask.
 
     Most masks are empty, and a non-empty one covers a few neighbouring columns. A max per
     chunk costs what one max over everything costs (SIMD, 32-bit: AVX2 has no 64-bit max).
     """
-    n_columns, height = columns.shape
-    per_chunk = n_columns // _CHUNKS
-    if n_columns % _CHUNKS == 0 and per_chunk * height % 4 == 0:
-        words = columns.reshape(-1).view(np.uint32).reshape(_CHUNKS, -1)
+    n_lines, length = lines.shape
+    per_chunk = n_lines // _CHUNKS
+    if n_lines % _CHUNKS == 0 and per_chunk * length % 4 == 0:
+        words = lines.reshape(-1).view(np.uint32).reshape(_CHUNKS, -1)
         bounds = _nonzero_bounds(words.max(axis=1, initial=0))
     else:
         per_chunk = 1
-        bounds = _nonzero_bounds(columns.max(axis=1, initial=False))
+        bounds = _nonzero_bounds(lines.max(axis=1, initial=False))
     if bounds is None:
         return None
     return bounds[0] * per_chunk, bounds[1] * per_chunk
 
 
-def _transitions(columns: np.ndarray) -> np.ndarray:
-    """Sorted flat (column-major) positions where a mask changes value.
-
-    ``columns`` is the mask as a C-contiguous (columns, rows) array. Only its bounding box is
-    compared pixel by pixel: the columns of the chunks that hold it, and the rows where any of
-    them holds a pixel, with one empty row above and below so that each column's runs start
-    and end inside the box.
-    """
-    found = _occupied_columns(columns)
+def _bounding_box(lines: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(first line, end line, first item, end item) that hold every pixel of a C-contiguous
+    2-D mask (lines by chunks, items exactly); None for an empty mask."""
+    found = _occupied_lines(lines)
     if found is None:
-        return _NO_RUNS
-    first_column, end_column = found
-    span = columns[first_column:end_column]
-    height = columns.shape[1]
-    top, bottom = _nonzero_bounds(span.max(axis=0))
-    if top > 0 and bottom < height:
-        box = span[:, top - 1 : bottom + 1]  # the empty rows are the image's own
-    elif top == 0 and bottom == height:
-        # A run can go on from the last row of a column to the first row of the next one.
-        return _transitions_bytewise(span.reshape(-1)) + first_column * height
+        return None
+    first, end = found
+    low, high = _nonzero_bounds(lines[first:end].max(axis=0))
+    return first, end, low, high
+
+
+def _transitions(binary: np.ndarray) -> np.ndarray:
+    """Sorted flat (column-major) positions where a 2-D boolean mask changes value.
+
+    Only the mask's bounding box is compared pixel by pixel, with one empty row above and below
+    it in each column, so that each column's runs start and end inside the box. A mask held
+    column by column (as ``decode`` returns it) is searched as it lies; a row-major one is
+    searched row by row and only its box transposed, where transposing the whole mask would
+    cost more than everything else.
+    """
+    height = binary.shape[0]
+    columns = binary.T
+    if columns.flags.c_contiguous:
+        found = _bounding_box(columns)
+        if found is None:
+            return _NO_RUNS
+        first_column, end_column, top, bottom = found
+        if top > 0 and bottom < height:
+            # The empty rows are the image's own: compare the mask where it lies.
+            return _box_transitions(
+                columns[first_column:end_column, top - 1 : bottom + 1], first_column, top, height
+            )
+        pixels = columns[first_column:end_column, top:bottom]
     else:
-        box = np.zeros((span.shape[0], bottom - top + 2), dtype=bool)
-        box[:, 1:-1] = span[:, top:bottom]
+        rows = np.ascontiguousarray(binary)  # free when row-major; strided views are copied
+        found = _bounding_box(rows)
+        if found is None:
+            return _NO_RUNS
+        top, bottom, first_column, end_column = found
+        pixels = rows[top:bottom, first_column:end_column].T
+    box = np.zeros((pixels.shape[0], bottom - top + 2), dtype=bool)
+    box[:, 1:-1] = pixels
+    edges = _box_transitions(box, first_column, top, height)
+    if top == 0 and bottom == height:
+        # A run on the last row of a column that goes on at the first row of the next ends
+        # and starts at the same position: drop both.
+        same = np.flatnonzero(edges[1:] == edges[:-1])
+        if same.size:
+            keep = np.ones(edges.size, dtype=bool)
+            keep[same] = keep[same + 1] = False
+            edges = edges[keep]
+    return edges
+
+
+def _box_transitions(box: np.ndarray, first_column: int, top: int, height: int) -> np.ndarray:
+    """Flat positions of the changes in ``box``: columns from ``first_column``, image rows from
+    ``top - 1`` (an empty row) to the row below the mask (another)."""
     # A change between box rows j and j + 1 is at image row top + j of that column.
     changed = np.flatnonzero(box[:, 1:] != box[:, :-1])
-    per_column = bottom - top + 1
+    per_column = box.shape[1] - 1
     edges = changed // per_column
     edges *= height - per_column
     edges += changed
     edges += first_column * height + top
-    return edges
-
-
-def _transitions_bytewise(flat: np.ndarray) -> np.ndarray:
-    """Positions where a flat boolean array changes value, pixel by pixel, with an empty pixel
-    before and after it (tested apart: a padded copy would cost more than the comparison)."""
-    edges = np.flatnonzero(flat[1:] != flat[:-1])
-    edges += 1
-    if flat[0]:
-        edges = np.concatenate(([0], edges))
-    if flat[-1]:
-        edges = np.concatenate((edges, [flat.size]))
     return edges
 
 
@@ -262,11 +284,9 @@ def encode(mask: np.ndarray) -> str:
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
     binary = mask if mask.dtype.kind == "b" else mask != 0
-    # Column-major bytes; free when the mask came from decode (a transposed view).
-    columns = np.ascontiguousarray(binary.T)
-    if columns.size == 0:
+    if binary.size == 0:
         return EMPTY
-    edges = _transitions(columns)
+    edges = _transitions(binary)
     if edges.size == 0:
         return EMPTY
     # Edges alternate start, end, start, ...: their differences are the (gap, length) pairs.
