@@ -178,8 +178,9 @@ def _occupied_lines(lines: np.ndarray) -> tuple[int, int] | None:
     """First and one-past-last line (row of a C-contiguous 2-D array) that can hold pixels, in
     whole chunks of lines; None for an empty mask.
 
-    Most masks are empty, and a non-empty one covers a few neighbouring columns. A max per
-    chunk costs what one max over everything costs (SIMD, 32-bit: AVX2 has no 64-bit max).
+    Most masks are empty, and a non-empty one covers a few neighbouring lines (columns or
+    rows). A max per chunk costs what one max over everything costs (SIMD, 32-bit: AVX2 has no
+    64-bit max).
     """
     n_lines, length = lines.shape
     per_chunk = n_lines // _CHUNKS
