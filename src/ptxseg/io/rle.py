@@ -291,8 +291,11 @@ def encode(mask: np.ndarray) -> str:
     if edges.size == 0:
         return EMPTY
     # Edges alternate start, end, start, ...: their differences are the (gap, length) pairs.
-    edges[1:] -= edges[:-1]  # numpy buffers the overlapping operands
-    return _format(edges)
+    # Into a copy: subtracting in place overlaps the operands, which numpy buffers at more
+    # cost than the copy.
+    pairs = edges.copy()
+    pairs[1:] -= edges[:-1]
+    return _format(pairs)
 
 
 def area(rle: str) -> int:
