@@ -3,11 +3,18 @@
 The SIIM-ACR files are JPEG-baseline compressed; Pillow decodes that syntax fastest, so it is asked
 for by name (pydicom would otherwise prefer GDCM where installed, about four times slower).
 JPEG-lossless and JPEG 2000 go to pylibjpeg's decoders; anything else to pydicom's own choice.
+
+Hospital exports are deeper than 8 bits and say in their header how to display them (Rescale
+Slope/Intercept or a Modality LUT, then a window or a VOI LUT); ``to_uint8`` applies those through
+pydicom before quantising to 8 bits, and stretches deeper images without them over their own
+range. The SIIM files (8-bit, no VOI) pass through untouched.
 """
 
 from __future__ import annotations
 
+import copy
 import io
+import logging
 import os
 import warnings
 from dataclasses import asdict, dataclass
@@ -16,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 from pydicom.uid import (
     JPEG2000,
     JPEG2000Lossless,
@@ -26,6 +34,9 @@ from pydicom.uid import (
 )
 
 from ptxseg.io import atomic
+from ptxseg.io.png import scale_to_uint8
+
+log = logging.getLogger(__name__)
 
 # Decoder plugin per transfer syntax; syntaxes not listed use pydicom's default order.
 _PREFERRED_PLUGIN = {
@@ -175,26 +186,131 @@ def _pixels(dataset: pydicom.Dataset, path: str | os.PathLike) -> np.ndarray:
         ) from error
 
 
-def to_uint8(pixels: np.ndarray, bits_stored: int, signed: bool, monochrome1: bool) -> np.ndarray:
-    """Greyscale 8-bit from any stored depth: scaled by the stored bit range, MONOCHROME1 inverted.
+def _rescale(dataset: pydicom.Dataset) -> bool:
+    """Whether the header's Modality LUT or Rescale Slope/Intercept changes the stored values."""
+    if dataset.get("ModalityLUTSequence"):
+        return True
+    slope, intercept = dataset.get("RescaleSlope"), dataset.get("RescaleIntercept")
+    if slope is None or intercept is None or slope == "" or intercept == "":
+        return False
+    return (float(slope), float(intercept)) != (1.0, 0.0)
 
-    Scaling by the declared range (not the image's own min/max) keeps exposure differences
-    between images; the repack's histogram normalisation evens them out where configured.
+
+def _voi_lut(dataset: pydicom.Dataset) -> pydicom.Dataset:
+    """A dataset holding only the first VOI LUT, as ``apply_voi`` reads it, 8-bit entries declared 16.
+
+    pydicom 3.0's ``apply_voi`` looks the LUT up through indices of the entries' own type, so an
+    8-bit LUT with more than 256 entries (a 12-bit image mapped to 8 bits, the usual case) wraps
+    its indices round. Declaring 16 bits widens only that type: LUT Data is read as 16-bit words
+    (OW) or as the listed numbers (US) either way, so the entries are unchanged.
     """
-    if pixels.ndim == 3:  # colour secondary captures: ITU-R BT.601 luma
-        pixels = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    bits = bits_stored if bits_stored > 0 else 8 * pixels.dtype.itemsize
-    values = pixels.astype(np.float32)
-    if signed:
-        values += float(2 ** (bits - 1))
-    if bits > 8:
-        values *= 255.0 / float(2**bits - 1)
-    image = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    item = copy.deepcopy(dataset.VOILUTSequence[0])
+    entries, first, depth = (int(value) for value in item.LUTDescriptor)
+    if depth == 8:
+        item.LUTDescriptor = [entries, first, 16]
+    lut = pydicom.Dataset()
+    lut.VOILUTSequence = [item]
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        lut.file_meta = meta  # the byte order of OW LUT Data ...
+    else:  # ... or, without one, the byte order the dataset was read in
+        lut.set_original_encoding(*dataset.original_encoding)
+    return lut
+
+
+def _voi_to_uint8(values: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray | None:
+    """The header's VOI transform applied and quantised to 8 bits; None where the header has none.
+
+    A VOI LUT Sequence is preferred to Window Center/Width when both are given, as pydicom's
+    ``apply_voi_lut`` does. Where the header offers several (alternative views of one image),
+    the first is taken, as ``apply_voi_lut`` does by default: DICOM gives no ranking, and the
+    first is the one viewers show. Raises ValueError (and the like) where pydicom refuses the
+    header's values.
+    """
+    sequence = dataset.get("VOILUTSequence")
+    if sequence and None not in (sequence[0].get("LUTDescriptor"), sequence[0].get("LUTData")):
+        lut = _voi_lut(dataset)
+        if values.dtype.kind == "f":  # rescaled values index the LUT as integers
+            values = np.rint(values).astype(np.int64)
+        entries, first = lut.VOILUTSequence[0].LUTDescriptor[:2]
+        # The LUT's own lowest and highest entries become 0 and 255, not 0 and 2**bits - 1 of
+        # its descriptor: some devices declare 16 bits for 12-bit entries (viewers such as
+        # Horos and Cornerstone read the table's range too).
+        table = apply_voi(np.arange(first, first + (entries or 2**16)), lut)
+        return scale_to_uint8(apply_voi(values, lut), table.min(), table.max())
+    if dataset.get("WindowCenter") is not None and dataset.get("WindowWidth") is not None:
+        # pydicom maps the window onto the stored (or rescaled) value range; the window's
+        # outputs for -inf and +inf are the ends of that range, which become 0 and 255.
+        low, high = apply_windowing(np.array([-np.inf, np.inf]), dataset, index=0)
+        return scale_to_uint8(apply_windowing(values, dataset, index=0), low, high)
+    return None
+
+
+def to_uint8(pixels: np.ndarray, dataset: pydicom.Dataset, where: str = "") -> np.ndarray:
+    """Greyscale 8-bit from decoded pixels, as the header says to display them.
+
+    In DICOM's order: the Modality LUT or Rescale Slope/Intercept; then the VOI transform (VOI
+    LUT or window), whose output range becomes 0-255; MONOCHROME1 inverted last, on the 8-bit
+    result. Without a VOI in the header, data deeper than 8 bits (or rescaled) are stretched
+    over the image's own minimum..maximum (``scale_to_uint8``); 8-bit data keep their values
+    (signed ones offset by 128). A VOI that pydicom refuses (e.g. a window width below 1) is
+    logged naming ``where`` and the image is stretched instead: better a well-used image than
+    a failed repack. Colour secondary captures: ITU-R BT.601 luma, no rescale or VOI.
+    """
+    bits = int(dataset.get("BitsStored", 0) or 0) or 8 * pixels.dtype.itemsize
+    signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
+    monochrome1 = _text(dataset, "PhotometricInterpretation") == "MONOCHROME1"
+    grey = pixels.ndim == 2
+    image = None
+    try:
+        rescaled = grey and _rescale(dataset)
+        values = apply_modality_lut(pixels, dataset) if rescaled else pixels
+    except (ValueError, TypeError, AttributeError, IndexError) as error:
+        raise DicomError(
+            f"{where or 'DICOM'}: the Modality LUT / Rescale Slope and Intercept cannot be "
+            f"applied ({type(error).__name__}: {error})"
+        ) from error
+    if grey:
+        try:
+            image = _voi_to_uint8(values, dataset)
+        # pydicom raises these for header values it cannot use (a width below 1, a field it
+        # needs missing, a LUT depth or VOI LUT Function it does not know)
+        except (
+            ValueError,
+            TypeError,
+            AttributeError,
+            KeyError,
+            IndexError,
+            NotImplementedError,
+        ) as error:
+            log.warning(
+                "%s: VOI in the header not applied (%s: %s); the image is stretched over its "
+                "own range instead",
+                where or "DICOM",
+                type(error).__name__,
+                error,
+            )
+    else:  # colour secondary captures: ITU-R BT.601 luma
+        values = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    if image is None:
+        if bits > 8 or rescaled:
+            image = scale_to_uint8(values)
+        elif values.dtype == np.uint8:
+            image = values  # the SIIM files: 8-bit, no VOI; no copy
+        else:
+            shifted = values.astype(np.float32)
+            if signed:
+                shifted += float(2 ** (bits - 1))
+            image = np.clip(np.rint(shifted), 0, 255).astype(np.uint8)
     return 255 - image if monochrome1 else image
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, DicomHeader]:
-    """Decode a single-frame greyscale DICOM to a (rows, columns) uint8 array and its header."""
+    """Decode a single-frame greyscale DICOM to a (rows, columns) uint8 array and its header.
+
+    Any depth, signedness, rescale, window or VOI LUT a hospital export carries is applied
+    (``to_uint8``); colour secondary captures are read as their luma.
+    """
     dataset = _open(path, stop_before_pixels=False)
     header = _header(dataset)
     _require_pixel_data(dataset, path)
@@ -202,12 +318,7 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, DicomHeader]:
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise DicomError(f"{path}: {frames} frames; a chest radiograph has one")
-    image = to_uint8(
-        pixels,
-        bits_stored=header.bits_stored,
-        signed=int(dataset.get("PixelRepresentation", 0) or 0) == 1,
-        monochrome1=header.photometric == "MONOCHROME1",
-    )
+    image = to_uint8(pixels, dataset, where=str(path))
     if image.shape != (header.rows, header.columns):
         raise DicomError(
             f"{path}: decoded shape {image.shape} differs from Rows x Columns "

@@ -1,4 +1,4 @@
-"""8-bit greyscale PNG reading and atomic writing.
+"""8-bit greyscale PNG reading and atomic writing, and the linear scaling of deeper images to 8 bits.
 
 OpenCV encodes PNG several times faster than Pillow at a similar size (compression level 1 vs
 Pillow's 6), which matters when repacking tens of thousands of images at three sizes.
@@ -40,24 +40,54 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     atomic.write_bytes(path, encode_png(image))
 
 
+def scale_to_uint8(
+    values: np.ndarray, low: float | None = None, high: float | None = None
+) -> np.ndarray:
+    """``values`` mapped linearly to uint8: ``low`` to 0, ``high`` to 255, rounded, outside clipped.
+
+    ``low`` and ``high`` default to the values' own minimum and maximum: the image is stretched
+    over its own range, so a 12-bit image that uses 1000-2000 keeps ~250 grey levels instead of
+    the ~63 that dividing by its bit range leaves. A constant image (``high <= low``) is all 0.
+    Integers of up to 16 bits go through a table with one entry per possible value (no float copy
+    of the image); other types are scaled in float.
+    """
+    low = values.min() if low is None else low
+    high = values.max() if high is None else high
+    low, high = float(low), float(high)
+    if not high > low:
+        return np.zeros(values.shape, np.uint8)
+    scale = 255.0 / (high - low)
+    if values.dtype.kind in "ui" and values.dtype.itemsize <= 2:
+        # Entry k of the table is for the value whose bits read k as an unsigned number, so
+        # signed images index it through an unsigned view of the same memory.
+        unsigned = np.dtype(f"u{values.dtype.itemsize}")
+        domain = np.arange(2 ** (8 * unsigned.itemsize), dtype=unsigned).view(values.dtype)
+        table = np.clip(np.rint((domain - low) * scale), 0, 255).astype(np.uint8)
+        return table[values.view(unsigned)]
+    scaled = np.subtract(values, low, dtype=np.float64)
+    scaled *= scale
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
+
+
 def to_grey_uint8(image: np.ndarray) -> np.ndarray:
     """Any decoded PNG (grey, grey+alpha, RGB, RGBA; 8 or 16 bit) as 2-D uint8 grey.
 
     Alpha is dropped, not composited: the few RGBA files of NIH ChestX-ray14 are opaque.
+    8-bit images keep their values. 16-bit ones are made grey first and then stretched over
+    their own range (``scale_to_uint8``): a 16-bit radiograph often uses only part of 0-65535
+    (e.g. 12-bit detector values), and dividing by 257 would leave it a few dozen grey levels.
     """
-    if image.dtype == np.uint16:
-        image = (image.astype(np.uint32) * 255 + 32767) // 65535
-        image = image.astype(np.uint8)
-    elif image.dtype != np.uint8:
+    if image.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"unsupported PNG sample type {image.dtype}")
-    if image.ndim == 2:
-        return image
-    channels = image.shape[2]
-    if channels == 1:
-        return image[..., 0]
-    if channels == 2:  # grey + alpha
-        return np.ascontiguousarray(image[..., 0])
-    return cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2GRAY)
+    if image.ndim == 3:
+        channels = image.shape[2]
+        if channels in (1, 2):  # grey, grey + alpha
+            image = np.ascontiguousarray(image[..., 0])
+        else:
+            image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2GRAY)
+    return scale_to_uint8(image) if image.dtype == np.uint16 else image
 
 
 def read_grey(path: str | os.PathLike) -> np.ndarray:
