@@ -144,6 +144,17 @@ def test_malformed_rle_row_names_file_and_line(tmp_path, data, row, message):
     assert f"{path}: line 2" in log and message in log
 
 
+def test_empty_encoded_pixels_cell_names_file_line_and_image(tmp_path, data):
+    """An empty cell is not an image with an empty mask: the release marks those '-1'."""
+    path = replace_first_row(data, "{id}, ")
+    image_id = path.read_text().splitlines()[1].split(",")[0]
+    result, results = run(tmp_path, data, INDEX)
+    assert_stopped_cleanly(result, results, "data/siim_index.csv")
+    assert f"{path}: line 2: ImageId {image_id}: EncodedPixels is empty" in log_of(
+        results, "index_siim"
+    )
+
+
 def test_duplicated_image_id(tmp_path, data):
     path = data / "siim" / "train-rle.csv"
     first = path.read_text().splitlines()[1]

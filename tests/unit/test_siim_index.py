@@ -97,6 +97,9 @@ def test_rejects_are_listed_and_stop_the_run_when_asked(dataset, tmp_path):
         ("1.1,1 2 3", r"line 2: ImageId 1.1: RLE holds an odd number"),
         ("1.1,5 -3", r"line 2: ImageId 1.1: RLE run 0 has a length -3"),
         ("1.1,5 x", r"line 2: ImageId 1.1: RLE holds a non-integer value 'x'"),
+        ("1.1,", r"line 2: ImageId 1.1: EncodedPixels is empty; an image without .* '-1'"),
+        ("1.1,   ", r"line 2: ImageId 1.1: EncodedPixels is empty"),
+        ('1.1,""', r"line 2: ImageId 1.1: EncodedPixels is empty"),
         ("../x,-1", r"line 2: ImageId '../x' is not a valid image id"),
         ("a/b,-1", r"line 2: ImageId 'a/b' is not a valid image id"),
     ],
@@ -105,6 +108,15 @@ def test_malformed_rows_are_errors_naming_file_and_line(tmp_path, row, message):
     path = tmp_path / "train-rle.csv"
     path.write_text(f"ImageId, EncodedPixels\n{row}\n")
     with pytest.raises(ValueError, match=rf"train-rle.csv: {message}"):
+        siim.read_rle_csv(path)
+
+
+def test_empty_cell_after_a_region_of_the_same_image_is_still_an_error(tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_text("ImageId, EncodedPixels\n1.1,-1\n1.2,0 3\n1.2, \n")
+    with pytest.raises(
+        siim.LabelFileError, match=r"l.csv: line 4: ImageId 1.2: EncodedPixels is empty"
+    ):
         siim.read_rle_csv(path)
 
 

@@ -58,8 +58,9 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, ImageLabels]:
     """Read ``train-rle.csv`` (header ``ImageId, EncodedPixels``, the space included).
 
     Rows of one image are gathered (one per region). Raises LabelFileError naming file and line
-    for: a missing column, an unsafe ImageId, a malformed RLE, an image both empty and not,
-    an exact duplicate row, or a second ``-1`` row.
+    for: a missing column, an unsafe ImageId, an empty EncodedPixels cell (the release marks an
+    image without a pneumothorax ``-1``), a malformed RLE, an image both empty and not, an exact
+    duplicate row, or a second ``-1`` row.
     """
     path = Path(path)
     with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -88,6 +89,11 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, ImageLabels]:
             where = f"{path}: line {line}"
             image_id = check_image_id(row[id_col].strip(), where)
             encoded = row[rle_col].strip()
+            if not encoded:  # rle.parse reads "" as no runs: a positive image with no region
+                raise LabelFileError(
+                    f"{where}: ImageId {image_id}: EncodedPixels is empty; an image without "
+                    f"a pneumothorax is marked '{rle.EMPTY}'"
+                )
             try:
                 rle.parse(encoded)
             except ValueError as error:
