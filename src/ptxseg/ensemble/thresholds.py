@@ -72,13 +72,21 @@ def binarise(
 
 
 def histograms(maps: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per image: pixel counts at each of the 256 levels, over the whole map and inside the true mask."""
+    """Per image: pixel counts at each of the 256 levels, over the whole map and inside the true mask.
+
+    OpenCV's histogram per image: ~4x faster than one offset ``bincount`` over the stack and with
+    no temporary larger than the image itself.
+    """
     maps = np.asarray(maps, dtype=np.uint8)
+    truth = np.asarray(truth, dtype=bool)
     n = maps.shape[0]
-    offsets = (np.arange(n, dtype=np.int64) * LEVELS)[:, None]
-    flat = maps.reshape(n, -1).astype(np.int64) + offsets
-    everything = np.bincount(flat.ravel(), minlength=n * LEVELS).reshape(n, LEVELS)
-    inside = np.bincount(flat[truth.reshape(n, -1)], minlength=n * LEVELS).reshape(n, LEVELS)
+    everything = np.empty((n, LEVELS), dtype=np.int64)
+    inside = np.empty((n, LEVELS), dtype=np.int64)
+    for k in range(n):
+        image = np.ascontiguousarray(maps[k])
+        everything[k] = cv2.calcHist([image], [0], None, [LEVELS], [0, LEVELS]).ravel()
+        mask = np.ascontiguousarray(truth[k]).view(np.uint8)
+        inside[k] = cv2.calcHist([image], [0], mask, [LEVELS], [0, LEVELS]).ravel()
     return everything, inside
 
 
@@ -112,7 +120,7 @@ def _at_least(hist: np.ndarray) -> np.ndarray:
     return np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
 
 
-def cascade_scores(
+def cascade_sums(
     h: Histograms,
     tops: list[float],
     min_areas: list[float],
@@ -120,7 +128,10 @@ def cascade_scores(
     gates: list[float] | None = None,
     classifier: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Mean Dice per image (empty vs empty = 1) for every (gate, top, min_area, bottom): shape (G, T, A, B)."""
+    """Summed Dice over the images (empty vs empty = 1) for every (gate, top, min_area, bottom).
+
+    Shape (G, T, A, B). Sums, not means, so that chunks of images add up (`CascadeGrid`).
+    """
     at_least, inside_at_least = _at_least(h.everything), _at_least(h.inside)
     truth = inside_at_least[:, 0].astype(np.float64)
     bottom_levels = [level(b) for b in bottoms]
@@ -143,8 +154,47 @@ def cascade_scores(
     gain = selected.reshape(-1, len(h)).astype(np.float64) @ (
         dice_drawn - dice_empty[:, None]
     )  # (G*T*A, B)
-    scores = (dice_empty.sum() + gain) / len(h)
-    return scores.reshape(len(gates), len(tops), len(min_areas), len(bottoms))
+    sums = dice_empty.sum() + gain
+    return sums.reshape(len(gates), len(tops), len(min_areas), len(bottoms))
+
+
+def cascade_scores(
+    h: Histograms,
+    tops: list[float],
+    min_areas: list[float],
+    bottoms: list[float],
+    gates: list[float] | None = None,
+    classifier: np.ndarray | None = None,
+) -> np.ndarray:
+    """Mean Dice per image (empty vs empty = 1) for every (gate, top, min_area, bottom): shape (G, T, A, B)."""
+    return cascade_sums(h, tops, min_areas, bottoms, gates, classifier) / len(h)
+
+
+class CascadeGrid:
+    """The competition score of every (gate, top, min_area, bottom), accumulated a chunk at a time.
+
+    Each image adds its Dice under every combination, so the memory is the grid's, whatever the
+    number of images.
+    """
+
+    def __init__(self, tops, min_areas, bottoms, gates=None) -> None:
+        self.axes = (list(tops), list(min_areas), list(bottoms))
+        self.gates = [0.0] if gates is None else list(gates)
+        self.sums = np.zeros((len(self.gates), *map(len, self.axes)), dtype=np.float64)
+        self.images = 0
+
+    def add(self, h: Histograms, classifier: np.ndarray | None = None) -> None:
+        if len(h):
+            self.sums += cascade_sums(h, *self.axes, self.gates, classifier)
+            self.images += len(h)
+
+    def scores(self) -> np.ndarray:
+        if not self.images:
+            raise ValueError("no images were scored")
+        return self.sums / self.images
+
+    def best(self) -> tuple[Cascade, float]:
+        return best_cascade(self.scores(), *self.axes, self.gates)
 
 
 def image_outcomes(h: Histograms, cascade: Cascade, classifier: np.ndarray | None = None) -> dict:
