@@ -35,6 +35,8 @@ CHANNEL_DIVISOR = 8
 RESOLUTION_MULTIPLE = 32  # the scaled U-Net's output stride (scaled_unet.SIZE_MULTIPLE)
 AXES = ("alpha", "beta", "gamma")
 COLUMNS = ("alpha", "beta", "gamma", "phi", "params", "flops", "oof_score", "train_seconds")
+# Kept where the rows have them: the score on the candidate's own maps, and where oof_score was taken.
+OPTIONAL_COLUMNS = ("oof_score_at_resolution", "scored_at")
 _EPS = 1e-9  # float slack: 2 * 1.0000000000000002 must still round up to 2
 
 
@@ -302,7 +304,8 @@ def _rows_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         if missing:
             raise ValueError(f"row {i} lacks {', '.join(missing)} (rows need {', '.join(COLUMNS)})")
         _phi(row["phi"])
-    table = pd.DataFrame([{c: row[c] for c in COLUMNS} for row in rows], columns=list(COLUMNS))
+    columns = list(COLUMNS) + [c for c in OPTIONAL_COLUMNS if any(c in row for row in rows)]
+    table = pd.DataFrame([{c: row.get(c) for c in columns} for row in rows], columns=columns)
     for column in ("alpha", "beta", "gamma", "oof_score", "train_seconds"):
         table[column] = table[column].astype(float)
     for column in ("phi", "params", "flops"):
@@ -407,6 +410,7 @@ def summarise(
         "params",
         "flops",
         "oof_score",
+        *[c for c in OPTIONAL_COLUMNS if c in table],
         "train_seconds",
         "planned",
     ]

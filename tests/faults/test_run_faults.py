@@ -16,6 +16,7 @@ import pytest
 import torch
 from dag import ROOT, snakemake_command, write_config
 
+from ptxseg.io.maps import SUFFIX, read_rows
 from ptxseg.io.png import write_png
 from ptxseg.models import build_model
 from ptxseg.train import checkpoint
@@ -215,20 +216,22 @@ predict_segmenter(fold_models={0: [str(root / "model.pt")], 1: [str(root / "mode
 def test_prediction_job_killed_mid_way_then_rerun(tmp_path):
     _prediction_inputs(tmp_path)
     process = subprocess.Popen([sys.executable, "-c", PREDICT, str(tmp_path), "out"])
-    partial = tmp_path / "out" / ".fold0.npy.tmp"
+    partial = tmp_path / "out" / f".fold0{SUFFIX}.scratch"  # the members' running mean
     assert wait_for(lambda: partial.exists(), timeout=120)
     time.sleep(1.0)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not (tmp_path / "out" / "fold0.npy").exists()  # never a half-written prediction file
+    assert not (
+        tmp_path / "out" / f"fold0{SUFFIX}"
+    ).exists()  # never a half-written prediction file
     subprocess.run([sys.executable, "-c", PREDICT, str(tmp_path), "out"], check=True)
     subprocess.run([sys.executable, "-c", PREDICT, str(tmp_path), "reference"], check=True)
     for fold in (0, 1):
         assert np.array_equal(
-            np.load(tmp_path / "out" / f"fold{fold}.npy"),
-            np.load(tmp_path / "reference" / f"fold{fold}.npy"),
+            read_rows(tmp_path / "out" / f"fold{fold}{SUFFIX}", slice(None)),
+            read_rows(tmp_path / "reference" / f"fold{fold}{SUFFIX}", slice(None)),
         )
-    assert not list((tmp_path / "out").glob(".*.tmp"))
+    assert not list((tmp_path / "out").glob(".*.tmp")) + list((tmp_path / "out").glob(".*.scratch"))
 
 
 def test_second_run_on_the_same_results_folder_is_refused(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from math import comb
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,8 @@ from ptxseg.ensemble.thresholds import (
     level,
 )
 from ptxseg.io import rle
+from ptxseg.io.maps import SUFFIX, read_rows
+from ptxseg.io.maps import write as write_maps
 from ptxseg.io.png import write_png
 from ptxseg.train.metrics import competition_score
 
@@ -165,12 +168,23 @@ def test_triplet_binarisation_on_crafted_maps():
 # ----------------------------------------------------------------------------- end to end on OOF files
 
 
-def write_oof(root, truth, maps_by_arch, probabilities_by_arch, folds=2, size=32):
-    """OOF files as the training rules write them, plus the repacked masks and manifest."""
+NATIVE = 64  # the images' own size in these tests: the maps are at 32 px
+
+
+def write_oof(root, truth, maps_by_arch, probabilities_by_arch, folds=2, size=32, native=NATIVE):
+    """OOF files as the training rules write them, plus the repacked masks and manifest, and the
+    label file and index with the images at their own (larger) size."""
     n = len(truth)
     ids = [f"1.2.{k}" for k in range(n)]
     fold_of = np.arange(n) % folds
     manifest = []
+    native = truth.repeat(NATIVE // size, axis=1).repeat(NATIVE // size, axis=2)
+    pd.DataFrame({"ImageId": ids, " EncodedPixels": [rle.encode(m) for m in native]}).to_csv(
+        root / "train-rle.csv", index=False
+    )
+    pd.DataFrame({"image_id": ids, "split": "train", "rows": NATIVE, "columns": NATIVE}).to_csv(
+        root / "siim_index.csv", index=False
+    )
     for k, image_id in enumerate(ids):
         write_png(
             root / "repack" / str(size) / "masks" / f"{image_id}.png",
@@ -198,7 +212,7 @@ def write_oof(root, truth, maps_by_arch, probabilities_by_arch, folds=2, size=32
         for arch, maps in maps_by_arch.items():
             out = root / "segment" / arch / f"fold{fold}"
             out.mkdir(parents=True, exist_ok=True)
-            np.save(out / "oof_best.npy", maps[rows])
+            write_maps(out / f"oof_best{SUFFIX}", maps[rows])
             oof.to_csv(out / "oof_ids.csv", index=False)
             segmenters.setdefault(arch, {})[fold] = out
         for arch, probabilities in probabilities_by_arch.items():
@@ -209,18 +223,8 @@ def write_oof(root, truth, maps_by_arch, probabilities_by_arch, folds=2, size=32
     return segmenters, classifiers
 
 
-def test_run_search_on_oof_files(tmp_path):
-    truth, good, noise = synthetic_oof(n=40)
-    labels = truth.any((1, 2))
-    rng = np.random.default_rng(4)
-    segmenters, classifiers = write_oof(
-        tmp_path,
-        truth,
-        {"noise_net": noise, "good_net": good},
-        {"coin": rng.random(40), "seer": np.where(labels, 0.7, 0.3) + rng.normal(0, 0.05, 40)},
-    )
-    grid = Grid(gates=(0.0, 0.5), tops=tuple(TOPS), min_areas=tuple(AREAS), bottoms=tuple(BOTTOMS))
-    result = run_search(
+def search(tmp_path, segmenters, classifiers, grid, **kwargs):
+    return run_search(
         classifiers=classifiers,
         segmenters=segmenters,
         members={"classify": ["best"], "segment": ["best"]},
@@ -228,28 +232,134 @@ def test_run_search_on_oof_files(tmp_path):
         repack_root=tmp_path / "repack",
         size=32,
         grid=grid,
+        rle_csv=tmp_path / "train-rle.csv",
+        index_csv=tmp_path / "siim_index.csv",
         weight_step=0.1,
         search_size=16,
         out_json=tmp_path / "e.json",
         out_scores=tmp_path / "s.csv",
         out_grid=tmp_path / "g.csv",
         out_images=tmp_path / "i.csv",
+        out_maps=tmp_path / f"blend{SUFFIX}",
+        **kwargs,
     )
+
+
+def test_run_search_on_oof_files(tmp_path):
+    truth, good, noise = synthetic_oof(n=40)
+    labels = truth.any((1, 2))
+    rng = np.random.default_rng(4)
+    classifier = {
+        "coin": rng.random(40),
+        "seer": np.where(labels, 0.7, 0.3) + rng.normal(0, 0.05, 40),
+    }
+    segmenters, classifiers = write_oof(
+        tmp_path, truth, {"noise_net": noise, "good_net": good}, classifier
+    )
+    grid = Grid(gates=(0.0, 0.5), tops=tuple(TOPS), min_areas=tuple(AREAS), bottoms=tuple(BOTTOMS))
+    result = search(tmp_path, segmenters, classifiers, grid, chunk=7)  # chunks across folds
     assert result["segmenter_weights"]["good_net"] >= 0.9
     assert result["classifier_weights"]["seer"] >= 0.9
     oof = result["oof"]
-    assert oof["cascade"] >= oof["best_architecture"] and oof["cascade"] > oof["all_empty"] + 0.3
+    assert oof["cascade_at_size"] >= oof["best_architecture"]
+    assert oof["cascade"] > oof["all_empty"] + 0.3
     assert json.loads((tmp_path / "e.json").read_text()) == json.loads(json.dumps(result))
     scores = pd.read_csv(tmp_path / "s.csv")
     assert set(scores["level"]) == {"single", "architecture", "blend", "cascade", "all_empty"}
     singles = scores[(scores["level"] == "single") & (scores["kind"] == "segmenter")]
     assert len(singles) == 2 * 2 * 2  # 2 architectures x 2 folds x (default, tuned)
+    assert set(singles["scored_at"]) == {"32 px"}
+    # The cascade twice, each labelled: on the 32 px maps, and at the images' own 64 px size.
+    cascade = scores[scores["level"] == "cascade"].set_index("scored_at")["score"]
+    native = "64x64 px (each image's own size, train-rle.csv)"
+    assert set(cascade.index) == {"32 px", native}
+    assert cascade["32 px"] == pytest.approx(oof["cascade_at_size"])
+    assert cascade[native] == pytest.approx(oof["cascade"]) and oof["cascade_scored_at"] == native
     grid_table = pd.read_csv(tmp_path / "g.csv")
     assert len(grid_table) == 2 * len(TOPS) * len(AREAS) * len(BOTTOMS)
-    assert grid_table["score"].max() == pytest.approx(oof["cascade"])
+    assert grid_table["score"].max() == pytest.approx(oof["cascade_at_size"])
     images = pd.read_csv(tmp_path / "i.csv", dtype={"image_id": str})
-    assert len(images) == 40 and images["dice"].mean() == pytest.approx(oof["cascade"])
+    assert len(images) == 40 and images["dice"].mean() == pytest.approx(oof["cascade_at_size"])
+    assert images["dice_native"].mean() == pytest.approx(oof["cascade"])
     assert (images.loc[images["truth_pixels"] == 0, "dice"].isin([0.0, 1.0])).all()
+    # The native score is the competition's: each blended map binarised at 64 px against the
+    # mask decoded from the label file, image by image.
+    blended = read_rows(tmp_path / f"blend{SUFFIX}", slice(0, 40))
+    chosen = Cascade(**result["cascade"])
+    labels_64 = truth.repeat(2, axis=1).repeat(2, axis=2)
+    for row in images.itertuples():
+        k = int(row.image_id.split(".")[-1])
+        predicted = binarise(
+            blended[row.Index], chosen, row.classifier_probability, out_shape=(NATIVE, NATIVE)
+        )
+        assert row.dice_native == pytest.approx(
+            competition_score(predicted[None], labels_64[k][None])
+        )
+
+
+def test_search_warns_when_a_choice_sits_on_the_edge_of_its_grid(tmp_path, caplog):
+    truth, good, _ = synthetic_oof(n=20)
+    segmenters, classifiers = write_oof(tmp_path, truth, {"good_net": good}, {})
+    # A good model with low maps: the best bottom is the lowest value offered, and with tops from
+    # 0.1 up the best top is not on an edge; areas stop at 0 (a natural bound: no warning).
+    grid = Grid(gates=(0.0,), tops=(0.1, 0.5, 0.9), min_areas=(0, 1024), bottoms=(0.6, 0.7, 0.8))
+    with caplog.at_level("WARNING"):
+        result = search(tmp_path, segmenters, classifiers, grid)
+    assert result["cascade"]["bottom"] == 0.6
+    assert any(
+        "ensemble.grid.bottom" in w and "smallest value of its grid [0.6, 0.7, 0.8]" in w
+        for w in result["warnings"]
+    )
+    assert not any("min_area" in w or "gate" in w for w in result["warnings"])
+    assert any("widen ensemble.grid.bottom" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's VmHWM")
+def test_search_memory_does_not_grow_with_the_number_of_images(tmp_path):
+    """The same search on N and 4N images (in a fresh process each): peak memory within 1.3x."""
+    peaks = {}
+    for n in (100, 400):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        truth, good, noise = synthetic_oof(n=n, size=256)
+        segmenters, _ = write_oof(
+            folder, truth, {"a": good, "b": noise, "c": good[::-1].copy()}, {}, size=256, native=512
+        )
+        peaks[n] = peak_rss_of_search(folder, segmenters)
+    # Whole stacks of 400 maps at 256 px would add over 100 MB (int64 histograms of a fold: 8
+    # bytes a pixel) to a process of ~150 MB; chunks of 16 add the same few MB for both sizes.
+    assert peaks[400] < 1.3 * peaks[100], peaks
+
+
+def peak_rss_of_search(folder, segmenters) -> int:
+    import subprocess
+    import sys
+
+    # VmHWM, the peak of this process's own memory map: ru_maxrss would carry over the peak of
+    # the forking pytest process, as Linux keeps it across exec.
+    script = f"""
+from ptxseg.ensemble.search import Grid, run_search
+from pathlib import Path
+root = Path({str(folder)!r})
+run_search(
+    classifiers={{}},
+    segmenters={ {a: {k: str(p) for k, p in d.items()} for a, d in segmenters.items()}!r},
+    members={{"classify": [], "segment": ["best"]}},
+    manifest_csv=root / "repack" / "manifest.csv",
+    repack_root=root / "repack",
+    size=256,
+    grid=Grid((0.0,), (0.5, 0.7), (0, 1024), (0.4, 0.5)),
+    rle_csv=root / "train-rle.csv",
+    index_csv=root / "siim_index.csv",
+    search_size=64,
+    out_json=root / "e.json", out_scores=root / "s.csv", out_grid=root / "g.csv",
+    out_images=root / "i.csv", out_maps=root / "b.h5", chunk=16,
+)
+print(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])  # KiB
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return int(result.stdout.split()[-1])
 
 
 # ----------------------------------------------------------------------------- submission
@@ -270,8 +380,8 @@ def test_set(tmp_path):
     seg_dir.mkdir(parents=True)
     order = ids[::-1]  # the prediction files keep their own order
     for fold in range(2):
-        np.save(
-            seg_dir / f"fold{fold}.npy",
+        write_maps(
+            seg_dir / f"fold{fold}{SUFFIX}",
             np.clip(maps[::-1].astype(int) + rng.integers(-3, 3, maps.shape), 0, 255).astype(
                 np.uint8
             ),
@@ -282,7 +392,7 @@ def test_set(tmp_path):
         {"image_id": ids, "fold0": [0.9, 0.9, 0.9, 0.9, 0.05], "fold1": [0.8, 0.8, 0.8, 0.8, 0.05]}
     ).to_csv(cls_csv, index=False)
     predictions = PredictionFiles(
-        {"net": [seg_dir / "fold0.npy", seg_dir / "fold1.npy"]},
+        {"net": [seg_dir / f"fold0{SUFFIX}", seg_dir / f"fold1{SUFFIX}"]},
         {"net": seg_dir / "ids.csv"},
         {"clf": cls_csv},
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import subprocess
@@ -41,6 +43,14 @@ def test_report_has_every_section_with_its_figures(tiny_run):
         )
         assert len(images) >= count, key
     assert "all-empty baseline" in sections["scores"] and "<table" in sections["runtime"]
+    # The score table is a summary (architecture x member over folds) with the raw rows folded
+    # away, and the search's edge-of-grid warnings are on the page.
+    scores = sections["scores"]
+    assert "own best triplet" in scores and "<details><summary>All " in scores
+    assert scores.index("cascade (blend, gate, triplet)") < scores.index("<details>")
+    ensemble = json.loads((tiny_run / "results" / "ensemble" / "ensemble.json").read_text())
+    for warning in ensemble["warnings"]:
+        assert html.escape(warning, quote=True) in scores
     for rule in ("train_segmenter", "ensemble", "submission"):
         assert rule in sections["runtime"]
     assert "src='http" not in page and "<script" not in page  # self-contained, nothing to fetch
@@ -102,6 +112,16 @@ def test_scaling_search_runs_on_the_tiny_grid(tiny_run):
     )  # FLOPs grow with phi
     trained = summary[~summary["planned"].astype(bool)]
     assert trained["oof_score"].between(0, 1).all() and (trained["train_seconds"] > 0).all()
+    # Candidates of different resolutions, all scored at one size: each image's own.
+    assert trained["scored_at"].nunique() == 1
+    assert "each image's own size" in trained["scored_at"].iloc[0]
+    assert set(trained["resolution"]) != {trained["resolution"].iloc[0]}  # they do differ
+    search = json.loads((tiny_run / "results" / "scaling" / "search.json").read_text())
+    for axis, values in search["grid"].items():
+        chosen, grid = search["best"][axis], sorted(values)
+        on_edge = chosen > 1.0 and chosen in (grid[0], grid[-1]) and len(grid) > 1
+        warned = any(w.startswith(f"scaling.grid.{axis}:") for w in search["warnings"])
+        assert on_edge == warned, (axis, chosen, search["warnings"])
     assert (tiny_run / "results" / "scaling" / "score_vs_flops.png").read_bytes()[
         :8
     ] == b"\x89PNG\r\n\x1a\n"

@@ -16,6 +16,7 @@ from ptxseg.data.repack import read_manifest
 from ptxseg.data.siim import read_index
 from ptxseg.ensemble.submission import validate_submission
 from ptxseg.io import rle
+from ptxseg.io.maps import SUFFIX, read_rows
 from ptxseg.io.png import read_grey, write_png
 
 pytestmark = pytest.mark.workflow
@@ -160,6 +161,27 @@ def test_tiny_run_ends_in_a_valid_submission(tiny_run):
     assert ensemble["oof"]["cascade"] >= ensemble["oof"]["all_empty"] - 1e-9
     scores = pd.read_csv(results / "ensemble" / "scores.csv")
     assert {"single", "architecture", "blend", "cascade", "all_empty"} <= set(scores["level"])
+    # The cascade's score at the images' own size (256 px demo images) beside its score on the
+    # maps, each row saying which; the pipeline's result is the first.
+    tiny = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    cascade = scores[scores["level"] == "cascade"].set_index("scored_at")["score"]
+    side, size = tiny["data"]["demo"]["image_size"], tiny["segment"]["size"]
+    native = f"{side}x{side} px (each image's own size, train-rle.csv)"
+    assert set(cascade.index) == {native, f"{size} px"}
+    assert cascade[native] == pytest.approx(ensemble["oof"]["cascade"])
+    assert cascade[f"{size} px"] == pytest.approx(ensemble["oof"]["cascade_at_size"])
+    assert scores["scored_at"].notna().all()
+    images = pd.read_csv(results / "ensemble" / "oof_images.csv", dtype={"image_id": str})
+    assert images["dice_native"].mean() == pytest.approx(ensemble["oof"]["cascade"])
+    # A choice on the edge of its grid, unless that edge is a natural bound, is a warning that
+    # names the key to widen.
+    for name, (low, high) in {"top": (0, 1), "min_area": (0, None), "bottom": (0, 1)}.items():
+        grid, chosen = sorted(tiny["ensemble"]["grid"][name]), ensemble["cascade"][name]
+        on_edge = (chosen == grid[-1] and (high is None or chosen < high)) or (
+            chosen == grid[0] and chosen > low
+        )
+        warned = any(w.startswith(f"ensemble.grid.{name}:") for w in ensemble["warnings"])
+        assert on_edge == warned, (name, chosen, ensemble["warnings"])
 
 
 def test_predict_command_on_new_files(tiny_run, tmp_path):
@@ -235,7 +257,7 @@ def test_tiny_run_trains_every_model_and_writes_oof(tiny_run):
         ids = pd.read_csv(seg / "oof_ids.csv", dtype={"image_id": str})
         assert sorted(ids["image_id"]) == sorted(held_out["image_id"])
         for member in ("best", "swa", "snapshot0"):
-            maps = np.load(seg / f"oof_{member}.npy")
+            maps = read_rows(seg / f"oof_{member}{SUFFIX}", slice(None))
             assert maps.dtype == np.uint8 and maps.shape == (len(ids), 32, 32)
         summary = json.loads((seg / "summary.json").read_text())
         for member in ("best", "swa", "snapshot0"):  # the rule reports the score and its baseline

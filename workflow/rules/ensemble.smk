@@ -37,7 +37,7 @@ rule predict_segmenter:
         stats="results/repack/siim/stats.json",
     output:
         maps=expand(
-            "results/predict/segment/{{arch}}/fold{fold}.npy",
+            "results/predict/segment/{{arch}}/fold{fold}.h5",
             fold=range(config["folds"]["n_folds"]),
         ),
         ids="results/predict/segment/{arch}/ids.csv",
@@ -68,11 +68,14 @@ rule ensemble:
         segmenters=fold_targets("segment", "segment", "summary.json"),
         manifest="results/repack/siim/manifest.csv",
         stats="results/repack/siim/stats.json",
+        index="results/data/siim_index.csv",
+        rle=siim_source()["rle"],
     output:
         ensemble="results/ensemble/ensemble.json",
         scores="results/ensemble/scores.csv",
         grid="results/ensemble/threshold_search.csv",
         images="results/ensemble/oof_images.csv",
+        maps="results/ensemble/oof_blend.h5",
     log:
         "results/logs/ensemble/ensemble.log",
     benchmark:

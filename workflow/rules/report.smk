@@ -7,6 +7,8 @@ rule report:
         submission="results/submission.csv",
         ensemble="results/ensemble/ensemble.json",
         images="results/ensemble/oof_images.csv",
+        maps="results/ensemble/oof_blend.h5",
+        scores="results/ensemble/scores.csv",
         folds="results/data/siim_folds.csv",
         nih="results/data/nih_index.csv",
         pretrain=expand(

@@ -7,6 +7,8 @@ rule scaling_candidate:
         folds="results/data/siim_folds.csv",
         manifest="results/repack/siim/manifest.csv",
         stats="results/repack/siim/stats.json",
+        index="results/data/siim_index.csv",
+        rle=siim_source()["rle"],
     output:
         row="results/scaling/{candidate}/row.json",
         model="results/scaling/{candidate}/model_best.pt",
@@ -44,6 +46,7 @@ rule scaling_summary:
         summary="results/scaling/summary.csv",
         plot="results/scaling/score_vs_flops.png",
         best="results/scaling/best.yaml",
+        search="results/scaling/search.json",
     log:
         "results/logs/scaling_summary/scaling_summary.log",
     benchmark:
@@ -56,5 +59,6 @@ rule scaling_summary:
     params:
         base_resolution=config["scaling"]["base_resolution"],
         phis=config["scaling"]["phis"],
+        grid=config["scaling"]["grid"],
     script:
         "../scripts/scaling_summary.py"

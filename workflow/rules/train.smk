@@ -88,7 +88,7 @@ rule train_segmenter:
             member=stage_members("segment"),
         ),
         oof=expand(
-            "results/segment/{{arch}}/fold{{fold}}/oof_{member}.npy",
+            "results/segment/{{arch}}/fold{{fold}}/oof_{member}.h5",
             member=stage_members("segment"),
         ),
         oof_ids="results/segment/{arch}/fold{fold}/oof_ids.csv",

@@ -20,12 +20,15 @@ if __name__ == "__main__":
             repack_root=Path(snakemake.input.manifest).parent,
             size=p.size,
             grid=Grid.from_config(p.ensemble["grid"]),
+            rle_csv=snakemake.input.rle,
+            index_csv=snakemake.input.index,
             weight_step=p.ensemble["weight_step"],
             search_size=p.ensemble["search_size"],
             out_json=snakemake.output.ensemble,
             out_scores=snakemake.output.scores,
             out_grid=snakemake.output.grid,
             out_images=snakemake.output.images,
+            out_maps=snakemake.output.maps,
             preprocessing=preprocessing(
                 p.repack, snakemake.input.stats, p.size, p.classify_size, p.n_folds, p.tta
             ),

@@ -25,4 +25,6 @@ if __name__ == "__main__":
             seed=p.seed,
             runtime=Runtime.from_config(p.runtime, snakemake.threads),
             tuning_grid=p.grid,
+            rle_csv=snakemake.input.rle,
+            index_csv=snakemake.input.index,
         )

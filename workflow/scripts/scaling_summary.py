@@ -7,7 +7,9 @@ if __name__ == "__main__":
             snakemake.input.rows,
             snakemake.params.base_resolution,
             snakemake.params.phis,
+            snakemake.params.grid,
             snakemake.output.summary,
             snakemake.output.plot,
             snakemake.output.best,
+            snakemake.output.search,
         )

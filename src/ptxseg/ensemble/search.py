@@ -1,15 +1,20 @@
-"""The ensemble, chosen on out-of-fold (OOF) predictions only.
+"""The ensemble, chosen on out-of-fold (OOF) predictions only, a chunk of images at a time.
 
 1. Classifiers: each architecture's OOF probability is the mean of its kept members; the
    architectures' weights maximise the OOF ROC AUC over a simplex grid.
-2. Segmenters: likewise per architecture (members averaged into one map per image); the weights
-   maximise the OOF competition score, each candidate blend scored with its own best triplet
-   (maps downsized to ``search_size`` for speed).
-3. The cascade: with both blends fixed, the classifier gate and the triplet thresholds are
-   searched together on the full-size OOF maps.
+2. Segmenters (first pass over the maps): every single model and every architecture (its members
+   averaged into one map per image) is scored; every candidate blend of the architectures is
+   scored at ``search_size`` with its own best triplet, and the best blend is kept.
+3. The cascade (second pass): the chosen blend is written to one map file, and the classifier gate
+   and the triplet thresholds are searched together at the segmenters' size.
+4. The result (third pass): the chosen cascade's masks, each drawn at its image's own size
+   (1024 x 1024 for SIIM), against the masks decoded from ``train-rle.csv``: the competition's
+   own way of scoring, and the score the pipeline reports.
 
-Every single model (architecture x fold x member), every architecture's OOF assembled over its
-folds, the segmentation blend and the cascade are scored, with the all-empty baseline beside them.
+Every pass reads the maps ``chunk`` images at a time and keeps only per-image numbers and the
+score grids, so its memory is set by the chunk size, not by the number of images. Every score
+row says at which size it was computed (``scored_at``); the search's choices that sit on the
+edge of their grid are reported as warnings naming the key to widen.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,18 +31,21 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from ptxseg.data.repack import read_manifest, resize_image, resize_mask
-from ptxseg.ensemble.blend import blend_uint8, search_weights
+from ptxseg.ensemble.blend import blend_uint8, search_weights, simplex_grid
+from ptxseg.ensemble.native import NativeTruth, native_outcomes
 from ptxseg.ensemble.thresholds import (
     Cascade,
+    CascadeGrid,
     Histograms,
-    best_cascade,
-    cascade_scores,
     image_outcomes,
 )
-from ptxseg.io import atomic
+from ptxseg.grids import edge_warnings
+from ptxseg.io import atomic, maps
 from ptxseg.io.png import read_grey
 
 log = logging.getLogger(__name__)
+
+CHUNK = 32  # images per read: 15 kept models x 32 maps at 512 px are ~120 MB
 
 
 @dataclass(frozen=True)
@@ -54,8 +63,19 @@ class Grid:
             tuple(grid["gate"]), tuple(grid["top"]), tuple(grid["min_area"]), tuple(grid["bottom"])
         )
 
+    @property
+    def triplet(self) -> tuple[list, list, list]:
+        return list(self.tops), list(self.min_areas), list(self.bottoms)
+
 
 DEFAULT_CASCADE = Cascade(gate=0.0, top=0.5, min_area=0.0, bottom=0.5)
+# Natural bounds: a chosen value there cannot be beaten by widening the grid past it.
+GRID_KEYS = {
+    "gate": ("ensemble.grid.gate", 0.0, 1.0),
+    "top": ("ensemble.grid.top", 0.0, 1.0),
+    "min_area": ("ensemble.grid.min_area", 0.0, None),
+    "bottom": ("ensemble.grid.bottom", 0.0, 1.0),
+}
 
 
 @dataclass
@@ -65,8 +85,7 @@ class SegmenterOof:
     arch: str
     folds: dict[int, tuple[list[str], dict[str, Path]]]
 
-    def fold_maps(self, fold: int, members: list[str]) -> np.ndarray:
-        """The members' mean map of every image of ``fold``, as uint8."""
+    def files(self, fold: int, members: list[str]) -> list[Path]:
         _, files = self.folds[fold]
         missing = [m for m in members if m not in files]
         if missing:
@@ -74,12 +93,15 @@ class SegmenterOof:
                 f"{self.arch} fold {fold}: no OOF maps for member(s) {missing}; "
                 f"kept: {sorted(files)}"
             )
-        return blend_uint8(
-            [np.load(files[m], mmap_mode="r") for m in members], [1.0] * len(members)
-        )
+        return [files[m] for m in members]
 
-    def member_maps(self, fold: int, member: str) -> np.ndarray:
-        return np.load(self.folds[fold][1][member], mmap_mode="r")
+    def member_rows(self, fold: int, member: str, rows) -> np.ndarray:
+        return maps.read_rows(self.folds[fold][1][member], rows)
+
+    def mean_rows(self, fold: int, members: list[str], rows) -> np.ndarray:
+        """The members' mean map of the given rows of ``fold``, as uint8."""
+        stacks = [maps.read_rows(path, rows) for path in self.files(fold, members)]
+        return blend_uint8(stacks, [1.0] * len(stacks))
 
 
 def segmenter_oof(arch: str, fold_dirs: dict[int, str | os.PathLike]) -> SegmenterOof:
@@ -87,7 +109,11 @@ def segmenter_oof(arch: str, fold_dirs: dict[int, str | os.PathLike]) -> Segment
     for fold, directory in fold_dirs.items():
         directory = Path(directory)
         ids = pd.read_csv(directory / "oof_ids.csv", dtype={"image_id": str})["image_id"].tolist()
-        files = {p.stem[4:]: p for p in sorted(directory.glob("oof_*.npy"))}
+        prefix = "oof_"
+        files = {
+            p.name[len(prefix) : -len(maps.SUFFIX)]: p
+            for p in sorted(directory.glob(f"{prefix}*{maps.SUFFIX}"))
+        }
         folds[fold] = (ids, files)
     return SegmenterOof(arch, folds)
 
@@ -114,7 +140,7 @@ def _auc(labels, scores) -> float:
 
 
 class TruthMasks:
-    """True masks of the OOF images at the segmenters' size, read once from the repacked PNGs."""
+    """True masks of the OOF images at the segmenters' size, read from the repacked PNGs on request."""
 
     def __init__(
         self, manifest_csv: str | os.PathLike, repack_root: str | os.PathLike, size: int
@@ -128,6 +154,70 @@ class TruthMasks:
         return np.stack([read_grey(self.root / self.paths[i]) > 127 for i in image_ids])
 
 
+class ScoreRows:
+    """A set of maps scored at the default binarisation (0.5, no area) and with its own best triplet."""
+
+    def __init__(self, grid: Grid) -> None:
+        self.tuned = CascadeGrid(*grid.triplet)
+        self.default = CascadeGrid([DEFAULT_CASCADE.top], [DEFAULT_CASCADE.min_area], [0.5])
+
+    def add(self, h: Histograms) -> None:
+        self.tuned.add(h)
+        self.default.add(h)
+
+    def rows(self, level: str, scored_at: str, **where) -> list[dict]:
+        tuned, tuned_score = self.tuned.best()
+        base = {"kind": "segmenter", "level": level, **where, "images": self.tuned.images}
+        return [
+            {
+                **base,
+                "metric": "competition_default",
+                "score": float(self.default.scores().ravel()[0]),
+                "scored_at": scored_at,
+            },
+            {
+                **base,
+                "metric": "competition_tuned",
+                "score": tuned_score,
+                "scored_at": scored_at,
+                **{f"cascade_{k}": v for k, v in tuned.as_dict().items()},
+            },
+        ]
+
+
+@dataclass
+class OofLayout:
+    """The segmenters' OOF maps, aligned: every architecture lists the same images per fold."""
+
+    seg: dict[str, SegmenterOof]
+
+    def __post_init__(self) -> None:
+        self.archs = list(self.seg)
+        first = self.seg[self.archs[0]]
+        self.folds = sorted(first.folds)
+        for arch in self.archs[1:]:
+            for fold in self.folds:
+                if self.seg[arch].folds[fold][0] != first.folds[fold][0]:
+                    raise ValueError(
+                        f"OOF image order of {arch} fold {fold} differs from {self.archs[0]}'s"
+                    )
+        self.ids = [i for fold in self.folds for i in self.fold_ids(fold)]
+        self.fold_of = [fold for fold in self.folds for _ in self.fold_ids(fold)]
+
+    def fold_ids(self, fold: int) -> list[str]:
+        return self.seg[self.archs[0]].folds[fold][0]
+
+    def chunks(self, chunk: int) -> Iterator[tuple[int, int, slice, list[str]]]:
+        """(fold, position of the chunk's first image over all folds, rows in the fold, ids)."""
+        position = 0
+        for fold in self.folds:
+            ids = self.fold_ids(fold)
+            for start in range(0, len(ids), chunk):
+                stop = min(start + chunk, len(ids))
+                yield fold, position + start, slice(start, stop), ids[start:stop]
+            position += len(ids)
+
+
 def run_search(
     *,
     classifiers: dict[str, dict[int, str]],
@@ -137,108 +227,73 @@ def run_search(
     repack_root: str | os.PathLike,
     size: int,
     grid: Grid,
+    rle_csv: str | os.PathLike,
+    index_csv: str | os.PathLike,
     weight_step: float = 0.1,
     search_size: int = 256,
     out_json: str | os.PathLike,
     out_scores: str | os.PathLike,
     out_grid: str | os.PathLike,
-    out_images: str | os.PathLike | None = None,
+    out_images: str | os.PathLike,
+    out_maps: str | os.PathLike,
     preprocessing: dict | None = None,
+    chunk: int = CHUNK,
 ) -> dict:
-    """Choose weights and thresholds on OOF predictions; write them and the score table.
+    """Choose weights and thresholds on OOF predictions; write them, the score table, the per-image
+    outcomes and the blended OOF maps.
 
     ``classifiers``/``segmenters``: architecture -> fold -> OOF file (classifier CSV) or folder.
     ``members``: which kept models of each kind enter the ensemble ('classify', 'segment').
+    ``rle_csv``/``index_csv``: the label file and the SIIM index, for the score at each image's
+    own size.
     """
-    scores: list[dict] = []
-    seg = {arch: segmenter_oof(arch, dirs) for arch, dirs in segmenters.items()}
-    archs = list(seg)
-    folds = sorted(next(iter(seg.values())).folds)
-    for arch in archs[1:]:
-        for fold in folds:
-            if seg[arch].folds[fold][0] != seg[archs[0]].folds[fold][0]:
-                raise ValueError(f"OOF image order of {arch} fold {fold} differs from {archs[0]}'s")
-    ids = [i for fold in folds for i in seg[archs[0]].folds[fold][0]]
+    layout = OofLayout({arch: segmenter_oof(arch, dirs) for arch, dirs in segmenters.items()})
+    ids, archs = layout.ids, layout.archs
     truth_masks = TruthMasks(manifest_csv, repack_root, size)
+    at_size = f"{size} px"
+    scores: list[dict] = []
 
     # 1. classifiers
-    cls = {
-        arch: classifier_oof(files, members["classify"]).set_index("image_id").loc[ids]
-        for arch, files in classifiers.items()
-    }
-    labels = next(iter(cls.values()))["has_pneumothorax"].to_numpy() if cls else None
-    cls_weights, cls_probability = {}, None
-    if cls:
-        for arch, table in cls.items():
-            for fold in sorted(set(table["fold"])):
-                part = table[table["fold"] == fold]
-                for member in [c[5:] for c in table.columns if c.startswith("prob_")]:
-                    scores.append(
-                        {
-                            "kind": "classifier",
-                            "level": "single",
-                            "arch": arch,
-                            "fold": fold,
-                            "member": member,
-                            "metric": "auc",
-                            "score": _auc(part["has_pneumothorax"], part[f"prob_{member}"]),
-                        }
-                    )
-            scores.append(
-                {
-                    "kind": "classifier",
-                    "level": "architecture",
-                    "arch": arch,
-                    "metric": "auc",
-                    "score": _auc(labels, table["probability"]),
-                }
-            )
-        matrix = np.stack([cls[a]["probability"].to_numpy() for a in cls], axis=1)
-        weights, best_auc, _ = search_weights(
-            len(cls), lambda w: np.nan_to_num(_auc(labels, matrix @ w), nan=-1), weight_step
-        )
-        cls_weights = dict(zip(cls, map(float, weights), strict=True))
-        cls_probability = matrix @ weights
-        scores.append({"kind": "classifier", "level": "blend", "metric": "auc", "score": best_auc})
-
-    # 2. segmenters: single models and architectures, then the blend weights at search size
-    small = min(search_size, size)
-    per_arch_small, truth_small, truth_full_hist = (
-        {a: [] for a in archs},
-        [],
-        {a: [] for a in archs},
+    cls_weights, cls_probability, cls_rows = _classifier_blend(
+        classifiers, members, ids, weight_step
     )
-    tops, areas, bottoms = list(grid.tops), list(grid.min_areas), list(grid.bottoms)
-    for fold in folds:
-        fold_ids = seg[archs[0]].folds[fold][0]
-        truth = truth_masks.stack(fold_ids)
-        truth_small.append(np.stack([resize_mask(t, small) > 0 for t in truth]))
-        for arch in archs:
-            for member in sorted(seg[arch].folds[fold][1]):
-                h = Histograms.of(seg[arch].member_maps(fold, member), truth)
-                scores += _segmenter_rows(
-                    "single", h, tops, areas, bottoms, arch=arch, fold=fold, member=member
-                )
-            maps = seg[arch].fold_maps(fold, members["segment"])
-            truth_full_hist[arch].append(Histograms.of(maps, truth))
-            per_arch_small[arch].append(np.stack([resize_image(m, small) for m in maps]))
+    scores += cls_rows
+
+    # 2. first pass: single models, architectures, and every candidate blend at search size
+    small = min(search_size, size)
+    candidates = simplex_grid(len(archs), weight_step)
+    singles: dict[tuple, ScoreRows] = {}
+    per_arch = {arch: ScoreRows(grid) for arch in archs}
+    per_blend = [CascadeGrid(*grid.triplet) for _ in candidates]
+    kept = members["segment"]
     for arch in archs:
-        scores += _segmenter_rows(
-            "architecture",
-            Histograms.concat(truth_full_hist[arch]),
-            tops,
-            areas,
-            bottoms,
-            arch=arch,
-        )
-    stacks = [np.concatenate(per_arch_small[a]) for a in archs]
-    truth_small_all = np.concatenate(truth_small)
-
-    def blend_score(weights: np.ndarray) -> float:
-        h = Histograms.of(blend_uint8(stacks, weights), truth_small_all)
-        return float(cascade_scores(h, tops, areas, bottoms).max())
-
-    seg_weights, _, tried = search_weights(len(archs), blend_score, weight_step)
+        for fold in layout.folds:
+            layout.seg[arch].files(fold, kept)  # every kept member is there, or say which is not
+    for fold, _, rows, chunk_ids in layout.chunks(chunk):
+        truth = truth_masks.stack(chunk_ids)
+        truth_small = np.stack([resize_mask(t, small) > 0 for t in truth])
+        arch_small = []
+        for arch in archs:
+            stacks = {}
+            for member in sorted(layout.seg[arch].folds[fold][1]):
+                stacks[member] = layout.seg[arch].member_rows(fold, member, rows)
+                key = (arch, fold, member)
+                singles.setdefault(key, ScoreRows(grid)).add(Histograms.of(stacks[member], truth))
+            mean = blend_uint8([stacks[m] for m in kept], [1.0] * len(kept))
+            per_arch[arch].add(Histograms.of(mean, truth))
+            arch_small.append(np.stack([resize_image(m, small) for m in mean]))
+        for weights, accumulator in zip(candidates, per_blend, strict=True):
+            accumulator.add(Histograms.of(blend_uint8(arch_small, weights), truth_small))
+    for (arch, fold, member), rows_of in singles.items():
+        scores += rows_of.rows("single", at_size, arch=arch, fold=fold, member=member)
+    for arch in archs:
+        scores += per_arch[arch].rows("architecture", at_size, arch=arch)
+    blend_scores = {
+        tuple(w): float(a.scores().max()) for w, a in zip(candidates, per_blend, strict=True)
+    }
+    seg_weights, _, tried = search_weights(
+        len(archs), lambda w: blend_scores[tuple(w)], weight_step
+    )
     log.info(
         "segmenter blend weights %s (searched at %dpx over %d points)",
         dict(zip(archs, seg_weights, strict=True)),
@@ -246,33 +301,55 @@ def run_search(
         len(tried),
     )
 
-    # 3. the cascade on the full-size OOF maps of the chosen blend
-    parts = []
-    for fold in folds:
-        fold_ids = seg[archs[0]].folds[fold][0]
-        blended = blend_uint8(
-            [seg[a].fold_maps(fold, members["segment"]) for a in archs], seg_weights
-        )
-        parts.append(Histograms.of(blended, truth_masks.stack(fold_ids)))
-    blend_hist = Histograms.concat(parts)
-    scores += _segmenter_rows("blend", blend_hist, tops, areas, bottoms)
+    # 3. second pass: the chosen blend, written once, and the cascade grid at the segmenters' size
     gates = list(grid.gates) if cls_probability is not None else [0.0]
-    table = cascade_scores(blend_hist, tops, areas, bottoms, gates, cls_probability)
-    cascade, cascade_score = best_cascade(table, tops, areas, bottoms, gates)
-    all_empty = float((blend_hist.inside.sum(1) == 0).mean())
-    scores.append(
+    blend_rows = ScoreRows(grid)
+    cascade_grid = CascadeGrid(*grid.triplet, gates)
+    with maps.create(out_maps, (len(ids), size, size)) as blended_out:
+        for fold, position, rows, chunk_ids in layout.chunks(chunk):
+            blended = _blend_rows(layout, fold, rows, members["segment"], seg_weights)
+            h = Histograms.of(blended, truth_masks.stack(chunk_ids))
+            blend_rows.add(h)
+            cascade_grid.add(h, _part(cls_probability, position, len(chunk_ids)))
+            blended_out[slice(position, position + len(chunk_ids))] = blended
+    blend_table = blend_rows.rows("blend", at_size)
+    scores += blend_table
+    table = cascade_grid.scores()
+    cascade, cascade_score = cascade_grid.best()
+
+    # 4. third pass: the cascade's masks at each image's own size against the label file's masks
+    native = NativeTruth(rle_csv, index_csv)
+    outcomes = _native_outcomes(out_maps, ids, truth_masks, native, cascade, cls_probability, chunk)
+    native_score = float(outcomes["dice_native"].mean())
+    all_empty = float((outcomes["truth_pixels_native"] == 0).mean())
+    native_at = native.size_label(ids)
+    cascade_row = {
+        "kind": "segmenter",
+        "level": "cascade",
+        "metric": "competition",
+        "images": len(ids),
+        **{f"cascade_{k}": v for k, v in cascade.as_dict().items()},
+    }
+    scores += [
+        {**cascade_row, "score": native_score, "scored_at": native_at},
+        {**cascade_row, "score": cascade_score, "scored_at": at_size},
         {
             "kind": "segmenter",
-            "level": "cascade",
+            "level": "all_empty",
             "metric": "competition",
-            "score": cascade_score,
-            **{f"cascade_{k}": v for k, v in cascade.as_dict().items()},
-        }
-    )
-    scores.append(
-        {"kind": "segmenter", "level": "all_empty", "metric": "competition", "score": all_empty}
-    )
+            "images": len(ids),
+            "score": all_empty,
+            "scored_at": native_at,
+        },
+    ]
 
+    warnings = edge_warnings(
+        cascade.as_dict(),
+        {"gate": gates, "top": grid.tops, "min_area": grid.min_areas, "bottom": grid.bottoms},
+        GRID_KEYS,
+    )
+    for warning in warnings:
+        log.warning("%s", warning)
     result = {
         "classifier_weights": cls_weights,
         "segmenter_weights": dict(zip(archs, map(float, seg_weights), strict=True)),
@@ -280,47 +357,143 @@ def run_search(
         "cascade": cascade.as_dict(),
         "segmenter_size": size,
         "preprocessing": preprocessing or {},
+        "warnings": warnings,
+        "weight_search": {
+            "size": small,
+            "tried": [{"weights": w, "score": s} for w, s in tried],
+        },
         "oof": {
             "images": len(ids),
-            "cascade": cascade_score,
+            "cascade": native_score,
+            "cascade_scored_at": native_at,
+            "cascade_at_size": cascade_score,
+            "size": size,
             "all_empty": all_empty,
-            "blend_default": _score(blend_hist, DEFAULT_CASCADE),
+            "blend_default": blend_table[0]["score"],
             "best_architecture": max(
                 r["score"]
                 for r in scores
-                if r["level"] == "architecture"
-                and r["kind"] == "segmenter"
-                and r["metric"] == "competition_tuned"
+                if r["level"] == "architecture" and r["metric"] == "competition_tuned"
             ),
         },
     }
     atomic.write_json(out_json, result)
     atomic.write_csv(out_scores, pd.DataFrame(scores))
-    _write_grid(out_grid, table, gates, tops, areas, bottoms)
-    if out_images is not None:
-        outcomes = image_outcomes(blend_hist, cascade, cls_probability)
-        fold_of = [fold for fold in folds for _ in seg[archs[0]].folds[fold][0]]
-        atomic.write_csv(
-            out_images,
-            pd.DataFrame(
-                {
-                    "image_id": ids,
-                    "fold": fold_of,
-                    "classifier_probability": cls_probability
-                    if cls_probability is not None
-                    else np.nan,
-                    **outcomes,
-                }
-            ),
-        )
+    _write_grid(out_grid, table, gates, *grid.triplet)
+    atomic.write_csv(
+        out_images,
+        pd.DataFrame(
+            {
+                "image_id": ids,
+                "fold": layout.fold_of,
+                "classifier_probability": cls_probability
+                if cls_probability is not None
+                else np.nan,
+                **outcomes,
+            }
+        ),
+    )
     log.info(
-        "OOF cascade %.4f (all-empty %.4f, best architecture %.4f) with %s",
+        "OOF cascade %.4f at %s (%.4f at %s; all-empty %.4f, best architecture %.4f) with %s",
+        native_score,
+        native_at,
         cascade_score,
+        at_size,
         all_empty,
         result["oof"]["best_architecture"],
         cascade,
     )
     return result
+
+
+def _part(values: np.ndarray | None, start: int, count: int) -> np.ndarray | None:
+    return None if values is None else values[start : start + count]
+
+
+def _blend_rows(
+    layout: OofLayout, fold: int, rows: slice, members: list[str], weights
+) -> np.ndarray:
+    means = [layout.seg[arch].mean_rows(fold, members, rows) for arch in layout.archs]
+    return blend_uint8(means, weights)
+
+
+def _classifier_blend(
+    classifiers: dict[str, dict[int, str]], members: dict, ids: list[str], weight_step: float
+) -> tuple[dict, np.ndarray | None, list[dict]]:
+    """Classifier weights (by OOF AUC), the blended probability per OOF image, and score rows."""
+    if not classifiers:
+        return {}, None, []
+    rows: list[dict] = []
+    cls = {
+        arch: classifier_oof(files, members["classify"]).set_index("image_id").loc[ids]
+        for arch, files in classifiers.items()
+    }
+    labels = next(iter(cls.values()))["has_pneumothorax"].to_numpy()
+    for arch, table in cls.items():
+        for fold in sorted(set(table["fold"])):
+            part = table[table["fold"] == fold]
+            for member in [c[5:] for c in table.columns if c.startswith("prob_")]:
+                rows.append(
+                    {
+                        "kind": "classifier",
+                        "level": "single",
+                        "arch": arch,
+                        "fold": fold,
+                        "member": member,
+                        "metric": "auc",
+                        "images": len(part),
+                        "score": _auc(part["has_pneumothorax"], part[f"prob_{member}"]),
+                    }
+                )
+        rows.append(
+            {
+                "kind": "classifier",
+                "level": "architecture",
+                "arch": arch,
+                "metric": "auc",
+                "images": len(table),
+                "score": _auc(labels, table["probability"]),
+            }
+        )
+    matrix = np.stack([cls[a]["probability"].to_numpy() for a in cls], axis=1)
+    weights, best_auc, _ = search_weights(
+        len(cls), lambda w: np.nan_to_num(_auc(labels, matrix @ w), nan=-1), weight_step
+    )
+    rows.append(
+        {
+            "kind": "classifier",
+            "level": "blend",
+            "metric": "auc",
+            "images": len(labels),
+            "score": best_auc,
+        }
+    )
+    return dict(zip(cls, map(float, weights), strict=True)), matrix @ weights, rows
+
+
+def _native_outcomes(
+    blend_path: str | os.PathLike,
+    ids: list[str],
+    truth_masks: TruthMasks,
+    native: NativeTruth,
+    cascade: Cascade,
+    classifier: np.ndarray | None,
+    chunk: int,
+) -> dict[str, np.ndarray]:
+    """Per image: pixel counts and Dice at the maps' size, and the same at the image's own size."""
+    parts: list[dict] = []
+    with maps.MapFile(blend_path) as blended:
+        for start, stack in blended.chunks(chunk):
+            chunk_ids = ids[start : start + len(stack)]
+            probabilities = _part(classifier, start, len(stack))
+            h = Histograms.of(stack, truth_masks.stack(chunk_ids))
+            parts.append(
+                {
+                    **image_outcomes(h, cascade, probabilities),
+                    **native_outcomes(stack, chunk_ids, native, cascade, probabilities),
+                }
+            )
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def preprocessing(
@@ -344,29 +517,6 @@ def preprocessing(
         "n_folds": n_folds,
         "tta": list(tta),
     }
-
-
-def _score(h: Histograms, cascade: Cascade, classifier: np.ndarray | None = None) -> float:
-    return float(
-        cascade_scores(
-            h, [cascade.top], [cascade.min_area], [cascade.bottom], [cascade.gate], classifier
-        )[0, 0, 0, 0]
-    )
-
-
-def _segmenter_rows(level: str, h: Histograms, tops, areas, bottoms, **where) -> list[dict]:
-    """Two rows: the score at the default binarisation (0.5, no area) and with its own best triplet."""
-    tuned, tuned_score = best_cascade(cascade_scores(h, tops, areas, bottoms), tops, areas, bottoms)
-    base = {"kind": "segmenter", "level": level, **where, "images": len(h)}
-    return [
-        {**base, "metric": "competition_default", "score": _score(h, DEFAULT_CASCADE)},
-        {
-            **base,
-            "metric": "competition_tuned",
-            "score": tuned_score,
-            **{f"cascade_{k}": v for k, v in tuned.as_dict().items()},
-        },
-    ]
 
 
 def _write_grid(path, table: np.ndarray, gates, tops, areas, bottoms) -> None:

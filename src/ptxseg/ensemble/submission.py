@@ -1,6 +1,6 @@
 """The cascade applied to the test set, written as a SIIM submission, and its validator.
 
-Images are processed in chunks straight from the memory-mapped per-fold prediction files, so
+Images are processed in chunks read from the per-fold prediction files (``ptxseg.io.maps``), so
 memory stays flat in the number of test images; rows go to a temporary file that is renamed
 only once it is complete and valid.
 """
@@ -21,6 +21,7 @@ from ptxseg.ensemble.blend import weighted_mean
 from ptxseg.ensemble.thresholds import Cascade, binarise
 from ptxseg.io import rle
 from ptxseg.io.atomic import atomic_open
+from ptxseg.io.maps import read_rows
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class SubmissionError(ValueError):
 class PredictionFiles:
     """The per-fold test predictions of every architecture, read a chunk of rows at a time."""
 
-    segmenters: dict[str, list[Path]]  # arch -> fold<k>.npy files
+    segmenters: dict[str, list[Path]]  # arch -> fold<k> map files
     segmenter_ids: dict[str, Path]  # arch -> ids.csv
     classifiers: dict[str, Path]  # arch -> test CSV (image_id, fold0, ...)
 
@@ -58,20 +59,6 @@ class PredictionFiles:
             folds = [c for c in table.columns if c.startswith("fold")]
             probabilities[arch] = table.loc[image_ids, folds].mean(axis=1).to_numpy()
         return maps, probabilities
-
-
-def read_rows(path: Path, index: np.ndarray) -> np.ndarray:
-    """Rows ``index`` of a .npy file, copied out of a memory map that is closed at once.
-
-    A map held open for the whole test set would keep every page it touched in this process's
-    resident memory (15 outputs of 3,205 maps at 512 px: ~12 GiB); reopened per chunk, only
-    the chunk stays resident. Opening costs a header read, microseconds.
-    """
-    array = np.load(path, mmap_mode="r")
-    try:
-        return np.asarray(array[index])  # fancy indexing copies
-    finally:
-        del array  # the last reference: the map is unmapped
 
 
 def cascade_rows(

@@ -1,8 +1,11 @@
 """Test-set prediction of one architecture: every fold model (its kept members averaged) in turn.
 
-Segmenters write one uint8 map file per fold (``fold<k>.npy``, images in the order of ``ids.csv``),
-streamed batch by batch into a memory-mapped array, so memory does not grow with the number of
-test images. Classifiers write one probability column per fold into a CSV.
+Segmenters write one compressed uint8 map file per fold (``fold<k>.h5``, images in the order of
+``ids.csv``; see ``ptxseg.io.maps``). The members' running mean goes batch by batch through an
+uncompressed scratch memory map beside the output (a compressed chunk rewritten in place would
+leave dead space in the file), which is then copied into the map file a chunk at a time, so
+memory does not grow with the number of test images. Classifiers write one probability column
+per fold into a CSV.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ import torch
 from ptxseg.data.datasets import RepackedImages
 from ptxseg.data.repack import read_manifest
 from ptxseg.infer.predict import to_uint8
-from ptxseg.io import atomic
+from ptxseg.io import atomic, maps
 from ptxseg.models import build_model
 from ptxseg.train import checkpoint
 from ptxseg.train.loop import pick_device
 from ptxseg.train.run import Runtime, read_stats
 
 log = logging.getLogger(__name__)
+
+COPY_CHUNK = 64  # images copied from the scratch map into the compressed file at a time
 
 
 def load_member(path: str | os.PathLike, device: torch.device) -> torch.nn.Module:
@@ -123,7 +128,7 @@ def predict_segmenter(
     runtime: Runtime | None = None,
     batch_size: int = 16,
 ) -> list[Path]:
-    """uint8 maps per fold (members averaged) in ``out_dir/fold<k>.npy``; image order in ``ids.csv``."""
+    """uint8 maps per fold (members averaged) in ``out_dir/fold<k>.h5``; image order in ``ids.csv``."""
     runtime = runtime or Runtime()
     torch.set_num_threads(max(1, runtime.threads))
     device = pick_device(runtime.device)
@@ -131,10 +136,21 @@ def predict_segmenter(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    shape = (len(dataset), size, size)
     for fold, models in sorted(fold_models.items()):
-        path = out_dir / f"fold{fold}.npy"
-        with atomic.atomic_memmap(path, (len(dataset), size, size), np.uint8) as maps:
-            _member_average(models, dataset, batch_size, device, runtime, maps.shape, maps)
+        path = out_dir / f"fold{fold}{maps.SUFFIX}"
+        # One scratch name per output: a killed job's leftover is overwritten by its rerun.
+        scratch = out_dir / f".{path.name}.scratch"
+        try:
+            running = np.memmap(scratch, dtype=np.uint8, mode="w+", shape=shape)
+            _member_average(models, dataset, batch_size, device, runtime, shape, running)
+            with maps.create(path, shape) as out:
+                for start in range(0, len(dataset), COPY_CHUNK):
+                    rows = slice(start, min(start + COPY_CHUNK, len(dataset)))
+                    out[rows] = running[rows]
+            del running
+        finally:
+            scratch.unlink(missing_ok=True)
         written.append(path)
     atomic.write_csv(out_dir / "ids.csv", pd.DataFrame({"image_id": dataset.image_ids}))
     log.info(

@@ -60,25 +60,38 @@ def atomic_open(
 
 
 @contextlib.contextmanager
-def atomic_memmap(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any) -> Iterator[Any]:
-    """A new ``.npy`` file filled through a memory map (so it may be larger than memory), renamed
-    onto ``path`` only once the block completes; on an error the partial file is removed."""
-    import numpy as np
-
+def replace_when_complete(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that opens files itself (numpy, HDF5):
+    flushed to disk and renamed onto ``path`` once the block completes, removed on an error."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     try:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-        yield array
-        array.flush()
-        del array
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_memmap(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any) -> Iterator[Any]:
+    """A new ``.npy`` file filled through a memory map (so it may be larger than memory), renamed
+    onto ``path`` only once the block completes; on an error the partial file is removed."""
+    import numpy as np
+
+    with replace_when_complete(path) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        yield array
+        array.flush()
+        del array
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -20,10 +20,8 @@ import pandas as pd
 
 from ptxseg.data.nih import FINDINGS
 from ptxseg.data.repack import read_manifest
-from ptxseg.ensemble.blend import blend_uint8
-from ptxseg.ensemble.search import segmenter_oof
 from ptxseg.ensemble.thresholds import Cascade, binarise
-from ptxseg.io import atomic
+from ptxseg.io import atomic, maps
 from ptxseg.io.png import read_grey
 from ptxseg.report import figures
 
@@ -36,7 +34,8 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0
 h1{border-bottom:2px solid #4878a8} h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5em 0;font-size:.85em} td,th{border:1px solid #ccc;padding:2px 8px}
 th{background:#f0f4f8} img{max-width:100%;display:block;margin:.5em 0} .caption{color:#555;font-size:.9em}
-nav a{margin-right:1em}
+nav a{margin-right:1em} details{margin:.5em 0} summary{cursor:pointer;color:#4878a8}
+.warning{background:#fff4e0;border:1px solid #e0a040;padding:.3em 1em;margin:.5em 0}
 """
 
 
@@ -63,6 +62,17 @@ class Section:
                 escape=True,
             )
         )
+
+    def details(self, summary: str, frame: pd.DataFrame, digits: int = 4) -> None:
+        """A table folded away under a one-line summary (the raw rows behind a summary table)."""
+        self.parts.append(f"<details><summary>{html.escape(summary)}</summary>")
+        self.table(frame, digits)
+        self.parts.append("</details>")
+
+    def warnings(self, messages: list[str]) -> None:
+        if messages:
+            items = "".join(f"<li>{html.escape(m)}</li>" for m in messages)
+            self.parts.append(f"<div class='warning'><b>Warnings</b><ul>{items}</ul></div>")
 
     def html(self) -> str:
         return f"<section id='{self.key}'><h2>{html.escape(self.title)}</h2>{''.join(self.parts)}</section>"
@@ -111,6 +121,7 @@ def data_section(results: Path) -> Section:
             min(int(s) for s in stats if int(s) >= 64)
             if any(int(s) >= 64 for s in stats)
             else max(int(s) for s in stats),
+            train,
         )
     nih = _read(results / "data" / "nih_index.csv", dtype={"image_id": str})
     if nih is not None:
@@ -125,17 +136,24 @@ def data_section(results: Path) -> Section:
     return section
 
 
-def _sample_grid(section: Section, results: Path, size: int) -> None:
+def _sample_grid(section: Section, results: Path, size: int, train: pd.DataFrame) -> None:
+    """Four positive and four negative train images with their masks (picked from the index)."""
     manifest = read_manifest(results / "repack" / "siim" / "manifest.csv")
-    rows = manifest[(manifest["size"] == size) & (manifest["split"] == "train")]
+    rows = manifest[(manifest["size"] == size) & (manifest["split"] == "train")].set_index(
+        "image_id"
+    )
+    positive = set(train.loc[train["has_pneumothorax"] == 1, "image_id"])
+    listed = [i for i in rows.index if i in positive][:4]
+    listed += [i for i in rows.index if i not in positive][: 8 - len(listed)]
     root = results / "repack" / "siim"
     tiles, titles = [], []
-    positives = [r for r in rows.itertuples() if read_grey(root / r.mask).any()][:4]
-    negatives = [r for r in rows.itertuples() if r not in positives][:4]
-    for row in positives + negatives[: 8 - len(positives)]:
-        image, mask = read_grey(root / row.image), read_grey(root / row.mask) > 0
-        tiles.append(figures.outlined(image, [(mask, (255, 60, 60))]))
-        titles.append(("pneumothorax" if mask.any() else "none") + f" ({row.image_id[-8:]})")
+    for image_id in listed:
+        image, mask = (
+            read_grey(root / rows.loc[image_id, "image"]),
+            read_grey(root / rows.loc[image_id, "mask"]),
+        )
+        tiles.append(figures.outlined(image, [(mask > 0, (255, 60, 60))]))
+        titles.append(("pneumothorax" if image_id in positive else "none") + f" ({image_id[-8:]})")
     if tiles:
         section.figure(
             figures.image_grid(
@@ -179,6 +197,78 @@ def training_section(results: Path) -> Section:
     return section
 
 
+def _spread(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return ""
+    return (
+        f"{values.mean():.4f} ± {values.std(ddof=0):.4f}"
+        if len(values) > 1
+        else f"{values.iloc[0]:.4f}"
+    )
+
+
+def result_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """The headline rows: the cascade (at each size it was scored at), the blend, the best
+    architecture and the all-empty baseline."""
+    seg = scores[scores["kind"] == "segmenter"]
+    rows = []
+    for r in seg[seg["level"] == "cascade"].itertuples():
+        rows.append(("cascade (blend, gate, triplet)", r.score, r.scored_at))
+    for r in seg[(seg["level"] == "blend") & (seg["metric"] == "competition_tuned")].itertuples():
+        rows.append(("segmenter blend, its own best triplet", r.score, r.scored_at))
+    arch = seg[(seg["level"] == "architecture") & (seg["metric"] == "competition_tuned")]
+    if len(arch):
+        best = arch.loc[arch["score"].idxmax()]
+        rows.append((f"best architecture ({best['arch']})", best["score"], best["scored_at"]))
+    for r in seg[seg["level"] == "all_empty"].itertuples():
+        rows.append(("all-empty baseline (every image predicted empty)", r.score, r.scored_at))
+    blend_auc = scores[(scores["kind"] == "classifier") & (scores["level"] == "blend")]
+    for r in blend_auc.itertuples():
+        rows.append(("classifier blend (ROC AUC)", r.score, "image level"))
+    return pd.DataFrame(rows, columns=["what", "score", "scored at"])
+
+
+def model_table(scores: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Architecture x member: mean ± spread (std) over folds of the single models, and each
+    architecture's OOF over all its folds (members averaged)."""
+    part = scores[scores["kind"] == kind]
+    metrics = (
+        {"competition_tuned": "own best triplet", "competition_default": "at 0.5, no area"}
+        if kind == "segmenter"
+        else {"auc": "ROC AUC"}
+    )
+    rows = []
+    for arch in dict.fromkeys(part["arch"].dropna()):
+        single = part[(part["level"] == "single") & (part["arch"] == arch)]
+        for member in dict.fromkeys(single["member"]):
+            of = single[single["member"] == member]
+            rows.append(
+                {
+                    "architecture": arch,
+                    "member": member,
+                    "folds": of["fold"].nunique(),
+                    **{
+                        label: _spread(of.loc[of["metric"] == m, "score"])
+                        for m, label in metrics.items()
+                    },
+                }
+            )
+        whole = part[(part["level"] == "architecture") & (part["arch"] == arch)]
+        rows.append(
+            {
+                "architecture": arch,
+                "member": "kept members averaged, all folds",
+                "folds": "",
+                **{
+                    label: _spread(whole.loc[whole["metric"] == m, "score"])
+                    for m, label in metrics.items()
+                },
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def scores_section(results: Path) -> tuple[Section, Section]:
     section, weights = (
         Section("scores", "Out-of-fold scores"),
@@ -192,16 +282,21 @@ def scores_section(results: Path) -> tuple[Section, Section]:
         return section, weights
     ensemble = json.loads(ensemble_path.read_text())
     oof = ensemble["oof"]
+    section.warnings(ensemble.get("warnings", []))
     section.text(
         f"Competition metric (mean Dice per image, empty vs empty = 1) on {oof['images']} OOF images. "
-        f"Cascade {oof['cascade']:.4f}; best single architecture {oof['best_architecture']:.4f}; "
-        f"all-empty baseline {oof['all_empty']:.4f}. 'tuned' scores use each row's own best triplet."
+        f"Cascade {oof['cascade']:.4f} at {oof['cascade_scored_at']} (the competition's way: each "
+        f"mask drawn at its image's own size against the label file), {oof['cascade_at_size']:.4f} "
+        f"on the {oof['size']} px maps where its thresholds were searched; best single architecture "
+        f"{oof['best_architecture']:.4f}; all-empty baseline {oof['all_empty']:.4f}."
     )
+    section.table(result_table(scores))
     seg = scores[scores["kind"] == "segmenter"]
     summary = seg[seg["level"].isin(["architecture", "blend", "cascade"])]
     tuned = summary[summary["metric"].isin(["competition_tuned", "competition"])]
     labels = [
-        f"{r.level}: {r.arch}" if isinstance(r.arch, str) else r.level for r in tuned.itertuples()
+        (f"{r.level}: {r.arch}" if isinstance(r.arch, str) else r.level) + f" ({r.scored_at})"
+        for r in tuned.itertuples()
     ]
     section.figure(
         figures.score_bars(
@@ -213,6 +308,14 @@ def scores_section(results: Path) -> tuple[Section, Section]:
         ),
         "OOF scores",
     )
+    section.text(
+        "Segmenters by architecture and kept model: mean ± standard deviation over folds, at "
+        f"{oof['size']} px ('own best triplet': thresholds searched on the same held-out images)."
+    )
+    section.table(model_table(scores, "segmenter"))
+    if (scores["kind"] == "classifier").any():
+        section.text("Classifiers by architecture and kept model (ROC AUC over folds):")
+        section.table(model_table(scores, "classifier"))
     columns = [
         c
         for c in (
@@ -223,6 +326,8 @@ def scores_section(results: Path) -> tuple[Section, Section]:
             "member",
             "metric",
             "score",
+            "scored_at",
+            "images",
             "cascade_gate",
             "cascade_top",
             "cascade_min_area",
@@ -230,7 +335,7 @@ def scores_section(results: Path) -> tuple[Section, Section]:
         )
         if c in scores
     ]
-    section.table(scores[columns])
+    section.details(f"All {len(scores)} score rows (results/ensemble/scores.csv)", scores[columns])
     weights.text(
         f"Chosen on OOF predictions; the cascade: {ensemble['cascade']} (min_area in pixels at 1024)."
     )
@@ -243,6 +348,22 @@ def scores_section(results: Path) -> tuple[Section, Section]:
         figures.weight_bars(ensemble["segmenter_weights"], "segmenter weights (OOF score)"),
         "segmenter weights",
     )
+    search = ensemble.get("weight_search")
+    if search:
+        tried = pd.DataFrame(
+            [
+                {
+                    **dict(zip(ensemble["segmenter_weights"], t["weights"], strict=True)),
+                    "score": t["score"],
+                }
+                for t in search["tried"]
+            ]
+        ).sort_values("score", ascending=False)
+        weights.details(
+            f"All {len(tried)} blends tried (scored at {search['size']} px, each with its own best "
+            "triplet)",
+            tried,
+        )
     return section, weights
 
 
@@ -294,13 +415,14 @@ def examples_section(results: Path) -> Section:
     section = Section("examples", "Predicted against true masks (OOF)")
     images = _read(results / "ensemble" / "oof_images.csv", dtype={"image_id": str})
     ensemble_path = results / "ensemble" / "ensemble.json"
-    if images is None or not ensemble_path.is_file():
+    blend_path = results / "ensemble" / f"oof_blend{maps.SUFFIX}"
+    if images is None or not ensemble_path.is_file() or not blend_path.is_file():
         section.text("No OOF outcomes in this run.")
         return section
     ensemble = json.loads(ensemble_path.read_text())
-    shown = images[(images["truth_pixels"] > 0) | (images["predicted_pixels"] > 0)].sort_values(
-        "dice"
-    )
+    shown = images[
+        (images["truth_pixels_native"] > 0) | (images["predicted_pixels_native"] > 0)
+    ].sort_values("dice_native")
     if shown.empty:
         section.text("No OOF image has a true or predicted region.")
         return section
@@ -310,25 +432,19 @@ def examples_section(results: Path) -> Section:
     manifest = manifest[(manifest["size"] == size) & (manifest["split"] == "train")].set_index(
         "image_id"
     )
-    archs = list(ensemble["segmenter_weights"])
+    # The blended OOF maps, in the order of oof_images.csv: only the three rows shown are read.
+    blended = maps.read_rows(blend_path, [int(row.name) for row in picks.values()])
+    root = results / "repack" / "siim"
     tiles, titles = [], []
-    for name, row in picks.items():
-        fold = int(row["fold"])
-        maps = []
-        for arch in archs:
-            oof = segmenter_oof(arch, {fold: results / "segment" / arch / f"fold{fold}"})
-            position = oof.folds[fold][0].index(row["image_id"])
-            maps.append(oof.fold_maps(fold, ensemble["members"]["segment"])[position])
-        blended = blend_uint8(maps, [ensemble["segmenter_weights"][a] for a in archs])
+    for k, (name, row) in enumerate(picks.items()):
         probability = (
             None if pd.isna(row["classifier_probability"]) else float(row["classifier_probability"])
         )
-        predicted = binarise(blended, Cascade(**ensemble["cascade"]), probability)
-        root = results / "repack" / "siim"
+        predicted = binarise(blended[k], Cascade(**ensemble["cascade"]), probability)
         image = read_grey(root / manifest.loc[row["image_id"], "image"])
         truth = read_grey(root / manifest.loc[row["image_id"], "mask"]) > 0
         tiles.append(figures.outlined(image, [(truth, (60, 220, 60)), (predicted, (255, 60, 60))]))
-        titles.append(f"{name}: Dice {row['dice']:.3f}")
+        titles.append(f"{name}: Dice {row['dice_native']:.3f} at full size")
     section.figure(
         figures.image_grid(
             tiles, titles, columns=3, title="green: true mask, red: the cascade's mask"
@@ -377,6 +493,14 @@ def scaling_section(results: Path) -> Section:
     if summary is None:
         section.text("The scaling search was not run (target results/scaling/summary.csv).")
         return section
+    search_path = results / "scaling" / "search.json"
+    if search_path.is_file():
+        search = json.loads(search_path.read_text())
+        section.warnings(search.get("warnings", []))
+        section.text(
+            f"Every candidate is scored at one common size: {search.get('scored_at', '')}, with "
+            "the triplet searched on its own maps."
+        )
     if plot.is_file():
         section.figure(plot.read_bytes(), "score against FLOPs")
     section.table(summary)

@@ -3,7 +3,8 @@
 ``pretrain_nih`` trains a 14-finding classifier on NIH ChestX-ray14; ``train_fold`` trains a
 pneumothorax classifier or segmenter on the SIIM folds other than ``fold`` and writes its
 out-of-fold (OOF) predictions on ``fold``: classifier probabilities in a CSV, segmenter maps as
-uint8 ``.npy`` arrays (one per kept model: best, SWA, snapshots), in the order of ``oof_ids.csv``.
+uint8 map files (``ptxseg.io.maps``; one per kept model: best, SWA, snapshots), in the order of
+``oof_ids.csv``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ptxseg.data.nih import FINDINGS
 from ptxseg.data.repack import read_manifest
 from ptxseg.data.transforms import build_augment
 from ptxseg.infer.predict import predict_batches, to_uint8
-from ptxseg.io import atomic
+from ptxseg.io import atomic, maps
 from ptxseg.models import build_model, get_spec
 from ptxseg.recipes import member_names
 from ptxseg.train import checkpoint
@@ -272,14 +273,14 @@ def train_fold(
         predictions[name] = _predict_held_out(
             model,
             held_out,
-            out_dir / f"oof_{name}.npy" if segmenter else None,
+            out_dir / f"oof_{name}{maps.SUFFIX}" if segmenter else None,
             eval_batch,
             device,
             runtime,
         )
         if segmenter:
             summary["members"][name] = score_maps(
-                out_dir / f"oof_{name}.npy", held_out, tuning_grid
+                out_dir / f"oof_{name}{maps.SUFFIX}", held_out, tuning_grid
             )
         else:
             summary["members"][name] = classification_metrics(
@@ -315,9 +316,9 @@ def _predict_held_out(
             probabilities[indices] = p[:, 0]
         return probabilities
     first = tuple(dataset[0]["image"].shape[-2:])
-    with atomic.atomic_memmap(maps_path, (len(dataset), *first), np.uint8) as maps:
+    with maps.create(maps_path, (len(dataset), *first)) as out:
         for indices, p in batches:
-            maps[indices] = to_uint8(p)
+            out[indices] = to_uint8(p)
     return None
 
 
@@ -330,19 +331,19 @@ def score_maps(
     binarisation that suits this model best ('competition_tuned', thresholds searched on these
     same held-out images, as the ensemble stage does for the blend).
     """
-    from ptxseg.ensemble.thresholds import Histograms, best_cascade, cascade_scores
+    from ptxseg.ensemble.thresholds import CascadeGrid, Histograms
 
-    maps = np.load(maps_path, mmap_mode="r")
-    scores, parts = SegmentationScores(), []
-    for start in range(0, len(maps), chunk):
-        stop = min(start + chunk, len(maps))
-        truth = np.stack([dataset.truth_mask(i) for i in range(start, stop)])
-        scores.add(maps[start:stop] >= 128, truth)
-        parts.append(Histograms.of(maps[start:stop], truth))
+    scores = SegmentationScores()
+    tuning = CascadeGrid(grid["top"], grid["min_area"], grid["bottom"]) if grid else None
+    with maps.MapFile(maps_path) as stored:
+        for start, chunk_maps in stored.chunks(chunk):
+            truth = np.stack([dataset.truth_mask(i) for i in range(start, start + len(chunk_maps))])
+            scores.add(chunk_maps >= 128, truth)
+            if tuning is not None:
+                tuning.add(Histograms.of(chunk_maps, truth))
     result = scores.result()
-    if grid:
-        axes = (grid["top"], grid["min_area"], grid["bottom"])
-        cascade, tuned = best_cascade(cascade_scores(Histograms.concat(parts), *axes), *axes)
+    if tuning is not None:
+        cascade, tuned = tuning.best()
         result["competition_tuned"] = tuned
         result.update({f"tuned_{k}": v for k, v in cascade.as_dict().items() if k != "gate"})
     return result

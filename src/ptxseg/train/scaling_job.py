@@ -2,7 +2,9 @@
 
 Every candidate (and the B0 it is scaled from) trains the scaled U-Net on the same fold with the
 same recipe, its input side the compound-scaled resolution, and is scored by the competition
-metric on its held-out images (with its own best triplet, as the ensemble stage would use it).
+metric on its held-out images with its own best triplet (searched on its own maps, as the ensemble
+stage would), the masks drawn at each image's own size against the label file: one common size,
+so candidates of different resolutions compare fairly.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from ptxseg import scaling
-from ptxseg.io import atomic
+from ptxseg.ensemble.thresholds import Cascade
+from ptxseg.grids import edge_warnings
+from ptxseg.io import atomic, maps
 from ptxseg.models import build_model
 from ptxseg.train.run import Runtime, train_fold
 
@@ -53,9 +59,13 @@ def train_candidate(
     out_dir: str | os.PathLike,
     state_path: str | os.PathLike,
     seed: int,
+    rle_csv: str | os.PathLike,
+    index_csv: str | os.PathLike,
     runtime: Runtime | None = None,
     tuning_grid: dict | None = None,
 ) -> dict:
+    from ptxseg.ensemble.native import NativeTruth, native_score
+
     alpha, beta, gamma, phi = candidate_multipliers(name, grid, target, tolerance)
     depth, width, resolution = scaling.compound(alpha, beta, gamma, phi, base_resolution)
     # Read the smallest repacked size at least as large as the input, and resize on reading.
@@ -87,6 +97,14 @@ def train_candidate(
     seconds = time.perf_counter() - started
     model = build_model("scaled_unet", 1, depth=depth, width=width)
     best = summary["members"]["best"]
+    cascade = Cascade(
+        top=best.get("tuned_top", 0.5),
+        min_area=best.get("tuned_min_area", 0.0),
+        bottom=best.get("tuned_bottom", 0.5),
+    )
+    ids = pd.read_csv(Path(out_dir) / "oof_ids.csv", dtype={"image_id": str})["image_id"].tolist()
+    truth = NativeTruth(rle_csv, index_csv)
+    common = native_score(Path(out_dir) / f"oof_best{maps.SUFFIX}", ids, truth, cascade)
     row = {
         "name": name,
         "alpha": alpha,
@@ -98,18 +116,24 @@ def train_candidate(
         "resolution": resolution,
         "params": scaling.parameter_count(model),
         "flops": scaling.flops_per_image(model, resolution),
-        "oof_score": best.get("competition_tuned", best["competition"]),
+        "oof_score": common,
+        "scored_at": truth.size_label(ids),
+        "oof_score_at_resolution": best.get("competition_tuned", best["competition"]),
         "train_seconds": round(seconds, 1),
     }
     atomic.write_json(Path(out_dir) / "row.json", row)
     log.info(
-        "scaling candidate %s: depth %.2f width %.2f at %dpx, %.2f GFLOPs, OOF %.4f",
+        "scaling candidate %s: depth %.2f width %.2f at %dpx, %.2f GFLOPs, OOF %.4f at %s "
+        "(%.4f on its own %d px maps)",
         name,
         depth,
         width,
         resolution,
         row["flops"] / 1e9,
         row["oof_score"],
+        row["scored_at"],
+        row["oof_score_at_resolution"],
+        resolution,
     )
     return row
 
@@ -118,17 +142,37 @@ def write_summary(
     rows: Sequence[str | os.PathLike],
     base_resolution: int,
     phis: Sequence[int],
+    grid: dict,
     out_csv: str | os.PathLike,
     out_png: str | os.PathLike,
     out_best: str | os.PathLike,
+    out_search: str | os.PathLike,
 ):
-    """summary.csv, the score-against-FLOPs plot, and the config entries of the chosen B1 and B2."""
+    """summary.csv, the score-against-FLOPs plot, the config entries of the chosen B1 and B2, and
+    the search's choice with a warning for every multiplier chosen on the edge of its grid."""
     table = scaling.summarise(
         [json.loads(Path(p).read_text()) for p in rows], base_resolution, phis
     )
     atomic.write_csv(out_csv, table)
     scaling.plot_score_vs_flops(table, out_png)
     best = table[table["label"] == "B1"].iloc[0]
+    chosen = {axis: float(best[axis]) for axis in scaling.AXES}
+    warnings = edge_warnings(
+        chosen,
+        grid,
+        {axis: (f"scaling.grid.{axis}", 1.0, None) for axis in scaling.AXES},
+    )
+    for warning in warnings:
+        log.warning("%s", warning)
+    atomic.write_json(
+        out_search,
+        {
+            "best": {"name": str(best["name"]), **chosen, "oof_score": float(best["oof_score"])},
+            "scored_at": str(best.get("scored_at", "")),
+            "grid": {axis: list(map(float, grid[axis])) for axis in scaling.AXES},
+            "warnings": warnings,
+        },
+    )
     entries = {}
     for label, arch in (("B1", "scaled_unet_b1"), ("B2", "scaled_unet_b2")):
         row = table[table["label"] == label]
