@@ -356,3 +356,13 @@ def test_state_is_written_at_the_interval_and_after_the_last_epoch(tmp_path, tin
     history, members = _run(tmp_path, "sparse", tiny_set, settings=sparse)
     assert len(history) == 4 and written == [3]  # 0-based: after the last epoch only
     assert members.best.exists() and members.swa.exists()
+
+
+def test_steps_per_epoch_cuts_each_epoch_to_that_many_batches(tmp_path, tiny_set):
+    full, _ = _run(
+        tmp_path, "full", tiny_set, settings=FitSettings(**{**SETTINGS.__dict__, "sampling": "all"})
+    )
+    short = FitSettings(**{**SETTINGS.__dict__, "sampling": "all", "steps_per_epoch": 1})
+    history, _ = _run(tmp_path, "short", tiny_set, settings=short)
+    assert (full["images"] > SETTINGS.batch_size).all()
+    assert (history["images"] == SETTINGS.batch_size).all()

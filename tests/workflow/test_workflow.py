@@ -241,10 +241,14 @@ def test_tiny_run_trains_every_model_and_writes_oof(tiny_run):
     tiny = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
     results = tiny_run / "results"
     folds = pd.read_csv(results / "data" / "siim_folds.csv", dtype={"image_id": str})
-    assert (
-        json.loads((results / "pretrain" / "densenet169" / "summary.json").read_text())["epochs"]
-        == 1
-    )
+    pretrain = json.loads((results / "pretrain" / "densenet169" / "summary.json").read_text())
+    assert pretrain["epochs"] == 1
+    # recipe.steps_per_epoch (1 in the tiny config's pretraining) reaches the loop: the epoch
+    # trained one batch, not the whole NIH train split.
+    recipe = tiny["pretrain"]["recipe"]
+    assert recipe["steps_per_epoch"] == 1 and pretrain["images_train"] > recipe["batch_size"]
+    epoch = pd.read_csv(results / "pretrain" / "densenet169" / "metrics.csv").iloc[0]
+    assert epoch["images"] == recipe["batch_size"]
     for fold in range(tiny["folds"]["n_folds"]):
         held_out = folds[folds["fold"] == fold]
         oof = pd.read_csv(

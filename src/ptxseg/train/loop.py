@@ -55,6 +55,7 @@ class FitSettings:
     swa_lr: float | None = None
     grad_clip: float | None = None
     accumulate: int = 1
+    steps_per_epoch: int | None = None  # at most this many batches an epoch; None: all
     sampling: str = "all"
     sampling_start: float = 0.8
     sampling_end: float = 0.4
@@ -231,6 +232,8 @@ def fit(
             settings.sampling_start,
             settings.sampling_end,
         )
+        if settings.steps_per_epoch is not None:
+            indices = indices[: settings.steps_per_epoch * settings.batch_size]
         loader = _loader(train_set, indices, settings, epoch_seed)
         train_loss = _train_epoch(
             model, loader, loss_fn, optimiser, schedule, settings, epoch, device, members

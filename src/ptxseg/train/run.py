@@ -98,6 +98,7 @@ def settings_from_recipe(recipe: dict, seed: int, runtime: Runtime) -> FitSettin
         swa_lr=swa["lr"],
         grad_clip=recipe["grad_clip"],
         accumulate=recipe["accumulate"],
+        steps_per_epoch=recipe["steps_per_epoch"],
         sampling=recipe["sampling"]["mode"],
         sampling_start=recipe["sampling"]["start"],
         sampling_end=recipe["sampling"]["end"],
