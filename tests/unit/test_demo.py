@@ -14,6 +14,7 @@ from ptxseg.data import nih
 from ptxseg.data.demo import DemoSpec, write_nih_demo, write_siim_demo
 from ptxseg.data.siim import build_index, read_rle_csv
 from ptxseg.io import dicom, rle
+from ptxseg.io.png import read_grey
 
 SPEC = DemoSpec(
     siim_train=14,
@@ -150,3 +151,73 @@ def test_nih_set_in_the_2017_layout(nih_demo):
     assert set(colour_types) == {0, 6}
     names = labels["image_index"].tolist()
     assert all(len(n) == 16 and n[8] == "_" for n in names)  # 00000001_000.png
+
+
+def test_a_share_of_the_siim_images_is_in_the_nih_set(siim_demo, nih_demo):
+    """The copies are the PNGs the SIIM DICOMs were made from: re-encoding one gives its DICOM's
+    pixel data byte for byte. demo_nih renders them from the SIIM plan (nih_demo is written
+    without any SIIM file), labelled as the SIIM answers say."""
+    with open(nih_demo / "siim_copies.csv", newline="") as handle:
+        copies = list(csv.DictReader(handle))
+    splits = [row["siim_split"] for row in copies]
+    assert (
+        splits.count("train") == 4 and splits.count("test") == 1
+    )  # ceil(0.25 * 14), ceil(0.25 * 4)
+    labels = nih.read_labels(nih_demo / "Data_Entry_2017.csv").set_index("image_index")
+    answers = read_rle_csv(siim_demo / "train-rle.csv") | read_rle_csv(siim_demo / "test-rle.csv")
+    paths = dicom.find_dicoms(siim_demo / "dicom-images-train") | dicom.find_dicoms(
+        siim_demo / "dicom-images-test"
+    )
+    headers = {}
+    for row in copies:
+        source = pydicom.dcmread(paths[row["siim_image_id"]])
+        assert row["siim_split"] in str(paths[row["siim_image_id"]])
+        copy = nih_demo / "images" / row["image_index"]
+        again = copy.parent / "again.dcm"
+        dicom.write_dicom(
+            again,
+            read_grey(copy),
+            sop_instance_uid=source.SOPInstanceUID,
+            study_instance_uid=source.StudyInstanceUID,
+            series_instance_uid=source.SeriesInstanceUID,
+            patient_id=source.PatientID,
+            patient_age=int(source.PatientAge),
+            patient_sex=source.PatientSex,
+            view_position=source.ViewPosition,
+        )
+        assert pydicom.dcmread(again).PixelData == source.PixelData
+        again.unlink()
+        found = labels.loc[row["image_index"], list(nih.FINDINGS)]
+        positive = bool(answers[row["siim_image_id"]].rles)
+        assert found.to_dict() == {
+            name: int(positive and name == "Pneumothorax") for name in found.index
+        }
+        headers[row["image_index"]] = source
+    # One SIIM patient is one NIH patient, with follow-up numbers.
+    patients = {}
+    for name, source in headers.items():
+        patients.setdefault(source.PatientID, set()).add(labels.loc[name, "patient_id"])
+    assert all(len(nih_ids) == 1 for nih_ids in patients.values())
+    own = set(labels.index) - set(headers)
+    assert not {labels.loc[n, "patient_id"] for n in own} & {
+        labels.loc[n, "patient_id"] for n in headers
+    }
+
+
+def test_nih_demo_is_the_same_on_any_worker_count(nih_demo, tmp_path):
+    write_nih_demo(tmp_path, SPEC, seed=11, workers=2)
+    for path in sorted(nih_demo.rglob("*")):
+        if path.is_file():
+            assert path.read_bytes() == (tmp_path / path.relative_to(nih_demo)).read_bytes()
+
+
+def test_no_overlap_and_too_much_overlap(tmp_path):
+    from dataclasses import replace
+
+    write_nih_demo(tmp_path, replace(SPEC, nih_overlap=0.0, nih_images=4), seed=1)
+    assert (tmp_path / "siim_copies.csv").read_text() == "image_index,siim_image_id,siim_split\n"
+    assert len(list((tmp_path / "images").glob("*.png"))) == 4
+    with pytest.raises(
+        ValueError, match=r"data\.demo\.nih_overlap .* data\.demo\.nih_images \(4\)"
+    ):
+        write_nih_demo(tmp_path / "more", replace(SPEC, nih_overlap=0.5, nih_images=4), seed=1)

@@ -90,3 +90,56 @@ def test_split_is_grouped_and_reproducible():
     assert not first.equals(nih.patient_split(labels, 0.25, seed=4))
     per_patient = first.groupby(labels["patient_id"]).nunique()
     assert (per_patient == 1).all()
+
+
+def test_pretraining_findings_leave_out_the_excluded_in_order():
+    kept = nih.pretraining_findings(["Pneumothorax"])
+    assert len(kept) == 13 and "Pneumothorax" not in kept
+    assert kept == [name for name in nih.FINDINGS if name != "Pneumothorax"]
+    assert nih.pretraining_findings([]) == list(nih.FINDINGS)
+    with pytest.raises(
+        ValueError, match=r"'pretrain\.exclude_findings'.*'Pnemothorax'.*'Pneumothorax'"
+    ):
+        nih.pretraining_findings(["Pnemothorax"])
+    with pytest.raises(ValueError, match="leaves out all 14 findings"):
+        nih.pretraining_findings(nih.FINDINGS)
+
+
+def test_the_schema_knows_the_fourteen_findings_and_defaults_to_pneumothorax():
+    from ptxseg import config
+
+    schema = config.load_schema()
+    listed = schema["properties"]["pretrain"]["properties"]["exclude_findings"]["items"]["enum"]
+    assert tuple(listed) == nih.FINDINGS
+    assert config.validate({})["pretrain"]["exclude_findings"] == ["Pneumothorax"]
+    with pytest.raises(config.ConfigError, match=r"'pretrain\.exclude_findings\[1\]'.*'Hernie'"):
+        config.validate({"pretrain": {"exclude_findings": ["Pneumothorax", "Hernie"]}})
+    with pytest.raises(config.ConfigError, match=r"'pretrain\.exclude_findings'"):
+        config.validate({"pretrain": {"exclude_findings": list(nih.FINDINGS)}})
+
+
+def test_pretraining_without_a_validation_image_says_so(tmp_path):
+    from ptxseg.train.run import pretrain_nih
+
+    index = pd.DataFrame(
+        {"image_id": ["00000001_000"], "patient_id": ["1"], "split": ["train"]}
+        | {name: [0] for name in nih.FINDINGS}
+    )
+    index.to_csv(tmp_path / "index.csv", index=False)
+    manifest = {"image_id": ["00000001_000"], "split": ["nih"], "size": [32], "image": ["32/a.png"]}
+    pd.DataFrame(manifest | {"mask": [""]}).to_csv(tmp_path / "manifest.csv", index=False)
+    (tmp_path / "stats.json").write_text('{"32": {"mean": 0.5, "std": 0.25, "images": 1}}')
+    with pytest.raises(ValueError, match=r"index\.csv: no image in the NIH val split"):
+        pretrain_nih(
+            arch="densenet169",
+            nih_index=tmp_path / "index.csv",
+            manifest_csv=tmp_path / "manifest.csv",
+            repack_root=tmp_path,
+            stats_json=tmp_path / "stats.json",
+            size=32,
+            recipe={"swa": {"enabled": False}, "snapshots": 0},
+            out_dir=tmp_path / "out",
+            state_path=tmp_path / "state.pt",
+            seed=1,
+            exclude_findings=["Pneumothorax"],
+        )

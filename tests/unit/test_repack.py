@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ptxseg.data import repack
+from ptxseg.data import overlap, repack
 from ptxseg.data.siim import write_index
 from ptxseg.io import dicom, rle
 from ptxseg.io.png import read_grey
@@ -84,16 +84,17 @@ def _tiny_siim(tmp_path, sizes_px=96):
     return masks
 
 
-def _run(tmp_path, out, workers, sizes=(32, 64)):
+def _run(tmp_path, out, workers, sizes=(32, 64), method="clahe"):
     return repack.repack_siim(
         tmp_path / "index.csv",
         tmp_path / "train-rle.csv",
         tmp_path / out,
         sizes,
-        repack.Normalisation("clahe"),
+        repack.Normalisation(method),
         tmp_path / out / "manifest.csv",
         tmp_path / out / "stats.json",
         workers=workers,
+        fingerprints_path=tmp_path / out / "fingerprints.npy",
     )
 
 
@@ -125,9 +126,24 @@ def test_two_workers_write_the_same_files_as_one(tmp_path):
     one = _run(tmp_path, "one", workers=1)
     two = _run(tmp_path, "two", workers=2)
     assert one == two
-    for path in (tmp_path / "one").rglob("*.png"):
+    for path in [*(tmp_path / "one").rglob("*.png"), tmp_path / "one" / "fingerprints.npy"]:
         twin = tmp_path / "two" / path.relative_to(tmp_path / "one")
         assert path.read_bytes() == twin.read_bytes()
+
+
+def test_fingerprints_are_of_the_decoded_image_whatever_the_settings(tmp_path):
+    _tiny_siim(tmp_path)
+    _run(tmp_path, "clahe", workers=1)
+    _run(tmp_path, "plain", workers=1, sizes=(32,), method="none")
+    index = pd.read_csv(tmp_path / "index.csv", dtype=str)
+    table = overlap.read_fingerprints(tmp_path / "clahe" / "fingerprints.npy")
+    assert table["image_id"].tolist() == index["image_id"].tolist()  # in index order
+    assert table["split"].tolist() == index["split"].tolist()
+    for row, entry in zip(index.itertuples(), table, strict=True):
+        decoded = dicom.read_image(row.path)[0]  # before normalisation
+        assert np.array_equal(entry["fingerprint"], overlap.fingerprint(decoded))
+    other = tmp_path / "plain" / "fingerprints.npy"
+    assert other.read_bytes() == (tmp_path / "clahe" / "fingerprints.npy").read_bytes()
 
 
 def test_unreadable_dicom_names_the_file(tmp_path):

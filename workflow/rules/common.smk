@@ -45,6 +45,7 @@ def data_targets():
         "results/data/siim_folds.csv",
         "results/repack/siim/stats.json",
         "results/repack/nih/stats.json",
+        "results/data/nih_pretrain_index.csv",
     ]
 
 

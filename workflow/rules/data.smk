@@ -28,6 +28,8 @@ rule demo_nih:
     output:
         images=directory(f"{DEMO}/nih/images"),
         labels=f"{DEMO}/nih/Data_Entry_2017.csv",
+        # Which NIH images are copies of SIIM images: the answer key of exclude_siim_from_nih.
+        copies=f"{DEMO}/nih/siim_copies.csv",
     log:
         "results/logs/demo_nih/demo_nih.log",
     benchmark:
@@ -100,6 +102,7 @@ rule repack_siim:
         ),
         manifest="results/repack/siim/manifest.csv",
         stats="results/repack/siim/stats.json",
+        fingerprints="results/repack/siim/fingerprints.npy",
     log:
         "results/logs/repack_siim/repack_siim.log",
     benchmark:
@@ -147,6 +150,7 @@ rule repack_nih:
         images=directory(f"results/repack/nih/{config['repack']['nih_size']}"),
         manifest="results/repack/nih/manifest.csv",
         stats="results/repack/nih/stats.json",
+        fingerprints="results/repack/nih/fingerprints.npy",
     log:
         "results/logs/repack_nih/repack_nih.log",
     benchmark:
@@ -162,3 +166,27 @@ rule repack_nih:
         repack=config["repack"],
     script:
         "../scripts/repack_nih.py"
+
+
+# NIH images that are SIIM images (train or test), matched by content, leave the pretraining set.
+rule exclude_siim_from_nih:
+    input:
+        index="results/data/nih_index.csv",
+        nih="results/repack/nih/fingerprints.npy",
+        siim="results/repack/siim/fingerprints.npy",
+    output:
+        overlap="results/data/nih_siim_overlap.csv",
+        index="results/data/nih_pretrain_index.csv",
+    log:
+        "results/logs/exclude_siim_from_nih/exclude_siim_from_nih.log",
+    benchmark:
+        "results/benchmarks/exclude_siim_from_nih/exclude_siim_from_nih.tsv"
+    priority: NIH_CHAIN_PRIORITY
+    conda:
+        "../../envs/ptxseg.yaml"
+    threads: resources_of("index")["threads"]
+    resources:
+        mem_mb=resources_of("index")["mem_mb"],
+        runtime=resources_of("index")["runtime"],
+    script:
+        "../scripts/exclude_siim_from_nih.py"

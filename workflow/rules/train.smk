@@ -5,7 +5,9 @@
 
 rule pretrain_nih:
     input:
-        index="results/data/nih_index.csv",
+        # The NIH index without the NIH images that are SIIM images (rule exclude_siim_from_nih).
+        index="results/data/nih_pretrain_index.csv",
+        overlap="results/data/nih_siim_overlap.csv",
         manifest="results/repack/nih/manifest.csv",
         stats="results/repack/nih/stats.json",
     output:
@@ -28,6 +30,7 @@ rule pretrain_nih:
         gpu=resources_of("pretrain").get("gpu", 0),
     params:
         arch=arch_params("pretrain"),
+        exclude_findings=config["pretrain"]["exclude_findings"],
         size=config["repack"]["nih_size"],
         seed=config["seed"],
         runtime=config["train"],

@@ -22,4 +22,6 @@ if __name__ == "__main__":
             state_path=p.state,
             seed=p.seed,
             runtime=Runtime.from_config(p.runtime, snakemake.threads),
+            exclude_findings=p.exclude_findings,
+            siim_overlap_csv=snakemake.input.overlap,
         )

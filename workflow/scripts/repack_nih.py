@@ -17,4 +17,5 @@ if __name__ == "__main__":
             manifest_path=snakemake.output.manifest,
             stats_path=snakemake.output.stats,
             workers=snakemake.threads,
+            fingerprints_path=snakemake.output.fingerprints,
         )

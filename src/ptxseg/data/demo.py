@@ -4,12 +4,17 @@ SIIM: JPEG-baseline DICOMs nested ``<study>/<series>/<sop>.dcm`` with the releas
 ``train-rle.csv`` with its header quirk (``ImageId, EncodedPixels``), ``-1`` rows and one row per
 region; plus the test set's answers in ``test-rle.csv``, which the real release keeps hidden.
 NIH: 8-bit PNGs (a few RGBA, as in the real set) and ``Data_Entry_2017.csv`` in the 2017 layout.
-Every image is rendered from its own seed, so the result does not depend on the worker count.
+As in the real releases, where every SIIM image is a NIH image, a share of the SIIM images
+(``nih_overlap``, train and test) is also in the NIH set: the PNG the DICOM was made from, under a
+NIH-style name, labelled 'Pneumothorax' or 'No Finding'; ``siim_copies.csv`` is the answer key.
+Every image is rendered from its own seed, so the result does not depend on the worker count, and
+the NIH set is written without reading the SIIM files (it renders its copies from the SIIM plan).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import uuid
 from dataclasses import dataclass
@@ -48,6 +53,7 @@ class DemoSpec:
     nih_images: int = 200
     nih_rgba: int = 3
     nih_finding_rate: float = 0.5
+    nih_overlap: float = 0.25
 
 
 def _uid(seed: int, *parts: object) -> str:
@@ -125,12 +131,20 @@ def _plan_siim(spec: DemoSpec, seed: int, out_dir: Path) -> list[_SiimImage]:
     return plans
 
 
+def _siim_chest(seed: int, index: int, size: int, regions: int):
+    """The radiograph of SIIM image ``index``: its DICOM's pixels before JPEG compression."""
+    rng = np.random.default_rng([seed, 2, index])
+    return render_chest(rng, size, pneumothorax_regions=regions)
+
+
+def _siim_image_id(seed: int, index: int) -> str:
+    return _uid(seed, "siim", index, "sop")
+
+
 def _render_siim(plan: _SiimImage) -> tuple[str, str, list[str]]:
-    rng = np.random.default_rng([plan.seed, 2, plan.index])
-    chest = render_chest(rng, plan.size, pneumothorax_regions=plan.regions)
-    study, series, sop = (
-        _uid(plan.seed, "siim", plan.index, kind) for kind in ("study", "series", "sop")
-    )
+    chest = _siim_chest(plan.seed, plan.index, plan.size, plan.regions)
+    study, series = (_uid(plan.seed, "siim", plan.index, kind) for kind in ("study", "series"))
+    sop = _siim_image_id(plan.seed, plan.index)
     path = Path(plan.folder) / study / series / f"{sop}.dcm"
     write_dicom(
         path,
@@ -189,35 +203,81 @@ class _NihImage:
     index: int
     size: int
     folder: str
+    copy_of: _SiimImage | None = None  # the SIIM image whose source PNG this is
+
+
+def _siim_copies(spec: DemoSpec, seed: int) -> list[_SiimImage]:
+    """The SIIM images (train and test) whose source PNG is also in the NIH set.
+
+    ``ceil(nih_overlap * count)`` of each split, so a split with any copies has at least one.
+    """
+    siim = _plan_siim(spec, seed, Path())  # the plan only: no SIIM file is read
+    rng = np.random.default_rng([seed, 6])
+    copies = []
+    for split in ("train", "test"):
+        plans = [plan for plan in siim if plan.split == split]
+        count = math.ceil(spec.nih_overlap * len(plans) - 1e-9)
+        picked = sorted(rng.choice(len(plans), count, replace=False).tolist())
+        copies += [plans[k] for k in picked]
+    return copies
 
 
 def _plan_nih(spec: DemoSpec, seed: int, out_dir: Path) -> tuple[list[_NihImage], list[str]]:
+    copies = _siim_copies(spec, seed)
+    n_own = spec.nih_images - len(copies)
+    if n_own < 0:
+        raise ValueError(
+            f"data.demo.nih_overlap {spec.nih_overlap} puts {len(copies)} SIIM images into the NIH "
+            f"set, more than data.demo.nih_images ({spec.nih_images}); lower the first or raise "
+            "the second"
+        )
     rng = np.random.default_rng([seed, 4])
-    owners = _patients(rng, spec.nih_images, spec.max_images_per_patient)
-    rgba = set(
-        rng.choice(spec.nih_images, min(spec.nih_rgba, spec.nih_images), replace=False).tolist()
-    )
+    owners = _patients(rng, n_own, spec.max_images_per_patient) if n_own else []
+    # Copies of one SIIM patient's images are one NIH patient's follow-ups, numbered after the rest.
+    first_copy_patient = owners[-1] + 1 if owners else 0
+    copy_owner = {}
+    for plan in copies:
+        copy_owner.setdefault(plan.patient_id, first_copy_patient + len(copy_owner))
+    n_rgba = min(spec.nih_rgba, spec.nih_images)
+    rgba = set()
+    if n_rgba and copies:  # one of them a copy, so the content match meets the quirk too
+        rgba.add(n_own + int(rng.integers(len(copies))))
+    others = [i for i in range(spec.nih_images) if i not in rgba]
+    rgba |= set(rng.choice(others, n_rgba - len(rgba), replace=False).tolist())
     weights = _FINDING_WEIGHTS / _FINDING_WEIGHTS.sum()
-    ages = rng.integers(1, 95, owners[-1] + 1)
-    sexes = rng.choice(["M", "F"], owners[-1] + 1)
+    ages = rng.integers(1, 95, first_copy_patient)
+    sexes = rng.choice(["M", "F"], first_copy_patient)
     plans, rows = [], []
     follow_up: dict[int, int] = {}
-    for i, owner in enumerate(owners):
+    folder = str(out_dir / "images")
+    for i in range(spec.nih_images):
+        copy_of = copies[i - n_own] if i >= n_own else None
+        owner = owners[i] if copy_of is None else copy_owner[copy_of.patient_id]
         number = follow_up[owner] = follow_up.get(owner, -1) + 1
         findings: tuple[str, ...] = ()
-        if rng.random() < spec.nih_finding_rate:
-            count = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
-            picked = rng.choice(len(FINDINGS), count, replace=False, p=weights)
-            findings = tuple(FINDINGS[k] for k in sorted(picked))
+        if copy_of is not None:
+            findings = ("Pneumothorax",) if copy_of.regions else ()
+            age, sex, view, spacing = (
+                copy_of.patient_age,
+                copy_of.patient_sex,
+                copy_of.view_position,
+                "0.143",
+            )
+        else:
+            if rng.random() < spec.nih_finding_rate:
+                count = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
+                picked = rng.choice(len(FINDINGS), count, replace=False, p=weights)
+                findings = tuple(FINDINGS[k] for k in sorted(picked))
+            age, sex = int(ages[owner]) + number // 4, str(sexes[owner])
+            view = str(rng.choice(["PA", "AP"], p=[0.6, 0.4]))
+            spacing = "0.143" if rng.random() < 0.5 else "0.168"
         name = f"{owner + 1:08d}_{number:03d}.png"
         plans.append(
-            _NihImage(name, findings, i in rgba, seed, i, spec.image_size, str(out_dir / "images"))
+            _NihImage(name, findings, i in rgba, seed, i, spec.image_size, folder, copy_of)
         )
-        view = str(rng.choice(["PA", "AP"], p=[0.6, 0.4]))
-        spacing = "0.143" if rng.random() < 0.5 else "0.168"
         rows.append(
             f"{name},{'|'.join(findings) or 'No Finding'},{number},{owner + 1},"
-            f"{int(ages[owner]) + number // 4},{sexes[owner]},{view},2500,2048,{spacing},{spacing},"
+            f"{age},{sex},{view},2500,2048,{spacing},{spacing},"
         )
     return plans, rows
 
@@ -227,8 +287,12 @@ def _render_nih(plan: _NihImage) -> str:
 
     from ptxseg.io.png import encode_png
 
-    rng = np.random.default_rng([plan.seed, 5, plan.index])
-    image = render_chest(rng, plan.size, findings=plan.findings).image
+    if plan.copy_of is not None:
+        source = plan.copy_of
+        image = _siim_chest(source.seed, source.index, source.size, source.regions).image
+    else:
+        rng = np.random.default_rng([plan.seed, 5, plan.index])
+        image = render_chest(rng, plan.size, findings=plan.findings).image
     if plan.rgba:  # opaque RGBA, as a few of the real NIH PNGs are
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGRA)
     atomic.write_bytes(Path(plan.folder) / plan.file_name, encode_png(image))
@@ -236,10 +300,24 @@ def _render_nih(plan: _NihImage) -> str:
 
 
 def write_nih_demo(out_dir: str | os.PathLike, spec: DemoSpec, seed: int, workers: int = 1) -> None:
-    """Write ``images/*.png`` and ``Data_Entry_2017.csv`` (2017 layout: a trailing comma per line)."""
+    """Write ``images/*.png``, ``Data_Entry_2017.csv`` (2017 layout: a trailing comma per line) and
+    ``siim_copies.csv``: which NIH image is which SIIM image (image_index, siim_image_id, siim_split).
+    """
     out_dir = Path(out_dir)
     plans, rows = _plan_nih(spec, seed, out_dir)
     for _ in parallel_map(_render_nih, plans, workers, desc="demo nih"):
         pass
+    copies = [p for p in plans if p.copy_of is not None]
+    key = ["image_index,siim_image_id,siim_split"] + [
+        f"{p.file_name},{_siim_image_id(p.copy_of.seed, p.copy_of.index)},{p.copy_of.split}"
+        for p in copies
+    ]
+    atomic.write_text(out_dir / "siim_copies.csv", "\n".join(key) + "\n")
     atomic.write_text(out_dir / "Data_Entry_2017.csv", "\n".join([NIH_HEADER, *rows]) + "\n")
-    log.info("demo NIH: %d PNGs (%d RGBA) in %s", len(plans), sum(p.rgba for p in plans), out_dir)
+    log.info(
+        "demo NIH: %d PNGs (%d RGBA, %d of them copies of SIIM images) in %s",
+        len(plans),
+        sum(p.rgba for p in plans),
+        len(copies),
+        out_dir,
+    )

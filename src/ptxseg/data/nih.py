@@ -1,9 +1,12 @@
-"""NIH ChestX-ray14: the label file, its 14-column label matrix, and a patient-grouped split."""
+"""NIH ChestX-ray14: the label file, its 14-column label matrix, a patient-grouped split, and the
+findings pretraining learns."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +171,28 @@ def read_index(path: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(
         path, dtype={"image_id": str, "image_index": str, "patient_id": str}, keep_default_na=False
     )
+
+
+def pretraining_findings(
+    exclude: Iterable[str], key: str = "pretrain.exclude_findings"
+) -> list[str]:
+    """The findings pretraining learns: FINDINGS without ``exclude``, in FINDINGS order.
+
+    Errors name the config ``key``: an unknown finding (with the nearest name), or all 14 left out.
+    """
+    exclude = list(exclude)
+    problems = []
+    for name in exclude:
+        if name not in FINDINGS:
+            hint = difflib.get_close_matches(str(name), FINDINGS, n=1)
+            problems.append(
+                f"{name!r} is not a NIH finding" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
+    if problems:
+        raise ValueError(
+            f"config key {key!r}: {'; '.join(problems)}; the findings are {', '.join(FINDINGS)}"
+        )
+    kept = [name for name in FINDINGS if name not in exclude]
+    if not kept:
+        raise ValueError(f"config key {key!r} leaves out all 14 findings: nothing to pretrain on")
+    return kept

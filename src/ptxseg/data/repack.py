@@ -3,6 +3,8 @@
 Training reads small PNGs instead of decoding 1024x1024 JPEG-in-DICOM files every epoch. Each
 source image is decoded and normalised once at full resolution, then resized to every configured
 size; masks are the union of the image's RLE rows, resized by area and re-binarised at one half.
+The decoded image's content fingerprint (``ptxseg.data.overlap``), taken before normalisation so
+that it does not depend on the repack settings, is collected on the way.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ptxseg.data.overlap import fingerprint, fingerprint_table, write_fingerprints
 from ptxseg.data.siim import labels_by_image, read_index
 from ptxseg.io import atomic, rle
 from ptxseg.io.dicom import read_image
@@ -88,9 +91,14 @@ def _read_source(task: RepackTask) -> np.ndarray:
     return read_image(task.source)[0] if task.kind == "dicom" else read_grey(task.source)
 
 
-def repack_one(task: RepackTask) -> tuple[str, np.ndarray]:
-    """Write one image (and mask) at every size; return (image_id, per-size grey-level histograms)."""
-    image = normalise(_read_source(task), task.params)
+def repack_one(task: RepackTask) -> tuple[str, np.ndarray, np.ndarray]:
+    """Write one image (and mask) at every size.
+
+    Returns (image_id, per-size grey-level histograms, the decoded image's fingerprint).
+    """
+    decoded = _read_source(task)
+    content = fingerprint(decoded)
+    image = normalise(decoded, task.params)
     mask = rle.decode_union(task.rles, image.shape) if task.rles is not None else None
     # Histograms add up exactly over images and workers; mean and std follow from them.
     histograms = np.zeros((len(task.sizes), 256), dtype=np.int64)
@@ -101,7 +109,7 @@ def repack_one(task: RepackTask) -> tuple[str, np.ndarray]:
         if mask is not None:
             write_png(folder / "masks" / f"{task.image_id}.png", resize_mask(mask, size))
         histograms[k] = np.bincount(resized.ravel(), minlength=256)
-    return task.image_id, histograms
+    return task.image_id, histograms, content
 
 
 def _stats(histograms: np.ndarray, sizes: Sequence[int], images: int) -> dict:
@@ -123,8 +131,10 @@ def run_repack(
     stats_path: str | os.PathLike,
     workers: int = 1,
     stats_from: str | None = "train",
+    fingerprints_path: str | os.PathLike | None = None,
 ) -> dict:
-    """Run tasks over ``workers`` processes; write the manifest and mean/std per size (of ``stats_from`` images)."""
+    """Run tasks over ``workers`` processes; write the manifest, mean/std per size (of ``stats_from``
+    images) and, where ``fingerprints_path`` is given, every image's fingerprint in task order."""
     sizes = tasks[0].sizes if tasks else ()
     for size in sizes:
         Path(out_root, str(size)).mkdir(parents=True, exist_ok=True)
@@ -132,8 +142,13 @@ def run_repack(
     totals = np.zeros((len(sizes), 256), dtype=np.int64)
     counted = 0
     manifest = []
-    for image_id, histograms in parallel_map(repack_one, tasks, workers, desc="repack"):
+    fingerprints = fingerprint_table(
+        [task.image_id for task in tasks], [task.subfolder or "nih" for task in tasks], 0
+    )
+    results = parallel_map(repack_one, tasks, workers, desc="repack")
+    for position, (image_id, histograms, content) in enumerate(results):
         task = by_id[image_id]
+        fingerprints["fingerprint"][position] = content
         if stats_from is None or task.subfolder == stats_from:
             totals += histograms
             counted += 1
@@ -153,6 +168,8 @@ def run_repack(
         pd.DataFrame(manifest, columns=["image_id", "split", "size", "image", "mask"]),
     )
     atomic.write_json(stats_path, stats)
+    if fingerprints_path is not None:
+        write_fingerprints(fingerprints_path, fingerprints)
     log.info("repacked %d images at sizes %s; stats %s", len(tasks), list(sizes), stats)
     return stats
 
@@ -200,11 +217,15 @@ def repack_siim(
     manifest_path: str | os.PathLike,
     stats_path: str | os.PathLike,
     workers: int = 1,
+    fingerprints_path: str | os.PathLike | None = None,
 ) -> dict:
-    """SIIM train and test DICOMs of the index -> ``out_root/<size>/{train,test,masks}/<id>.png``."""
+    """SIIM train and test DICOMs of the index -> ``out_root/<size>/{train,test,masks}/<id>.png``
+    (and their fingerprints, split 'train' or 'test', to ``fingerprints_path`` where given)."""
     index = read_index(index_path)
     tasks = siim_tasks(index, labels_by_image(rle_csv), out_root, sizes, params)
-    return run_repack(tasks, out_root, manifest_path, stats_path, workers, stats_from="train")
+    return run_repack(
+        tasks, out_root, manifest_path, stats_path, workers, "train", fingerprints_path
+    )
 
 
 def repack_nih(
@@ -215,8 +236,10 @@ def repack_nih(
     manifest_path: str | os.PathLike,
     stats_path: str | os.PathLike,
     workers: int = 1,
+    fingerprints_path: str | os.PathLike | None = None,
 ) -> dict:
-    """NIH PNGs of the NIH index -> ``out_root/<size>/<image>.png`` (grey, normalised like SIIM)."""
+    """NIH PNGs of the NIH index -> ``out_root/<size>/<image>.png`` (grey, normalised like SIIM;
+    their fingerprints, split 'nih', to ``fingerprints_path`` where given)."""
     index = pd.read_csv(index_path, dtype={"image_id": str}, keep_default_na=False)
     tasks = [
         RepackTask(
@@ -231,4 +254,4 @@ def repack_nih(
         )
         for row in index.itertuples(index=False)
     ]
-    return run_repack(tasks, out_root, manifest_path, stats_path, workers, stats_from=None)
+    return run_repack(tasks, out_root, manifest_path, stats_path, workers, None, fingerprints_path)

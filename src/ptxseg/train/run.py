@@ -1,6 +1,6 @@
 """File-level training functions, one per rule: paths and plain values in, models and tables out.
 
-``pretrain_nih`` trains a 14-finding classifier on NIH ChestX-ray14; ``train_fold`` trains a
+``pretrain_nih`` trains a NIH ChestX-ray14 findings classifier; ``train_fold`` trains a
 pneumothorax classifier or segmenter on the SIIM folds other than ``fold`` and writes its
 out-of-fold (OOF) predictions on ``fold``: classifier probabilities in a CSV, segmenter maps as
 uint8 map files (``ptxseg.io.maps``; one per kept model: best, SWA, snapshots), in the order of
@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from ptxseg.data.datasets import RepackedImages
-from ptxseg.data.nih import FINDINGS
+from ptxseg.data.nih import pretraining_findings
 from ptxseg.data.repack import read_manifest
 from ptxseg.data.transforms import build_augment
 from ptxseg.infer.predict import predict_batches, to_uint8
@@ -379,8 +379,16 @@ def pretrain_nih(
     state_path: str | os.PathLike,
     seed: int,
     runtime: Runtime | None = None,
+    exclude_findings: list[str] | tuple[str, ...] = (),
+    siim_overlap_csv: str | os.PathLike | None = None,
 ) -> dict:
-    """Train ``arch`` as a 14-finding classifier on NIH ChestX-ray14 (train split; val split to select)."""
+    """Train ``arch`` on NIH ChestX-ray14 as a classifier of the 14 findings minus ``exclude_findings``
+    (train split; val split to select).
+
+    ``nih_index`` is the index pretraining may use (without the NIH images that are SIIM images);
+    ``siim_overlap_csv``, the list of those left out, gives their count for the summary.
+    """
+    findings = pretraining_findings(exclude_findings)
     if get_spec(arch).kind != "classifier":
         raise ValueError(f"NIH pretraining needs a classifier; {arch!r} is a {get_spec(arch).kind}")
     # Pretraining keeps one model, the best on the NIH validation split, to seed the classifiers.
@@ -403,21 +411,27 @@ def pretrain_nih(
             [root / p for p in manifest.loc[rows["image_id"], "image"]],
             mean=mean,
             std=std,
-            labels=rows[list(FINDINGS)].to_numpy(),
+            labels=rows[findings].to_numpy(),
             augment=augment if train else None,
         )
 
+    empty = [split for split in ("train", "val") if not (index["split"] == split).any()]
+    if empty:
+        raise ValueError(
+            f"{nih_index}: no image in the NIH {' and '.join(empty)} split (after leaving out "
+            "the NIH images that are SIIM images); add NIH images or change nih_split.val_fraction"
+        )
     train_set = dataset(index[index["split"] == "train"].reset_index(drop=True), True)
     val_set = dataset(index[index["split"] == "val"].reset_index(drop=True), False)
     model = build_model(
-        arch, len(FINDINGS), weights=weights, weights_dir=weights_dir, **(options or {})
+        arch, len(findings), weights=weights, weights_dir=weights_dir, **(options or {})
     )
     settings = settings_from_recipe(recipe, seed, runtime)
     task = classification_task(
         recipe["loss"],
         recipe["batch_size"] * 2,
         device,
-        names=FINDINGS,
+        names=findings,
         amp=runtime.amp,
         channels_last=runtime.channels_last,
         num_workers=runtime.num_workers,
@@ -430,7 +444,7 @@ def pretrain_nih(
         task,
         settings,
         members,
-        {"arch": arch, "kind": "nih", "size": size},
+        {"arch": arch, "kind": "nih", "size": size, "findings": findings},
         device,
     )
     best_row = history.loc[
@@ -438,18 +452,31 @@ def pretrain_nih(
         if settings.monitor_mode == "max"
         else history[settings.monitor].idxmin()
     ]
+    removed_as_siim = (
+        int(pd.read_csv(siim_overlap_csv, dtype=str)["nih_image_id"].nunique())
+        if siim_overlap_csv is not None
+        else None
+    )
     summary = {
         "arch": arch,
+        "findings": findings,
+        "excluded_findings": list(exclude_findings),
         "images_train": len(train_set),
         "images_val": len(val_set),
+        "images_removed_as_siim": removed_as_siim,
         "epochs": len(history),
         "best_epoch": int(best_row["epoch"]),
         "best": {k: float(v) for k, v in best_row.items() if k.startswith(("auc", "val_loss"))},
     }
     atomic.write_json(out_dir / "summary.json", summary)
     log.info(
-        "NIH %s: best epoch %d, val AUC %.4f",
+        "NIH %s: %d findings (left out: %s), %d images (%s removed as SIIM images); best epoch %d, "
+        "val AUC %.4f",
         arch,
+        len(findings),
+        ", ".join(exclude_findings) or "none",
+        len(train_set) + len(val_set),
+        removed_as_siim,
         summary["best_epoch"],
         summary["best"].get("auc", np.nan),
     )
