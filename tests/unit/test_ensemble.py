@@ -447,6 +447,7 @@ def _write(path, lines):
         (["9.0,4000 200", "9.1,-1", "9.2,-1"], "line 2: ImageId 9.0: RLE run 0 ends at pixel 4200"),
         (["9.0,x 2", "9.1,-1", "9.2,-1"], "non-integer value 'x'"),
         (["9.0,-1,extra", "9.1,-1", "9.2,-1"], "line 2: 3 fields"),
+        (["9.0,", "9.1,-1", "9.2,-1"], "line 2: ImageId 9.0: EncodedPixels is empty"),
     ],
 )
 def test_validator_rejects(tmp_path, rows, message):

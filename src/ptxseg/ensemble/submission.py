@@ -147,6 +147,12 @@ def validate_submission(path: str | os.PathLike, test_index: pd.DataFrame) -> No
             if image_id not in shapes:
                 problems.append(f"line {line}: ImageId {image_id} is not a test image")
                 continue
+            if not encoded.strip():
+                problems.append(
+                    f"line {line}: ImageId {image_id}: EncodedPixels is empty; "
+                    f"an empty mask is {rle.EMPTY!r}"
+                )
+                continue
             height, width = shapes[image_id]
             try:
                 rle.parse(encoded, height * width)
