@@ -43,6 +43,8 @@ def test_report_has_every_section_with_its_figures(tiny_run):
         )
         assert len(images) >= count, key
     assert "all-empty baseline" in sections["scores"] and "<table" in sections["runtime"]
+    overlap = pd.read_csv(tiny_run / "results" / "data" / "nih_siim_overlap.csv")
+    assert f"{len(overlap)} NIH images are SIIM images" in sections["data"]
     # The score table is a summary (architecture x member over folds) with the raw rows folded
     # away, and the search's edge-of-grid warnings are on the page.
     scores = sections["scores"]

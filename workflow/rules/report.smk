@@ -11,6 +11,8 @@ rule report:
         scores="results/ensemble/scores.csv",
         folds="results/data/siim_folds.csv",
         nih="results/data/nih_index.csv",
+        nih_pretrain="results/data/nih_pretrain_index.csv",
+        overlap="results/data/nih_siim_overlap.csv",
         pretrain=expand(
             "results/pretrain/{arch}/summary.json", arch=config["pretrain"]["archs"]
         ),

@@ -125,11 +125,21 @@ def data_section(results: Path) -> Section:
         )
     nih = _read(results / "data" / "nih_index.csv", dtype={"image_id": str})
     if nih is not None:
-        counts = {name: int(nih[name].sum()) for name in FINDINGS if name in nih}
         section.text(
             f"NIH ChestX-ray14: {len(nih)} images of {nih['patient_id'].nunique()} patients "
             f"({(nih['split'] == 'val').sum()} in the patient-grouped validation split)."
         )
+        overlap = _read(results / "data" / "nih_siim_overlap.csv", dtype=str)
+        pretrain = _read(results / "data" / "nih_pretrain_index.csv", dtype={"image_id": str})
+        if overlap is not None and pretrain is not None:
+            section.text(
+                f"{len(overlap)} NIH images are SIIM images (matched by content: "
+                f"{(overlap['siim_split'] == 'train').sum()} train, "
+                f"{(overlap['siim_split'] == 'test').sum()} test) and are left out of pretraining, "
+                f"which uses {len(pretrain)} images; its findings:"
+            )
+            nih = pretrain
+        counts = {name: int(nih[name].sum()) for name in FINDINGS if name in nih}
         section.figure(
             figures.finding_bars(counts, "NIH findings (an image may have several)"), "NIH findings"
         )
