@@ -1,11 +1,13 @@
 """Probability maps on disk: a uint8 stack (images, rows, columns) in a chunked, compressed HDF5 file.
 
 At the full recipe's sizes the maps are the biggest thing a run writes (12,047 OOF images x 15
-kept models and 3,205 test images x 15 fold models at 512 px: ~60 GB as raw uint8). They are
-mostly near zero, so they compress well: each image is one HDF5 chunk, compressed with Blosc
-(zstd, bit-shuffled; measured ~6-8x smaller than raw on sigmoid-like maps, decompressed at
-~1 GB/s; see benchmarks/README.md), lossless, so no score changes. One image a chunk means any
-row can be read alone and a stage reads a chunk of rows at a time, its memory set by the chunk.
+kept models and 3,205 test images x 15 fold models at 512 px: ~60 GB as raw uint8). Network
+outputs are smooth and mostly near zero, so they compress well: each image is one HDF5 chunk,
+compressed with Blosc's zstd (level 3, no shuffle: on smooth maps bit-shuffling splits what zstd
+would find repeated). Measured on 512 px maps: a trained segmenter's confident background ~1 % of
+the raw size, a weakly trained one's (background near 0.1) ~24 %, read at ~0.9-2.9 GB/s; see
+benchmarks/README.md. Lossless, so no score changes. One image a chunk means any row can be read
+alone, and a stage reads a chunk of rows at a time, its memory set by the chunk.
 
 Files are written atomically (a temporary file beside the target, renamed when complete), so a
 killed job leaves the previous file or none.
@@ -30,7 +32,7 @@ FORMAT = "ptxseg probability maps: uint8, probability x 255, one image a chunk"
 
 
 def _compression() -> dict:
-    return dict(hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.BITSHUFFLE))
+    return dict(hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.NOSHUFFLE))
 
 
 class MapWriter:
