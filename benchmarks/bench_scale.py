@@ -1,0 +1,422 @@
+"""Scale rehearsal: the full recipe's data stages and post-training stages at the real size.
+
+1. A synthetic release in the real formats and counts (12,047 train + 3,205 test JPEG-baseline
+   DICOMs at 1024, 22 % positive with multi-region rows; an NIH label file of 112,120 rows with
+   ``--nih-images`` PNGs rendered; see scale_release.py).
+2. The data stages of configs/full.yaml on it, through Snakemake: index, folds, repack at
+   256/512/1024, NIH index, repack and the NIH/SIIM overlap.
+3. Synthetic model outputs in the formats and sizes the training and prediction rules of the full
+   config write (3 segmenters x 5 folds x 5 kept members of OOF maps at 512 px, 15 test map files,
+   4 classifiers' probabilities), then the stages after training through Snakemake: the OOF search,
+   the submission and the report.
+4. One training fold of a small segmenter (the compound-scaled U-Net's B0 at 256 px) on the
+   full-size index for ``--train-steps`` steps, writing its OOF maps for the whole held-out fold:
+   the loader and the OOF writing at that size.
+
+Per rule it prints wall time, peak resident memory (the job's process tree, from Snakemake's
+benchmark files), disk written (the rule's outputs) and the rule's mem_mb in the full config;
+the RATIO lines compare each figure with its target or budget, and the maps' stored size with
+their raw size, in this same run. With ``--images N`` every count is scaled by N / 15,252; the
+NIH rules' figures are also extrapolated to all 112,120 images from their cost per image.
+
+    python benchmarks/bench_scale.py [--images 15252] [--nih-images 20000] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import scale_release
+import yaml
+
+from ptxseg.io import maps
+
+ROOT = Path(__file__).resolve().parents[1]
+FULL_CONFIG = ROOT / "configs" / "full.yaml"
+DATA_TARGETS = [
+    "results/data/siim_folds.csv",
+    "results/repack/siim/stats.json",
+    "results/data/nih_pretrain_index.csv",
+]
+POST_RULES = ["ensemble", "submission", "report"]
+# Targets of the issue at the full size: memory of the OOF search and of the report; time of the
+# SIIM repack on this machine's 2 cores.
+TARGETS = {"ensemble": ("peak_gib", 8.0), "report": ("peak_gib", 2.0)}
+REPACK_TARGET_S = 600.0
+GIB = 2**30
+
+
+def snakemake(workdir: Path, config: Path, *args, cores: int = 2) -> float:
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--cores",
+        str(cores),
+        *map(str, args),
+    ]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return time.perf_counter() - started
+
+
+def rule_outputs(workdir: Path, config: Path) -> dict[str, list[Path]]:
+    """Output files by rule, from Snakemake's own summary (no layout rebuilt here)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(config),
+            "--detailed-summary",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    outputs: dict[str, list[Path]] = {}
+    for line in result.stdout.splitlines()[1:]:
+        fields = line.split("\t")
+        if len(fields) > 2 and (workdir / fields[0]).exists():
+            outputs.setdefault(fields[2], []).append(workdir / fields[0])
+    return outputs
+
+
+def rule_rows(workdir: Path, config: Path, rules: list[str], full: dict) -> list[dict]:
+    outputs = rule_outputs(workdir, config)
+    rows = []
+    for rule in rules:
+        tsvs = sorted((workdir / "results" / "benchmarks" / rule).glob("*.tsv"))
+        if not tsvs:
+            continue
+        frames = [pd.read_csv(t, sep="\t").iloc[-1] for t in tsvs]
+        rows.append(
+            {
+                "rule": rule,
+                "jobs": len(frames),
+                "wall_s": sum(float(f["s"]) for f in frames),
+                "peak_gib": max(float(f["max_rss"]) for f in frames) * 2**20 / GIB,
+                "disk_gb": sum(scale_release.file_size(p) for p in outputs.get(rule, [])) / 1e9,
+                "mem_mb": _mem_mb(full, rule),
+            }
+        )
+    return rows
+
+
+def _mem_mb(config: dict, rule: str) -> int:
+    """The rule's memory in the full config (the resource group its .smk entry names)."""
+    groups = {
+        "index_siim": "index",
+        "index_nih": "index",
+        "exclude_siim_from_nih": "index",
+        "repack_siim": "repack",
+        "repack_nih": "repack",
+        "ensemble": "ensemble",
+        "submission": "ensemble",
+        "train_segmenter": "train",
+    }
+    resources = config["resources"]
+    return {**resources["default"], **resources.get(groups.get(rule, "default"), {})}["mem_mb"]
+
+
+TRAIN_FOLD = r"""
+import json, sys
+from pathlib import Path
+from ptxseg.train.run import Runtime, train_fold
+results, size, steps = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+recipe = json.loads(sys.argv[4])
+summary = train_fold(kind="segmenter", arch="scaled_unet", fold=0,
+    folds_csv=results / "data" / "siim_folds.csv", manifest_csv=results / "repack/siim/manifest.csv",
+    repack_root=results / "repack/siim", stats_json=results / "repack/siim/stats.json", size=size,
+    recipe=recipe, options={"depth": 1.0, "width": 1.0}, out_dir=results / "rehearsal_fold",
+    state_path=results / "checkpoints/rehearsal_fold.pt", seed=0,
+    runtime=Runtime(device="cpu", num_workers=1, tta=("none", "hflip"), threads=2))
+print(json.dumps(summary))
+"""
+
+
+def measured(command: list[str]) -> tuple[float, float, str]:
+    """Run ``command``; (seconds, peak resident GiB of its process tree, stdout)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        root = psutil.Process(process.pid)
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    out, err = process.communicate()
+    done.set()
+    watcher.join()
+    if process.returncode != 0:
+        sys.exit(f"training fold failed:\n{err[-5000:]}")
+    return time.perf_counter() - started, peak / GIB, out
+
+
+def training_fold(results: Path, full: dict, steps: int) -> dict:
+    recipe = json.loads(json.dumps(full["segment"]["recipe"]))
+    recipe.update(epochs=1, batch_size=4, snapshots=0, steps_per_epoch=steps)
+    recipe["swa"] = {"enabled": False}
+    recipe["schedule"] = {"name": "constant", "warmup_epochs": 0}
+    from ptxseg.config import validate
+
+    config = json.loads(json.dumps(full))
+    config["segment"]["recipe"] = recipe
+    config["ensemble"]["members"]["segment"] = ["best"]
+    recipe = validate(config)["segment"]["recipe"]  # with the schema's defaults filled
+    seconds, peak, out = measured(
+        [sys.executable, "-c", TRAIN_FOLD, str(results), "256", str(steps), json.dumps(recipe)]
+    )
+    summary = json.loads(out.strip().splitlines()[-1])
+    disk = scale_release.file_size(results / "rehearsal_fold")
+    epoch = pd.read_csv(results / "rehearsal_fold" / "metrics.csv").iloc[0]
+    trained = int(epoch["images"]) // recipe["batch_size"]  # fewer where the sampled epoch is short
+    return {
+        "rule": f"train_segmenter (scaled_unet B0, 256 px, {trained} steps, fold 0)",
+        "jobs": 1,
+        "wall_s": seconds,
+        "peak_gib": peak,
+        "disk_gb": disk / 1e9,
+        "mem_mb": _mem_mb(full, "train_segmenter"),
+        "held_out": summary["images_held_out"],
+    }
+
+
+def checkpoint_plan(full: dict) -> dict[str, float]:
+    """GB of kept model files the full config writes, from each architecture's state dict (the
+    models are built, untrained), and the largest resume state one job holds while it runs
+    (model, AdamW's two moments, the SWA copy: ~4 models)."""
+    from ptxseg.config import validate
+    from ptxseg.models import build_model
+    from ptxseg.recipes import member_names, recipe_for
+
+    config = validate(json.loads(json.dumps(full)))
+    folds = config["folds"]["n_folds"]
+    plan = {"pretrain": 0.0, "classify": 0.0, "segment": 0.0}
+    largest = 0.0
+    for stage in plan:
+        archs = config[stage]["archs"]
+        for arch in archs:
+            options = archs[arch].get("options", {}) if stage != "pretrain" else {}
+            model = build_model(arch, 1, weights="none", **options)
+            size = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e9
+            kept = (
+                1
+                if stage == "pretrain"
+                else folds * len(member_names(recipe_for(config, stage, arch)))
+            )
+            plan[stage] += kept * size
+            largest = max(largest, 4 * size)
+    plan["largest resume state"] = largest
+    return plan
+
+
+def print_table(rows: list[dict]) -> None:
+    print(
+        f"{'rule':58s} {'jobs':>4s} {'wall s':>9s} {'peak GiB':>9s} {'disk GB':>8s} {'mem_mb':>7s}"
+    )
+    for r in rows:
+        print(
+            f"{r['rule']:58s} {r['jobs']:4d} {r['wall_s']:9.1f} {r['peak_gib']:9.2f} "
+            f"{r['disk_gb']:8.2f} {r['mem_mb']:7d}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=15_252, help="SIIM images (train + test)")
+    parser.add_argument("--nih-images", type=int, default=20_000, help="at the full size")
+    parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ptxseg-scale-", dir=args.workdir))
+    try:
+        return rehearse(work, args)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def rehearse(work: Path, args) -> int:
+    full = yaml.safe_load(FULL_CONFIG.read_text())
+    seed = int(full["seed"])
+    print(f"scale rehearsal in {work}: {args.images} SIIM images, machine {os.cpu_count()} cores")
+    started = time.perf_counter()
+    release = scale_release.write_release(
+        work / "release", args.images, args.nih_images, seed, args.workers
+    )
+    print(
+        f"synthetic release: {release.train} train + {release.test} test DICOMs, "
+        f"{release.nih_rows} NIH label rows with {release.nih_images} PNGs, "
+        f"{scale_release.file_size(release.root) / 1e9:.2f} GB in {time.perf_counter() - started:.0f} s"
+    )
+    config = json.loads(json.dumps(full))
+    config["data"].update(
+        source="files",
+        stop_on_rejects=False,  # NIH label rows beyond the rendered images have no PNG
+        siim={
+            "train_dicom_dir": str(release.siim / "dicom-images-train"),
+            "test_dicom_dir": str(release.siim / "dicom-images-test"),
+            "train_rle_csv": str(release.siim / "train-rle.csv"),
+        },
+        nih={
+            "image_dir": str(release.nih / "images"),
+            "labels_csv": str(release.nih / "Data_Entry_2017.csv"),
+        },
+    )
+    config_path = scale_release.dump_config(config, work / "rehearsal.yaml")
+    results_dir = work / "run"
+    results_dir.mkdir()
+
+    snakemake(results_dir, config_path, *DATA_TARGETS, cores=args.workers)
+    data_rules = [
+        "index_siim",
+        "folds_siim",
+        "repack_siim",
+        "index_nih",
+        "repack_nih",
+        "exclude_siim_from_nih",
+    ]
+    rows = rule_rows(results_dir, config_path, data_rules, full)
+
+    started = time.perf_counter()
+    from ptxseg.config import validate
+
+    outputs = scale_release.write_model_outputs(
+        results_dir / "results", validate(config), release.siim / "test-rle.csv", seed, args.workers
+    )
+    print(
+        f"synthetic model outputs: {outputs['map_files']} map files in {time.perf_counter() - started:.0f} s"
+    )
+    snakemake(
+        results_dir,
+        config_path,
+        "results/report.html",
+        "--allowed-rules",
+        *POST_RULES,
+        cores=args.workers,
+    )
+    rows += rule_rows(results_dir, config_path, POST_RULES, full)
+    rows.append(training_fold(results_dir / "results", full, args.train_steps))
+
+    print()
+    print_table(rows)
+    report(rows, results_dir / "results", release, outputs, args, full)
+    return 0
+
+
+def report(rows, results: Path, release, outputs, args, full) -> None:
+    by_rule = {r["rule"]: r for r in rows}
+    scale = (scale_release.REAL_TRAIN + scale_release.REAL_TEST) / args.images
+    nih_scale = scale_release.REAL_NIH_ROWS / max(release.nih_images, 1)
+    print()
+    # Every job pays Python's and the libraries' start-up once; the cheapest job's time stands
+    # for it, and only the rest grows with the images.
+    start_up = min(r["wall_s"] / r["jobs"] for r in rows)
+    if scale != 1 or nih_scale != 1:
+        print(
+            f"Extrapolated to the full size (linear per image above {start_up:.1f} s of start-up):"
+        )
+        for rule, factor, disk_factor in (
+            ("repack_siim", scale, scale),
+            ("repack_nih", nih_scale, nih_scale),
+            # every NIH fingerprint against every SIIM one
+            ("exclude_siim_from_nih", nih_scale * scale, 1.0),
+        ):
+            if rule in by_rule:
+                r = by_rule[rule]
+                seconds = start_up + (r["wall_s"] - start_up) * factor
+                print(f"  {rule:24s} {seconds:8.0f} s  {r['disk_gb'] * disk_factor:7.1f} GB")
+    stored = sum(
+        scale_release.file_size(p)
+        for p in list((results / "segment").rglob(f"*{'.h5'}"))
+        + list((results / "predict").rglob("*.h5"))
+    )
+    raw = outputs["maps_raw_bytes"]
+    sample = maps.read_rows(
+        next((results / "segment").rglob(f"oof_best{maps.SUFFIX}")), slice(0, 64)
+    )
+    levels = np.bincount(sample.ravel(), minlength=256) / sample.size
+    print(
+        f"synthetic maps: {levels[0]:.1%} of pixels at level 0, {levels[:3].sum():.1%} at 0-2, "
+        f"{levels[128:].sum():.2%} at 128 or more"
+    )
+    size = full["segment"]["size"]
+    for kind, ratio in scale_release.compression_by_kind(results, size).items():
+        print(
+            f"  maps of {kind} models stored/raw: {ratio:.3f}: the full config's "
+            f"{raw * scale / 1e9:.0f} GB of maps would take {raw * scale * ratio / 1e9:.1f} GB"
+        )
+    print()
+    print(
+        f"RATIO maps stored/raw: {stored / raw:.3f} ({stored / 1e9:.2f} GB for {raw / 1e9:.2f} GB of uint8 maps; "
+        f"at the full size {stored * scale / 1e9:.1f} GB, target <= 20 GB)"
+    )
+    if "repack_siim" in by_rule:
+        seconds = start_up + (by_rule["repack_siim"]["wall_s"] - start_up) * scale
+        print(
+            f"RATIO repack_siim time / 10 min target: {seconds / REPACK_TARGET_S:.2f} "
+            f"({seconds:.0f} s for 15,252 images{'' if scale == 1 else ', extrapolated'})"
+        )
+    for rule, (key, limit) in TARGETS.items():
+        if rule in by_rule:
+            print(
+                f"RATIO {rule} peak memory / {limit:g} GiB target: {by_rule[rule][key] / limit:.2f}"
+            )
+    for r in rows:
+        print(
+            f"RATIO {r['rule'].split()[0]} peak memory / its mem_mb: {r['peak_gib'] * GIB / 2**20 / r['mem_mb']:.2f}"
+        )
+    print()
+    print("Checkpoints of the full config (kept model files, from the architectures' sizes):")
+    for name, gb in checkpoint_plan(full).items():
+        print(f"  {name:24s} {gb:7.2f} GB")
+    ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
+    print(
+        f"OOF cascade {ensemble['oof']['cascade']:.4f} at {ensemble['oof']['cascade_scored_at']}, "
+        f"{ensemble['oof']['cascade_at_size']:.4f} at {ensemble['oof']['size']} px (synthetic maps)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
