@@ -9,7 +9,7 @@ The model outputs are what the training and prediction rules of a config write, 
 and at their sizes, but drawn instead of trained: per segmenter architecture and fold, an OOF map
 file per kept member over the fold's held-out images and a test map file per fold; per classifier
 architecture, OOF probabilities per fold and test probabilities per fold. A map is a sigmoid of a
-smooth low logit field (most pixels at level 0-2, as a trained segmenter's background) with a
+smooth logit field (a weakly trained model's background, the kind that compresses least) with a
 blob where the true mask is (missed now and then) and false blobs on some negatives; members of
 one architecture share its field and differ by small smooth noise, so blends and thresholds have
 something to choose.
@@ -111,6 +111,12 @@ def _grow_label_file(path: Path, rows: int, seed: int) -> None:
 
 # ----------------------------------------------------------------------------- model outputs
 
+# Logit level and spread of a map's smooth background. The rehearsal draws the pessimistic kind,
+# a weakly trained model's (probability ~0.1 with smooth noise, like the demo's 4-epoch models),
+# whose maps compress least among network outputs; a trained model's is far lower.
+BACKGROUND = (-2.2, 1.0)
+TRAINED_BACKGROUND = (-8.0, 1.5)
+
 
 def _logit_field(rng: np.random.Generator, size: int, level: float, spread: float) -> np.ndarray:
     coarse = rng.normal(0.0, 1.0, (12, 12)).astype(np.float32)
@@ -159,7 +165,7 @@ def _write_map_files(job: _MapJob) -> list[str]:
         writers = [stack.enter_context(maps.create(p, shape)) for p in paths]
         for k, item in enumerate(job.truth):
             mask = _truth(item, job.size)
-            field = _logit_field(rng, job.size, -8.0, 1.5)
+            field = _logit_field(rng, job.size, *BACKGROUND)
             if mask.any() and rng.random() < 0.85:  # found, more or less well
                 field += _blob(mask, rng, rng.uniform(9.0, 15.0))
             elif rng.random() < 0.15:  # a false region
@@ -181,8 +187,8 @@ def compression_by_kind(folder: Path, size: int, images: int = 64, seed: int = 0
     noise (the worst case)."""
     rng = np.random.default_rng(seed)
     kinds = {
-        "trained-like": lambda: _to_uint8(_logit_field(rng, size, -8.0, 1.5)),
-        "weakly trained": lambda: _to_uint8(_logit_field(rng, size, -2.2, 1.0)),
+        "trained-like": lambda: _to_uint8(_logit_field(rng, size, *TRAINED_BACKGROUND)),
+        "weakly trained": lambda: _to_uint8(_logit_field(rng, size, *BACKGROUND)),
         "uniform noise": lambda: rng.integers(0, 256, (size, size), dtype=np.uint8),
     }
     ratios = {}
