@@ -58,8 +58,8 @@ REPACK_TARGET_S = 600.0
 GIB = 2**30
 
 
-def snakemake(workdir: Path, config: Path, *args, cores: int = 2) -> float:
-    command = [
+def snakemake_command(workdir: Path, config: Path, *args) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -69,36 +69,21 @@ def snakemake(workdir: Path, config: Path, *args, cores: int = 2) -> float:
         str(workdir),
         "--configfile",
         str(config),
-        "--cores",
-        str(cores),
         *map(str, args),
     ]
-    started = time.perf_counter()
+
+
+def snakemake(workdir: Path, config: Path, *args, cores: int = 2) -> None:
+    command = snakemake_command(workdir, config, "--cores", cores, *args)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return time.perf_counter() - started
 
 
 def rule_outputs(workdir: Path, config: Path) -> dict[str, list[Path]]:
     """Output files by rule, from Snakemake's own summary (no layout rebuilt here)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(config),
-            "--detailed-summary",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    command = snakemake_command(workdir, config, "--detailed-summary")
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
     outputs: dict[str, list[Path]] = {}
     for line in result.stdout.splitlines()[1:]:
         fields = line.split("\t")
