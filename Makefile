@@ -19,7 +19,7 @@ TEST_WORKERS ?= 2
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench bench-scale clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ CPU_BENCHMARKS := rle repack dag submission loader memory demo
 
 bench: install
 	for name in $(CPU_BENCHMARKS); do $(BIN)/python benchmarks/bench_$$name.py || exit 1; done
+
+# The scale rehearsal (benchmarks/bench_scale.py): the full size takes about an hour on 2 cores and
+# ~40 GB in SCALE_WORKDIR; e.g. `make bench-scale SCALE_IMAGES=1500` for a quick run.
+SCALE_IMAGES ?= 15252
+SCALE_WORKDIR ?= $(or $(TMPDIR),/tmp)
+
+bench-scale: install
+	$(BIN)/python benchmarks/bench_scale.py --images $(SCALE_IMAGES) --workdir $(SCALE_WORKDIR)
 
 clean:
 	rm -rf results .snakemake
