@@ -159,7 +159,9 @@ class ScoreRows:
 
     def __init__(self, grid: Grid) -> None:
         self.tuned = CascadeGrid(*grid.triplet)
-        self.default = CascadeGrid([DEFAULT_CASCADE.top], [DEFAULT_CASCADE.min_area], [0.5])
+        self.default = CascadeGrid(
+            [DEFAULT_CASCADE.top], [DEFAULT_CASCADE.min_area], [DEFAULT_CASCADE.bottom]
+        )
 
     def add(self, h: Histograms) -> None:
         self.tuned.add(h)
@@ -262,28 +264,9 @@ def run_search(
     # 2. first pass: single models, architectures, and every candidate blend at search size
     small = min(search_size, size)
     candidates = simplex_grid(len(archs), weight_step)
-    singles: dict[tuple, ScoreRows] = {}
-    per_arch = {arch: ScoreRows(grid) for arch in archs}
-    per_blend = [CascadeGrid(*grid.triplet) for _ in candidates]
-    kept = members["segment"]
-    for arch in archs:
-        for fold in layout.folds:
-            layout.seg[arch].files(fold, kept)  # every kept member is there, or say which is not
-    for fold, _, rows, chunk_ids in layout.chunks(chunk):
-        truth = truth_masks.stack(chunk_ids)
-        truth_small = np.stack([resize_mask(t, small) > 0 for t in truth])
-        arch_small = []
-        for arch in archs:
-            stacks = {}
-            for member in sorted(layout.seg[arch].folds[fold][1]):
-                stacks[member] = layout.seg[arch].member_rows(fold, member, rows)
-                key = (arch, fold, member)
-                singles.setdefault(key, ScoreRows(grid)).add(Histograms.of(stacks[member], truth))
-            mean = blend_uint8([stacks[m] for m in kept], [1.0] * len(kept))
-            per_arch[arch].add(Histograms.of(mean, truth))
-            arch_small.append(np.stack([resize_image(m, small) for m in mean]))
-        for weights, accumulator in zip(candidates, per_blend, strict=True):
-            accumulator.add(Histograms.of(blend_uint8(arch_small, weights), truth_small))
+    singles, per_arch, per_blend = _score_models_and_blends(
+        layout, truth_masks, members["segment"], grid, small, candidates, chunk
+    )
     for (arch, fold, member), rows_of in singles.items():
         scores += rows_of.rows("single", at_size, arch=arch, fold=fold, member=member)
     for arch in archs:
@@ -303,15 +286,18 @@ def run_search(
 
     # 3. second pass: the chosen blend, written once, and the cascade grid at the segmenters' size
     gates = list(grid.gates) if cls_probability is not None else [0.0]
-    blend_rows = ScoreRows(grid)
-    cascade_grid = CascadeGrid(*grid.triplet, gates)
-    with maps.create(out_maps, (len(ids), size, size)) as blended_out:
-        for fold, position, rows, chunk_ids in layout.chunks(chunk):
-            blended = _blend_rows(layout, fold, rows, members["segment"], seg_weights)
-            h = Histograms.of(blended, truth_masks.stack(chunk_ids))
-            blend_rows.add(h)
-            cascade_grid.add(h, _part(cls_probability, position, len(chunk_ids)))
-            blended_out[slice(position, position + len(chunk_ids))] = blended
+    blend_rows, cascade_grid = _write_blend(
+        layout,
+        truth_masks,
+        members["segment"],
+        seg_weights,
+        grid,
+        gates,
+        cls_probability,
+        out_maps,
+        size,
+        chunk,
+    )
     blend_table = blend_rows.rows("blend", at_size)
     scores += blend_table
     table = cascade_grid.scores()
@@ -406,15 +392,69 @@ def run_search(
     return result
 
 
+def _score_models_and_blends(
+    layout: OofLayout,
+    truth_masks: TruthMasks,
+    kept: list[str],
+    grid: Grid,
+    small: int,
+    candidates: np.ndarray,
+    chunk: int,
+) -> tuple[dict, dict, list]:
+    """One pass over every kept model's maps: the score grids of each single model (per fold),
+    each architecture (its kept members averaged) and each candidate blend at ``small`` px."""
+    for arch in layout.archs:
+        for fold in layout.folds:
+            layout.seg[arch].files(fold, kept)  # every kept member is there, or say which is not
+    singles: dict[tuple, ScoreRows] = {}
+    per_arch = {arch: ScoreRows(grid) for arch in layout.archs}
+    per_blend = [CascadeGrid(*grid.triplet) for _ in candidates]
+    for fold, _, rows, chunk_ids in layout.chunks(chunk):
+        truth = truth_masks.stack(chunk_ids)
+        truth_small = np.stack([resize_mask(t, small) > 0 for t in truth])
+        arch_small = []
+        for arch in layout.archs:
+            stacks = {}
+            for member in sorted(layout.seg[arch].folds[fold][1]):
+                stacks[member] = layout.seg[arch].member_rows(fold, member, rows)
+                key = (arch, fold, member)
+                singles.setdefault(key, ScoreRows(grid)).add(Histograms.of(stacks[member], truth))
+            mean = blend_uint8([stacks[m] for m in kept], [1.0] * len(kept))
+            per_arch[arch].add(Histograms.of(mean, truth))
+            arch_small.append(np.stack([resize_image(m, small) for m in mean]))
+        for weights, accumulator in zip(candidates, per_blend, strict=True):
+            accumulator.add(Histograms.of(blend_uint8(arch_small, weights), truth_small))
+    return singles, per_arch, per_blend
+
+
+def _write_blend(
+    layout: OofLayout,
+    truth_masks: TruthMasks,
+    kept: list[str],
+    weights,
+    grid: Grid,
+    gates: list[float],
+    classifier: np.ndarray | None,
+    out_maps: str | os.PathLike,
+    size: int,
+    chunk: int,
+) -> tuple[ScoreRows, CascadeGrid]:
+    """One pass writing the chosen blend's maps; its score rows and the (gate, triplet) grid."""
+    blend_rows = ScoreRows(grid)
+    cascade_grid = CascadeGrid(*grid.triplet, gates)
+    with maps.create(out_maps, (len(layout.ids), size, size)) as blended_out:
+        for fold, position, rows, chunk_ids in layout.chunks(chunk):
+            means = [layout.seg[arch].mean_rows(fold, kept, rows) for arch in layout.archs]
+            blended = blend_uint8(means, weights)
+            h = Histograms.of(blended, truth_masks.stack(chunk_ids))
+            blend_rows.add(h)
+            cascade_grid.add(h, _part(classifier, position, len(chunk_ids)))
+            blended_out[slice(position, position + len(chunk_ids))] = blended
+    return blend_rows, cascade_grid
+
+
 def _part(values: np.ndarray | None, start: int, count: int) -> np.ndarray | None:
     return None if values is None else values[start : start + count]
-
-
-def _blend_rows(
-    layout: OofLayout, fold: int, rows: slice, members: list[str], weights
-) -> np.ndarray:
-    means = [layout.seg[arch].mean_rows(fold, members, rows) for arch in layout.archs]
-    return blend_uint8(means, weights)
 
 
 def _classifier_blend(
