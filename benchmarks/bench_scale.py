@@ -369,7 +369,7 @@ def report(rows, results: Path, release, outputs, args, full) -> None:
     size = full["segment"]["size"]
     for kind, ratio in scale_release.compression_by_kind(results, size).items():
         print(
-            f"  maps of {kind} models stored/raw: {ratio:.3f}: the full config's "
+            f"  maps of {kind}, stored/raw: {ratio:.3f}: the full config's "
             f"{raw * scale / 1e9:.0f} GB of maps would take {raw * scale * ratio / 1e9:.1f} GB"
         )
     print()

@@ -187,8 +187,8 @@ def compression_by_kind(folder: Path, size: int, images: int = 64, seed: int = 0
     noise (the worst case)."""
     rng = np.random.default_rng(seed)
     kinds = {
-        "trained-like": lambda: _to_uint8(_logit_field(rng, size, *TRAINED_BACKGROUND)),
-        "weakly trained": lambda: _to_uint8(_logit_field(rng, size, *BACKGROUND)),
+        "a trained-like model": lambda: _to_uint8(_logit_field(rng, size, *TRAINED_BACKGROUND)),
+        "a weakly trained model": lambda: _to_uint8(_logit_field(rng, size, *BACKGROUND)),
         "uniform noise": lambda: rng.integers(0, 256, (size, size), dtype=np.uint8),
     }
     ratios = {}
