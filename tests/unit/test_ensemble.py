@@ -268,7 +268,8 @@ def test_run_search_on_oof_files(tmp_path):
     assert set(scores["level"]) == {"single", "architecture", "blend", "cascade", "all_empty"}
     singles = scores[(scores["level"] == "single") & (scores["kind"] == "segmenter")]
     assert len(singles) == 2 * 2 * 2  # 2 architectures x 2 folds x (default, tuned)
-    assert set(singles["scored_at"]) == {"32 px"}
+    assert set(singles["scored_at"]) == {"32 px"} and scores["scored_at"].notna().all()
+    assert set(scores.loc[scores["kind"] == "classifier", "scored_at"]) == {"image level"}
     # The cascade twice, each labelled: on the 32 px maps, and at the images' own 64 px size.
     cascade = scores[scores["level"] == "cascade"].set_index("scored_at")["score"]
     native = "64x64 px (each image's own size, train-rle.csv)"

@@ -45,6 +45,7 @@ from ptxseg.io.png import read_grey
 
 log = logging.getLogger(__name__)
 
+IMAGE_LEVEL = "image level"  # where classifier scores are computed: one probability an image
 CHUNK = 32  # images per read: 15 kept models x 32 maps at 512 px are ~120 MB
 
 
@@ -481,6 +482,7 @@ def _classifier_blend(
                         "fold": fold,
                         "member": member,
                         "metric": "auc",
+                        "scored_at": IMAGE_LEVEL,
                         "images": len(part),
                         "score": _auc(part["has_pneumothorax"], part[f"prob_{member}"]),
                     }
@@ -491,6 +493,7 @@ def _classifier_blend(
                 "level": "architecture",
                 "arch": arch,
                 "metric": "auc",
+                "scored_at": IMAGE_LEVEL,
                 "images": len(table),
                 "score": _auc(labels, table["probability"]),
             }
@@ -504,6 +507,7 @@ def _classifier_blend(
             "kind": "classifier",
             "level": "blend",
             "metric": "auc",
+            "scored_at": IMAGE_LEVEL,
             "images": len(labels),
             "score": best_auc,
         }

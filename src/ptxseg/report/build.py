@@ -235,7 +235,7 @@ def result_table(scores: pd.DataFrame) -> pd.DataFrame:
         rows.append(("all-empty baseline (every image predicted empty)", r.score, r.scored_at))
     blend_auc = scores[(scores["kind"] == "classifier") & (scores["level"] == "blend")]
     for r in blend_auc.itertuples():
-        rows.append(("classifier blend (ROC AUC)", r.score, "image level"))
+        rows.append(("classifier blend (ROC AUC)", r.score, r.scored_at))
     return pd.DataFrame(rows, columns=["what", "score", "scored at"])
 
 
