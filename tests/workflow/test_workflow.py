@@ -12,6 +12,7 @@ import pytest
 import yaml
 from dag import ROOT, job_counts, snakemake, write_config
 
+from ptxseg.config import validate
 from ptxseg.data.repack import read_manifest
 from ptxseg.data.siim import read_index
 from ptxseg.ensemble.submission import validate_submission
@@ -176,7 +177,7 @@ def test_tiny_run_ends_in_a_valid_submission(tiny_run):
     # A choice on the edge of its grid, unless that edge is a natural bound, is a warning that
     # names the key to widen.
     for name, (low, high) in {"top": (0, 1), "min_area": (0, None), "bottom": (0, 1)}.items():
-        grid, chosen = sorted(tiny["ensemble"]["grid"][name]), ensemble["cascade"][name]
+        grid, chosen = sorted(validate(tiny)["ensemble"]["grid"][name]), ensemble["cascade"][name]
         on_edge = (chosen == grid[-1] and (high is None or chosen < high)) or (
             chosen == grid[0] and chosen > low
         )
