@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from snakemake_run import ROOT, snakemake_command
 
-ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 15 * 60
 
 
@@ -35,19 +35,7 @@ def main() -> int:
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="bench_demo_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(ROOT / "config.yaml"),
-        "--cores",
-        args.cores,
-    ]
+    command = snakemake_command(workdir, ROOT / "config.yaml", "--cores", args.cores)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start

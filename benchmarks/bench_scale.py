@@ -40,10 +40,10 @@ import pandas as pd
 import psutil
 import scale_release
 import yaml
+from snakemake_run import ROOT, snakemake_command
 
 from ptxseg.io import maps
 
-ROOT = Path(__file__).resolve().parents[1]
 FULL_CONFIG = ROOT / "configs" / "full.yaml"
 DATA_TARGETS = [
     "results/data/siim_folds.csv",
@@ -56,21 +56,6 @@ POST_RULES = ["ensemble", "submission", "report"]
 TARGETS = {"ensemble": ("peak_gib", 8.0), "report": ("peak_gib", 2.0)}
 REPACK_TARGET_S = 600.0
 GIB = 2**30
-
-
-def snakemake_command(workdir: Path, config: Path, *args) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config),
-        *map(str, args),
-    ]
 
 
 def snakemake(workdir: Path, config: Path, *args, cores: int = 2) -> None:
