@@ -103,14 +103,6 @@ class Histograms:
         everything, inside = histograms(maps, truth)
         return cls(everything, inside, tuple(maps.shape[1:3]))
 
-    @classmethod
-    def concat(cls, parts: list[Histograms]) -> Histograms:
-        return cls(
-            np.concatenate([p.everything for p in parts]),
-            np.concatenate([p.inside for p in parts]),
-            parts[0].pixels,
-        )
-
     def __len__(self) -> int:
         return len(self.everything)
 

@@ -81,19 +81,6 @@ def replace_when_complete(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-@contextlib.contextmanager
-def atomic_memmap(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any) -> Iterator[Any]:
-    """A new ``.npy`` file filled through a memory map (so it may be larger than memory), renamed
-    onto ``path`` only once the block completes; on an error the partial file is removed."""
-    import numpy as np
-
-    with replace_when_complete(path) as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-        yield array
-        array.flush()
-        del array
-
-
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_open(path, "wb") as handle:
         handle.write(data)
