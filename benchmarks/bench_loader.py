@@ -24,7 +24,7 @@ import torch
 
 from ptxseg.data.datasets import RepackedImages
 from ptxseg.data.phantom import render_chest
-from ptxseg.data.repack import Normalisation, normalise, resize_image, resize_mask
+from ptxseg.data.repack import Normalisation, normalise_histogram, resize_image, resize_mask
 from ptxseg.data.transforms import DEFAULT_AUGMENT, build_augment
 from ptxseg.io.png import write_png
 from ptxseg.models import build_model, get_spec, model_names
@@ -41,7 +41,9 @@ def make_images(folder: Path, count: int, size: int) -> tuple[list[Path], list[P
         )
         images.append(folder / f"{k}.png")
         masks.append(folder / f"{k}_mask.png")
-        write_png(images[-1], resize_image(normalise(chest.image, Normalisation("clahe")), size))
+        write_png(
+            images[-1], resize_image(normalise_histogram(chest.image, Normalisation("clahe")), size)
+        )
         write_png(masks[-1], resize_mask(mask, size))
     return images, masks
 

@@ -20,7 +20,13 @@ from pathlib import Path
 import cv2
 
 from ptxseg.data.demo import DemoSpec, write_siim_demo
-from ptxseg.data.repack import Normalisation, normalise, repack_siim, resize_image, resize_mask
+from ptxseg.data.repack import (
+    Normalisation,
+    normalise_histogram,
+    repack_siim,
+    resize_image,
+    resize_mask,
+)
 from ptxseg.data.siim import labels_by_image, read_index, write_index
 from ptxseg.io import rle
 from ptxseg.io.dicom import read_image
@@ -30,7 +36,7 @@ from ptxseg.io.png import write_png
 def bare_loop(index, labels, out: Path, sizes, params) -> None:
     """The irreducible work: decode, normalise, resize, write; nothing else."""
     for row in index.itertuples(index=False):
-        image = normalise(read_image(row.path)[0], params)
+        image = normalise_histogram(read_image(row.path)[0], params)
         mask = rle.decode_union(labels[row.image_id], image.shape) if row.split == "train" else None
         for size in sizes:
             write_png(

@@ -117,7 +117,8 @@ def _mem_mb(config: dict, rule: str) -> int:
 TRAIN_FOLD = r"""
 import json, sys
 from pathlib import Path
-from ptxseg.train.run import Runtime, train_fold
+from ptxseg.runtime.options import Runtime
+from ptxseg.train.run import train_fold
 results, size, steps = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 recipe = json.loads(sys.argv[4])
 summary = train_fold(kind="segmenter", arch="scaled_unet", fold=0,

@@ -15,7 +15,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ptxseg.infer.single import predict_files
+    from ptxseg.ensemble.predict_files import predict_files
 
     rows = predict_files(args.images, args.results, args.out, args.device)
     found = sum(r["EncodedPixels"] != "-1" for r in rows)

@@ -19,7 +19,7 @@ from dag import ROOT, snakemake_command, write_config
 from ptxseg.io.maps import SUFFIX, read_rows
 from ptxseg.io.png import write_png
 from ptxseg.models import build_model
-from ptxseg.train import checkpoint
+from ptxseg.runtime import checkpoint
 
 pytestmark = pytest.mark.workflow
 
@@ -204,7 +204,7 @@ PREDICT = """
 import sys
 from pathlib import Path
 from ptxseg.infer.test_set import predict_segmenter
-from ptxseg.train.run import Runtime
+from ptxseg.runtime.options import Runtime
 root = Path(sys.argv[1])
 predict_segmenter(fold_models={0: [str(root / "model.pt")], 1: [str(root / "model.pt")]},
                   manifest_csv=root / "repack" / "manifest.csv", repack_root=root / "repack",

@@ -18,7 +18,11 @@ from ptxseg.ensemble.submission import (
     validate_submission,
     write_submission,
 )
-from ptxseg.ensemble.thresholds import (
+from ptxseg.io import rle
+from ptxseg.io.maps import SUFFIX, read_rows
+from ptxseg.io.maps import write as write_maps
+from ptxseg.io.png import write_png
+from ptxseg.scoring.thresholds import (
     Cascade,
     Histograms,
     best_cascade,
@@ -26,10 +30,6 @@ from ptxseg.ensemble.thresholds import (
     cascade_scores,
     level,
 )
-from ptxseg.io import rle
-from ptxseg.io.maps import SUFFIX, read_rows
-from ptxseg.io.maps import write as write_maps
-from ptxseg.io.png import write_png
 from ptxseg.train.metrics import competition_score
 
 # ----------------------------------------------------------------------------- blending

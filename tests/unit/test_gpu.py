@@ -1,4 +1,4 @@
-"""GPU placement by lock files (ptxseg.gpu), tested without GPUs: n_gpus stands in for the count."""
+"""GPU placement by lock files (ptxseg.runtime.gpu), tested without GPUs: n_gpus stands in for the count."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from ptxseg.gpu import claim_gpu, default_lock_dir
+from ptxseg.runtime.gpu import claim_gpu, default_lock_dir
 
 CTX = multiprocessing.get_context("fork")
 WAIT = 30  # seconds: generous bound for anything that should happen at once
@@ -142,9 +142,9 @@ def test_the_lock_folder_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_the_count_comes_from_torch_by_default(tmp_path, monkeypatch):
-    import ptxseg.gpu
+    import ptxseg.runtime.gpu
 
-    monkeypatch.setattr(ptxseg.gpu, "_visible_gpus", lambda: 2)
+    monkeypatch.setattr(ptxseg.runtime.gpu, "_visible_gpus", lambda: 2)
     with claim_gpu(lock_dir=tmp_path) as index:
         assert index == 0
 
@@ -158,7 +158,7 @@ def test_torch_counts_the_gpus_here(tmp_path):
 
 
 def test_hold_gpu_keeps_one_claim_for_the_process(tmp_path, monkeypatch):
-    from ptxseg import gpu
+    from ptxseg.runtime import gpu
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("PTXSEG_GPU_LOCKS", str(tmp_path))

@@ -18,7 +18,7 @@ from ptxseg.io.png import read_grey
 def test_normalise_fills_the_range(method):
     rng = np.random.default_rng(0)
     image = np.clip(rng.normal(100, 10, (128, 128)), 60, 140).astype(np.uint8)
-    out = repack.normalise(image, repack.Normalisation(method))
+    out = repack.normalise_histogram(image, repack.Normalisation(method))
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     # Monotone per pixel for global methods: order of intensities is kept.
     if method != "clahe":
@@ -29,7 +29,7 @@ def test_normalise_fills_the_range(method):
 def test_equalize_flattens_the_histogram():
     rng = np.random.default_rng(1)
     image = np.clip(rng.normal(100, 10, (256, 256)), 0, 255).astype(np.uint8)
-    out = repack.normalise(image, repack.Normalisation("equalize"))
+    out = repack.normalise_histogram(image, repack.Normalisation("equalize"))
     assert abs(out.mean() - 127.5) < 8 and out.std() > 60
 
 
@@ -40,7 +40,7 @@ def test_unknown_normalisation_is_refused():
 
 def test_constant_image_is_left_alone():
     flat = np.full((16, 16), 77, np.uint8)
-    assert np.array_equal(repack.normalise(flat, repack.Normalisation("none")), flat)
+    assert np.array_equal(repack.normalise_histogram(flat, repack.Normalisation("none")), flat)
 
 
 def test_resize_mask_keeps_majority_coverage():

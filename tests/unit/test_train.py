@@ -12,8 +12,9 @@ import torch
 
 from ptxseg.data.datasets import RepackedImages
 from ptxseg.models import build_model
-from ptxseg.train import checkpoint
-from ptxseg.train.loop import FitSettings, Members, NonFiniteLossError, Task, fit, pick_device
+from ptxseg.runtime import checkpoint
+from ptxseg.runtime.device import pick_device
+from ptxseg.train.loop import FitSettings, Members, NonFiniteLossError, Task, fit
 from ptxseg.train.losses import build_loss
 from ptxseg.train.metrics import (
     all_empty_score,

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from ptxseg.infer.test_set import predict_classifier, predict_segmenter
 from ptxseg.logs import to_file
-from ptxseg.train.run import Runtime
+from ptxseg.runtime.options import Runtime
 
 if __name__ == "__main__":
     with to_file(snakemake.log[0]):

@@ -1,7 +1,8 @@
 from pathlib import Path
 
 from ptxseg.logs import to_file
-from ptxseg.train.run import Runtime, pretrain_nih
+from ptxseg.runtime.options import Runtime
+from ptxseg.train.run import pretrain_nih
 
 # Guarded: the data rules start worker processes, which import this file again.
 if __name__ == "__main__":

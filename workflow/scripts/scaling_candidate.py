@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from ptxseg.logs import to_file
-from ptxseg.train.run import Runtime
+from ptxseg.runtime.options import Runtime
 from ptxseg.train.scaling_job import train_candidate
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ptxseg.data.repack import resize_image, resize_mask
-from ptxseg.data.transforms import normalise
+from ptxseg.data.transforms import scale_intensities
 
 
 def _read(path: str) -> np.ndarray:
@@ -84,7 +84,7 @@ class RepackedImages(Dataset):
             )
             image, mask = result["image"], result.get("mask")
         item = {
-            "image": torch.from_numpy(normalise(image, self.mean, self.std)[None]),
+            "image": torch.from_numpy(scale_intensities(image, self.mean, self.std)[None]),
             "index": index,
         }
         if mask is not None:

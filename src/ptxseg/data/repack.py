@@ -9,6 +9,7 @@ that it does not depend on the repack settings, is collected on the way.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -44,7 +45,7 @@ class Normalisation:
             )
 
 
-def normalise(image: np.ndarray, params: Normalisation) -> np.ndarray:
+def normalise_histogram(image: np.ndarray, params: Normalisation) -> np.ndarray:
     """Histogram-normalise a uint8 image, then stretch it to the full [0, 255] range."""
     if params.method == "equalize":
         image = cv2.equalizeHist(image)
@@ -98,7 +99,7 @@ def repack_one(task: RepackTask) -> tuple[str, np.ndarray, np.ndarray]:
     """
     decoded = _read_source(task)
     content = fingerprint(decoded)
-    image = normalise(decoded, task.params)
+    image = normalise_histogram(decoded, task.params)
     mask = rle.decode_union(task.rles, image.shape) if task.rles is not None else None
     # Histograms add up exactly over images and workers; mean and std follow from them.
     histograms = np.zeros((len(task.sizes), 256), dtype=np.int64)
@@ -172,6 +173,13 @@ def run_repack(
         write_fingerprints(fingerprints_path, fingerprints)
     log.info("repacked %d images at sizes %s; stats %s", len(tasks), list(sizes), stats)
     return stats
+
+
+def read_stats(stats_json: str | os.PathLike, size: int) -> tuple[float, float]:
+    """Mean and std of the repacked images at ``size`` (what inputs are normalised with)."""
+    stats = json.loads(Path(stats_json).read_text())
+    entry = stats[str(size)]
+    return entry["mean"], entry["std"]
 
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:

@@ -35,7 +35,7 @@ def build_augment(spec: dict | None, where: str = "augment") -> A.Compose | None
     return pipeline
 
 
-def normalise(image: np.ndarray, mean: float, std: float) -> np.ndarray:
+def scale_intensities(image: np.ndarray, mean: float, std: float) -> np.ndarray:
     """uint8 grey -> float32 with the data set's mean and std (intensities scaled to [0, 1] first)."""
     return ((image.astype(np.float32) / 255.0) - mean) / std
 

@@ -32,16 +32,16 @@ from sklearn.metrics import roc_auc_score
 
 from ptxseg.data.repack import read_manifest, resize_image, resize_mask
 from ptxseg.ensemble.blend import blend_uint8, search_weights, simplex_grid
-from ptxseg.ensemble.native import NativeTruth, native_outcomes
-from ptxseg.ensemble.thresholds import (
+from ptxseg.grids import edge_warnings
+from ptxseg.io import atomic, maps
+from ptxseg.io.png import read_grey
+from ptxseg.scoring.native import NativeTruth, native_outcomes
+from ptxseg.scoring.thresholds import (
     Cascade,
     CascadeGrid,
     Histograms,
     image_outcomes,
 )
-from ptxseg.grids import edge_warnings
-from ptxseg.io import atomic, maps
-from ptxseg.io.png import read_grey
 
 log = logging.getLogger(__name__)
 

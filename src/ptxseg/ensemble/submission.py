@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from ptxseg.ensemble.blend import weighted_mean
-from ptxseg.ensemble.thresholds import Cascade, binarise
 from ptxseg.io import rle
 from ptxseg.io.atomic import atomic_open
 from ptxseg.io.maps import read_rows
+from ptxseg.scoring.thresholds import Cascade, binarise
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ import pandas as pd
 import torch
 
 from ptxseg.data.datasets import RepackedImages
-from ptxseg.data.repack import read_manifest
-from ptxseg.infer.predict import to_uint8
+from ptxseg.data.repack import read_manifest, read_stats
 from ptxseg.io import atomic, maps
 from ptxseg.models import build_model
-from ptxseg.train import checkpoint
-from ptxseg.train.loop import pick_device
-from ptxseg.train.run import Runtime, read_stats
+from ptxseg.runtime import checkpoint
+from ptxseg.runtime.device import pick_device
+from ptxseg.runtime.options import Runtime
+from ptxseg.runtime.predict import quantise_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,9 @@ def _member_average(
                 total[indices] += probabilities[:, 0] / len(models)
             else:  # segmenter: running mean in the uint8 file, weights k/(k+1) and 1/(k+1)
                 previous = out[indices].astype(np.float32) if k else 0.0
-                out[indices] = to_uint8((previous / 255.0 * k + probabilities) / (k + 1))
+                out[indices] = quantise_probabilities(
+                    (previous / 255.0 * k + probabilities) / (k + 1)
+                )
         del model
     if total is not None:
         out[:] = total

@@ -20,10 +20,10 @@ import pandas as pd
 
 from ptxseg.data.nih import FINDINGS
 from ptxseg.data.repack import read_manifest
-from ptxseg.ensemble.thresholds import Cascade, binarise
 from ptxseg.io import atomic, maps
 from ptxseg.io.png import read_grey
 from ptxseg.report import figures
+from ptxseg.scoring.thresholds import Cascade, binarise
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ptxseg.train import checkpoint
+from ptxseg.runtime import checkpoint
 
 
 class KeptCopies:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,11 +24,11 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from torch.utils.data import DataLoader, Subset
 
 from ptxseg.data.datasets import RepackedImages, worker_init
-from ptxseg.gpu import hold_gpu
-from ptxseg.infer.predict import autocast
 from ptxseg.io import atomic
 from ptxseg.parallel import progress
-from ptxseg.train import checkpoint
+from ptxseg.runtime import checkpoint
+from ptxseg.runtime.device import pick_device, seed_everything
+from ptxseg.runtime.precision import autocast
 from ptxseg.train.kept import KeptCopies
 from ptxseg.train.sampling import epoch_indices
 from ptxseg.train.schedules import LrSchedule, ScheduleSpec, build_optimiser
@@ -97,34 +95,6 @@ class Task:
     loss: nn.Module
     evaluate: Callable[[nn.Module, RepackedImages], dict]
     positive: np.ndarray | None = None
-
-
-def seed_everything(seed: int, epoch: int = -1) -> int:
-    """Seed Python, NumPy and torch from (seed, epoch); returns the derived seed."""
-    derived = int(np.random.SeedSequence([seed, epoch + 1]).generate_state(1)[0])
-    random.seed(derived)
-    np.random.seed(derived)
-    torch.manual_seed(derived)
-    return derived
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    """The GPU when there is one (SLURM sets CUDA_VISIBLE_DEVICES); else the CPU, with a warning if a GPU was asked for."""
-    if requested not in ("auto", "cuda", "cpu"):
-        raise ValueError(f"device {requested!r}; expected auto, cuda or cpu")
-    if requested != "cpu":
-        # Several local GPUs and no scheduler: take a free one before CUDA starts (gpu.py).
-        index = hold_gpu()
-        if index is not None:
-            log.info("claimed GPU %d of this machine (CUDA_VISIBLE_DEVICES=%d)", index, index)
-    if requested != "cpu" and torch.cuda.is_available():
-        return torch.device("cuda")
-    if requested == "cuda":
-        log.warning(
-            "a GPU was asked for but none is visible (CUDA_VISIBLE_DEVICES=%s): training on the CPU",
-            os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
-        )
-    return torch.device("cpu")
 
 
 def _improved(value: float, best: float | None, mode: str) -> bool:

@@ -9,10 +9,8 @@ uint8 map files (``ptxseg.io.maps``; one per kept model: best, SWA, snapshots), 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,57 +19,22 @@ import torch
 
 from ptxseg.data.datasets import RepackedImages
 from ptxseg.data.nih import pretraining_findings
-from ptxseg.data.repack import read_manifest
+from ptxseg.data.repack import read_manifest, read_stats
 from ptxseg.data.transforms import build_augment
-from ptxseg.infer.predict import predict_batches, to_uint8
 from ptxseg.io import atomic, maps
 from ptxseg.models import build_model, get_spec
 from ptxseg.recipes import member_names
-from ptxseg.train import checkpoint
+from ptxseg.runtime import checkpoint
+from ptxseg.runtime.device import pick_device, seed_everything
+from ptxseg.runtime.options import Runtime
+from ptxseg.runtime.predict import quantise_probabilities
 from ptxseg.train.kept import remove_training_state
-from ptxseg.train.loop import FitSettings, Members, fit, pick_device, seed_everything
+from ptxseg.train.loop import FitSettings, Members, fit
 from ptxseg.train.metrics import SegmentationScores, classification_metrics
 from ptxseg.train.schedules import ScheduleSpec
 from ptxseg.train.tasks import classification_task, segmentation_task
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """How training runs, whatever the model (config section ``train``)."""
-
-    device: str = "auto"
-    num_workers: int = 0
-    amp: bool = True
-    channels_last: bool = True
-    tta: tuple[str, ...] = ("none", "hflip")
-    threads: int = 1
-
-    @classmethod
-    def from_config(cls, train: dict, threads: int) -> Runtime:
-        """From the config's ``train`` section and the job's thread count."""
-        return cls(
-            device=train["device"],
-            num_workers=train["num_workers"],
-            amp=train["amp"],
-            channels_last=train["channels_last"],
-            tta=tuple(train["tta"]),
-            threads=threads,
-        )
-
-    def predict_batches(self, model, dataset, device: torch.device, batch_size: int):
-        """``predict_batches`` with this runtime's TTA, loader workers, precision and layout."""
-        return predict_batches(
-            model,
-            dataset,
-            device,
-            batch_size,
-            self.tta,
-            self.num_workers,
-            self.amp,
-            self.channels_last,
-        )
 
 
 def settings_from_recipe(recipe: dict, seed: int, runtime: Runtime) -> FitSettings:
@@ -135,13 +98,6 @@ def _prepare(runtime: Runtime, seed: int) -> torch.device:
     torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
     return pick_device(runtime.device)
-
-
-def read_stats(stats_json: str | os.PathLike, size: int) -> tuple[float, float]:
-    """Mean and std of the repacked images at ``size`` (what inputs are normalised with)."""
-    stats = json.loads(Path(stats_json).read_text())
-    entry = stats[str(size)]
-    return entry["mean"], entry["std"]
 
 
 def _siim_split(
@@ -319,7 +275,7 @@ def _predict_held_out(
     first = tuple(dataset[0]["image"].shape[-2:])
     with maps.create(maps_path, (len(dataset), *first)) as out:
         for indices, p in batches:
-            out[indices] = to_uint8(p)
+            out[indices] = quantise_probabilities(p)
     return None
 
 
@@ -332,7 +288,7 @@ def score_maps(
     binarisation that suits this model best ('competition_tuned', thresholds searched on these
     same held-out images, as the ensemble stage does for the blend).
     """
-    from ptxseg.ensemble.thresholds import CascadeGrid, Histograms
+    from ptxseg.scoring.thresholds import CascadeGrid, Histograms
 
     scores = SegmentationScores()
     tuning = CascadeGrid(grid["top"], grid["min_area"], grid["bottom"]) if grid else None

@@ -19,11 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from ptxseg import scaling
-from ptxseg.ensemble.thresholds import Cascade
 from ptxseg.grids import edge_warnings
 from ptxseg.io import atomic, maps
 from ptxseg.models import build_model
-from ptxseg.train.run import Runtime, train_fold
+from ptxseg.runtime.options import Runtime
+from ptxseg.scoring.thresholds import Cascade
+from ptxseg.train.run import train_fold
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def train_candidate(
     runtime: Runtime | None = None,
     tuning_grid: dict | None = None,
 ) -> dict:
-    from ptxseg.ensemble.native import NativeTruth, native_score
+    from ptxseg.scoring.native import NativeTruth, native_score
 
     alpha, beta, gamma, phi = candidate_multipliers(name, grid, target, tolerance)
     depth, width, resolution = scaling.compound(alpha, beta, gamma, phi, base_resolution)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ptxseg.data.datasets import RepackedImages, worker_init
-from ptxseg.infer.predict import autocast
+from ptxseg.runtime.precision import autocast
 from ptxseg.train.loop import Task
 from ptxseg.train.losses import build_loss
 from ptxseg.train.metrics import SegmentationScores, classification_metrics, multilabel_auc

@@ -20,16 +20,16 @@ import numpy as np
 import torch
 
 from ptxseg.data.ids import check_image_id
-from ptxseg.data.repack import Normalisation, normalise, resize_image
-from ptxseg.data.transforms import normalise as scale_intensities
+from ptxseg.data.repack import Normalisation, normalise_histogram, resize_image
+from ptxseg.data.transforms import scale_intensities
 from ptxseg.ensemble.blend import weighted_mean
-from ptxseg.ensemble.thresholds import Cascade, binarise
-from ptxseg.infer.predict import to_uint8
 from ptxseg.infer.test_set import load_member
 from ptxseg.io import atomic, rle
 from ptxseg.io.dicom import read_image
 from ptxseg.io.png import read_grey, write_png
-from ptxseg.train.loop import pick_device
+from ptxseg.runtime.device import pick_device
+from ptxseg.runtime.predict import quantise_probabilities
+from ptxseg.scoring.thresholds import Cascade, binarise
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Ensemble:
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, float | None, np.ndarray]:
         """(mask at the image's size, blended classifier probability, blended uint8 map)."""
         prep = self.config["preprocessing"]
-        normalised = normalise(image, Normalisation(**prep["normalisation"]))
+        normalised = normalise_histogram(image, Normalisation(**prep["normalisation"]))
         probability = None
         if self.classifiers:
             batch = self._input(normalised, prep["classify_size"])
@@ -125,7 +125,7 @@ class Ensemble:
         batch = self._input(normalised, prep["segment_size"])
         maps = [self._mean_probability(m, batch)[0] for m in self.segmenters.values()]
         weights = [self.config["segmenter_weights"][a] for a in self.segmenters]
-        blended = to_uint8(weighted_mean(maps, weights))
+        blended = quantise_probabilities(weighted_mean(maps, weights))
         mask = binarise(
             blended, Cascade(**self.config["cascade"]), probability, out_shape=image.shape
         )

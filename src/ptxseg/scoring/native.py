@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ptxseg.data.siim import labels_by_image, read_index
-from ptxseg.ensemble.thresholds import Cascade, binarise
 from ptxseg.io import maps, rle
+from ptxseg.scoring.thresholds import Cascade, binarise
 
 
 class NativeTruth:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -10,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ptxseg.data.datasets import worker_init
+from ptxseg.runtime.precision import autocast
 
 TTA_MODES = ("none", "hflip", "vflip")
 
@@ -20,13 +20,6 @@ def _flip(tensor: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "vflip":
         return tensor.flip(-2)
     return tensor
-
-
-def autocast(device: torch.device, amp: bool):
-    """bf16 autocast on a GPU when asked; full precision on the CPU (bf16 there is slow)."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -71,6 +64,6 @@ def predict_batches(
         yield batch["index"].numpy(), (total / len(tta)).cpu().numpy()
 
 
-def to_uint8(probabilities: np.ndarray) -> np.ndarray:
+def quantise_probabilities(probabilities: np.ndarray) -> np.ndarray:
     """Probabilities stored in a byte: a quarter of the memory of float32, resolution 1/255."""
     return np.rint(np.clip(probabilities, 0.0, 1.0) * 255.0).astype(np.uint8)

@@ -1,0 +1,42 @@
+"""Which device a job runs on, and the seeds that make its runs repeat."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+
+import numpy as np
+import torch
+
+from ptxseg.runtime.gpu import hold_gpu
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int, epoch: int = -1) -> int:
+    """Seed Python, NumPy and torch from (seed, epoch); returns the derived seed."""
+    derived = int(np.random.SeedSequence([seed, epoch + 1]).generate_state(1)[0])
+    random.seed(derived)
+    np.random.seed(derived)
+    torch.manual_seed(derived)
+    return derived
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """The GPU when there is one (SLURM sets CUDA_VISIBLE_DEVICES); else the CPU, with a warning if a GPU was asked for."""
+    if requested not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"device {requested!r}; expected auto, cuda or cpu")
+    if requested != "cpu":
+        # Several local GPUs and no scheduler: take a free one before CUDA starts (gpu.py).
+        index = hold_gpu()
+        if index is not None:
+            log.info("claimed GPU %d of this machine (CUDA_VISIBLE_DEVICES=%d)", index, index)
+    if requested != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        log.warning(
+            "a GPU was asked for but none is visible (CUDA_VISIBLE_DEVICES=%s): training on the CPU",
+            os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+        )
+    return torch.device("cpu")
