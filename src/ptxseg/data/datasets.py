@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -107,7 +106,3 @@ def worker_init(worker_id: int) -> None:
         info.dataset.reseed(info.seed)
     elif info is not None and hasattr(getattr(info.dataset, "dataset", None), "reseed"):
         info.dataset.dataset.reseed(info.seed)
-
-
-def paths_under(root: str | os.PathLike, relative: Sequence[str]) -> list[str]:
-    return [str(Path(root) / r) for r in relative]

@@ -45,13 +45,6 @@ def iou_per_image(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.where(union == 0, 1.0, intersection / np.maximum(union, 1))
 
 
-def pixel_dice(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """Dice over all pixels of all images together (how the losses see it)."""
-    p, t = _flat(predicted), _flat(truth)
-    total = np.count_nonzero(p) + np.count_nonzero(t)
-    return 1.0 if total == 0 else float(2.0 * np.count_nonzero(p & t) / total)
-
-
 class SegmentationScores:
     """Per-image Dice and IoU and pixel counts, added chunk by chunk so memory stays flat."""
 
