@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ptxseg import scaling
+from ptxseg.models.flops import flops_per_image, parameter_count
 from ptxseg.models.grey import GreyInput
 from ptxseg.models.scaled_unet import (
     BASE_DEPTHS,
@@ -25,21 +25,19 @@ from ptxseg.models.scaled_unet import (
     build_scaled_unet_b1,
     build_scaled_unet_b2,
 )
-from ptxseg.scaling import (
+from ptxseg.models.scaled_unet.compound import (
+    RESOLUTION_MULTIPLE,
     Candidate,
     candidates,
     compound,
     excluded,
-    flops_per_image,
-    parameter_count,
-    plot_score_vs_flops,
     round_filters,
     round_repeats,
     scaled_resolution,
     screen,
-    select_best,
-    summarise,
 )
+from ptxseg.report.figures import plot_score_vs_flops
+from ptxseg.report.scaling import COLUMNS, select_best, summarise
 
 # Every convolution's FLOPs scale exactly with the area at any side that is a multiple of 32, so
 # the law is measured at the smallest side, where a forward pass is quickest.
@@ -183,7 +181,7 @@ def test_compound_phi_0_1_2():
     assert compound(1.2, 1.1, 1.15, 2, 512)[2] == 672
     assert Candidate(1.2, 1.1, 1.15).scaled(1, 512) == pytest.approx((1.2, 1.1, 576))
     assert scaled_resolution(40, 1.0, 0) == SIZE_MULTIPLE == MIN_SIZE == 32  # never below 32
-    assert scaling.RESOLUTION_MULTIPLE == SIZE_MULTIPLE
+    assert RESOLUTION_MULTIPLE == SIZE_MULTIPLE
     with pytest.raises(ValueError, match="phi must be a non-negative integer"):
         compound(1.2, 1.1, 1.15, 1.5, 256)
 
@@ -245,7 +243,7 @@ def test_summarise_picks_the_best_candidate_and_adds_b1_b2():
 
     table = summarise(_rows(), base_resolution=256, measure=measure)
     assert list(table.columns[:2]) == ["label", "name"]
-    assert set(scaling.COLUMNS) <= set(table.columns)
+    assert set(COLUMNS) <= set(table.columns)
     assert select_best(table) == Candidate(1.4, 1.0, 1.1)
     labelled = table[table["label"] != ""].set_index("label")
     assert list(labelled.index) == ["B0", "B1", "B2"]
@@ -290,7 +288,8 @@ def test_summarise_measures_the_scaled_unet_by_default(tmp_path):
 def test_scaling_rules_import_without_torch():
     """A Snakefile can enumerate the grid at DAG build without loading torch or pandas."""
     code = (
-        "import sys, ptxseg.scaling as s; s.candidates({'alpha': [1.2], 'beta': [1.1], "
+        "import sys; from ptxseg.models.scaled_unet.compound import candidates; "
+        "candidates({'alpha': [1.2], 'beta': [1.1], "
         "'gamma': [1.15]}); print(sorted({'torch', 'pandas', 'matplotlib'} & set(sys.modules)))"
     )
     result = subprocess.run(

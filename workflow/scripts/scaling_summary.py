@@ -1,5 +1,5 @@
 from ptxseg.logs import to_file
-from ptxseg.train.scaling_job import write_summary
+from ptxseg.report.scaling import write_summary
 
 if __name__ == "__main__":
     with to_file(snakemake.log[0]):

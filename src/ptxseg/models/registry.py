@@ -18,9 +18,10 @@ from typing import Any
 
 from torch import nn
 
-from ptxseg.models import densenet, efficientnet, inceptionresnetv2, scaled_unet, unet, xception
+from ptxseg.models import densenet, efficientnet, inceptionresnetv2, unet, xception
 from ptxseg.models.encoders import ENCODER_IMAGENET
 from ptxseg.models.grey import GreyInput
+from ptxseg.models.scaled_unet import model as scaled_unet
 from ptxseg.models.weights import (
     ImagenetWeights,
     WeightsNotFoundError,
@@ -132,8 +133,8 @@ _ENTRIES = (
         imagenet=ENCODER_IMAGENET["resnet34"],  # the default encoder's; see imagenet_for
         imagenet_for=unet.attention_unet_imagenet,
     ),
-    # compound-scaled U-Nets (scaling.py): free multipliers, and B1/B2 from a searched (alpha, beta);
-    # trained from scratch, their input side comes from scaling.compound
+    # compound-scaled U-Nets (scaled_unet/): free multipliers, and B1/B2 from a searched (alpha,
+    # beta); trained from scratch, their input side comes from scaled_unet.compound.compound
     ModelSpec(
         name="scaled_unet",
         kind="segmenter",

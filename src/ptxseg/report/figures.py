@@ -1,8 +1,10 @@
-"""The report's plots: matplotlib on the headless Agg backend, each returned as PNG bytes."""
+"""The report's plots: matplotlib on the headless Agg backend, each returned as PNG bytes (the
+scaling search's score-against-FLOPs plot is written to its own file)."""
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 
 import matplotlib
@@ -13,6 +15,11 @@ import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from ptxseg.io.atomic import atomic_open
 
 plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9})
 
@@ -162,3 +169,79 @@ def finding_bars(counts: dict[str, int], title: str) -> bytes:
     axis.set_xticks(range(len(counts)), list(counts), rotation=40, ha="right")
     axis.set(title=title, ylabel="images")
     return to_png(figure)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_MARKERS = {"B0": "s", "B1": "^", "B2": "D"}
+
+
+def _check_png(path: os.PathLike) -> None:
+    with open(path, "rb") as handle:
+        if handle.read(8) != _PNG_SIGNATURE:
+            raise ValueError(f"{path}: not a PNG file")
+
+
+def plot_score_vs_flops(table: pd.DataFrame, path: str | os.PathLike, title: str | None = None):
+    """OOF score against forward GFLOPs per image, one labelled point per row; B0, B1, B2 marked.
+
+    Rows without a score (planned, not yet trained) are drawn as dotted vertical lines at their
+    FLOPs. Written as a PNG through a temporary file, so a killed job leaves no partial file.
+    Returns ``path``.
+    """
+    if table.empty:
+        raise ValueError("nothing to plot: the table is empty")
+    labels = table["label"] if "label" in table else [""] * len(table)
+    names = table["name"] if "name" in table else [""] * len(table)
+    gflops = table["flops"].to_numpy(float) / 1e9
+    scores = table["oof_score"].to_numpy(float)
+    fig = Figure(figsize=(8, 5.5), dpi=120)
+    FigureCanvasAgg(fig)  # headless: no pyplot, no global backend
+    ax = fig.add_subplot()
+    other = np.array([not lab for lab in labels]) & np.isfinite(scores)
+    if other.any():
+        ax.scatter(gflops[other], scores[other], c="0.55", s=30, label="grid candidates (phi = 1)")
+    path_x, path_y = [], []
+    for lab in sorted({lab for lab in labels if lab}):
+        at = np.array([x == lab for x in labels])
+        if np.isfinite(scores[at]).any():
+            ax.scatter(
+                gflops[at],
+                scores[at],
+                marker=_MARKERS.get(lab, "o"),
+                s=70,
+                zorder=3,
+                label=lab,
+            )
+            path_x.append(float(gflops[at][0]))
+            path_y.append(float(scores[at][0]))
+        else:
+            for x in gflops[at]:
+                ax.axvline(x, ls=":", c="0.3", lw=1)
+                ax.annotate(
+                    f"{lab} (not trained)",
+                    (x, 0.02),
+                    xycoords=("data", "axes fraction"),
+                    rotation=90,
+                    fontsize=8,
+                    ha="right",
+                    va="bottom",
+                )
+    if len(path_x) > 1:
+        ax.plot(path_x, path_y, c="0.3", lw=1, ls="--", zorder=2, label="compound scaling")
+    for x, y, lab, name in zip(gflops, scores, labels, names, strict=True):
+        if np.isfinite(y):
+            text = f"{lab} {name}".strip() if lab != "B0" else "B0"
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 3, 4, 6, 10 rather than 3x10^0
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.set_xlabel("forward FLOPs per image (GFLOPs, log scale)")
+    ax.set_ylabel("OOF score (competition metric, higher is better)")
+    ax.set_title(title or "Compound-scaled U-Net: OOF score vs forward FLOPs")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    with atomic_open(path, "wb", validate=_check_png) as handle:
+        fig.savefig(handle, format="png")
+    return path

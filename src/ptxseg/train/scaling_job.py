@@ -1,15 +1,14 @@
-"""File-level steps of the compound-scaling search: train one candidate, then summarise them all.
+"""File-level step of the compound-scaling search: train and score one candidate.
 
 Every candidate (and the B0 it is scaled from) trains the scaled U-Net on the same fold with the
 same recipe, its input side the compound-scaled resolution, and is scored by the competition
 metric on its held-out images with its own best triplet (searched on its own maps, as the ensemble
 stage would), the masks drawn at each image's own size against the label file: one common size,
-so candidates of different resolutions compare fairly.
+so candidates of different resolutions compare fairly. Their summary is `ptxseg.report.scaling`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -18,10 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ptxseg import scaling
-from ptxseg.grids import edge_warnings
 from ptxseg.io import atomic, maps
 from ptxseg.models import build_model
+from ptxseg.models.flops import flops_per_image, parameter_count
+from ptxseg.models.scaled_unet.compound import candidates, compound
 from ptxseg.runtime.options import Runtime
 from ptxseg.scoring.thresholds import Cascade
 from ptxseg.train.run import train_fold
@@ -37,7 +36,7 @@ def candidate_multipliers(
     """(alpha, beta, gamma, phi) of a candidate name; ``b0`` is the unscaled base."""
     if name == BASELINE:
         return 1.0, 1.0, 1.0, 0
-    for candidate in scaling.candidates(grid, target, tolerance):
+    for candidate in candidates(grid, target, tolerance):
         if candidate.name == name:
             return candidate.alpha, candidate.beta, candidate.gamma, 1
     raise ValueError(f"{name!r} is not a candidate of the scaling grid")
@@ -68,7 +67,7 @@ def train_candidate(
     from ptxseg.scoring.native import NativeTruth, native_score
 
     alpha, beta, gamma, phi = candidate_multipliers(name, grid, target, tolerance)
-    depth, width, resolution = scaling.compound(alpha, beta, gamma, phi, base_resolution)
+    depth, width, resolution = compound(alpha, beta, gamma, phi, base_resolution)
     # Read the smallest repacked size at least as large as the input, and resize on reading.
     source = min([s for s in repack_sizes if s >= resolution] or [max(repack_sizes)])
     recipe = {
@@ -115,8 +114,8 @@ def train_candidate(
         "depth": depth,
         "width": width,
         "resolution": resolution,
-        "params": scaling.parameter_count(model),
-        "flops": scaling.flops_per_image(model, resolution),
+        "params": parameter_count(model),
+        "flops": flops_per_image(model, resolution),
         "oof_score": common,
         "scored_at": truth.size_label(ids),
         "oof_score_at_resolution": best.get("competition_tuned", best["competition"]),
@@ -137,64 +136,3 @@ def train_candidate(
         resolution,
     )
     return row
-
-
-def write_summary(
-    rows: Sequence[str | os.PathLike],
-    base_resolution: int,
-    phis: Sequence[int],
-    grid: dict,
-    out_csv: str | os.PathLike,
-    out_png: str | os.PathLike,
-    out_best: str | os.PathLike,
-    out_search: str | os.PathLike,
-):
-    """summary.csv, the score-against-FLOPs plot, the config entries of the chosen B1 and B2, and
-    the search's choice with a warning for every multiplier chosen on the edge of its grid."""
-    table = scaling.summarise(
-        [json.loads(Path(p).read_text()) for p in rows], base_resolution, phis
-    )
-    atomic.write_csv(out_csv, table)
-    scaling.plot_score_vs_flops(table, out_png)
-    best = table[table["label"] == "B1"].iloc[0]
-    chosen = {axis: float(best[axis]) for axis in scaling.AXES}
-    warnings = edge_warnings(
-        chosen,
-        grid,
-        {axis: (f"scaling.grid.{axis}", 1.0, None) for axis in scaling.AXES},
-    )
-    for warning in warnings:
-        log.warning("%s", warning)
-    atomic.write_json(
-        out_search,
-        {
-            "best": {"name": str(best["name"]), **chosen, "oof_score": float(best["oof_score"])},
-            "scored_at": str(best.get("scored_at", "")),
-            "grid": {axis: list(map(float, grid[axis])) for axis in scaling.AXES},
-            "warnings": warnings,
-        },
-    )
-    entries = {}
-    for label, arch in (("B1", "scaled_unet_b1"), ("B2", "scaled_unet_b2")):
-        row = table[table["label"] == label]
-        if len(row):
-            entries[arch] = {
-                "size": int(row["resolution"].iloc[0]),
-                "options": {"alpha": float(best["alpha"]), "beta": float(best["beta"])},
-            }
-    atomic.write_text(
-        out_best,
-        "# The searched B1 and B2, to use as segmenters: put an entry under segment.archs\n"
-        "# (with its options) and set segment.size to its size (a repacked size).\n"
-        + json.dumps(entries, indent=2)
-        + "\n",
-    )
-    log.info(
-        "scaling: best %s (alpha %.2f beta %.2f gamma %.2f), OOF %.4f",
-        best["name"],
-        best["alpha"],
-        best["beta"],
-        best["gamma"],
-        best["oof_score"],
-    )
-    return table

@@ -3,7 +3,7 @@
 Three multipliers set a member: depth ``d`` (residual blocks per stage, ``ceil(base * d)``),
 width ``w`` (channels per stage, ``round_filters(base * w)``: the nearest multiple of 8, never
 below 8 or more than 10% under) and resolution (the input side the caller trains on,
-`ptxseg.scaling.scaled_resolution`). The compound members are ``d = alpha**phi`` and
+`compound.scaled_resolution`). The compound members are ``d = alpha**phi`` and
 ``w = beta**phi``: `build_scaled_unet_b1` and `build_scaled_unet_b2`.
 
 Layout (output stride 32, so input sides must be multiples of 32, as for the other U-Nets):
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptxseg.scaling import (
+from ptxseg.models.scaled_unet.compound import (
     ALPHA,
     BETA,
     compound_multipliers,
@@ -155,7 +155,7 @@ def build_scaled_unet(num_classes: int, depth: float = 1.0, width: float = 1.0) 
     """The scaled U-Net of free ``depth`` and ``width`` multipliers (1, 1: B0).
 
     A grid candidate (alpha, beta, gamma) at phi = 1 is ``depth=alpha, width=beta``, trained on
-    ``scaling.scaled_resolution(base_resolution, gamma)`` inputs.
+    ``compound.scaled_resolution(base_resolution, gamma)`` inputs.
     """
     return ScaledUNet(num_classes, scaled_widths(width), scaled_depths(depth))
 

@@ -1,0 +1,220 @@
+"""The report of the compound-scaling search: one table of the candidates, the plot, the choice.
+
+Every candidate's training job (`ptxseg.train.scaling_job.train_candidate`) leaves a row.json;
+`write_summary` reads them all and writes summary.csv (the candidates with B0, B1 and B2
+labelled), score_vs_flops.png, best.yaml (the config entries of the chosen B1 and B2) and
+search.json (the choice, with a warning for every multiplier chosen on the edge of its grid).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ptxseg.grids import edge_warnings
+from ptxseg.io import atomic
+from ptxseg.models.flops import measure_scaled_unet
+from ptxseg.models.scaled_unet.compound import (
+    AXES,
+    Candidate,
+    candidate_name,
+    check_phi,
+    compound,
+    flops_factor,
+)
+from ptxseg.report.figures import plot_score_vs_flops
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("alpha", "beta", "gamma", "phi", "params", "flops", "oof_score", "train_seconds")
+# Kept where the rows have them: the score on the candidate's own maps, and where oof_score was taken.
+OPTIONAL_COLUMNS = ("oof_score_at_resolution", "scored_at")
+
+
+def _rows_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    rows = list(rows)
+    if not rows:
+        raise ValueError("no result rows to summarise")
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ValueError(f"row {i} is not a mapping: {row!r}")
+        missing = [c for c in COLUMNS if c not in row]
+        if missing:
+            raise ValueError(f"row {i} lacks {', '.join(missing)} (rows need {', '.join(COLUMNS)})")
+        check_phi(row["phi"])
+    columns = list(COLUMNS) + [c for c in OPTIONAL_COLUMNS if any(c in row for row in rows)]
+    table = pd.DataFrame([{c: row.get(c) for c in columns} for row in rows], columns=columns)
+    for column in ("alpha", "beta", "gamma", "oof_score", "train_seconds"):
+        table[column] = table[column].astype(float)
+    for column in ("phi", "params", "flops"):
+        table[column] = table[column].astype("int64")
+    return table
+
+
+def select_best(table: pd.DataFrame) -> Candidate:
+    """The phi = 1 candidate with the highest OOF score (ties: fewer FLOPs, then the name)."""
+    scored = table[(table["phi"] == 1) & table["oof_score"].notna()]
+    if scored.empty:
+        raise ValueError("no phi = 1 candidate has an OOF score; train the grid first")
+    names = [candidate_name(*v) for v in scored[list(AXES)].itertuples(index=False)]
+    order = scored.assign(_name=names).sort_values(
+        ["oof_score", "flops", "_name"], ascending=[False, True, True], kind="stable"
+    )
+    best = order.iloc[0]
+    return Candidate(float(best["alpha"]), float(best["beta"]), float(best["gamma"]))
+
+
+def summarise(
+    rows: Iterable[Mapping[str, Any]],
+    base_resolution: int,
+    phis: Sequence[int] = (1, 2),
+    measure: Callable[[float, float, int], tuple[int, int]] | None = None,
+) -> pd.DataFrame:
+    """One table of the training results, with the best candidate scaled to B1, B2, ...
+
+    ``rows`` are the training jobs' results (keys `COLUMNS`): B0 (phi 0; its alpha, beta, gamma
+    are ignored), the grid's candidates at phi 1, and any later steps already trained. The best
+    phi-1 candidate (`select_best`) is labelled B1; for each other ``phi`` in ``phis`` the row of
+    the same (alpha, beta, gamma) is labelled B<phi>, or, where it has not been trained yet, is
+    added with its parameters and FLOPs from ``measure(depth, width, resolution)`` (default:
+    `measure_scaled_unet`), no score, and ``planned`` True.
+
+    Columns: label ("B0", "B1", ... or "" for the other candidates), name, alpha, beta, gamma,
+    phi, depth, width, resolution, product, params, flops, oof_score, train_seconds, planned.
+    Sorted by phi, then FLOPs.
+    """
+    table = _rows_frame(rows)
+    base = table["phi"] == 0
+    table.loc[base, list(AXES)] = 1.0
+    table["name"] = [
+        "B0" if phi == 0 else candidate_name(a, b, g)
+        for a, b, g, phi in table[[*AXES, "phi"]].itertuples(index=False)
+    ]
+    duplicated = table.duplicated(["name", "phi"], keep=False)
+    if duplicated.any():
+        twice = sorted(
+            {f"{n} at phi {p}" for n, p in table.loc[duplicated, ["name", "phi"]].values}
+        )
+        raise ValueError(f"more than one result row for {', '.join(twice)}")
+    table["planned"] = False
+    best = select_best(table)
+    added = []
+    for phi in sorted({check_phi(p) for p in phis} - {0}):
+        same = (table["name"] == best.name) & (table["phi"] == phi)
+        if same.any():
+            continue
+        depth, width, resolution = best.scaled(phi, base_resolution)
+        params, flops = (measure or measure_scaled_unet)(depth, width, resolution)
+        added.append(
+            {
+                "alpha": best.alpha,
+                "beta": best.beta,
+                "gamma": best.gamma,
+                "phi": phi,
+                "params": int(params),
+                "flops": int(flops),
+                "oof_score": math.nan,
+                "train_seconds": math.nan,
+                "name": best.name,
+                "planned": True,
+            }
+        )
+    if added:
+        table = pd.concat([table, pd.DataFrame(added)], ignore_index=True)
+    scaled = [
+        compound(a, b, g, int(phi), base_resolution)
+        for a, b, g, phi in table[[*AXES, "phi"]].itertuples(index=False)
+    ]
+    table["depth"] = [s[0] for s in scaled]
+    table["width"] = [s[1] for s in scaled]
+    table["resolution"] = [s[2] for s in scaled]
+    table["product"] = [flops_factor(a, b, g) for a, b, g in table[list(AXES)].values]
+    steps = set(phis) | {1}
+    table["label"] = [
+        "B0" if phi == 0 else (f"B{phi}" if name == best.name and phi in steps else "")
+        for name, phi in table[["name", "phi"]].itertuples(index=False)
+    ]
+    order = [
+        "label",
+        "name",
+        *AXES,
+        "phi",
+        "depth",
+        "width",
+        "resolution",
+        "product",
+        "params",
+        "flops",
+        "oof_score",
+        *[c for c in OPTIONAL_COLUMNS if c in table],
+        "train_seconds",
+        "planned",
+    ]
+    table = table[order].astype({"phi": "int64", "params": "int64", "flops": "int64"})
+    return table.sort_values(["phi", "flops", "name"], kind="stable").reset_index(drop=True)
+
+
+def write_summary(
+    rows: Sequence[str | os.PathLike],
+    base_resolution: int,
+    phis: Sequence[int],
+    grid: dict,
+    out_csv: str | os.PathLike,
+    out_png: str | os.PathLike,
+    out_best: str | os.PathLike,
+    out_search: str | os.PathLike,
+):
+    """summary.csv, the score-against-FLOPs plot, the config entries of the chosen B1 and B2, and
+    the search's choice with a warning for every multiplier chosen on the edge of its grid."""
+    table = summarise([json.loads(Path(p).read_text()) for p in rows], base_resolution, phis)
+    atomic.write_csv(out_csv, table)
+    plot_score_vs_flops(table, out_png)
+    best = table[table["label"] == "B1"].iloc[0]
+    chosen = {axis: float(best[axis]) for axis in AXES}
+    warnings = edge_warnings(
+        chosen,
+        grid,
+        {axis: (f"scaling.grid.{axis}", 1.0, None) for axis in AXES},
+    )
+    for warning in warnings:
+        log.warning("%s", warning)
+    atomic.write_json(
+        out_search,
+        {
+            "best": {"name": str(best["name"]), **chosen, "oof_score": float(best["oof_score"])},
+            "scored_at": str(best.get("scored_at", "")),
+            "grid": {axis: list(map(float, grid[axis])) for axis in AXES},
+            "warnings": warnings,
+        },
+    )
+    entries = {}
+    for label, arch in (("B1", "scaled_unet_b1"), ("B2", "scaled_unet_b2")):
+        row = table[table["label"] == label]
+        if len(row):
+            entries[arch] = {
+                "size": int(row["resolution"].iloc[0]),
+                "options": {"alpha": float(best["alpha"]), "beta": float(best["beta"])},
+            }
+    atomic.write_text(
+        out_best,
+        "# The searched B1 and B2, to use as segmenters: put an entry under segment.archs\n"
+        "# (with its options) and set segment.size to its size (a repacked size).\n"
+        + json.dumps(entries, indent=2)
+        + "\n",
+    )
+    log.info(
+        "scaling: best %s (alpha %.2f beta %.2f gamma %.2f), OOF %.4f",
+        best["name"],
+        best["alpha"],
+        best["beta"],
+        best["gamma"],
+        best["oof_score"],
+    )
+    return table
