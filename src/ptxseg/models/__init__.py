@@ -23,7 +23,7 @@ _EXPORTS = {
     "CheckpointError": "weights",
     "ImagenetWeights": "weights",
     "WeightsNotFoundError": "weights",
-    "imagenet_weight_file": "weights",
+    "imagenet_weight_file": "registry",
     "load_checkpoint_weights": "weights",
 }
 
@@ -48,13 +48,13 @@ if TYPE_CHECKING:
         UnknownModelError,
         build_model,
         get_spec,
+        imagenet_weight_file,
         model_names,
     )
     from ptxseg.models.weights import (
         CheckpointError,
         ImagenetWeights,
         WeightsNotFoundError,
-        imagenet_weight_file,
         load_checkpoint_weights,
     )
 

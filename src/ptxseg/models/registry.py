@@ -25,7 +25,7 @@ from ptxseg.models.scaled_unet import model as scaled_unet
 from ptxseg.models.weights import (
     ImagenetWeights,
     WeightsNotFoundError,
-    imagenet_weight_file,
+    find_imagenet_file,
     load_checkpoint_weights,
     load_imagenet_weights,
 )
@@ -180,6 +180,22 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
+def imagenet_weight_file(
+    weights: ImagenetWeights | str, weights_dir: str | os.PathLike | None = None, model: str = ""
+) -> Path:
+    """The path of the ImageNet file in the search folders; `WeightsNotFoundError` when absent.
+
+    ``weights`` is an `ImagenetWeights` or a registered model name (its default options). Only
+    looks at the file system (`weights.find_imagenet_file`): no download, no retry.
+    """
+    if isinstance(weights, str):
+        model, found = weights, get_spec(weights).imagenet_weights()
+        if found is None:
+            raise ValueError(f"no ImageNet weight file is known for model {model!r}")
+        weights = found
+    return find_imagenet_file(weights, weights_dir, model=model)
+
+
 def build_model(
     name: str,
     num_classes: int = 1,
@@ -201,7 +217,7 @@ def build_model(
         imagenet = spec.imagenet_weights(options)
         if imagenet is None:
             raise ValueError(f"no ImageNet weight file is known for model {name!r} with {options}")
-        imagenet_path = imagenet_weight_file(imagenet, weights_dir, model=name)
+        imagenet_path = find_imagenet_file(imagenet, weights_dir, model=name)
     elif weights != "none":
         checkpoint = Path(weights)
         if not checkpoint.is_file():

@@ -65,21 +65,14 @@ def imagenet_search_dirs(weights_dir: str | os.PathLike | None = None) -> list[P
     return dirs
 
 
-def imagenet_weight_file(
-    weights: ImagenetWeights | str, weights_dir: str | os.PathLike | None = None, model: str = ""
+def find_imagenet_file(
+    weights: ImagenetWeights, weights_dir: str | os.PathLike | None = None, model: str = ""
 ) -> Path:
-    """The path of the ImageNet file in the search folders; `WeightsNotFoundError` when absent.
+    """The path of ``weights``' file in the search folders; `WeightsNotFoundError` when absent.
 
-    ``weights`` is an `ImagenetWeights` or a registered model name (its default options). Only
-    looks at the file system: no download, no retry, so it answers in milliseconds.
+    ``model`` names the model in the message. Only looks at the file system: no download, no
+    retry, so it answers in milliseconds. (By a model's name: `registry.imagenet_weight_file`.)
     """
-    if isinstance(weights, str):
-        from ptxseg.models.registry import get_spec  # the registry imports this module
-
-        model, found = weights, get_spec(weights).imagenet_weights()
-        if found is None:
-            raise ValueError(f"no ImageNet weight file is known for model {model!r}")
-        weights = found
     dirs = imagenet_search_dirs(weights_dir)
     for folder in dirs:
         candidate = folder / weights.file_name
