@@ -261,6 +261,10 @@ def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="refusing to load") as info:
         build_model("xception", weights=str(path))
     assert str(path) in str(info.value) and "weights_only" in str(info.value)
+    from ptxseg.runtime import checkpoint
+
+    with pytest.raises(CheckpointError, match="evil.pt: cannot be loaded safely"):
+        checkpoint.load(path)  # the training state's loader raises the one class too
 
 
 def test_missing_checkpoint_fails_fast(tmp_path):

@@ -37,7 +37,8 @@ class WeightsNotFoundError(FileNotFoundError):
 
 
 class CheckpointError(ValueError):
-    """A weight file cannot be used: unreadable, pickled objects, or keys that do not fit."""
+    """A weight or checkpoint file cannot be used: unreadable, pickled objects, or keys that do not
+    fit. The one class for it: `ptxseg.runtime.checkpoint` raises it too."""
 
 
 @dataclass(frozen=True)

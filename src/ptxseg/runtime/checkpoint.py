@@ -13,12 +13,11 @@ from pathlib import Path
 import torch
 
 from ptxseg.io.atomic import atomic_open
+from ptxseg.models.weights import CheckpointError
+
+__all__ = ["CheckpointError", "export_model", "load", "model_payload", "remove", "save"]
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read; the message names the file."""
 
 
 def save(path: str | os.PathLike, payload: dict) -> None:
@@ -28,6 +27,8 @@ def save(path: str | os.PathLike, payload: dict) -> None:
 
 
 def load(path: str | os.PathLike) -> dict:
+    """The payload of ``path`` (tensors and plain values only); `CheckpointError` (the models'
+    one, whichever layer reads the file) when it cannot be loaded safely."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
