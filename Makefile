@@ -39,6 +39,7 @@ test: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks workflow/scripts
 	$(BIN)/ruff format --check src tests benchmarks workflow/scripts
+	$(BIN)/lint-imports  # the layers of src/ptxseg and no import circles (pyproject.toml)
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --cores 1
 
