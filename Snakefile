@@ -3,7 +3,13 @@
 import os
 from pathlib import Path
 
+from snakemake.utils import min_version
+
 from ptxseg.config import load_schema, validate
+
+# Snakemake 9: the executor plugins, storage of params for rerun triggers and `workflow` attributes
+# used below.
+min_version("9.0")
 
 # Rule scripts import ptxseg from this checkout, also inside --use-conda environments
 # (envs/ptxseg.yaml holds the dependencies; the package itself is this folder's src/).
@@ -13,16 +19,15 @@ os.environ.update(
 )
 
 
-configfile: "config.yaml"
+# A config named with --configfile is the whole config: the embedded default (the demo) is read only
+# when none is named, so none of its keys leaks into another (--config key=value still overrides).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 # Validated once at DAG build: unknown keys and wrong types stop here, naming the key.
-config.update(
-    validate(
-        config,
-        load_schema(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"),
-    )
-)
+config.update(validate(config, load_schema()))
 
 
 include: "workflow/rules/common.smk"

@@ -17,9 +17,19 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ptxseg.models.catalog import CATALOG, names
 from ptxseg.recipes import member_names, recipe_cycle_ends, recipe_for
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# Package data, so that an installed ptxseg (not only this checkout) validates configs.
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+
+
+# Keys that moved between sections: a config written before the move is told where they went.
+MOVED = {
+    "train.device": "runtime.device",
+    "train.num_workers": "runtime.num_workers",
+    "train.checkpoint_every_s": "runtime.checkpoint_every_s",
+}
 
 
 class ConfigError(ValueError):
@@ -83,15 +93,20 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
         known = sorted(error.schema.get("properties", {}))
         lines = []
         for name in sorted(set(error.instance) - set(known)):
+            moved = MOVED.get(_key([*where, name]))
             hint = difflib.get_close_matches(str(name), known, n=1)
-            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            suggestion = (
+                f"; it moved to {moved!r}"
+                if moved
+                else f"; did you mean {hint[0]!r}?"
+                if hint
+                else ""
+            )
             lines.append(
                 f"config key {_key([*where, name])!r} is unknown{suggestion} "
                 f"(known keys here: {', '.join(known)})"
             )
         return lines
-    if error.validator == "required":
-        return [f"config key {_key(where)!r}: {error.message}"]
     return [f"config key {_key(where)!r}: {error.message}"]
 
 
@@ -147,10 +162,7 @@ def _check_consistency(config: dict) -> None:
 
 def _check_models(config: dict) -> list[str]:
     """Architectures exist, fit their stage and input size; 'nih' weights have a pretraining."""
-    from ptxseg.models.catalog import CATALOG, names
-
     problems = []
-    sizes = config.get("repack", {}).get("sizes", [])
     stages = [("pretrain", "classifier", config.get("repack", {}).get("nih_size"))]
     stages += [
         ("classify", "classifier", config.get("classify", {}).get("size")),
@@ -160,10 +172,6 @@ def _check_models(config: dict) -> list[str]:
     for stage, kind, size in stages:
         section = config.get(stage, {})
         archs = section.get("archs", [])
-        if stage != "pretrain" and size not in sizes:
-            problems.append(
-                f"config key '{stage}.size' is {size}, which is not one of repack.sizes {sizes}"
-            )
         for arch in archs:
             where = f"{stage}.archs.{arch}" if isinstance(archs, dict) else f"{stage}.archs"
             if arch not in CATALOG:

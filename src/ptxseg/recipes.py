@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 
+from ptxseg.layout import BEST, SWA, snapshot_member
+
 
 def deep_merge(base: dict, override: dict) -> dict:
     merged = copy.deepcopy(base)
@@ -30,9 +32,9 @@ def recipe_for(config: dict, stage: str, arch: str) -> dict:
 def member_names(recipe: dict) -> list[str]:
     """The models a run keeps: 'best', then 'swa' and 'snapshot<k>' where the recipe asks."""
     return (
-        ["best"]
-        + (["swa"] if recipe["swa"]["enabled"] else [])
-        + [f"snapshot{k}" for k in range(recipe["snapshots"])]
+        [BEST]
+        + ([SWA] if recipe["swa"]["enabled"] else [])
+        + [snapshot_member(k) for k in range(recipe["snapshots"])]
     )
 
 

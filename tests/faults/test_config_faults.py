@@ -75,7 +75,7 @@ def test_missing_imagenet_weights_fail_at_once_naming_the_file(tmp_path):
     assert (
         snakemake(
             tmp_path,
-            "results/repack/siim/stats.json",
+            "results/repack/siim/stats_32.json",
             "--cores",
             2,
             "--configfile",

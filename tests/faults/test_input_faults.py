@@ -113,7 +113,7 @@ def test_sixteen_bit_monochrome1_dicom_of_another_size_is_handled(tmp_path, data
     path = data / "siim" / "train-rle.csv"
     lines = [line for line in path.read_text().splitlines() if not line.startswith(victim.stem)]
     path.write_text("\n".join([*lines, f"{victim.stem},{rle.encode(mask)}"]) + "\n")
-    result, results = run(tmp_path, data, "results/repack/siim/stats.json")
+    result, results = run(tmp_path, data, "results/repack/siim/stats_64.json")
     assert result.returncode == 0, result.stderr[-2000:]
     row = read_index(results / "data" / "siim_index.csv").set_index("image_id").loc[victim.stem]
     assert (row["rows"], row["columns"], row["photometric"]) == (rows, columns, "MONOCHROME1")
@@ -206,7 +206,7 @@ def test_rgba_and_sixteen_bit_nih_pngs_are_read_as_grey(tmp_path, data):
     cv2.imwrite(str(images[1]), grey.astype(np.uint16) * 257)  # 16-bit, same picture
     rgba = cv2.cvtColor(cv2.imread(str(images[2]), cv2.IMREAD_GRAYSCALE), cv2.COLOR_GRAY2BGRA)
     cv2.imwrite(str(images[2]), rgba)
-    result, results = run(tmp_path, data, "results/repack/nih/stats.json")
+    result, results = run(tmp_path, data, "results/repack/nih/stats_32.json")
     assert result.returncode == 0, result.stderr[-2000:]
     for path in images[1:3]:
         assert read_grey(results / "repack" / "nih" / "32" / path.name).ndim == 2

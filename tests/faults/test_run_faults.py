@@ -206,9 +206,11 @@ from pathlib import Path
 from ptxseg.infer.test_set import predict_segmenter
 from ptxseg.runtime.options import Runtime
 root = Path(sys.argv[1])
+out = root / sys.argv[2]
 predict_segmenter(fold_models={0: [str(root / "model.pt")], 1: [str(root / "model.pt")]},
-                  manifest_csv=root / "repack" / "manifest.csv", repack_root=root / "repack",
-                  stats_json=root / "repack" / "stats.json", size=64, out_dir=root / sys.argv[2],
+                  manifest_csv=root / "repack" / "manifest.csv",
+                  stats_json=root / "repack" / "stats.json", size=64,
+                  out_maps={k: out / f"fold{k}.h5" for k in (0, 1)}, out_ids=out / "ids.csv",
                   runtime=Runtime(device="cpu"), batch_size=4)
 """
 
@@ -236,7 +238,9 @@ def test_prediction_job_killed_mid_way_then_rerun(tmp_path):
 
 def test_second_run_on_the_same_results_folder_is_refused(tmp_path):
     config = ROOT / "configs" / "tiny.yaml"
-    first = start(tmp_path, "results/repack/siim/stats.json", "--cores", 1, "--configfile", config)
+    first = start(
+        tmp_path, "results/repack/siim/stats_32.json", "--cores", 1, "--configfile", config
+    )
     assert wait_for(
         lambda: (
             (tmp_path / ".snakemake" / "locks").is_dir()
@@ -245,7 +249,7 @@ def test_second_run_on_the_same_results_folder_is_refused(tmp_path):
         timeout=60,
     )
     code, output = finish(
-        tmp_path, "results/repack/siim/stats.json", "--cores", 1, "--configfile", config
+        tmp_path, "results/repack/siim/stats_32.json", "--cores", 1, "--configfile", config
     )
     # Refused either at the lock or, when the first run has a job under way, at its outputs
     # (Snakemake sees them as incomplete before it asks for the lock); never run twice.
@@ -253,4 +257,4 @@ def test_second_run_on_the_same_results_folder_is_refused(tmp_path):
     assert "cannot be locked" in output or "Incomplete files" in output, output[-2000:]
     first_output, _ = first.communicate(timeout=300)
     assert first.returncode == 0, first_output[-2000:]  # the first run was not disturbed
-    assert (tmp_path / "results" / "repack" / "siim" / "stats.json").exists()
+    assert (tmp_path / "results" / "repack" / "siim" / "stats_32.json").exists()

@@ -37,7 +37,7 @@ def test_checkpoint_with_a_pickle_payload_is_refused(tmp_path):
     assert (
         snakemake(
             tmp_path,
-            "results/repack/siim/stats.json",
+            "results/repack/siim/stats_32.json",
             "--cores",
             2,
             "--configfile",
@@ -65,7 +65,7 @@ def test_hostile_header_text_never_reaches_a_path_or_a_log_unescaped(tmp_path, d
     config = files_config(tmp_path, data)
     result = snakemake(
         tmp_path,
-        "results/repack/siim/stats.json",
+        "results/repack/siim/stats_32.json",
         "--cores",
         1,
         "--configfile",

@@ -8,7 +8,7 @@ from dag import ROOT
 
 from ptxseg import config as cfg
 
-SCHEMA = cfg.load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+SCHEMA = cfg.load_schema()
 
 
 def test_empty_config_takes_every_default():
@@ -121,7 +121,7 @@ def test_validating_the_full_config_does_not_import_torch():
     code = (
         "import sys, yaml\n"
         "from ptxseg import config as cfg\n"
-        f"schema = cfg.load_schema({str(ROOT / 'workflow/schemas/config.schema.yaml')!r})\n"
+        f"schema = cfg.load_schema()\n"
         f"cfg.validate(yaml.safe_load(open({str(ROOT / 'configs/full.yaml')!r})), schema)\n"
         "heavy = sorted({'torch', 'timm', 'segmentation_models_pytorch'} & set(sys.modules))\n"
         "assert not heavy, heavy\n"

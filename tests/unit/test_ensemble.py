@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ptxseg.ensemble.blend import blend_uint8, search_weights, simplex_grid, weighted_mean
-from ptxseg.ensemble.search import Grid, run_search
+from ptxseg.ensemble.search import Grid, SegmenterFold, run_search
 from ptxseg.ensemble.submission import (
     PredictionFiles,
     SubmissionError,
@@ -214,7 +214,7 @@ def write_oof(root, truth, maps_by_arch, probabilities_by_arch, folds=2, size=32
             out.mkdir(parents=True, exist_ok=True)
             write_maps(out / f"oof_best{SUFFIX}", maps[rows])
             oof.to_csv(out / "oof_ids.csv", index=False)
-            segmenters.setdefault(arch, {})[fold] = out
+            segmenters.setdefault(arch, {})[fold] = SegmenterFold.in_folder(out, ["best"])
         for arch, probabilities in probabilities_by_arch.items():
             out = root / "classify" / arch / f"fold{fold}"
             out.mkdir(parents=True, exist_ok=True)
@@ -229,7 +229,6 @@ def search(tmp_path, segmenters, classifiers, grid, **kwargs):
         segmenters=segmenters,
         members={"classify": ["best"], "segment": ["best"]},
         manifest_csv=tmp_path / "repack" / "manifest.csv",
-        repack_root=tmp_path / "repack",
         size=32,
         grid=grid,
         rle_csv=tmp_path / "train-rle.csv",
@@ -339,15 +338,15 @@ def peak_rss_of_search(folder, segmenters) -> int:
     # VmHWM, the peak of this process's own memory map: ru_maxrss would carry over the peak of
     # the forking pytest process, as Linux keeps it across exec.
     script = f"""
-from ptxseg.ensemble.search import Grid, run_search
+from ptxseg.ensemble.search import Grid, SegmenterFold, run_search
 from pathlib import Path
 root = Path({str(folder)!r})
 run_search(
     classifiers={{}},
-    segmenters={ {a: {k: str(p) for k, p in d.items()} for a, d in segmenters.items()}!r},
+    segmenters={{a: {{k: SegmenterFold.in_folder(p, ["best"]) for k, p in d.items()}}
+                for a, d in { {a: {k: str(f.ids_csv.parent) for k, f in d.items()} for a, d in segmenters.items()}!r}.items()}},
     members={{"classify": [], "segment": ["best"]}},
     manifest_csv=root / "repack" / "manifest.csv",
-    repack_root=root / "repack",
     size=256,
     grid=Grid((0.0,), (0.5, 0.7), (0, 1024), (0.4, 0.5)),
     rle_csv=root / "train-rle.csv",

@@ -120,6 +120,7 @@ def test_the_schema_knows_the_fourteen_findings_and_defaults_to_pneumothorax():
 
 def test_pretraining_without_a_validation_image_says_so(tmp_path):
     from ptxseg.train.run import pretrain_nih
+    from ptxseg.train.settings import FitSettings
 
     index = pd.DataFrame(
         {"image_id": ["00000001_000"], "patient_id": ["1"], "split": ["train"]}
@@ -134,12 +135,10 @@ def test_pretraining_without_a_validation_image_says_so(tmp_path):
             arch="densenet169",
             nih_index=tmp_path / "index.csv",
             manifest_csv=tmp_path / "manifest.csv",
-            repack_root=tmp_path,
             stats_json=tmp_path / "stats.json",
             size=32,
-            recipe={"swa": {"enabled": False}, "snapshots": 0},
+            settings=FitSettings(epochs=1, batch_size=2, lr=0.001, seed=1),
             out_dir=tmp_path / "out",
             state_path=tmp_path / "state.pt",
-            seed=1,
             exclude_findings=["Pneumothorax"],
         )

@@ -14,7 +14,8 @@ from ptxseg.data.datasets import RepackedImages
 from ptxseg.models import build_model
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device
-from ptxseg.train.loop import FitSettings, Members, NonFiniteLossError, Task, fit
+from ptxseg.runtime.options import Runtime
+from ptxseg.train.loop import Members, NonFiniteLossError, Task, fit
 from ptxseg.train.losses import build_loss
 from ptxseg.train.metrics import (
     all_empty_score,
@@ -26,6 +27,7 @@ from ptxseg.train.metrics import (
 )
 from ptxseg.train.sampling import epoch_indices, positive_fraction
 from ptxseg.train.schedules import LrSchedule, ScheduleSpec, build_optimiser
+from ptxseg.train.settings import FitSettings
 from ptxseg.train.tasks import segmentation_task
 
 # ----------------------------------------------------------------------------- metrics
@@ -197,8 +199,7 @@ SETTINGS = FitSettings(
     monitor="competition",
     monitor_mode="max",
     seed=3,
-    amp=False,
-    channels_last=False,
+    runtime=Runtime(amp=False, channels_last=False),
 )
 
 
@@ -353,7 +354,8 @@ def test_state_is_written_at_the_interval_and_after_the_last_epoch(tmp_path, tin
         save(path, payload)
 
     monkeypatch.setattr(checkpoint, "save", spy)
-    sparse = FitSettings(**{**SETTINGS.__dict__, "checkpoint_every_s": 3600.0})
+    slow_writes = Runtime(amp=False, channels_last=False, checkpoint_every_s=3600.0)
+    sparse = FitSettings(**{**SETTINGS.__dict__, "runtime": slow_writes})
     history, members = _run(tmp_path, "sparse", tiny_set, settings=sparse)
     assert len(history) == 4 and written == [3]  # 0-based: after the last epoch only
     assert members.best.exists() and members.swa.exists()

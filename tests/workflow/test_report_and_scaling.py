@@ -13,6 +13,7 @@ import pytest
 import yaml
 from dag import ROOT, snakemake
 
+from ptxseg.config import validate
 from ptxseg.report.build import SECTIONS
 
 pytestmark = pytest.mark.workflow
@@ -127,12 +128,18 @@ def test_scaling_search_runs_on_the_tiny_grid(tiny_run):
     assert (tiny_run / "results" / "scaling" / "score_vs_flops.png").read_bytes()[
         :8
     ] == b"\x89PNG\r\n\x1a\n"
-    best = yaml.safe_load((tiny_run / "results" / "scaling" / "best.yaml").read_text())
-    assert set(best) == {"scaled_unet_b1", "scaled_unet_b2"}
-    # B1 as a segmenter of the stage, through the config alone:
-    config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
-    config["segment"]["archs"] = {"scaled_unet_b1": {"options": best["scaled_unet_b1"]["options"]}}
-    path = tiny_run / "b1.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = snakemake(tiny_run, "-n", "--configfile", path)
+    page = (tiny_run / "results" / "scaling" / "report.html").read_text()
+    assert "<section id='scaling'>" in page and "score against FLOPs" in page
+    # best.yaml is a config fragment that validates as it is ...
+    best_yaml = tiny_run / "results" / "scaling" / "best.yaml"
+    best = yaml.safe_load(best_yaml.read_text())
+    assert set(best) == {"segment"} and set(best["segment"]["archs"]) == {"scaled_unet_b1"}
+    b1 = trained[trained["label"] == "B1"].iloc[0]
+    assert best["segment"]["size"] == int(b1["resolution"])
+    validate(best)
+    # ... and, named after a config, adds B1 as a segmenter at its resolution (repacked on demand).
+    result = snakemake(
+        tiny_run, "-n", "--nolock", "--configfile", ROOT / "configs" / "tiny.yaml", best_yaml
+    )
     assert "train_segmenter" in result.stdout and "scaled_unet_b1" in result.stdout
+    assert f"results/repack/siim/{best['segment']['size']}" in result.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from ptxseg.ensemble.submission import validate_submission
 from ptxseg.io import rle
 from ptxseg.io.maps import SUFFIX, read_rows
 from ptxseg.io.png import read_grey, write_png
+from ptxseg.layout import Layout
 
 pytestmark = pytest.mark.workflow
 
@@ -133,20 +135,20 @@ def test_tiny_run_indexes_repacks_and_folds(tiny_run):
     assert (patients.groupby("patient_id")["fold"].nunique() == 1).all()  # no patient in two folds
     assert patients["patient_id"].nunique() < len(patients)  # and patients do have several images
 
-    manifest = read_manifest(tiny_run / "results" / "repack" / "siim" / "manifest.csv")
-    assert set(manifest["size"]) == set(tiny["repack"]["sizes"])
-    for row in manifest.itertuples():
-        assert (tiny_run / "results" / "repack" / "siim" / row.image).is_file()
-    stats = yaml.safe_load((tiny_run / "results" / "repack" / "siim" / "stats.json").read_text())
-    assert set(stats) == {str(s) for s in tiny["repack"]["sizes"]}
-    assert all(0.2 < entry["mean"] < 0.8 and 0.1 < entry["std"] < 0.4 for entry in stats.values())
+    layout = Layout(str(tiny_run / "results"))
+    for size in tiny["repack"]["sizes"]:  # one job, manifest and stats per size
+        manifest = read_manifest(layout.repack_manifest("siim", size))
+        assert set(manifest["size"]) == {size} and len(manifest) == len(index)
+        for row in manifest.itertuples():
+            assert (Path(layout.repack_root("siim")) / row.image).is_file()
+        stats = json.loads(Path(layout.repack_stats("siim", size)).read_text())
+        assert set(stats) == {str(size)}
+        assert 0.2 < stats[str(size)]["mean"] < 0.8 and 0.1 < stats[str(size)]["std"] < 0.4
 
     nih_index = pd.read_csv(tiny_run / "results" / "data" / "nih_index.csv", dtype=str)
     assert len(nih_index) == demo["nih_images"]
     assert nih_index.groupby("patient_id")["split"].nunique().max() == 1
-    nih_pngs = list(
-        (tiny_run / "results" / "repack" / "nih" / str(tiny["repack"]["nih_size"])).glob("*.png")
-    )
+    nih_pngs = list(Path(layout.repack_images("nih", tiny["repack"]["nih_size"])).glob("*.png"))
     assert len(nih_pngs) == demo["nih_images"]
 
 

@@ -1,19 +1,27 @@
-# Input functions and helpers shared by all rules, the only Python in the .smk files.
+# Input functions and helpers shared by all rules, the only Python in the .smk files. Every path
+# comes from ptxseg.layout; every rule's params are exactly the config keys its outputs depend on
+# (how-it-runs keys, the config's `runtime` section, are read by the scripts and rerun nothing).
+from ptxseg.layout import RESULTS as L, job_name
+from ptxseg.models.scaled_unet.compound import candidate_shape, candidates, source_size
 from ptxseg.recipes import member_names, recipe_for
 
-DEMO = "results/demo"
 # The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier: its rules
 # get this priority, so it starts before the segmenters take the cores.
 NIH_CHAIN_PRIORITY = 10
+N_FOLDS = config["folds"]["n_folds"]
+NORMALISATION = {
+    key: config["repack"][key]
+    for key in ("normalisation", "clahe_clip_limit", "clahe_tile_grid")
+}
 
 
 def siim_source():
     """Paths of the SIIM train/test DICOM folders and label file: the demo's or the user's."""
-    if config["data"]["source"] == "demo":
+    if config["data"]["source"] == "demo":  # the outputs of rule demo_siim
         return {
-            "train": f"{DEMO}/siim/dicom-images-train",
-            "test": f"{DEMO}/siim/dicom-images-test",
-            "rle": f"{DEMO}/siim/train-rle.csv",
+            "train": rules.demo_siim.output.train,
+            "test": rules.demo_siim.output.test,
+            "rle": rules.demo_siim.output.rle,
         }
     siim = config["data"]["siim"]
     return {
@@ -25,10 +33,8 @@ def siim_source():
 
 def nih_source():
     if config["data"]["source"] == "demo":
-        return {
-            "images": f"{DEMO}/nih/images",
-            "labels": f"{DEMO}/nih/Data_Entry_2017.csv",
-        }
+        demo = L.demo("nih")
+        return {"images": f"{demo}/images", "labels": f"{demo}/Data_Entry_2017.csv"}
     nih = config["data"]["nih"]
     return {"images": nih["image_dir"], "labels": nih["labels_csv"]}
 
@@ -40,12 +46,20 @@ def resources_of(name):
     return merged
 
 
+def siim_repack(size):
+    """The manifest and stats of one SIIM repack size, as a training or prediction input."""
+    return {
+        "manifest": L.repack_manifest("siim", size),
+        "stats": L.repack_stats("siim", size),
+    }
+
+
 def data_targets():
     return [
-        "results/data/siim_folds.csv",
-        "results/repack/siim/stats.json",
-        "results/repack/nih/stats.json",
-        "results/data/nih_pretrain_index.csv",
+        L.data("siim_folds.csv"),
+        *[L.repack_stats("siim", size) for size in config["repack"]["sizes"]],
+        L.repack_stats("nih", config["repack"]["nih_size"]),
+        L.data("nih_pretrain_index.csv"),
     ]
 
 
@@ -71,52 +85,92 @@ def arch_params(stage):
 def classifier_init(wildcards):
     """The NIH-pretrained weights a classifier starts from, when its config says 'nih'."""
     if config["classify"]["archs"][wildcards.arch]["weights"] == "nih":
-        return f"results/pretrain/{wildcards.arch}/model_best.pt"
+        return L.model("pretrain", wildcards.arch, None, "best")
     return []
 
 
-def fold_targets(stage, kind_dir, outputs):
-    return expand(
-        f"results/{kind_dir}/{{arch}}/fold{{fold}}/{outputs}",
-        arch=list(config[stage]["archs"]),
-        fold=range(config["folds"]["n_folds"]),
-    )
+def fold_targets(stage, name):
+    """One file of every fold model of the stage's architectures."""
+    return [
+        L.fold_file(stage, arch, fold, name)
+        for arch in config[stage]["archs"]
+        for fold in range(N_FOLDS)
+    ]
 
 
 def train_targets():
     return (
-        expand("results/pretrain/{arch}/summary.json", arch=config["pretrain"]["archs"])
-        + fold_targets("classify", "classify", "summary.json")
-        + fold_targets("segment", "segment", "summary.json")
+        [L.pretrain_file(arch, "summary.json") for arch in config["pretrain"]["archs"]]
+        + fold_targets("classify", "summary.json")
+        + fold_targets("segment", "summary.json")
     )
 
 
 def ensemble_targets():
-    return [
-        "results/ensemble/ensemble.json",
-        "results/submission.csv",
-        "results/report.html",
-    ]
+    return [L.ensemble("ensemble.json"), L.submission, L.report]
 
 
 def fold_models(stage):
-    """Every kept model file of every fold of the job's architecture."""
-    kind_dir = {"classify": "classify", "segment": "segment"}[stage]
+    """Every ensemble member's model file of every fold of the job's architecture."""
 
     def models(wildcards):
-        return expand(
-            f"results/{kind_dir}/{wildcards.arch}/fold{{fold}}/model_{{member}}.pt",
-            fold=range(config["folds"]["n_folds"]),
-            member=config["ensemble"]["members"][stage],
-        )
+        return [
+            L.model(stage, wildcards.arch, fold, member)
+            for fold in range(N_FOLDS)
+            for member in config["ensemble"]["members"][stage]
+        ]
 
     return models
 
 
-def scaling_candidates():
-    """B0 and the grid points that meet the FLOPs constraint (ptxseg.scaling, without torch)."""
-    from ptxseg.scaling import candidates
+def segmenter_test_maps():
+    """Every fold's test maps of every segmenter (what the submission blends)."""
+    return [
+        L.test_maps(arch, fold)
+        for arch in config["segment"]["archs"]
+        for fold in range(N_FOLDS)
+    ]
 
+
+def benchmarks_for_report():
+    """The benchmark file of every job of `all` before the report (its run-time section)."""
+    names = {
+        "demo_siim": ["demo_siim"] if config["data"]["source"] == "demo" else [],
+        "demo_nih": ["demo_nih"] if config["data"]["source"] == "demo" else [],
+        "index_siim": ["index_siim"],
+        "folds_siim": ["folds_siim"],
+        "repack_siim": [str(size) for size in config["repack"]["sizes"]],
+        "fingerprint_siim": ["fingerprint_siim"],
+        "index_nih": ["index_nih"],
+        "repack_nih": [str(config["repack"]["nih_size"])],
+        "exclude_siim_from_nih": ["exclude_siim_from_nih"],
+        "pretrain_nih": list(config["pretrain"]["archs"]),
+        "train_classifier": fold_job_names("classify"),
+        "train_segmenter": fold_job_names("segment"),
+        "predict_classifier": list(config["classify"]["archs"]),
+        "predict_segmenter": list(config["segment"]["archs"]),
+        "ensemble": ["ensemble"],
+        "submission": ["submission"],
+    }
+    return [L.benchmark(rule, name) for rule, jobs in names.items() for name in jobs]
+
+
+def fold_job_names(stage):
+    return [
+        job_name(arch, fold)
+        for arch in config[stage]["archs"]
+        for fold in range(N_FOLDS)
+    ]
+
+
+def scaling_candidates():
+    """B0 and the grid points that meet the FLOPs constraint (torch-free compound maths)."""
     scaling = config["scaling"]
     grid = candidates(scaling["grid"], scaling["target"], scaling["tolerance"])
     return ["b0"] + [candidate.name for candidate in grid]
+
+
+def scaling_repack(wildcards):
+    """The repack a scaling candidate reads: the smallest of repack.sizes at least its resolution."""
+    resolution = candidate_shape(wildcards.candidate, config["scaling"])[2]
+    return siim_repack(source_size(resolution, config["repack"]["sizes"]))

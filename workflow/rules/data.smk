@@ -3,14 +3,14 @@
 
 rule demo_siim:
     output:
-        train=directory(f"{DEMO}/siim/dicom-images-train"),
-        test=directory(f"{DEMO}/siim/dicom-images-test"),
-        rle=f"{DEMO}/siim/train-rle.csv",
-        test_rle=f"{DEMO}/siim/test-rle.csv",
+        train=directory(f"{L.demo('siim')}/dicom-images-train"),
+        test=directory(f"{L.demo('siim')}/dicom-images-test"),
+        rle=f"{L.demo('siim')}/train-rle.csv",
+        test_rle=f"{L.demo('siim')}/test-rle.csv",
     log:
-        "results/logs/demo_siim/demo_siim.log",
+        L.log("demo_siim", "demo_siim"),
     benchmark:
-        "results/benchmarks/demo_siim/demo_siim.tsv"
+        L.benchmark("demo_siim", "demo_siim")
     conda:
         "../../envs/ptxseg.yaml"
     threads: resources_of("demo")["threads"]
@@ -26,14 +26,14 @@ rule demo_siim:
 
 rule demo_nih:
     output:
-        images=directory(f"{DEMO}/nih/images"),
-        labels=f"{DEMO}/nih/Data_Entry_2017.csv",
+        images=directory(f"{L.demo('nih')}/images"),
+        labels=f"{L.demo('nih')}/Data_Entry_2017.csv",
         # Which NIH images are copies of SIIM images: the answer key of exclude_siim_from_nih.
-        copies=f"{DEMO}/nih/siim_copies.csv",
+        copies=f"{L.demo('nih')}/siim_copies.csv",
     log:
-        "results/logs/demo_nih/demo_nih.log",
+        L.log("demo_nih", "demo_nih"),
     benchmark:
-        "results/benchmarks/demo_nih/demo_nih.tsv"
+        L.benchmark("demo_nih", "demo_nih")
     priority: NIH_CHAIN_PRIORITY
     conda:
         "../../envs/ptxseg.yaml"
@@ -52,13 +52,13 @@ rule index_siim:
     input:
         **siim_source(),
     output:
-        index="results/data/siim_index.csv",
+        index=L.data("siim_index.csv"),
     log:
         # A log, not an output: Snakemake keeps it when the job fails on rejects.
-        rejects="results/data/siim_rejects.csv",
-        log="results/logs/index_siim/index_siim.log",
+        rejects=L.data("siim_rejects.csv"),
+        log=L.log("index_siim", "index_siim"),
     benchmark:
-        "results/benchmarks/index_siim/index_siim.tsv"
+        L.benchmark("index_siim", "index_siim")
     conda:
         "../../envs/ptxseg.yaml"
     threads: resources_of("index")["threads"]
@@ -73,13 +73,13 @@ rule index_siim:
 
 rule folds_siim:
     input:
-        index="results/data/siim_index.csv",
+        index=L.data("siim_index.csv"),
     output:
-        folds="results/data/siim_folds.csv",
+        folds=L.data("siim_folds.csv"),
     log:
-        "results/logs/folds_siim/folds_siim.log",
+        L.log("folds_siim", "folds_siim"),
     benchmark:
-        "results/benchmarks/folds_siim/folds_siim.tsv"
+        L.benchmark("folds_siim", "folds_siim")
     conda:
         "../../envs/ptxseg.yaml"
     resources:
@@ -92,21 +92,21 @@ rule folds_siim:
         "../scripts/folds_siim.py"
 
 
+# One job per size: adding a size repacks that size and nothing else.
 rule repack_siim:
     input:
-        index="results/data/siim_index.csv",
+        index=L.data("siim_index.csv"),
         rle=siim_source()["rle"],
     output:
-        images=directory(
-            expand("results/repack/siim/{size}", size=config["repack"]["sizes"])
-        ),
-        manifest="results/repack/siim/manifest.csv",
-        stats="results/repack/siim/stats.json",
-        fingerprints="results/repack/siim/fingerprints.npy",
+        images=directory(L.repack_images("siim", "{size}")),
+        manifest=L.repack_manifest("siim", "{size}"),
+        stats=L.repack_stats("siim", "{size}"),
     log:
-        "results/logs/repack_siim/repack_siim.log",
+        L.log("repack_siim", "{size}"),
     benchmark:
-        "results/benchmarks/repack_siim/repack_siim.tsv"
+        L.benchmark("repack_siim", "{size}")
+    wildcard_constraints:
+        size=r"\d+",
     conda:
         "../../envs/ptxseg.yaml"
     threads: resources_of("repack")["threads"]
@@ -114,21 +114,41 @@ rule repack_siim:
         mem_mb=resources_of("repack")["mem_mb"],
         runtime=resources_of("repack")["runtime"],
     params:
-        repack=config["repack"],
+        normalisation=NORMALISATION,
     script:
         "../scripts/repack_siim.py"
+
+
+# Content fingerprints of the SIIM DICOMs (train and test), to find them among the NIH images.
+rule fingerprint_siim:
+    input:
+        index=L.data("siim_index.csv"),
+    output:
+        fingerprints=L.fingerprints("siim"),
+    log:
+        L.log("fingerprint_siim", "fingerprint_siim"),
+    benchmark:
+        L.benchmark("fingerprint_siim", "fingerprint_siim")
+    conda:
+        "../../envs/ptxseg.yaml"
+    threads: resources_of("repack")["threads"]
+    resources:
+        mem_mb=resources_of("repack")["mem_mb"],
+        runtime=resources_of("repack")["runtime"],
+    script:
+        "../scripts/fingerprint_siim.py"
 
 
 rule index_nih:
     input:
         **nih_source(),
     output:
-        index="results/data/nih_index.csv",
+        index=L.data("nih_index.csv"),
     log:
-        rejects="results/data/nih_rejects.csv",
-        log="results/logs/index_nih/index_nih.log",
+        rejects=L.data("nih_rejects.csv"),
+        log=L.log("index_nih", "index_nih"),
     benchmark:
-        "results/benchmarks/index_nih/index_nih.tsv"
+        L.benchmark("index_nih", "index_nih")
     priority: NIH_CHAIN_PRIORITY
     conda:
         "../../envs/ptxseg.yaml"
@@ -145,16 +165,16 @@ rule index_nih:
 
 rule repack_nih:
     input:
-        index="results/data/nih_index.csv",
+        index=L.data("nih_index.csv"),
     output:
-        images=directory(f"results/repack/nih/{config['repack']['nih_size']}"),
-        manifest="results/repack/nih/manifest.csv",
-        stats="results/repack/nih/stats.json",
-        fingerprints="results/repack/nih/fingerprints.npy",
+        images=directory(L.repack_images("nih", config["repack"]["nih_size"])),
+        manifest=L.repack_manifest("nih", config["repack"]["nih_size"]),
+        stats=L.repack_stats("nih", config["repack"]["nih_size"]),
+        fingerprints=L.fingerprints("nih"),
     log:
-        "results/logs/repack_nih/repack_nih.log",
+        L.log("repack_nih", str(config["repack"]["nih_size"])),
     benchmark:
-        "results/benchmarks/repack_nih/repack_nih.tsv"
+        L.benchmark("repack_nih", str(config["repack"]["nih_size"]))
     priority: NIH_CHAIN_PRIORITY
     conda:
         "../../envs/ptxseg.yaml"
@@ -163,7 +183,8 @@ rule repack_nih:
         mem_mb=resources_of("repack")["mem_mb"],
         runtime=resources_of("repack")["runtime"],
     params:
-        repack=config["repack"],
+        size=config["repack"]["nih_size"],
+        normalisation=NORMALISATION,
     script:
         "../scripts/repack_nih.py"
 
@@ -171,16 +192,16 @@ rule repack_nih:
 # NIH images that are SIIM images (train or test), matched by content, leave the pretraining set.
 rule exclude_siim_from_nih:
     input:
-        index="results/data/nih_index.csv",
-        nih="results/repack/nih/fingerprints.npy",
-        siim="results/repack/siim/fingerprints.npy",
+        index=L.data("nih_index.csv"),
+        nih=L.fingerprints("nih"),
+        siim=L.fingerprints("siim"),
     output:
-        overlap="results/data/nih_siim_overlap.csv",
-        index="results/data/nih_pretrain_index.csv",
+        overlap=L.data("nih_siim_overlap.csv"),
+        index=L.data("nih_pretrain_index.csv"),
     log:
-        "results/logs/exclude_siim_from_nih/exclude_siim_from_nih.log",
+        L.log("exclude_siim_from_nih", "exclude_siim_from_nih"),
     benchmark:
-        "results/benchmarks/exclude_siim_from_nih/exclude_siim_from_nih.tsv"
+        L.benchmark("exclude_siim_from_nih", "exclude_siim_from_nih")
     priority: NIH_CHAIN_PRIORITY
     conda:
         "../../envs/ptxseg.yaml"

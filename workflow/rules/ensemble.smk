@@ -4,15 +4,14 @@
 
 rule predict_classifier:
     input:
+        **siim_repack(config["classify"]["size"]),
         models=fold_models("classify"),
-        manifest="results/repack/siim/manifest.csv",
-        stats="results/repack/siim/stats.json",
     output:
-        probabilities="results/predict/classify/{arch}/test.csv",
+        probabilities=L.test_probabilities("{arch}"),
     log:
-        "results/logs/predict_classifier/{arch}.log",
+        L.log("predict_classifier", job_name("{arch}")),
     benchmark:
-        "results/benchmarks/predict_classifier/{arch}.tsv"
+        L.benchmark("predict_classifier", job_name("{arch}"))
     wildcard_constraints:
         arch="|".join(config["classify"]["archs"]) or "none",
     conda:
@@ -24,27 +23,22 @@ rule predict_classifier:
         gpu=resources_of("predict").get("gpu", 0),
     params:
         size=config["classify"]["size"],
-        runtime=config["train"],
-        members=config["ensemble"]["members"]["classify"],
+        train=config["train"],
     script:
         "../scripts/predict_test.py"
 
 
 rule predict_segmenter:
     input:
+        **siim_repack(config["segment"]["size"]),
         models=fold_models("segment"),
-        manifest="results/repack/siim/manifest.csv",
-        stats="results/repack/siim/stats.json",
     output:
-        maps=expand(
-            "results/predict/segment/{{arch}}/fold{fold}.h5",
-            fold=range(config["folds"]["n_folds"]),
-        ),
-        ids="results/predict/segment/{arch}/ids.csv",
+        maps=[L.test_maps("{arch}", fold) for fold in range(N_FOLDS)],
+        ids=L.test_ids("{arch}"),
     log:
-        "results/logs/predict_segmenter/{arch}.log",
+        L.log("predict_segmenter", job_name("{arch}")),
     benchmark:
-        "results/benchmarks/predict_segmenter/{arch}.tsv"
+        L.benchmark("predict_segmenter", job_name("{arch}"))
     wildcard_constraints:
         arch="|".join(config["segment"]["archs"]) or "none",
     conda:
@@ -56,30 +50,36 @@ rule predict_segmenter:
         gpu=resources_of("predict").get("gpu", 0),
     params:
         size=config["segment"]["size"],
-        runtime=config["train"],
-        members=config["ensemble"]["members"]["segment"],
+        train=config["train"],
     script:
         "../scripts/predict_test.py"
 
 
 rule ensemble:
     input:
-        classifiers=fold_targets("classify", "classify", "oof.csv"),
-        segmenters=fold_targets("segment", "segment", "summary.json"),
-        manifest="results/repack/siim/manifest.csv",
-        stats="results/repack/siim/stats.json",
-        index="results/data/siim_index.csv",
+        classifiers=fold_targets("classify", "oof.csv"),
+        segmenters=fold_targets("segment", "oof_ids.csv"),
+        segmenter_maps=[
+            L.oof_maps(arch, fold, member)
+            for arch in config["segment"]["archs"]
+            for fold in range(N_FOLDS)
+            for member in stage_members("segment")
+        ],
+        manifest=L.repack_manifest("siim", config["segment"]["size"]),
+        stats=L.repack_stats("siim", config["segment"]["size"]),
+        classify_stats=L.repack_stats("siim", config["classify"]["size"]),
+        index=L.data("siim_index.csv"),
         rle=siim_source()["rle"],
     output:
-        ensemble="results/ensemble/ensemble.json",
-        scores="results/ensemble/scores.csv",
-        grid="results/ensemble/threshold_search.csv",
-        images="results/ensemble/oof_images.csv",
-        maps="results/ensemble/oof_blend.h5",
+        ensemble=L.ensemble("ensemble.json"),
+        scores=L.ensemble("scores.csv"),
+        grid=L.ensemble("threshold_search.csv"),
+        images=L.ensemble("oof_images.csv"),
+        maps=L.ensemble("oof_blend.h5"),
     log:
-        "results/logs/ensemble/ensemble.log",
+        L.log("ensemble", "ensemble"),
     benchmark:
-        "results/benchmarks/ensemble/ensemble.tsv"
+        L.benchmark("ensemble", "ensemble")
     conda:
         "../../envs/ptxseg.yaml"
     threads: resources_of("ensemble")["threads"]
@@ -90,10 +90,11 @@ rule ensemble:
         ensemble=config["ensemble"],
         classify_archs=list(config["classify"]["archs"]),
         segment_archs=list(config["segment"]["archs"]),
-        n_folds=config["folds"]["n_folds"],
+        n_folds=N_FOLDS,
+        kept=stage_members("segment"),
         size=config["segment"]["size"],
         classify_size=config["classify"]["size"],
-        repack=config["repack"],
+        normalisation=NORMALISATION,
         tta=config["train"]["tta"],
     script:
         "../scripts/ensemble.py"
@@ -101,22 +102,17 @@ rule ensemble:
 
 rule submission:
     input:
-        ensemble="results/ensemble/ensemble.json",
-        index="results/data/siim_index.csv",
-        classifiers=expand(
-            "results/predict/classify/{arch}/test.csv",
-            arch=list(config["classify"]["archs"]),
-        ),
-        segmenters=expand(
-            "results/predict/segment/{arch}/ids.csv",
-            arch=list(config["segment"]["archs"]),
-        ),
+        ensemble=L.ensemble("ensemble.json"),
+        index=L.data("siim_index.csv"),
+        classifiers=[L.test_probabilities(arch) for arch in config["classify"]["archs"]],
+        segmenter_ids=[L.test_ids(arch) for arch in config["segment"]["archs"]],
+        segmenter_maps=segmenter_test_maps(),
     output:
-        submission="results/submission.csv",
+        submission=L.submission,
     log:
-        "results/logs/submission/submission.log",
+        L.log("submission", "submission"),
     benchmark:
-        "results/benchmarks/submission/submission.tsv"
+        L.benchmark("submission", "submission")
     conda:
         "../../envs/ptxseg.yaml"
     threads: 1
@@ -124,6 +120,8 @@ rule submission:
         mem_mb=resources_of("ensemble")["mem_mb"],
         runtime=resources_of("ensemble")["runtime"],
     params:
-        n_folds=config["folds"]["n_folds"],
+        classify_archs=list(config["classify"]["archs"]),
+        segment_archs=list(config["segment"]["archs"]),
+        n_folds=N_FOLDS,
     script:
         "../scripts/submission.py"

@@ -1,34 +1,44 @@
 # The report: one self-contained HTML page of the whole run (data, training, OOF scores, blend,
 # threshold search, example predictions, run times). `snakemake --cores all results/report.html`.
+# It declares every file it reads, so that it reruns whenever one of them changes.
 
 
 rule report:
     input:
-        submission="results/submission.csv",
-        ensemble="results/ensemble/ensemble.json",
-        images="results/ensemble/oof_images.csv",
-        maps="results/ensemble/oof_blend.h5",
-        scores="results/ensemble/scores.csv",
-        folds="results/data/siim_folds.csv",
-        nih="results/data/nih_index.csv",
-        nih_pretrain="results/data/nih_pretrain_index.csv",
-        overlap="results/data/nih_siim_overlap.csv",
-        pretrain=expand(
-            "results/pretrain/{arch}/summary.json", arch=config["pretrain"]["archs"]
-        ),
+        submission=L.submission,
+        ensemble=L.ensemble("ensemble.json"),
+        scores=L.ensemble("scores.csv"),
+        grid=L.ensemble("threshold_search.csv"),
+        images=L.ensemble("oof_images.csv"),
+        maps=L.ensemble("oof_blend.h5"),
+        index=L.data("siim_index.csv"),
+        rejects=L.data("siim_rejects.csv"),
+        folds=L.data("siim_folds.csv"),
+        nih=L.data("nih_index.csv"),
+        nih_pretrain=L.data("nih_pretrain_index.csv"),
+        overlap=L.data("nih_siim_overlap.csv"),
+        stats=[L.repack_stats("siim", size) for size in config["repack"]["sizes"]],
+        manifests=[
+            L.repack_manifest("siim", size)
+            for size in sorted({*config["repack"]["sizes"], config["segment"]["size"]})
+        ],
+        metrics=[
+            L.pretrain_file(arch, "metrics.csv")
+            for arch in config["pretrain"]["archs"]
+        ]
+        + fold_targets("classify", "metrics.csv")
+        + fold_targets("segment", "metrics.csv"),
+        benchmarks=benchmarks_for_report(),
     output:
-        html="results/report.html",
+        html=L.report,
     log:
-        "results/logs/report/report.log",
+        L.log("report", "report"),
     benchmark:
-        "results/benchmarks/report/report.tsv"
+        L.benchmark("report", "report")
     conda:
         "../../envs/ptxseg.yaml"
     resources:
         mem_mb=resources_of("default")["mem_mb"],
         runtime=resources_of("default")["runtime"],
-    params:
-        # The results folder, derived from the output so that the rule works from any folder.
-        results=lambda wildcards, output: os.path.dirname(output.html),
     script:
         "../scripts/report.py"

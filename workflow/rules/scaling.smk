@@ -1,22 +1,23 @@
 # Compound scaling search (EfficientNet-style) of a U-Net: every candidate is its own job, so a
 # cluster trains them side by side. Target: results/scaling/summary.csv (not part of 'all').
+# A candidate's score depends on ensemble.grid (its triplet is tuned on its own maps), so widening
+# the grid reruns the candidates too.
 
 
 rule scaling_candidate:
     input:
-        folds="results/data/siim_folds.csv",
-        manifest="results/repack/siim/manifest.csv",
-        stats="results/repack/siim/stats.json",
-        index="results/data/siim_index.csv",
+        unpack(scaling_repack),
+        folds=L.data("siim_folds.csv"),
+        index=L.data("siim_index.csv"),
         rle=siim_source()["rle"],
     output:
-        row="results/scaling/{candidate}/row.json",
-        model="results/scaling/{candidate}/model_best.pt",
-        metrics="results/scaling/{candidate}/metrics.csv",
+        row=L.scaling_candidate("{candidate}", "row.json"),
+        model=L.scaling_candidate("{candidate}", "model_best.pt"),
+        metrics=L.scaling_candidate("{candidate}", "metrics.csv"),
     log:
-        "results/logs/scaling_candidate/{candidate}.log",
+        L.log("scaling_candidate", "{candidate}"),
     benchmark:
-        "results/benchmarks/scaling_candidate/{candidate}.tsv"
+        L.benchmark("scaling_candidate", "{candidate}")
     wildcard_constraints:
         candidate="|".join(scaling_candidates()),
     conda:
@@ -27,12 +28,13 @@ rule scaling_candidate:
         runtime=resources_of("train")["runtime"],
         gpu=resources_of("train").get("gpu", 0),
     params:
-        scaling=config["scaling"],
-        sizes=config["repack"]["sizes"],
+        scaling={
+            key: value for key, value in config["scaling"].items() if key != "phis"
+        },
         seed=config["seed"],
-        runtime=config["train"],
+        train=config["train"],
         grid=config["ensemble"]["grid"],
-        state="results/checkpoints/scaling/{candidate}.pt",
+        state=L.training_state("scaling", "{candidate}"),
     script:
         "../scripts/scaling_candidate.py"
 
@@ -40,17 +42,19 @@ rule scaling_candidate:
 rule scaling_summary:
     input:
         rows=expand(
-            "results/scaling/{candidate}/row.json", candidate=scaling_candidates()
+            L.scaling_candidate("{candidate}", "row.json"),
+            candidate=scaling_candidates(),
         ),
     output:
-        summary="results/scaling/summary.csv",
-        plot="results/scaling/score_vs_flops.png",
-        best="results/scaling/best.yaml",
-        search="results/scaling/search.json",
+        summary=L.scaling("summary.csv"),
+        plot=L.scaling("score_vs_flops.png"),
+        best=L.scaling("best.yaml"),
+        search=L.scaling("search.json"),
+        report=L.scaling("report.html"),
     log:
-        "results/logs/scaling_summary/scaling_summary.log",
+        L.log("scaling_summary", "scaling_summary"),
     benchmark:
-        "results/benchmarks/scaling_summary/scaling_summary.tsv"
+        L.benchmark("scaling_summary", "scaling_summary")
     conda:
         "../../envs/ptxseg.yaml"
     resources:

@@ -6,18 +6,18 @@
 rule pretrain_nih:
     input:
         # The NIH index without the NIH images that are SIIM images (rule exclude_siim_from_nih).
-        index="results/data/nih_pretrain_index.csv",
-        overlap="results/data/nih_siim_overlap.csv",
-        manifest="results/repack/nih/manifest.csv",
-        stats="results/repack/nih/stats.json",
+        index=L.data("nih_pretrain_index.csv"),
+        overlap=L.data("nih_siim_overlap.csv"),
+        manifest=L.repack_manifest("nih", config["repack"]["nih_size"]),
+        stats=L.repack_stats("nih", config["repack"]["nih_size"]),
     output:
-        model="results/pretrain/{arch}/model_best.pt",
-        metrics="results/pretrain/{arch}/metrics.csv",
-        summary="results/pretrain/{arch}/summary.json",
+        model=L.model("pretrain", "{arch}", None, "best"),
+        metrics=L.pretrain_file("{arch}", "metrics.csv"),
+        summary=L.pretrain_file("{arch}", "summary.json"),
     log:
-        "results/logs/pretrain_nih/{arch}.log",
+        L.log("pretrain_nih", job_name("{arch}")),
     benchmark:
-        "results/benchmarks/pretrain_nih/{arch}.tsv"
+        L.benchmark("pretrain_nih", job_name("{arch}"))
     wildcard_constraints:
         arch="|".join(config["pretrain"]["archs"]) or "none",
     priority: NIH_CHAIN_PRIORITY
@@ -33,31 +33,29 @@ rule pretrain_nih:
         exclude_findings=config["pretrain"]["exclude_findings"],
         size=config["repack"]["nih_size"],
         seed=config["seed"],
-        runtime=config["train"],
-        weights_dir=config["models"]["weights_dir"],
-        state="results/checkpoints/pretrain/{arch}.pt",
+        train=config["train"],
+        state=L.training_state("pretrain", "{arch}"),
     script:
         "../scripts/pretrain_nih.py"
 
 
 rule train_classifier:
     input:
-        folds="results/data/siim_folds.csv",
-        manifest="results/repack/siim/manifest.csv",
-        stats="results/repack/siim/stats.json",
+        **siim_repack(config["classify"]["size"]),
+        folds=L.data("siim_folds.csv"),
         init=classifier_init,
     output:
         models=expand(
-            "results/classify/{{arch}}/fold{{fold}}/model_{member}.pt",
+            L.model("classify", "{{arch}}", "{{fold}}", "{member}"),
             member=stage_members("classify"),
         ),
-        oof="results/classify/{arch}/fold{fold}/oof.csv",
-        metrics="results/classify/{arch}/fold{fold}/metrics.csv",
-        summary="results/classify/{arch}/fold{fold}/summary.json",
+        oof=L.fold_file("classify", "{arch}", "{fold}", "oof.csv"),
+        metrics=L.fold_file("classify", "{arch}", "{fold}", "metrics.csv"),
+        summary=L.fold_file("classify", "{arch}", "{fold}", "summary.json"),
     log:
-        "results/logs/train_classifier/{arch}_fold{fold}.log",
+        L.log("train_classifier", job_name("{arch}", "{fold}")),
     benchmark:
-        "results/benchmarks/train_classifier/{arch}_fold{fold}.tsv"
+        L.benchmark("train_classifier", job_name("{arch}", "{fold}"))
     wildcard_constraints:
         arch="|".join(config["classify"]["archs"]) or "none",
         fold=r"\d+",
@@ -72,35 +70,32 @@ rule train_classifier:
         arch=arch_params("classify"),
         size=config["classify"]["size"],
         seed=config["seed"],
-        runtime=config["train"],
-        weights_dir=config["models"]["weights_dir"],
-        state="results/checkpoints/classify/{arch}/fold{fold}.pt",
-        grid=None,
+        train=config["train"],
+        state=L.training_state("classify", "{arch}", "{fold}"),
     script:
         "../scripts/train_fold.py"
 
 
 rule train_segmenter:
     input:
-        folds="results/data/siim_folds.csv",
-        manifest="results/repack/siim/manifest.csv",
-        stats="results/repack/siim/stats.json",
+        **siim_repack(config["segment"]["size"]),
+        folds=L.data("siim_folds.csv"),
     output:
         models=expand(
-            "results/segment/{{arch}}/fold{{fold}}/model_{member}.pt",
+            L.model("segment", "{{arch}}", "{{fold}}", "{member}"),
             member=stage_members("segment"),
         ),
         oof=expand(
-            "results/segment/{{arch}}/fold{{fold}}/oof_{member}.h5",
+            L.oof_maps("{{arch}}", "{{fold}}", "{member}"),
             member=stage_members("segment"),
         ),
-        oof_ids="results/segment/{arch}/fold{fold}/oof_ids.csv",
-        metrics="results/segment/{arch}/fold{fold}/metrics.csv",
-        summary="results/segment/{arch}/fold{fold}/summary.json",
+        oof_ids=L.fold_file("segment", "{arch}", "{fold}", "oof_ids.csv"),
+        metrics=L.fold_file("segment", "{arch}", "{fold}", "metrics.csv"),
+        summary=L.fold_file("segment", "{arch}", "{fold}", "summary.json"),
     log:
-        "results/logs/train_segmenter/{arch}_fold{fold}.log",
+        L.log("train_segmenter", job_name("{arch}", "{fold}")),
     benchmark:
-        "results/benchmarks/train_segmenter/{arch}_fold{fold}.tsv"
+        L.benchmark("train_segmenter", job_name("{arch}", "{fold}"))
     wildcard_constraints:
         arch="|".join(config["segment"]["archs"]) or "none",
         fold=r"\d+",
@@ -115,9 +110,7 @@ rule train_segmenter:
         arch=arch_params("segment"),
         size=config["segment"]["size"],
         seed=config["seed"],
-        runtime=config["train"],
-        weights_dir=config["models"]["weights_dir"],
-        state="results/checkpoints/segment/{arch}/fold{fold}.pt",
-        grid=config["ensemble"]["grid"],
+        train=config["train"],
+        state=L.training_state("segment", "{arch}", "{fold}"),
     script:
         "../scripts/train_fold.py"

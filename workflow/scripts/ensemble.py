@@ -1,23 +1,19 @@
-from pathlib import Path
-
-from ptxseg.ensemble.search import Grid, preprocessing, run_search
+from ptxseg.data.repack import Normalisation
+from ptxseg.ensemble.search import Grid, oof_files, preprocessing, run_search
+from ptxseg.layout import RESULTS
 from ptxseg.logs import to_file
 
 if __name__ == "__main__":
     with to_file(snakemake.log[0]):
         p = snakemake.params
-        folds = range(p.n_folds)
+        classifiers, segmenters = oof_files(
+            RESULTS, p.classify_archs, p.segment_archs, p.n_folds, p.kept
+        )
         run_search(
-            classifiers={
-                a: {k: f"results/classify/{a}/fold{k}/oof.csv" for k in folds}
-                for a in p.classify_archs
-            },
-            segmenters={
-                a: {k: f"results/segment/{a}/fold{k}" for k in folds} for a in p.segment_archs
-            },
+            classifiers=classifiers,
+            segmenters=segmenters,
             members=p.ensemble["members"],
             manifest_csv=snakemake.input.manifest,
-            repack_root=Path(snakemake.input.manifest).parent,
             size=p.size,
             grid=Grid.from_config(p.ensemble["grid"]),
             rle_csv=snakemake.input.rle,
@@ -30,6 +26,11 @@ if __name__ == "__main__":
             out_images=snakemake.output.images,
             out_maps=snakemake.output.maps,
             preprocessing=preprocessing(
-                p.repack, snakemake.input.stats, p.size, p.classify_size, p.n_folds, p.tta
+                Normalisation.from_config(p.normalisation),
+                [snakemake.input.stats, snakemake.input.classify_stats],
+                p.size,
+                p.classify_size,
+                p.n_folds,
+                p.tta,
             ),
         )

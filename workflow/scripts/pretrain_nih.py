@@ -3,26 +3,25 @@ from pathlib import Path
 from ptxseg.logs import to_file
 from ptxseg.runtime.options import Runtime
 from ptxseg.train.run import pretrain_nih
+from ptxseg.train.settings import FitSettings
 
 # Guarded: the data rules start worker processes, which import this file again.
 if __name__ == "__main__":
     with to_file(snakemake.log[0]):
-        p = snakemake.params
+        p, config = snakemake.params, snakemake.config  # config: only its how-it-runs keys
+        runtime = Runtime.from_config(config["runtime"], p.train, snakemake.threads)
         pretrain_nih(
             arch=snakemake.wildcards.arch,
             nih_index=snakemake.input.index,
             manifest_csv=snakemake.input.manifest,
-            repack_root=Path(snakemake.input.manifest).parent,
             stats_json=snakemake.input.stats,
             size=p.size,
-            recipe=p.arch["recipe"],
+            settings=FitSettings.from_config(p.arch["recipe"], p.seed, runtime),
             weights=p.arch["weights"],
             options=p.arch["options"],
-            weights_dir=p.weights_dir,
+            weights_dir=config["models"]["weights_dir"],
             out_dir=Path(snakemake.output.model).parent,
             state_path=p.state,
-            seed=p.seed,
-            runtime=Runtime.from_config(p.runtime, snakemake.threads),
             exclude_findings=p.exclude_findings,
             siim_overlap_csv=snakemake.input.overlap,
         )

@@ -6,14 +6,11 @@ from ptxseg.logs import to_file
 # Guarded: the data rules start worker processes, which import this file again.
 if __name__ == "__main__":
     with to_file(snakemake.log[0]):
-        repack = snakemake.params.repack
         repack_nih(
             snakemake.input.index,
             out_root=Path(snakemake.output.manifest).parent,
-            size=repack["nih_size"],
-            params=Normalisation(
-                repack["normalisation"], repack["clahe_clip_limit"], repack["clahe_tile_grid"]
-            ),
+            size=snakemake.params.size,
+            params=Normalisation.from_config(snakemake.params.normalisation),
             manifest_path=snakemake.output.manifest,
             stats_path=snakemake.output.stats,
             workers=snakemake.threads,

@@ -3,28 +3,22 @@ from pathlib import Path
 from ptxseg.logs import to_file
 from ptxseg.runtime.options import Runtime
 from ptxseg.train.scaling_job import train_candidate
+from ptxseg.train.settings import FitSettings
 
 if __name__ == "__main__":
     with to_file(snakemake.log[0]):
-        p = snakemake.params
+        p, config = snakemake.params, snakemake.config  # config: only its how-it-runs keys
+        runtime = Runtime.from_config(config["runtime"], p.train, snakemake.threads)
         train_candidate(
             name=snakemake.wildcards.candidate,
-            grid=p.scaling["grid"],
-            target=p.scaling["target"],
-            tolerance=p.scaling["tolerance"],
-            base_resolution=p.scaling["base_resolution"],
-            repack_sizes=p.sizes,
-            fold=p.scaling["fold"],
+            scaling=p.scaling,
             folds_csv=snakemake.input.folds,
             manifest_csv=snakemake.input.manifest,
-            repack_root=Path(snakemake.input.manifest).parent,
             stats_json=snakemake.input.stats,
-            recipe=p.scaling["recipe"],
+            settings=FitSettings.from_config(p.scaling["recipe"], p.seed, runtime),
             out_dir=Path(snakemake.output.row).parent,
             state_path=p.state,
-            seed=p.seed,
-            runtime=Runtime.from_config(p.runtime, snakemake.threads),
-            tuning_grid=p.grid,
             rle_csv=snakemake.input.rle,
             index_csv=snakemake.input.index,
+            tuning_grid=p.grid,
         )

@@ -1,15 +1,18 @@
 from ptxseg.logs import to_file
+from ptxseg.report.build import build_scaling_report
 from ptxseg.report.scaling import write_summary
 
 if __name__ == "__main__":
     with to_file(snakemake.log[0]):
+        p, out = snakemake.params, snakemake.output
         write_summary(
             snakemake.input.rows,
-            snakemake.params.base_resolution,
-            snakemake.params.phis,
-            snakemake.params.grid,
-            snakemake.output.summary,
-            snakemake.output.plot,
-            snakemake.output.best,
-            snakemake.output.search,
+            p.base_resolution,
+            p.phis,
+            p.grid,
+            out.summary,
+            out.plot,
+            out.best,
+            out.search,
         )
+        build_scaling_report(out.summary, out.search, out.plot, out.report)

@@ -3,28 +3,25 @@ from pathlib import Path
 from ptxseg.logs import to_file
 from ptxseg.runtime.options import Runtime
 from ptxseg.train.run import train_fold
+from ptxseg.train.settings import FitSettings
 
 # Guarded: the data rules start worker processes, which import this file again.
 if __name__ == "__main__":
     with to_file(snakemake.log[0]):
-        p = snakemake.params
-        weights = p.arch["weights"]
+        p, config = snakemake.params, snakemake.config  # config: only its how-it-runs keys
+        runtime = Runtime.from_config(config["runtime"], p.train, snakemake.threads)
         train_fold(
             kind="classifier" if snakemake.rule == "train_classifier" else "segmenter",
             arch=snakemake.wildcards.arch,
             fold=int(snakemake.wildcards.fold),
             folds_csv=snakemake.input.folds,
             manifest_csv=snakemake.input.manifest,
-            repack_root=Path(snakemake.input.manifest).parent,
             stats_json=snakemake.input.stats,
             size=p.size,
-            recipe=p.arch["recipe"],
-            weights=snakemake.input.init if weights == "nih" else weights,
+            settings=FitSettings.from_config(p.arch["recipe"], p.seed, runtime),
+            weights=snakemake.input.init if p.arch["weights"] == "nih" else p.arch["weights"],
             options=p.arch["options"],
-            weights_dir=p.weights_dir,
+            weights_dir=config["models"]["weights_dir"],
             out_dir=Path(snakemake.output.summary).parent,
             state_path=p.state,
-            seed=p.seed,
-            runtime=Runtime.from_config(p.runtime, snakemake.threads),
-            tuning_grid=p.grid,
         )

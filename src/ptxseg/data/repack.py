@@ -38,6 +38,11 @@ class Normalisation:
     clip_limit: float = 2.0
     tile_grid: int = 8
 
+    @classmethod
+    def from_config(cls, repack: dict) -> Normalisation:
+        """From the config's ``repack`` section (or its normalisation keys)."""
+        return cls(repack["normalisation"], repack["clahe_clip_limit"], repack["clahe_tile_grid"])
+
     def __post_init__(self) -> None:
         if self.method not in NORMALISATIONS:
             raise ValueError(
@@ -234,6 +239,27 @@ def repack_siim(
     return run_repack(
         tasks, out_root, manifest_path, stats_path, workers, "train", fingerprints_path
     )
+
+
+def _fingerprint_dicom(path: str) -> np.ndarray:
+    return fingerprint(read_image(path)[0])
+
+
+def fingerprint_siim(
+    index_path: str | os.PathLike, fingerprints_path: str | os.PathLike, workers: int = 1
+) -> int:
+    """Every SIIM DICOM of the index (train and test) -> its content fingerprint, as the repack takes
+    it. A job of its own, not part of a repack size: adding a size then leaves the NIH chain alone."""
+    index = read_index(index_path)
+    table = fingerprint_table(index["image_id"].tolist(), index["split"].tolist(), 0)
+    contents = parallel_map(
+        _fingerprint_dicom, index["path"].tolist(), workers, desc="fingerprints"
+    )
+    for position, content in enumerate(contents):
+        table["fingerprint"][position] = content
+    write_fingerprints(fingerprints_path, table)
+    log.info("fingerprints of %d SIIM images -> %s", len(table), fingerprints_path)
+    return len(table)
 
 
 def repack_nih(

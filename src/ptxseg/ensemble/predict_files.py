@@ -27,6 +27,7 @@ from ptxseg.infer.test_set import load_member
 from ptxseg.io import atomic, rle
 from ptxseg.io.dicom import read_image
 from ptxseg.io.png import read_grey, write_png
+from ptxseg.layout import Layout
 from ptxseg.runtime.device import pick_device
 from ptxseg.runtime.predict import quantise_probabilities
 from ptxseg.scoring.thresholds import Cascade, binarise
@@ -47,8 +48,8 @@ class Ensemble:
 
     @classmethod
     def load(cls, results: str | os.PathLike, device: str = "auto") -> Ensemble:
-        results = Path(results)
-        path = results / "ensemble" / "ensemble.json"
+        layout = Layout(str(results))
+        path = Path(layout.ensemble("ensemble.json"))
         if not path.is_file():
             raise EnsembleNotFoundError(
                 f"{path} not found: train the ensemble first "
@@ -63,7 +64,7 @@ class Ensemble:
                 if weight <= 0:
                     continue
                 files = [
-                    results / stage / arch / f"fold{k}" / f"model_{m}.pt"
+                    Path(layout.model(stage, arch, k, m))
                     for k in range(config["preprocessing"]["n_folds"])
                     for m in config["members"][stage]
                 ]

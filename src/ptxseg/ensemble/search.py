@@ -23,18 +23,26 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from ptxseg.data.repack import read_manifest, resize_image, resize_mask
+from ptxseg.data.repack import Normalisation, read_manifest, resize_image, resize_mask
 from ptxseg.ensemble.blend import blend_uint8, search_weights, simplex_grid
 from ptxseg.grids import edge_warnings
 from ptxseg.io import atomic, maps
 from ptxseg.io.png import read_grey
+from ptxseg.layout import (
+    OOF_CSV,
+    OOF_IDS,
+    Layout,
+    oof_maps_file,
+    probability_column,
+    probability_members,
+)
 from ptxseg.scoring.native import NativeTruth, native_outcomes
 from ptxseg.scoring.thresholds import (
     Cascade,
@@ -105,18 +113,48 @@ class SegmenterOof:
         return blend_uint8(stacks, [1.0] * len(stacks))
 
 
-def segmenter_oof(arch: str, fold_dirs: dict[int, str | os.PathLike]) -> SegmenterOof:
-    folds = {}
-    for fold, directory in fold_dirs.items():
-        directory = Path(directory)
-        ids = pd.read_csv(directory / "oof_ids.csv", dtype={"image_id": str})["image_id"].tolist()
-        prefix = "oof_"
-        files = {
-            p.name[len(prefix) : -len(maps.SUFFIX)]: p
-            for p in sorted(directory.glob(f"{prefix}*{maps.SUFFIX}"))
+@dataclass(frozen=True)
+class SegmenterFold:
+    """The files of one segmenter fold job the search reads: its OOF image order and maps."""
+
+    ids_csv: Path
+    maps: dict[str, Path]  # kept member -> its OOF maps
+
+    @classmethod
+    def in_folder(cls, folder: str | os.PathLike, members: list[str]) -> SegmenterFold:
+        """The members' files in a fold job's folder, by the names ``ptxseg.layout`` gives them."""
+        return cls(Path(folder) / OOF_IDS, {m: Path(oof_maps_file(folder, m)) for m in members})
+
+
+def oof_files(
+    layout: Layout,
+    classify_archs: list[str],
+    segment_archs: list[str],
+    n_folds: int,
+    kept: list[str],
+) -> tuple[dict[str, dict[int, str]], dict[str, dict[int, SegmenterFold]]]:
+    """The OOF files of every fold job, where ``layout`` puts them: classifier CSVs and segmenter
+    files (of the ``kept`` members, each scored on its own as well)."""
+    classifiers = {
+        arch: {k: layout.fold_file("classify", arch, k, OOF_CSV) for k in range(n_folds)}
+        for arch in classify_archs
+    }
+    segmenters = {
+        arch: {
+            k: SegmenterFold.in_folder(layout.fold_dir("segment", arch, k), kept)
+            for k in range(n_folds)
         }
-        folds[fold] = (ids, files)
-    return SegmenterOof(arch, folds)
+        for arch in segment_archs
+    }
+    return classifiers, segmenters
+
+
+def segmenter_oof(arch: str, folds: dict[int, SegmenterFold]) -> SegmenterOof:
+    read = {}
+    for fold, files in folds.items():
+        ids = pd.read_csv(files.ids_csv, dtype={"image_id": str})["image_id"].tolist()
+        read[fold] = (ids, dict(files.maps))
+    return SegmenterOof(arch, read)
 
 
 def classifier_oof(fold_csvs: dict[int, str | os.PathLike], members: list[str]) -> pd.DataFrame:
@@ -124,14 +162,14 @@ def classifier_oof(fold_csvs: dict[int, str | os.PathLike], members: list[str]) 
     frames = []
     for fold, path in fold_csvs.items():
         table = pd.read_csv(path, dtype={"image_id": str})
-        missing = [m for m in members if f"prob_{m}" not in table]
+        missing = [m for m in members if probability_column(m) not in table]
         if missing:
             raise ValueError(f"{path}: no OOF column for member(s) {missing}")
         frame = table[["image_id", "has_pneumothorax"]].copy()
         frame["fold"] = fold
-        frame["probability"] = table[[f"prob_{m}" for m in members]].mean(axis=1)
-        for m in [c[5:] for c in table.columns if c.startswith("prob_")]:
-            frame[f"prob_{m}"] = table[f"prob_{m}"]
+        frame["probability"] = table[[probability_column(m) for m in members]].mean(axis=1)
+        for m in probability_members(table.columns):
+            frame[probability_column(m)] = table[probability_column(m)]
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
@@ -143,13 +181,11 @@ def _auc(labels, scores) -> float:
 class TruthMasks:
     """True masks of the OOF images at the segmenters' size, read from the repacked PNGs on request."""
 
-    def __init__(
-        self, manifest_csv: str | os.PathLike, repack_root: str | os.PathLike, size: int
-    ) -> None:
+    def __init__(self, manifest_csv: str | os.PathLike, size: int) -> None:
         manifest = read_manifest(manifest_csv)
         rows = manifest[(manifest["size"] == size) & (manifest["split"] == "train")]
         self.paths = dict(zip(rows["image_id"], rows["mask"], strict=True))
-        self.root = Path(repack_root)
+        self.root = Path(manifest_csv).parent  # the manifest's paths are relative to its folder
 
     def stack(self, image_ids: list[str]) -> np.ndarray:
         return np.stack([read_grey(self.root / self.paths[i]) > 127 for i in image_ids])
@@ -221,13 +257,36 @@ class OofLayout:
             position += len(ids)
 
 
+@dataclass(frozen=True)
+class SearchOutputs:
+    """Where the search writes: the choice, the score table, the cascade grid, the per-image
+    outcomes and the blended OOF maps."""
+
+    json: str | os.PathLike
+    scores: str | os.PathLike
+    grid: str | os.PathLike
+    images: str | os.PathLike
+    maps: str | os.PathLike
+
+
+@dataclass
+class SearchInputs:
+    """The OOF ground of the search, opened once: maps aligned over architectures, true masks at
+    the segmenters' size, the classifiers' OOF files and the label file for native scoring."""
+
+    oof: OofLayout
+    truth: TruthMasks
+    classifiers: dict[str, dict[int, str]]
+    native: NativeTruth
+    size: int
+
+
 def run_search(
     *,
     classifiers: dict[str, dict[int, str]],
-    segmenters: dict[str, dict[int, str]],
+    segmenters: dict[str, dict[int, SegmenterFold]],
     members: dict[str, list[str]],
     manifest_csv: str | os.PathLike,
-    repack_root: str | os.PathLike,
     size: int,
     grid: Grid,
     rle_csv: str | os.PathLike,
@@ -245,91 +304,123 @@ def run_search(
     """Choose weights and thresholds on OOF predictions; write them, the score table, the per-image
     outcomes and the blended OOF maps.
 
-    ``classifiers``/``segmenters``: architecture -> fold -> OOF file (classifier CSV) or folder.
-    ``members``: which kept models of each kind enter the ensemble ('classify', 'segment').
+    ``classifiers``: architecture -> fold -> OOF CSV; ``segmenters``: architecture -> fold -> its
+    files. ``members``: which kept models of each kind enter the ensemble ('classify', 'segment').
     ``rle_csv``/``index_csv``: the label file and the SIIM index, for the score at each image's
     own size.
     """
-    layout = OofLayout({arch: segmenter_oof(arch, dirs) for arch, dirs in segmenters.items()})
-    ids, archs = layout.ids, layout.archs
-    truth_masks = TruthMasks(manifest_csv, repack_root, size)
-    at_size = f"{size} px"
-    scores: list[dict] = []
-
-    # 1. classifiers
-    cls_weights, cls_probability, cls_rows = _classifier_blend(
-        classifiers, members, ids, weight_step
+    inputs = SearchInputs(
+        OofLayout({arch: segmenter_oof(arch, folds) for arch, folds in segmenters.items()}),
+        TruthMasks(manifest_csv, size),
+        classifiers,
+        NativeTruth(rle_csv, index_csv),
+        size,
     )
-    scores += cls_rows
+    out = SearchOutputs(out_json, out_scores, out_grid, out_images, out_maps)
+    cls_weights, cls_probability, scores = _classifier_blend(
+        classifiers, members, inputs.oof.ids, weight_step
+    )
+    seg_weights, weight_search, rows = _segmenter_stage(
+        inputs, members["segment"], grid, weight_step, search_size, chunk
+    )
+    scores += rows
+    cascade, blend_rows, at_size, chosen = _cascade_stage(
+        inputs, members["segment"], seg_weights, grid, cls_probability, out, chunk
+    )
+    outcomes, native, all_empty = _native_stage(inputs, cascade, cls_probability, out, chunk)
+    scores += [*blend_rows, native, at_size, all_empty]
+    result = {
+        "classifier_weights": cls_weights,
+        "segmenter_weights": dict(zip(inputs.oof.archs, map(float, seg_weights), strict=True)),
+        "members": members,
+        "cascade": cascade.as_dict(),
+        "segmenter_size": size,
+        "preprocessing": preprocessing or {},
+        "warnings": chosen["warnings"],
+        "weight_search": weight_search,
+        "oof": _oof_summary(scores, native, at_size, len(inputs.oof.ids), size),
+    }
+    _write_outputs(out, result, scores, chosen, inputs.oof, cls_probability, outcomes)
+    log.info(
+        "OOF cascade %.4f at %s (%.4f at %d px; all-empty %.4f, best architecture %.4f) with %s",
+        result["oof"]["cascade"],
+        result["oof"]["cascade_scored_at"],
+        result["oof"]["cascade_at_size"],
+        size,
+        result["oof"]["all_empty"],
+        result["oof"]["best_architecture"],
+        cascade,
+    )
+    return result
 
-    # 2. first pass: single models, architectures, and every candidate blend at search size
-    small = min(search_size, size)
+
+def _segmenter_stage(
+    inputs: SearchInputs,
+    kept: list[str],
+    grid: Grid,
+    weight_step: float,
+    search_size: int,
+    chunk: int,
+) -> tuple[np.ndarray, dict, list[dict]]:
+    """First pass: single models, architectures and every candidate blend at the search size;
+    the blend weights that score best there."""
+    at_size = f"{inputs.size} px"
+    archs = inputs.oof.archs
+    small = min(search_size, inputs.size)
     candidates = simplex_grid(len(archs), weight_step)
     singles, per_arch, per_blend = _score_models_and_blends(
-        layout, truth_masks, members["segment"], grid, small, candidates, chunk
+        inputs.oof, inputs.truth, kept, grid, small, candidates, chunk
     )
+    rows: list[dict] = []
     for (arch, fold, member), rows_of in singles.items():
-        scores += rows_of.rows("single", at_size, arch=arch, fold=fold, member=member)
+        rows += rows_of.rows("single", at_size, arch=arch, fold=fold, member=member)
     for arch in archs:
-        scores += per_arch[arch].rows("architecture", at_size, arch=arch)
+        rows += per_arch[arch].rows("architecture", at_size, arch=arch)
     blend_scores = {
         tuple(w): float(a.scores().max()) for w, a in zip(candidates, per_blend, strict=True)
     }
-    seg_weights, _, tried = search_weights(
-        len(archs), lambda w: blend_scores[tuple(w)], weight_step
-    )
+    weights, _, tried = search_weights(len(archs), lambda w: blend_scores[tuple(w)], weight_step)
     log.info(
         "segmenter blend weights %s (searched at %dpx over %d points)",
-        dict(zip(archs, seg_weights, strict=True)),
+        dict(zip(archs, weights, strict=True)),
         small,
         len(tried),
     )
+    weight_search = {"size": small, "tried": [{"weights": w, "score": s} for w, s in tried]}
+    return weights, weight_search, rows
 
-    # 3. second pass: the chosen blend, written once, and the cascade grid at the segmenters' size
-    gates = list(grid.gates) if cls_probability is not None else [0.0]
+
+def _cascade_stage(
+    inputs: SearchInputs,
+    kept: list[str],
+    weights: np.ndarray,
+    grid: Grid,
+    classifier: np.ndarray | None,
+    out: SearchOutputs,
+    chunk: int,
+) -> tuple[Cascade, list[dict], dict, dict]:
+    """Second pass: the chosen blend, written once, and the (gate, triplet) grid at the
+    segmenters' size; the best cascade, the blend's score rows, the cascade's row at this size,
+    and the grid with its edge warnings."""
+    gates = list(grid.gates) if classifier is not None else [0.0]
     blend_rows, cascade_grid = _write_blend(
-        layout,
-        truth_masks,
-        members["segment"],
-        seg_weights,
+        inputs.oof,
+        inputs.truth,
+        kept,
+        weights,
         grid,
         gates,
-        cls_probability,
-        out_maps,
-        size,
+        classifier,
+        out.maps,
+        inputs.size,
         chunk,
     )
-    blend_table = blend_rows.rows("blend", at_size)
-    scores += blend_table
-    table = cascade_grid.scores()
-    cascade, cascade_score = cascade_grid.best()
-
-    # 4. third pass: the cascade's masks at each image's own size against the label file's masks
-    native = NativeTruth(rle_csv, index_csv)
-    outcomes = _native_outcomes(out_maps, ids, truth_masks, native, cascade, cls_probability, chunk)
-    native_score = float(outcomes["dice_native"].mean())
-    all_empty = float((outcomes["truth_pixels_native"] == 0).mean())
-    native_at = native.size_label(ids)
-    cascade_row = {
-        "kind": "segmenter",
-        "level": "cascade",
-        "metric": "competition",
-        "images": len(ids),
-        **{f"cascade_{k}": v for k, v in cascade.as_dict().items()},
+    cascade, score = cascade_grid.best()
+    at_size = {
+        **_cascade_row(cascade, len(inputs.oof.ids)),
+        "score": score,
+        "scored_at": f"{inputs.size} px",
     }
-    scores += [
-        {**cascade_row, "score": native_score, "scored_at": native_at},
-        {**cascade_row, "score": cascade_score, "scored_at": at_size},
-        {
-            "kind": "segmenter",
-            "level": "all_empty",
-            "metric": "competition",
-            "images": len(ids),
-            "score": all_empty,
-            "scored_at": native_at,
-        },
-    ]
-
     warnings = edge_warnings(
         cascade.as_dict(),
         {"gate": gates, "top": grid.tops, "min_area": grid.min_areas, "bottom": grid.bottoms},
@@ -337,60 +428,95 @@ def run_search(
     )
     for warning in warnings:
         log.warning("%s", warning)
-    result = {
-        "classifier_weights": cls_weights,
-        "segmenter_weights": dict(zip(archs, map(float, seg_weights), strict=True)),
-        "members": members,
-        "cascade": cascade.as_dict(),
-        "segmenter_size": size,
-        "preprocessing": preprocessing or {},
-        "warnings": warnings,
-        "weight_search": {
-            "size": small,
-            "tried": [{"weights": w, "score": s} for w, s in tried],
-        },
-        "oof": {
-            "images": len(ids),
-            "cascade": native_score,
-            "cascade_scored_at": native_at,
-            "cascade_at_size": cascade_score,
-            "size": size,
-            "all_empty": all_empty,
-            "blend_default": blend_table[0]["score"],
-            "best_architecture": max(
-                r["score"]
-                for r in scores
-                if r["level"] == "architecture" and r["metric"] == "competition_tuned"
-            ),
-        },
+    chosen = {"table": cascade_grid.scores(), "gates": gates, "grid": grid, "warnings": warnings}
+    return cascade, blend_rows.rows("blend", f"{inputs.size} px"), at_size, chosen
+
+
+def _cascade_row(cascade: Cascade, images: int) -> dict:
+    return {
+        "kind": "segmenter",
+        "level": "cascade",
+        "metric": "competition",
+        "images": images,
+        **{f"cascade_{k}": v for k, v in cascade.as_dict().items()},
     }
-    atomic.write_json(out_json, result)
-    atomic.write_csv(out_scores, pd.DataFrame(scores))
-    _write_grid(out_grid, table, gates, *grid.triplet)
+
+
+def _native_stage(
+    inputs: SearchInputs,
+    cascade: Cascade,
+    classifier: np.ndarray | None,
+    out: SearchOutputs,
+    chunk: int,
+) -> tuple[dict[str, np.ndarray], dict, dict]:
+    """Third pass: the cascade's masks at each image's own size against the label file's masks,
+    the competition's own scoring; and the score of predicting every image empty."""
+    ids = inputs.oof.ids
+    outcomes = _native_outcomes(
+        out.maps, ids, inputs.truth, inputs.native, cascade, classifier, chunk
+    )
+    native_at = inputs.native.size_label(ids)
+    native = {
+        **_cascade_row(cascade, len(ids)),
+        "score": float(outcomes["dice_native"].mean()),
+        "scored_at": native_at,
+    }
+    all_empty = {
+        "kind": "segmenter",
+        "level": "all_empty",
+        "metric": "competition",
+        "images": len(ids),
+        "score": float((outcomes["truth_pixels_native"] == 0).mean()),
+        "scored_at": native_at,
+    }
+    return outcomes, native, all_empty
+
+
+def _oof_summary(scores: list[dict], native: dict, at_size: dict, images: int, size: int) -> dict:
+    """The headline OOF numbers: the cascade at its images' own size first."""
+    return {
+        "images": images,
+        "cascade": native["score"],
+        "cascade_scored_at": native["scored_at"],
+        "cascade_at_size": at_size["score"],
+        "size": size,
+        "all_empty": next(r["score"] for r in scores if r["level"] == "all_empty"),
+        "blend_default": next(
+            r["score"]
+            for r in scores
+            if r["level"] == "blend" and r["metric"] == "competition_default"
+        ),
+        "best_architecture": max(
+            r["score"]
+            for r in scores
+            if r["level"] == "architecture" and r["metric"] == "competition_tuned"
+        ),
+    }
+
+
+def _write_outputs(
+    out: SearchOutputs,
+    result: dict,
+    scores: list[dict],
+    chosen: dict,
+    oof: OofLayout,
+    classifier: np.ndarray | None,
+    outcomes: dict[str, np.ndarray],
+) -> None:
+    atomic.write_json(out.json, result)
+    atomic.write_csv(out.scores, pd.DataFrame(scores))
+    _write_grid(out.grid, chosen["table"], chosen["gates"], *chosen["grid"].triplet)
     atomic.write_csv(
-        out_images,
+        out.images,
         pd.DataFrame(
             {
-                "image_id": ids,
-                "fold": layout.fold_of,
-                "classifier_probability": cls_probability
-                if cls_probability is not None
-                else np.nan,
+                "image_id": oof.ids,
+                "fold": oof.fold_of,
+                "classifier_probability": classifier if classifier is not None else np.nan,
                 **outcomes,
             }
         ),
     )
-    log.info(
-        "OOF cascade %.4f at %s (%.4f at %s; all-empty %.4f, best architecture %.4f) with %s",
-        native_score,
-        native_at,
-        cascade_score,
-        at_size,
-        all_empty,
-        result["oof"]["best_architecture"],
-        cascade,
-    )
-    return result
 
 
 def _score_models_and_blends(
@@ -473,7 +599,7 @@ def _classifier_blend(
     for arch, table in cls.items():
         for fold in sorted(set(table["fold"])):
             part = table[table["fold"] == fold]
-            for member in [c[5:] for c in table.columns if c.startswith("prob_")]:
+            for member in probability_members(table.columns):
                 rows.append(
                     {
                         "kind": "classifier",
@@ -484,7 +610,7 @@ def _classifier_blend(
                         "metric": "auc",
                         "scored_at": IMAGE_LEVEL,
                         "images": len(part),
-                        "score": _auc(part["has_pneumothorax"], part[f"prob_{member}"]),
+                        "score": _auc(part["has_pneumothorax"], part[probability_column(member)]),
                     }
                 )
         rows.append(
@@ -541,21 +667,21 @@ def _native_outcomes(
 
 
 def preprocessing(
-    repack: dict,
-    stats_json: str | os.PathLike,
+    normalisation: Normalisation,
+    stats_jsons: list[str | os.PathLike],
     segment_size: int,
     classify_size: int,
     n_folds: int,
     tta: list[str],
 ) -> dict:
-    """What `ptxseg predict` must repeat on a new image: normalisation, sizes, statistics, TTA."""
+    """What `ptxseg predict` must repeat on a new image: normalisation, sizes, statistics (of each
+    size's repack), TTA."""
+    stats = {}
+    for path in stats_jsons:
+        stats.update(json.loads(Path(path).read_text()))
     return {
-        "normalisation": {
-            "method": repack["normalisation"],
-            "clip_limit": repack["clahe_clip_limit"],
-            "tile_grid": repack["clahe_tile_grid"],
-        },
-        "stats": json.loads(Path(stats_json).read_text()),
+        "normalisation": asdict(normalisation),
+        "stats": dict(sorted(stats.items(), key=lambda item: int(item[0]))),
         "segment_size": segment_size,
         "classify_size": classify_size,
         "n_folds": n_folds,

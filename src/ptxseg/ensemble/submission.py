@@ -21,6 +21,7 @@ from ptxseg.ensemble.blend import weighted_mean
 from ptxseg.io import rle
 from ptxseg.io.atomic import atomic_open
 from ptxseg.io.maps import read_rows
+from ptxseg.layout import Layout, fold_columns
 from ptxseg.scoring.thresholds import Cascade, binarise
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,19 @@ class PredictionFiles:
     segmenter_ids: dict[str, Path]  # arch -> ids.csv
     classifiers: dict[str, Path]  # arch -> test CSV (image_id, fold0, ...)
 
+    @classmethod
+    def at(
+        cls, layout: Layout, classify_archs: list[str], segment_archs: list[str], n_folds: int
+    ) -> PredictionFiles:
+        """Every architecture's test predictions, where ``layout`` puts them."""
+        return cls(
+            segmenters={
+                a: [Path(layout.test_maps(a, k)) for k in range(n_folds)] for a in segment_archs
+            },
+            segmenter_ids={a: Path(layout.test_ids(a)) for a in segment_archs},
+            classifiers={a: Path(layout.test_probabilities(a)) for a in classify_archs},
+        )
+
     def open(self, image_ids: list[str]) -> tuple[dict, dict]:
         maps, probabilities = {}, {}
         for arch, files in self.segmenters.items():
@@ -56,7 +70,7 @@ class PredictionFiles:
             maps[arch] = (list(files), np.array([position[i] for i in image_ids]))
         for arch, path in self.classifiers.items():
             table = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")
-            folds = [c for c in table.columns if c.startswith("fold")]
+            folds = fold_columns(table.columns)
             probabilities[arch] = table.loc[image_ids, folds].mean(axis=1).to_numpy()
         return maps, probabilities
 

@@ -1,6 +1,6 @@
 """Test-set prediction of one architecture: every fold model (its kept members averaged) in turn.
 
-Segmenters write one compressed uint8 map file per fold (``fold<k>.h5``, images in the order of
+Segmenters write one compressed uint8 map file per fold (see ``ptxseg.layout``; images in the order of
 ``ids.csv``; see ``ptxseg.io.maps``). The members' running mean goes batch by batch through an
 uncompressed scratch memory map beside the output (a compressed chunk rewritten in place would
 leave dead space in the file), which is then copied into the map file a chunk at a time, so
@@ -22,6 +22,7 @@ import torch
 from ptxseg.data.datasets import RepackedImages
 from ptxseg.data.repack import read_manifest, read_stats
 from ptxseg.io import atomic, maps
+from ptxseg.layout import fold_name
 from ptxseg.models import build_model
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device
@@ -42,10 +43,7 @@ def load_member(path: str | os.PathLike, device: torch.device) -> torch.nn.Modul
 
 
 def test_dataset(
-    manifest_csv: str | os.PathLike,
-    repack_root: str | os.PathLike,
-    stats_json: str | os.PathLike,
-    size: int,
+    manifest_csv: str | os.PathLike, stats_json: str | os.PathLike, size: int
 ) -> RepackedImages:
     manifest = read_manifest(manifest_csv)
     rows = manifest[(manifest["split"] == "test") & (manifest["size"] == size)].sort_values(
@@ -56,7 +54,7 @@ def test_dataset(
     mean, std = read_stats(stats_json, size)
     return RepackedImages(
         rows["image_id"].tolist(),
-        [Path(repack_root) / p for p in rows["image"]],
+        [Path(manifest_csv).parent / p for p in rows["image"]],  # relative to the manifest
         mean=mean,
         std=std,
     )
@@ -92,7 +90,6 @@ def predict_classifier(
     *,
     fold_models: dict[int, list[str]],
     manifest_csv,
-    repack_root,
     stats_json,
     size: int,
     out_csv: str | os.PathLike,
@@ -103,12 +100,12 @@ def predict_classifier(
     runtime = runtime or Runtime()
     torch.set_num_threads(max(1, runtime.threads))
     device = pick_device(runtime.device)
-    dataset = test_dataset(manifest_csv, repack_root, stats_json, size)
+    dataset = test_dataset(manifest_csv, stats_json, size)
     table = pd.DataFrame({"image_id": dataset.image_ids})
     for fold, models in sorted(fold_models.items()):
         column = np.zeros(len(dataset), dtype=np.float32)
         _member_average(models, dataset, batch_size, device, runtime, (len(dataset),), column)
-        table[f"fold{fold}"] = column
+        table[fold_name(fold)] = column
     atomic.write_csv(out_csv, table)
     log.info(
         "classifier test predictions: %d images x %d folds -> %s",
@@ -123,26 +120,29 @@ def predict_segmenter(
     *,
     fold_models: dict[int, list[str]],
     manifest_csv,
-    repack_root,
     stats_json,
     size: int,
-    out_dir: str | os.PathLike,
+    out_maps: dict[int, str | os.PathLike],
+    out_ids: str | os.PathLike,
     runtime: Runtime | None = None,
     batch_size: int = 16,
 ) -> list[Path]:
-    """uint8 maps per fold (members averaged) in ``out_dir/fold<k>.h5``; image order in ``ids.csv``."""
+    """uint8 maps per fold (members averaged) in ``out_maps[fold]``; image order in ``out_ids``."""
     runtime = runtime or Runtime()
     torch.set_num_threads(max(1, runtime.threads))
     device = pick_device(runtime.device)
-    dataset = test_dataset(manifest_csv, repack_root, stats_json, size)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = test_dataset(manifest_csv, stats_json, size)
+    if set(out_maps) != set(fold_models):
+        raise ValueError(
+            f"maps asked for folds {sorted(out_maps)}, models of {sorted(fold_models)}"
+        )
     written = []
     shape = (len(dataset), size, size)
     for fold, models in sorted(fold_models.items()):
-        path = out_dir / f"fold{fold}{maps.SUFFIX}"
+        path = Path(out_maps[fold])
+        path.parent.mkdir(parents=True, exist_ok=True)
         # One scratch name per output: a killed job's leftover is overwritten by its rerun.
-        scratch = out_dir / f".{path.name}.scratch"
+        scratch = path.parent / f".{path.name}.scratch"
         try:
             running = np.memmap(scratch, dtype=np.uint8, mode="w+", shape=shape)
             _member_average(models, dataset, batch_size, device, runtime, shape, running)
@@ -154,12 +154,12 @@ def predict_segmenter(
         finally:
             scratch.unlink(missing_ok=True)
         written.append(path)
-    atomic.write_csv(out_dir / "ids.csv", pd.DataFrame({"image_id": dataset.image_ids}))
+    atomic.write_csv(out_ids, pd.DataFrame({"image_id": dataset.image_ids}))
     log.info(
         "segmenter test maps: %d images x %d folds at %dpx -> %s",
         len(dataset),
         len(written),
         size,
-        out_dir,
+        Path(out_ids).parent,
     )
     return written

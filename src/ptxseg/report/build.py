@@ -22,6 +22,7 @@ from ptxseg.data.nih import FINDINGS
 from ptxseg.data.repack import read_manifest
 from ptxseg.io import atomic, maps
 from ptxseg.io.png import read_grey
+from ptxseg.layout import benchmark_rule_of, fold_name, training_job_of
 from ptxseg.report import figures
 from ptxseg.scoring.thresholds import Cascade, binarise
 
@@ -78,18 +79,65 @@ class Section:
         return f"<section id='{self.key}'><h2>{html.escape(self.title)}</h2>{''.join(self.parts)}</section>"
 
 
-def _read(path: Path, **kwargs) -> pd.DataFrame | None:
-    return pd.read_csv(path, **kwargs) if path.is_file() else None
+@dataclass(frozen=True)
+class ReportInputs:
+    """Every file the report reads, and no other: the report rule declares each of them, so the
+    page is rebuilt whenever one changes. A missing file leaves its section saying so."""
+
+    index: Path | None = None
+    rejects: Path | None = None
+    folds: Path | None = None
+    nih: Path | None = None
+    nih_pretrain: Path | None = None
+    overlap: Path | None = None
+    stats: list[Path] = field(default_factory=list)  # one per repacked SIIM size
+    manifests: list[Path] = field(default_factory=list)  # SIIM manifests, one per size
+    metrics: list[Path] = field(default_factory=list)  # every training job's metrics.csv
+    benchmarks: list[Path] = field(default_factory=list)  # every job's benchmark file
+    ensemble: Path | None = None
+    scores: Path | None = None
+    grid: Path | None = None
+    images: Path | None = None
+    maps: Path | None = None
+
+    @classmethod
+    def of(cls, named: dict) -> ReportInputs:
+        """From the rule's named inputs (extra names, such as the submission, are dependencies
+        the page does not read)."""
+        values = {}
+        for key in cls.__dataclass_fields__:
+            if key in named:
+                value = named[key]
+                values[key] = [Path(v) for v in value] if isinstance(value, list) else Path(value)
+        return cls(**values)
 
 
-def data_section(results: Path) -> Section:
+def _read(path: Path | None, **kwargs) -> pd.DataFrame | None:
+    return pd.read_csv(path, **kwargs) if path is not None and path.is_file() else None
+
+
+def _json(path: Path | None) -> dict | None:
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
+def _manifest(inputs: ReportInputs, size: int) -> tuple[pd.DataFrame, Path]:
+    """The train rows of the SIIM manifest at ``size``, and the folder their paths start from."""
+    for path in inputs.manifests:
+        manifest = read_manifest(path)
+        rows = manifest[(manifest["size"] == size) & (manifest["split"] == "train")]
+        if len(rows):
+            return rows.set_index("image_id"), path.parent
+    raise ValueError(f"no SIIM manifest at {size} px among the report's inputs")
+
+
+def data_section(inputs: ReportInputs) -> Section:
     section = Section("data", "Data")
-    index = _read(results / "data" / "siim_index.csv", dtype={"image_id": str})
+    index = _read(inputs.index, dtype={"image_id": str})
     if index is None:
         section.text("No SIIM index in this run.")
         return section
     train = index[index["split"] == "train"]
-    rejects = _read(results / "data" / "siim_rejects.csv", dtype=str)
+    rejects = _read(inputs.rejects, dtype=str)
     facts = [
         ("SIIM train images", f"{len(train)}"),
         ("with a pneumothorax", f"{int(train['has_pneumothorax'].sum())}"),
@@ -99,7 +147,7 @@ def data_section(results: Path) -> Section:
         ("rejects", f"{0 if rejects is None else len(rejects)}"),
     ]
     section.table(pd.DataFrame(facts, columns=["", "value"]))
-    folds = _read(results / "data" / "siim_folds.csv", dtype={"image_id": str})
+    folds = _read(inputs.folds, dtype={"image_id": str})
     if folds is not None:
         per_fold = (
             folds.groupby("fold")["has_pneumothorax"]
@@ -108,29 +156,30 @@ def data_section(results: Path) -> Section:
         )
         section.text("Folds (StratifiedGroupKFold on has-pneumothorax, grouped by patient):")
         section.table(per_fold)
-    stats_path = results / "repack" / "siim" / "stats.json"
-    if stats_path.is_file():
-        stats = json.loads(stats_path.read_text())
+    stats = {}
+    for path in inputs.stats:
+        stats.update(_json(path) or {})
+    if stats:
         section.text(
             "Intensity mean and std of the repacked train images (scaled to [0, 1]) per size:"
         )
         section.table(pd.DataFrame([{"size (px)": int(s), **v} for s, v in stats.items()]))
         _sample_grid(
             section,
-            results,
+            inputs,
             min(int(s) for s in stats if int(s) >= 64)
             if any(int(s) >= 64 for s in stats)
             else max(int(s) for s in stats),
             train,
         )
-    nih = _read(results / "data" / "nih_index.csv", dtype={"image_id": str})
+    nih = _read(inputs.nih, dtype={"image_id": str})
     if nih is not None:
         section.text(
             f"NIH ChestX-ray14: {len(nih)} images of {nih['patient_id'].nunique()} patients "
             f"({(nih['split'] == 'val').sum()} in the patient-grouped validation split)."
         )
-        overlap = _read(results / "data" / "nih_siim_overlap.csv", dtype=str)
-        pretrain = _read(results / "data" / "nih_pretrain_index.csv", dtype={"image_id": str})
+        overlap = _read(inputs.overlap, dtype=str)
+        pretrain = _read(inputs.nih_pretrain, dtype={"image_id": str})
         if overlap is not None and pretrain is not None:
             section.text(
                 f"{len(overlap)} NIH images are SIIM images (matched by content: "
@@ -146,16 +195,12 @@ def data_section(results: Path) -> Section:
     return section
 
 
-def _sample_grid(section: Section, results: Path, size: int, train: pd.DataFrame) -> None:
+def _sample_grid(section: Section, inputs: ReportInputs, size: int, train: pd.DataFrame) -> None:
     """Four positive and four negative train images with their masks (picked from the index)."""
-    manifest = read_manifest(results / "repack" / "siim" / "manifest.csv")
-    rows = manifest[(manifest["size"] == size) & (manifest["split"] == "train")].set_index(
-        "image_id"
-    )
+    rows, root = _manifest(inputs, size)
     positive = set(train.loc[train["has_pneumothorax"] == 1, "image_id"])
     listed = [i for i in rows.index if i in positive][:4]
     listed += [i for i in rows.index if i not in positive][: 8 - len(listed)]
-    root = results / "repack" / "siim"
     tiles, titles = [], []
     for image_id in listed:
         image, mask = (
@@ -175,33 +220,30 @@ def _sample_grid(section: Section, results: Path, size: int, train: pd.DataFrame
         )
 
 
-def training_section(results: Path) -> Section:
+def training_section(inputs: ReportInputs) -> Section:
     section = Section("training", "Training curves")
     found = False
+    jobs: dict[tuple[str, str], dict[str, Path]] = {}
+    for path in inputs.metrics:
+        stage, arch, fold = training_job_of(path)
+        jobs.setdefault((stage, arch), {})["NIH" if fold is None else fold_name(fold)] = path
     for stage, metric_default in (
         ("pretrain", "auc"),
         ("classify", "auc"),
         ("segment", "competition"),
     ):
-        stage_dir = results / stage
-        if not stage_dir.is_dir():
-            continue
-        for arch_dir in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
-            histories = {}
-            for metrics in sorted(arch_dir.glob("**/metrics.csv")):
-                label = metrics.parent.name if metrics.parent != arch_dir else "NIH"
-                histories[label] = pd.read_csv(metrics)
-            if histories:
-                found = True
-                metric = (
-                    metric_default
-                    if metric_default in next(iter(histories.values()))
-                    else "val_loss"
-                )
-                section.figure(
-                    figures.training_curves(histories, metric, f"{stage}: {arch_dir.name}"),
-                    f"{stage} {arch_dir.name} curves",
-                )
+        for (of_stage, arch), files in sorted(jobs.items()):
+            if of_stage != stage:
+                continue
+            histories = {label: pd.read_csv(path) for label, path in sorted(files.items())}
+            found = True
+            metric = (
+                metric_default if metric_default in next(iter(histories.values())) else "val_loss"
+            )
+            section.figure(
+                figures.training_curves(histories, metric, f"{stage}: {arch}"),
+                f"{stage} {arch} curves",
+            )
     if not found:
         section.text("No training in this run.")
     return section
@@ -279,18 +321,17 @@ def model_table(scores: pd.DataFrame, kind: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def scores_section(results: Path) -> tuple[Section, Section]:
+def scores_section(inputs: ReportInputs) -> tuple[Section, Section]:
     section, weights = (
         Section("scores", "Out-of-fold scores"),
         Section("weights", "Blending weights"),
     )
-    scores = _read(results / "ensemble" / "scores.csv")
-    ensemble_path = results / "ensemble" / "ensemble.json"
-    if scores is None or not ensemble_path.is_file():
+    scores = _read(inputs.scores)
+    ensemble = _json(inputs.ensemble)
+    if scores is None or ensemble is None:
         section.text("No ensemble in this run.")
         weights.text("No ensemble in this run.")
         return section, weights
-    ensemble = json.loads(ensemble_path.read_text())
     oof = ensemble["oof"]
     section.warnings(ensemble.get("warnings", []))
     section.text(
@@ -377,14 +418,14 @@ def scores_section(results: Path) -> tuple[Section, Section]:
     return section, weights
 
 
-def thresholds_section(results: Path) -> Section:
+def thresholds_section(inputs: ReportInputs) -> Section:
     section = Section("thresholds", "Threshold search")
-    grid = _read(results / "ensemble" / "threshold_search.csv")
-    ensemble_path = results / "ensemble" / "ensemble.json"
-    if grid is None or not ensemble_path.is_file():
+    grid = _read(inputs.grid)
+    ensemble = _json(inputs.ensemble)
+    if grid is None or ensemble is None:
         section.text("No threshold search in this run.")
         return section
-    chosen = Cascade(**json.loads(ensemble_path.read_text())["cascade"])
+    chosen = Cascade(**ensemble["cascade"])
     at = grid[np.isclose(grid["gate"], chosen.gate) & np.isclose(grid["bottom"], chosen.bottom)]
     section.figure(
         figures.heatmap(
@@ -420,16 +461,15 @@ def thresholds_section(results: Path) -> Section:
     return section
 
 
-def examples_section(results: Path) -> Section:
+def examples_section(inputs: ReportInputs) -> Section:
     """Best, median and worst OOF images (among those with a true or a predicted region)."""
     section = Section("examples", "Predicted against true masks (OOF)")
-    images = _read(results / "ensemble" / "oof_images.csv", dtype={"image_id": str})
-    ensemble_path = results / "ensemble" / "ensemble.json"
-    blend_path = results / "ensemble" / f"oof_blend{maps.SUFFIX}"
-    if images is None or not ensemble_path.is_file() or not blend_path.is_file():
+    images = _read(inputs.images, dtype={"image_id": str})
+    ensemble = _json(inputs.ensemble)
+    blend_path = inputs.maps
+    if images is None or ensemble is None or blend_path is None or not blend_path.is_file():
         section.text("No OOF outcomes in this run.")
         return section
-    ensemble = json.loads(ensemble_path.read_text())
     shown = images[
         (images["truth_pixels_native"] > 0) | (images["predicted_pixels_native"] > 0)
     ].sort_values("dice_native")
@@ -437,14 +477,9 @@ def examples_section(results: Path) -> Section:
         section.text("No OOF image has a true or predicted region.")
         return section
     picks = {"best": shown.iloc[-1], "median": shown.iloc[len(shown) // 2], "worst": shown.iloc[0]}
-    size = ensemble["segmenter_size"]
-    manifest = read_manifest(results / "repack" / "siim" / "manifest.csv")
-    manifest = manifest[(manifest["size"] == size) & (manifest["split"] == "train")].set_index(
-        "image_id"
-    )
+    manifest, root = _manifest(inputs, ensemble["segmenter_size"])
     # The blended OOF maps, in the order of oof_images.csv: only the three rows shown are read.
     blended = maps.read_rows(blend_path, [int(row.name) for row in picks.values()])
-    root = results / "repack" / "siim"
     tiles, titles = [], []
     for k, (name, row) in enumerate(picks.items()):
         probability = (
@@ -464,14 +499,14 @@ def examples_section(results: Path) -> Section:
     return section
 
 
-def runtime_section(results: Path) -> Section:
+def runtime_section(inputs: ReportInputs) -> Section:
     section = Section("runtime", "Run time per rule")
     rows = []
-    for tsv in sorted((results / "benchmarks").glob("*/*.tsv")):
+    for tsv in sorted(inputs.benchmarks):
         frame = pd.read_csv(tsv, sep="\t")
         rows.append(
             {
-                "rule": tsv.parent.name,
+                "rule": benchmark_rule_of(tsv),
                 "seconds": float(frame["s"].iloc[-1]),
                 "max_rss_mb": float(pd.to_numeric(frame["max_rss"], errors="coerce").iloc[-1]),
             }
@@ -496,50 +531,57 @@ def runtime_section(results: Path) -> Section:
     return section
 
 
-def scaling_section(results: Path) -> Section:
+def scaling_section(summary_csv: Path, search_json: Path, plot_png: Path) -> Section:
     section = Section("scaling", "Compound scaling search")
-    plot = results / "scaling" / "score_vs_flops.png"
-    summary = _read(results / "scaling" / "summary.csv")
-    if summary is None:
-        section.text("The scaling search was not run (target results/scaling/summary.csv).")
-        return section
-    search_path = results / "scaling" / "search.json"
-    if search_path.is_file():
-        search = json.loads(search_path.read_text())
-        section.warnings(search.get("warnings", []))
-        section.text(
-            f"Every candidate is scored at one common size: {search.get('scored_at', '')}, with "
-            "the triplet searched on its own maps."
-        )
-    if plot.is_file():
-        section.figure(plot.read_bytes(), "score against FLOPs")
+    summary = _read(summary_csv)
+    search = _json(search_json) or {}
+    section.warnings(search.get("warnings", []))
+    section.text(
+        f"Every candidate is scored at one common size: {search.get('scored_at', '')}, with "
+        "the triplet searched on its own maps."
+    )
+    if plot_png.is_file():
+        section.figure(plot_png.read_bytes(), "score against FLOPs")
     section.table(summary)
     return section
 
 
-def build_report(
-    results: str | os.PathLike, out_html: str | os.PathLike, title: str = "ptxseg run"
-) -> list[str]:
-    """Write the page; return the keys of its sections."""
-    results = Path(results)
-    sections = [
-        data_section(results),
-        training_section(results),
-        *scores_section(results),
-        thresholds_section(results),
-        examples_section(results),
-        runtime_section(results),
-        scaling_section(results),
-    ]
+def _page(sections: list[Section], title: str) -> str:
     order = {key: k for k, key in enumerate(SECTIONS)}
-    sections.sort(key=lambda s: order[s.key])
+    sections = sorted(sections, key=lambda s: order[s.key])
     nav = "".join(f"<a href='#{s.key}'>{html.escape(s.title)}</a>" for s in sections)
-    page = (
+    return (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><nav>{nav}</nav>"
         + "".join(s.html() for s in sections)
         + "</body></html>"
     )
+
+
+def build_report(
+    inputs: ReportInputs, out_html: str | os.PathLike, title: str = "ptxseg run"
+) -> list[str]:
+    """Write the page of a run from its files; return the keys of its sections."""
+    sections = [
+        data_section(inputs),
+        training_section(inputs),
+        *scores_section(inputs),
+        thresholds_section(inputs),
+        examples_section(inputs),
+        runtime_section(inputs),
+    ]
+    page = _page(sections, title)
     atomic.write_text(out_html, page)
     log.info("report with %d sections -> %s (%.1f MB)", len(sections), out_html, len(page) / 2**20)
     return [s.key for s in sections]
+
+
+def build_scaling_report(
+    summary_csv: str | os.PathLike,
+    search_json: str | os.PathLike,
+    plot_png: str | os.PathLike,
+    out_html: str | os.PathLike,
+) -> None:
+    """The compound scaling search's own page (the search is not part of every run)."""
+    section = scaling_section(Path(summary_csv), Path(search_json), Path(plot_png))
+    atomic.write_text(out_html, _page([section], "ptxseg compound scaling search"))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from ptxseg.grids import edge_warnings
 from ptxseg.io import atomic
@@ -161,6 +162,30 @@ def summarise(
     return table.sort_values(["phi", "flops", "name"], kind="stable").reset_index(drop=True)
 
 
+def best_fragment(table: pd.DataFrame, best: pd.Series) -> str:
+    """best.yaml: a config fragment that validates as it is and adds the searched B1 as a segmenter
+    at its own resolution (``snakemake --configfile my.yaml results/scaling/best.yaml``; a stage's
+    size is repacked on demand). B2, a stage of its own size, is in a comment."""
+    options = {"alpha": float(best["alpha"]), "beta": float(best["beta"])}
+    lines = [
+        "# The compound-scaling search's B1 as a segmenter: name this file after your config",
+        "# (--configfile my.yaml results/scaling/best.yaml); it sets segment.size to B1's resolution.",
+    ]
+    rows = {label: table[table["label"] == label] for label in ("B1", "B2")}
+    if len(rows["B2"]):
+        lines.append(
+            f"# B2: segment.size {int(rows['B2']['resolution'].iloc[0])}, "
+            f"segment.archs.scaled_unet_b2: {json.dumps({'options': options})}"
+        )
+    fragment = {
+        "segment": {
+            "size": int(rows["B1"]["resolution"].iloc[0]),
+            "archs": {"scaled_unet_b1": {"weights": "none", "options": options}},
+        }
+    }
+    return "\n".join(lines) + "\n" + yaml.safe_dump(fragment, sort_keys=False)
+
+
 def write_summary(
     rows: Sequence[str | os.PathLike],
     base_resolution: int,
@@ -194,21 +219,7 @@ def write_summary(
             "warnings": warnings,
         },
     )
-    entries = {}
-    for label, arch in (("B1", "scaled_unet_b1"), ("B2", "scaled_unet_b2")):
-        row = table[table["label"] == label]
-        if len(row):
-            entries[arch] = {
-                "size": int(row["resolution"].iloc[0]),
-                "options": {"alpha": float(best["alpha"]), "beta": float(best["beta"])},
-            }
-    atomic.write_text(
-        out_best,
-        "# The searched B1 and B2, to use as segmenters: put an entry under segment.archs\n"
-        "# (with its options) and set segment.size to its size (a repacked size).\n"
-        + json.dumps(entries, indent=2)
-        + "\n",
-    )
+    atomic.write_text(out_best, best_fragment(table, best))
     log.info(
         "scaling: best %s (alpha %.2f beta %.2f gamma %.2f), OOF %.4f",
         best["name"],

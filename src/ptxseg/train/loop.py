@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,49 +31,14 @@ from ptxseg.runtime.device import pick_device, seed_everything
 from ptxseg.runtime.precision import autocast
 from ptxseg.train.kept import KeptCopies
 from ptxseg.train.sampling import epoch_indices
-from ptxseg.train.schedules import LrSchedule, ScheduleSpec, build_optimiser
+from ptxseg.train.schedules import LrSchedule, build_optimiser
+from ptxseg.train.settings import FitSettings
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    epochs: int
-    batch_size: int
-    lr: float
-    optimiser: str = "adamw"
-    weight_decay: float = 1e-4
-    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
-    snapshots: int = 0
-    swa_start: int | None = None  # 0-based epoch from which SWA averages; None: no SWA
-    swa_lr: float | None = None
-    grad_clip: float | None = None
-    accumulate: int = 1
-    steps_per_epoch: int | None = None  # at most this many batches an epoch; None: all
-    sampling: str = "all"
-    sampling_start: float = 0.8
-    sampling_end: float = 0.4
-    monitor: str = "loss"
-    monitor_mode: str = "min"
-    seed: int = 0
-    amp: bool = True
-    channels_last: bool = True
-    num_workers: int = 0
-    eval_batch_size: int | None = None
-    # The resume state is written after an epoch once this many seconds have passed since the
-    # last write (0: after every epoch). Short epochs then do not spend their time on writes.
-    checkpoint_every_s: float = 0.0
-
-    def fingerprint(self) -> dict:
-        """What a resumed run must share with the interrupted one."""
-        values = asdict(self)
-        for how_it_runs in ("num_workers", "eval_batch_size", "checkpoint_every_s"):
-            values.pop(how_it_runs)
-        return values
 
 
 @dataclass
@@ -103,9 +68,7 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
-def _loader(
-    dataset, indices: np.ndarray | None, settings: FitSettings, seed: int, shuffle_free=True
-):
+def _loader(dataset, indices: np.ndarray | None, settings: FitSettings, seed: int):
     subset = Subset(dataset, indices.tolist()) if indices is not None else dataset
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(settings.batch_size, len(subset))
@@ -114,7 +77,7 @@ def _loader(
         subset,
         batch_size=batch_size,
         shuffle=False,
-        num_workers=settings.num_workers,
+        num_workers=settings.runtime.num_workers,
         worker_init_fn=worker_init,
         generator=generator,
         drop_last=len(subset) > batch_size,
@@ -141,7 +104,7 @@ def fit(
     """
     device = device or pick_device()
     model.to(device)
-    if settings.channels_last:
+    if settings.runtime.channels_last:
         model.to(memory_format=torch.channels_last)
     optimiser = build_optimiser(
         model.parameters(), settings.optimiser, settings.lr, settings.weight_decay
@@ -250,7 +213,7 @@ def fit(
         if members.metrics_csv is not None:
             atomic.write_csv(members.metrics_csv, pd.DataFrame(history))
         stopping = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
-        due = time.monotonic() - state_written >= settings.checkpoint_every_s
+        due = time.monotonic() - state_written >= settings.runtime.checkpoint_every_s
         if members.state is not None and (due or stopping or epoch + 1 == settings.epochs):
             state_written = time.monotonic()
             checkpoint.save(
@@ -268,6 +231,11 @@ def fit(
                 },
             )
             kept.prune()
+            log.info(
+                "resume state saved at epoch %d (runtime.checkpoint_every_s=%g)",
+                epoch + 1,
+                settings.runtime.checkpoint_every_s,
+            )
         if stopping and epoch + 1 < settings.epochs:
             return pd.DataFrame(history)
 
@@ -302,10 +270,10 @@ def _train_epoch(
             for group in optimiser.param_groups:
                 group["lr"] = settings.swa_lr
         images = batch["image"].to(device, non_blocking=True)
-        if settings.channels_last:
+        if settings.runtime.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         target = batch["target"].to(device, non_blocking=True)
-        with autocast(device, settings.amp):
+        with autocast(device, settings.runtime.amp):
             logits = model(images)
         loss = loss_fn(logits.float(), target)
         if not torch.isfinite(loss):

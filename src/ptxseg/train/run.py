@@ -4,81 +4,60 @@
 pneumothorax classifier or segmenter on the SIIM folds other than ``fold`` and writes its
 out-of-fold (OOF) predictions on ``fold``: classifier probabilities in a CSV, segmenter maps as
 uint8 map files (``ptxseg.io.maps``; one per kept model: best, SWA, snapshots), in the order of
-``oof_ids.csv``.
+``oof_ids.csv``. Both go through one fit-job path (``_start``, ``_fit``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from ptxseg.data.datasets import RepackedImages
 from ptxseg.data.nih import pretraining_findings
 from ptxseg.data.repack import read_manifest, read_stats
 from ptxseg.data.transforms import build_augment
 from ptxseg.io import atomic, maps
+from ptxseg.layout import BEST, SWA, model_file, oof_maps_file, probability_column, snapshot_index
 from ptxseg.models import build_model, get_spec
-from ptxseg.recipes import member_names
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device, seed_everything
-from ptxseg.runtime.options import Runtime
 from ptxseg.runtime.predict import quantise_probabilities
 from ptxseg.train.kept import remove_training_state
-from ptxseg.train.loop import FitSettings, Members, fit
+from ptxseg.train.loop import Members, Task, fit
 from ptxseg.train.metrics import SegmentationScores, classification_metrics
-from ptxseg.train.schedules import ScheduleSpec
+from ptxseg.train.settings import FitSettings
 from ptxseg.train.tasks import classification_task, segmentation_task
 
 log = logging.getLogger(__name__)
 
+KINDS = ("classifier", "segmenter")
 
-def settings_from_recipe(recipe: dict, seed: int, runtime: Runtime) -> FitSettings:
-    schedule = recipe["schedule"]
-    swa = recipe["swa"]
-    return FitSettings(
-        epochs=recipe["epochs"],
-        batch_size=recipe["batch_size"],
-        lr=recipe["optimiser"]["lr"],
-        optimiser=recipe["optimiser"]["name"],
-        weight_decay=recipe["optimiser"]["weight_decay"],
-        schedule=ScheduleSpec(
-            name=schedule["name"],
-            warmup_epochs=schedule["warmup_epochs"],
-            cycle_epochs=schedule["cycle_epochs"],
-            cycle_mult=schedule["cycle_mult"],
-            min_lr=schedule["min_lr"],
-            plateau_patience=schedule["plateau_patience"],
-            plateau_factor=schedule["plateau_factor"],
-            mode=recipe["monitor_mode"],
-        ),
-        snapshots=recipe["snapshots"],
-        swa_start=swa["start_epoch"] - 1 if swa["enabled"] else None,
-        swa_lr=swa["lr"],
-        grad_clip=recipe["grad_clip"],
-        accumulate=recipe["accumulate"],
-        steps_per_epoch=recipe["steps_per_epoch"],
-        sampling=recipe["sampling"]["mode"],
-        sampling_start=recipe["sampling"]["start"],
-        sampling_end=recipe["sampling"]["end"],
-        monitor=recipe["monitor"],
-        monitor_mode=recipe["monitor_mode"],
-        seed=seed,
-        amp=runtime.amp,
-        channels_last=runtime.channels_last,
-        num_workers=runtime.num_workers,
-    )
+
+@dataclass
+class FitJob:
+    """One fit: the model, its training and held-out images, the task that scores them, and what
+    its checkpoints record about it."""
+
+    model: nn.Module
+    train_set: RepackedImages
+    val_set: RepackedImages
+    task: Task
+    meta: dict
 
 
 def _members(out_dir: Path, names: list[str], state: Path) -> Members:
+    snapshots = sorted((n for n in names if snapshot_index(n) is not None), key=snapshot_index)
     return Members(
-        best=out_dir / "model_best.pt",
-        swa=out_dir / "model_swa.pt" if "swa" in names else None,
-        snapshots=[out_dir / f"model_{n}.pt" for n in names if n.startswith("snapshot")],
+        best=Path(model_file(out_dir, BEST)),
+        swa=Path(model_file(out_dir, SWA)) if SWA in names else None,
+        snapshots=[Path(model_file(out_dir, n)) for n in snapshots],
         metrics_csv=out_dir / "metrics.csv",
         state=state,
     )
@@ -93,17 +72,55 @@ def _check_size(arch: str, size: int) -> None:
         )
 
 
-def _prepare(runtime: Runtime, seed: int) -> torch.device:
-    torch.set_num_threads(max(1, runtime.threads))
+def _start(settings: FitSettings) -> torch.device:
+    """Threads, deterministic kernels and seeds of a fit job; its device."""
+    torch.set_num_threads(max(1, settings.runtime.threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
-    seed_everything(seed)
-    return pick_device(runtime.device)
+    seed_everything(settings.seed)
+    return pick_device(settings.runtime.device)
+
+
+def _task(kind: str, settings: FitSettings, device: torch.device, **extra) -> Task:
+    runtime = settings.runtime
+    build = segmentation_task if kind == "segmenter" else classification_task
+    return build(
+        settings.loss,
+        settings.eval_batch_size,
+        device,
+        amp=runtime.amp,
+        channels_last=runtime.channels_last,
+        num_workers=runtime.num_workers,
+        **extra,
+    )
+
+
+def _fit(
+    job: FitJob,
+    settings: FitSettings,
+    device: torch.device,
+    out_dir: Path,
+    state_path: str | os.PathLike,
+    stop_after_epoch: int | None = None,
+) -> pd.DataFrame:
+    """The fit-job path every training function shares: kept members, resume state, metrics."""
+    members = _members(out_dir, settings.members, Path(state_path))
+    history = fit(
+        job.model,
+        job.train_set,
+        job.val_set,
+        job.task,
+        settings,
+        members,
+        job.meta,
+        device,
+        stop_after_epoch,
+    )
+    return history
 
 
 def _siim_split(
     folds_csv,
     manifest_csv,
-    repack_root,
     stats_json,
     size,
     fold,
@@ -124,7 +141,7 @@ def _siim_split(
             f"{manifest_csv}: no {size}px image for {len(missing)} fold image(s), e.g. {missing[0]}"
         )
     mean, std = read_stats(stats_json, size)
-    root = Path(repack_root)
+    root = Path(manifest_csv).parent  # the manifest's paths are relative to its folder
 
     def dataset(rows: pd.DataFrame, train: bool) -> RepackedImages:
         entries = manifest.loc[rows["image_id"]]
@@ -144,6 +161,13 @@ def _siim_split(
     return dataset(train_rows, True), dataset(held_out, False), train_rows, held_out
 
 
+def siim_held_out(
+    folds_csv, manifest_csv, stats_json, size: int, fold: int, input_size: int | None = None
+) -> RepackedImages:
+    """The held-out images of ``fold``, with their masks, as training scored them."""
+    return _siim_split(folds_csv, manifest_csv, stats_json, size, fold, True, None, input_size)[1]
+
+
 def train_fold(
     *,
     kind: str,
@@ -151,19 +175,15 @@ def train_fold(
     fold: int,
     folds_csv: str | os.PathLike,
     manifest_csv: str | os.PathLike,
-    repack_root: str | os.PathLike,
     stats_json: str | os.PathLike,
     size: int,
-    recipe: dict,
+    settings: FitSettings,
     weights: str = "none",
     options: dict | None = None,
     weights_dir: str | None = None,
     out_dir: str | os.PathLike,
     state_path: str | os.PathLike,
-    seed: int,
-    runtime: Runtime | None = None,
     stop_after_epoch: int | None = None,
-    tuning_grid: dict | None = None,
     input_size: int | None = None,
 ) -> dict:
     """Train one fold model of ``kind`` 'classifier' or 'segmenter' and write its OOF predictions.
@@ -171,47 +191,31 @@ def train_fold(
     Images are read at the repacked ``size``; ``input_size`` resizes them on reading for a model
     whose input side is not a repacked size (the compound-scaled U-Nets).
     """
-    if kind not in ("classifier", "segmenter"):
+    if kind not in KINDS:
         raise ValueError(f"kind must be 'classifier' or 'segmenter', got {kind!r}")
     if get_spec(arch).kind != kind:
         raise ValueError(f"model {arch!r} is a {get_spec(arch).kind}, not a {kind}")
     _check_size(arch, input_size or size)
-    runtime = runtime or Runtime()
-    device = _prepare(runtime, seed)
+    device = _start(settings)
     out_dir = Path(out_dir)
-    augment = build_augment(recipe.get("augment"), f"{kind}.recipe.augment")
     segmenter = kind == "segmenter"
+    augment = build_augment(
+        settings.augment, f"{'segment' if segmenter else 'classify'}.recipe.augment"
+    )
     train_set, held_out, train_rows, held_rows = _siim_split(
-        folds_csv, manifest_csv, repack_root, stats_json, size, fold, segmenter, augment, input_size
+        folds_csv, manifest_csv, stats_json, size, fold, segmenter, augment, input_size
     )
-    model = build_model(arch, 1, weights=weights, weights_dir=weights_dir, **(options or {}))
-    settings = settings_from_recipe(recipe, seed, runtime)
-    eval_batch = recipe["batch_size"] * 2
-    common = dict(
-        device=device,
-        amp=runtime.amp,
-        channels_last=runtime.channels_last,
-        num_workers=runtime.num_workers,
+    positive = {"positive": train_rows["has_pneumothorax"].to_numpy() == 1} if segmenter else {}
+    job = FitJob(
+        build_model(arch, 1, weights=weights, weights_dir=weights_dir, **(options or {})),
+        train_set,
+        held_out,
+        _task(kind, settings, device, **positive),
+        {"arch": arch, "kind": kind, "fold": fold, "size": size, "options": options or {}},
     )
-    task = (
-        segmentation_task(
-            recipe["loss"],
-            eval_batch,
-            positive=train_rows["has_pneumothorax"].to_numpy() == 1,
-            **common,
-        )
-        if segmenter
-        else classification_task(recipe["loss"], eval_batch, **common)
-    )
-    names = member_names(recipe)
-    members = _members(out_dir, names, Path(state_path))
-    meta = {"arch": arch, "kind": kind, "fold": fold, "size": size, "options": options or {}}
-    history = fit(
-        model, train_set, held_out, task, settings, members, meta, device, stop_after_epoch
-    )
-    if stop_after_epoch is not None and len(history) < recipe["epochs"]:
+    history = _fit(job, settings, device, out_dir, state_path, stop_after_epoch)
+    if stop_after_epoch is not None and len(history) < settings.epochs:
         return {"stopped_after_epoch": len(history)}
-
     summary = {
         "arch": arch,
         "kind": kind,
@@ -219,91 +223,71 @@ def train_fold(
         "size": size,
         "images_held_out": len(held_out),
         "epochs": len(history),
-        "members": {},
+        "members": _write_oof(job, settings, device, out_dir, held_rows, segmenter),
     }
-    predictions = {}
-    for name in names:
-        path = (
-            getattr(members, name) if name in ("best", "swa") else members.snapshots[int(name[8:])]
-        )
-        model.load_state_dict(checkpoint.load(path)["model"])
-        predictions[name] = _predict_held_out(
-            model,
-            held_out,
-            out_dir / f"oof_{name}{maps.SUFFIX}" if segmenter else None,
-            eval_batch,
-            device,
-            runtime,
-        )
-        if segmenter:
-            summary["members"][name] = score_maps(
-                out_dir / f"oof_{name}{maps.SUFFIX}", held_out, tuning_grid
-            )
-        else:
-            summary["members"][name] = classification_metrics(
-                held_rows["has_pneumothorax"], predictions[name]
-            )
-    oof = held_rows[["image_id", "has_pneumothorax"]].copy()
-    if not segmenter:
-        for name in names:
-            oof[f"prob_{name}"] = predictions[name]
-        atomic.write_csv(out_dir / "oof.csv", oof)
-    else:
-        atomic.write_csv(out_dir / "oof_ids.csv", oof)
     atomic.write_json(out_dir / "summary.json", summary)
     _log_summary(summary)
     remove_training_state(state_path)  # the run is complete; its resume state is no longer needed
     return summary
 
 
-def _predict_held_out(
-    model,
-    dataset: RepackedImages,
-    maps_path: Path | None,
-    batch_size: int,
+def _write_oof(
+    job: FitJob,
+    settings: FitSettings,
     device: torch.device,
-    runtime: Runtime,
-) -> np.ndarray | None:
-    """Classifier: the probability per image. Segmenter: uint8 maps streamed into ``maps_path``."""
+    out_dir: Path,
+    held_rows: pd.DataFrame,
+    segmenter: bool,
+) -> dict:
+    """Each kept member's OOF predictions on the held-out fold; returns its metrics per member."""
+    oof = held_rows[["image_id", "has_pneumothorax"]].copy()
+    metrics = {}
+    for name in settings.members:
+        job.model.load_state_dict(checkpoint.load(model_file(out_dir, name))["model"])
+        if segmenter:
+            path = Path(oof_maps_file(out_dir, name))
+            _predict_maps(job.model, job.val_set, path, settings, device)
+            metrics[name] = score_maps(path, job.val_set)
+        else:
+            probability = _predict_probabilities(job.model, job.val_set, settings, device)
+            oof[probability_column(name)] = probability
+            metrics[name] = classification_metrics(held_rows["has_pneumothorax"], probability)
+    atomic.write_csv(out_dir / ("oof_ids.csv" if segmenter else "oof.csv"), oof)
+    return metrics
+
+
+def _predict_probabilities(
+    model, dataset: RepackedImages, settings: FitSettings, device: torch.device
+) -> np.ndarray:
     model.to(device)
-    batches = runtime.predict_batches(model, dataset, device, batch_size)
-    if maps_path is None:
-        probabilities = np.zeros(len(dataset), dtype=np.float32)
-        for indices, p in batches:
-            probabilities[indices] = p[:, 0]
-        return probabilities
+    probabilities = np.zeros(len(dataset), dtype=np.float32)
+    batches = settings.runtime.predict_batches(model, dataset, device, settings.eval_batch_size)
+    for indices, p in batches:
+        probabilities[indices] = p[:, 0]
+    return probabilities
+
+
+def _predict_maps(
+    model, dataset: RepackedImages, path: Path, settings: FitSettings, device: torch.device
+) -> None:
+    """uint8 maps streamed into ``path``, in the dataset's order."""
+    model.to(device)
+    batches = settings.runtime.predict_batches(model, dataset, device, settings.eval_batch_size)
     first = tuple(dataset[0]["image"].shape[-2:])
-    with maps.create(maps_path, (len(dataset), *first)) as out:
+    with maps.create(path, (len(dataset), *first)) as out:
         for indices, p in batches:
             out[indices] = quantise_probabilities(p)
-    return None
 
 
-def score_maps(
-    maps_path: str | os.PathLike, dataset: RepackedImages, grid: dict | None = None, chunk: int = 64
-) -> dict:
-    """Metrics of stored uint8 maps against the dataset's masks, chunk by chunk.
-
-    At a threshold of one half, and (with ``grid``) the competition score after the triplet
-    binarisation that suits this model best ('competition_tuned', thresholds searched on these
-    same held-out images, as the ensemble stage does for the blend).
-    """
-    from ptxseg.scoring.thresholds import CascadeGrid, Histograms
-
+def score_maps(maps_path: str | os.PathLike, dataset: RepackedImages, chunk: int = 64) -> dict:
+    """Metrics of stored uint8 maps against the dataset's masks at a threshold of one half, chunk
+    by chunk. (Thresholds tuned per model are the ensemble stage's: its scores.csv.)"""
     scores = SegmentationScores()
-    tuning = CascadeGrid(grid["top"], grid["min_area"], grid["bottom"]) if grid else None
     with maps.MapFile(maps_path) as stored:
         for start, chunk_maps in stored.chunks(chunk):
             truth = np.stack([dataset.truth_mask(i) for i in range(start, start + len(chunk_maps))])
             scores.add(chunk_maps >= 128, truth)
-            if tuning is not None:
-                tuning.add(Histograms.of(chunk_maps, truth))
-    result = scores.result()
-    if tuning is not None:
-        cascade, tuned = tuning.best()
-        result["competition_tuned"] = tuned
-        result.update({f"tuned_{k}": v for k, v in cascade.as_dict().items() if k != "gate"})
-    return result
+    return scores.result()
 
 
 def _log_summary(summary: dict) -> None:
@@ -324,17 +308,14 @@ def pretrain_nih(
     arch: str,
     nih_index: str | os.PathLike,
     manifest_csv: str | os.PathLike,
-    repack_root: str | os.PathLike,
     stats_json: str | os.PathLike,
     size: int,
-    recipe: dict,
+    settings: FitSettings,
     weights: str = "none",
     options: dict | None = None,
     weights_dir: str | None = None,
     out_dir: str | os.PathLike,
     state_path: str | os.PathLike,
-    seed: int,
-    runtime: Runtime | None = None,
     exclude_findings: list[str] | tuple[str, ...] = (),
     siim_overlap_csv: str | os.PathLike | None = None,
 ) -> dict:
@@ -348,61 +329,20 @@ def pretrain_nih(
     if get_spec(arch).kind != "classifier":
         raise ValueError(f"NIH pretraining needs a classifier; {arch!r} is a {get_spec(arch).kind}")
     # Pretraining keeps one model, the best on the NIH validation split, to seed the classifiers.
-    recipe = {**recipe, "snapshots": 0, "swa": {**recipe["swa"], "enabled": False}}
+    settings = settings.one_model()
     _check_size(arch, size)
-    runtime = runtime or Runtime()
-    device = _prepare(runtime, seed)
-    out_dir = Path(out_dir)
-    index = pd.read_csv(
-        nih_index, dtype={"image_id": str, "patient_id": str}, keep_default_na=False
-    )
-    manifest = read_manifest(manifest_csv).set_index("image_id")
-    mean, std = read_stats(stats_json, size)
-    augment = build_augment(recipe.get("augment"), "pretrain.recipe.augment")
-    root = Path(repack_root)
-
-    def dataset(rows: pd.DataFrame, train: bool) -> RepackedImages:
-        return RepackedImages(
-            rows["image_id"].tolist(),
-            [root / p for p in manifest.loc[rows["image_id"], "image"]],
-            mean=mean,
-            std=std,
-            labels=rows[findings].to_numpy(),
-            augment=augment if train else None,
-        )
-
-    empty = [split for split in ("train", "val") if not (index["split"] == split).any()]
-    if empty:
-        raise ValueError(
-            f"{nih_index}: no image in the NIH {' and '.join(empty)} split (after leaving out "
-            "the NIH images that are SIIM images); add NIH images or change nih_split.val_fraction"
-        )
-    train_set = dataset(index[index["split"] == "train"].reset_index(drop=True), True)
-    val_set = dataset(index[index["split"] == "val"].reset_index(drop=True), False)
-    model = build_model(
-        arch, len(findings), weights=weights, weights_dir=weights_dir, **(options or {})
-    )
-    settings = settings_from_recipe(recipe, seed, runtime)
-    task = classification_task(
-        recipe["loss"],
-        recipe["batch_size"] * 2,
-        device,
-        names=findings,
-        amp=runtime.amp,
-        channels_last=runtime.channels_last,
-        num_workers=runtime.num_workers,
-    )
-    members = _members(out_dir, member_names(recipe), Path(state_path))
-    history = fit(
-        model,
+    device = _start(settings)
+    train_set, val_set = _nih_split(nih_index, manifest_csv, stats_json, size, findings, settings)
+    job = FitJob(
+        build_model(
+            arch, len(findings), weights=weights, weights_dir=weights_dir, **(options or {})
+        ),
         train_set,
         val_set,
-        task,
-        settings,
-        members,
+        _task("classifier", settings, device, names=findings),
         {"arch": arch, "kind": "nih", "size": size, "findings": findings},
-        device,
     )
+    history = _fit(job, settings, device, Path(out_dir), state_path)
     best_row = history.loc[
         history[settings.monitor].idxmax()
         if settings.monitor_mode == "max"
@@ -424,7 +364,7 @@ def pretrain_nih(
         "best_epoch": int(best_row["epoch"]),
         "best": {k: float(v) for k, v in best_row.items() if k.startswith(("auc", "val_loss"))},
     }
-    atomic.write_json(out_dir / "summary.json", summary)
+    atomic.write_json(Path(out_dir) / "summary.json", summary)
     log.info(
         "NIH %s: %d findings (left out: %s), %d images (%s removed as SIIM images); best epoch %d, "
         "val AUC %.4f",
@@ -438,3 +378,36 @@ def pretrain_nih(
     )
     remove_training_state(state_path)
     return summary
+
+
+def _nih_split(
+    nih_index, manifest_csv, stats_json, size: int, findings: list[str], settings: FitSettings
+) -> tuple[RepackedImages, RepackedImages]:
+    """The NIH train and val splits of the index, as datasets of the repacked images."""
+    index = pd.read_csv(
+        nih_index, dtype={"image_id": str, "patient_id": str}, keep_default_na=False
+    )
+    manifest = read_manifest(manifest_csv).set_index("image_id")
+    mean, std = read_stats(stats_json, size)
+    augment = build_augment(settings.augment, "pretrain.recipe.augment")
+    root = Path(manifest_csv).parent  # the manifest's paths are relative to its folder
+
+    def dataset(rows: pd.DataFrame, train: bool) -> RepackedImages:
+        return RepackedImages(
+            rows["image_id"].tolist(),
+            [root / p for p in manifest.loc[rows["image_id"], "image"]],
+            mean=mean,
+            std=std,
+            labels=rows[findings].to_numpy(),
+            augment=augment if train else None,
+        )
+
+    empty = [split for split in ("train", "val") if not (index["split"] == split).any()]
+    if empty:
+        raise ValueError(
+            f"{nih_index}: no image in the NIH {' and '.join(empty)} split (after leaving out "
+            "the NIH images that are SIIM images); add NIH images or change nih_split.val_fraction"
+        )
+    train = index[index["split"] == "train"].reset_index(drop=True)
+    val = index[index["split"] == "val"].reset_index(drop=True)
+    return dataset(train, True), dataset(val, False)

@@ -12,99 +12,70 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from ptxseg.data.datasets import RepackedImages
+from ptxseg.data.repack import read_manifest
 from ptxseg.io import atomic, maps
+from ptxseg.layout import BEST, OOF_IDS, oof_maps_file
 from ptxseg.models import build_model
 from ptxseg.models.flops import flops_per_image, parameter_count
-from ptxseg.models.scaled_unet.compound import candidates, compound
-from ptxseg.runtime.options import Runtime
-from ptxseg.scoring.thresholds import Cascade
-from ptxseg.train.run import train_fold
+from ptxseg.models.scaled_unet.compound import candidate_multipliers, candidate_shape
+from ptxseg.scoring.native import NativeTruth, native_score
+from ptxseg.scoring.thresholds import Cascade, CascadeGrid, Histograms
+from ptxseg.train.run import siim_held_out, train_fold
+from ptxseg.train.settings import FitSettings
 
 log = logging.getLogger(__name__)
-
-BASELINE = "b0"
-
-
-def candidate_multipliers(
-    name: str, grid: dict, target: float, tolerance: float
-) -> tuple[float, float, float, int]:
-    """(alpha, beta, gamma, phi) of a candidate name; ``b0`` is the unscaled base."""
-    if name == BASELINE:
-        return 1.0, 1.0, 1.0, 0
-    for candidate in candidates(grid, target, tolerance):
-        if candidate.name == name:
-            return candidate.alpha, candidate.beta, candidate.gamma, 1
-    raise ValueError(f"{name!r} is not a candidate of the scaling grid")
 
 
 def train_candidate(
     *,
     name: str,
-    grid: dict,
-    target: float,
-    tolerance: float,
-    base_resolution: int,
-    repack_sizes: Sequence[int],
-    fold: int,
-    folds_csv,
-    manifest_csv,
-    repack_root,
-    stats_json,
-    recipe: dict,
+    scaling: dict,
+    folds_csv: str | os.PathLike,
+    manifest_csv: str | os.PathLike,
+    stats_json: str | os.PathLike,
+    settings: FitSettings,
     out_dir: str | os.PathLike,
     state_path: str | os.PathLike,
-    seed: int,
     rle_csv: str | os.PathLike,
     index_csv: str | os.PathLike,
-    runtime: Runtime | None = None,
-    tuning_grid: dict | None = None,
+    tuning_grid: dict,
 ) -> dict:
-    from ptxseg.scoring.native import NativeTruth, native_score
-
-    alpha, beta, gamma, phi = candidate_multipliers(name, grid, target, tolerance)
-    depth, width, resolution = compound(alpha, beta, gamma, phi, base_resolution)
-    # Read the smallest repacked size at least as large as the input, and resize on reading.
-    source = min([s for s in repack_sizes if s >= resolution] or [max(repack_sizes)])
-    recipe = {
-        **recipe,
-        "snapshots": 0,
-        "swa": {**recipe["swa"], "enabled": False},
-    }  # one model per candidate
+    """Train candidate ``name`` of the config's ``scaling`` section on its fold (one model: no
+    snapshots, no SWA), tune its triplet on its own OOF maps and score them at each image's own
+    size; write and return its row."""
+    alpha, beta, gamma, phi = candidate_multipliers(
+        name, scaling["grid"], scaling["target"], scaling["tolerance"]
+    )
+    depth, width, resolution = candidate_shape(name, scaling)
+    size = int(read_manifest(manifest_csv)["size"].iloc[0])  # the repack it reads (source_size)
     started = time.perf_counter()
-    summary = train_fold(
+    train_fold(
         kind="segmenter",
         arch="scaled_unet",
-        fold=fold,
+        fold=scaling["fold"],
         folds_csv=folds_csv,
         manifest_csv=manifest_csv,
-        repack_root=repack_root,
         stats_json=stats_json,
-        size=source,
+        size=size,
         input_size=resolution,
-        recipe=recipe,
+        settings=settings.one_model(),
         options={"depth": depth, "width": width},
         out_dir=out_dir,
         state_path=state_path,
-        seed=seed,
-        runtime=runtime,
-        tuning_grid=tuning_grid,
     )
     seconds = time.perf_counter() - started
-    model = build_model("scaled_unet", 1, depth=depth, width=width)
-    best = summary["members"]["best"]
-    cascade = Cascade(
-        top=best.get("tuned_top", 0.5),
-        min_area=best.get("tuned_min_area", 0.0),
-        bottom=best.get("tuned_bottom", 0.5),
-    )
-    ids = pd.read_csv(Path(out_dir) / "oof_ids.csv", dtype={"image_id": str})["image_id"].tolist()
+    maps_path = Path(oof_maps_file(out_dir, BEST))
+    held_out = siim_held_out(folds_csv, manifest_csv, stats_json, size, scaling["fold"], resolution)
+    cascade, at_resolution = tune_triplet(maps_path, held_out, tuning_grid)
+    ids = pd.read_csv(Path(out_dir) / OOF_IDS, dtype={"image_id": str})["image_id"].tolist()
     truth = NativeTruth(rle_csv, index_csv)
-    common = native_score(Path(out_dir) / f"oof_best{maps.SUFFIX}", ids, truth, cascade)
+    model = build_model("scaled_unet", 1, depth=depth, width=width)
     row = {
         "name": name,
         "alpha": alpha,
@@ -116,9 +87,9 @@ def train_candidate(
         "resolution": resolution,
         "params": parameter_count(model),
         "flops": flops_per_image(model, resolution),
-        "oof_score": common,
+        "oof_score": native_score(maps_path, ids, truth, cascade),
         "scored_at": truth.size_label(ids),
-        "oof_score_at_resolution": best.get("competition_tuned", best["competition"]),
+        "oof_score_at_resolution": at_resolution,
         "train_seconds": round(seconds, 1),
     }
     atomic.write_json(Path(out_dir) / "row.json", row)
@@ -136,3 +107,17 @@ def train_candidate(
         resolution,
     )
     return row
+
+
+def tune_triplet(
+    maps_path: str | os.PathLike, dataset: RepackedImages, grid: dict, chunk: int = 64
+) -> tuple[Cascade, float]:
+    """The triplet that suits these maps best on their own images (as the ensemble stage does for
+    the blend), and its competition score at the maps' size."""
+    tuning = CascadeGrid(grid["top"], grid["min_area"], grid["bottom"])
+    with maps.MapFile(maps_path) as stored:
+        for start, chunk_maps in stored.chunks(chunk):
+            truth = np.stack([dataset.truth_mask(i) for i in range(start, start + len(chunk_maps))])
+            tuning.add(Histograms.of(chunk_maps, truth))
+    cascade, score = tuning.best()
+    return Cascade(top=cascade.top, min_area=cascade.min_area, bottom=cascade.bottom), score

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,3 +222,32 @@ def excluded(
 ) -> list[Excluded]:
     """The grid points left out, each with its reason (see `screen`)."""
     return screen(grid, target, tolerance)[1]
+
+
+BASELINE = "b0"  # the unscaled base every candidate is scaled from
+
+
+def candidate_multipliers(
+    name: str, grid: Mapping[str, Any], target: float, tolerance: float
+) -> tuple[float, float, float, int]:
+    """(alpha, beta, gamma, phi) of a candidate name; ``b0`` is the unscaled base."""
+    if name == BASELINE:
+        return 1.0, 1.0, 1.0, 0
+    for candidate in candidates(grid, target, tolerance):
+        if candidate.name == name:
+            return candidate.alpha, candidate.beta, candidate.gamma, 1
+    raise ValueError(f"{name!r} is not a candidate of the scaling grid")
+
+
+def candidate_shape(name: str, scaling: Mapping[str, Any]) -> tuple[float, float, int]:
+    """(depth, width, resolution) of a candidate of the config's ``scaling`` section."""
+    alpha, beta, gamma, phi = candidate_multipliers(
+        name, scaling["grid"], scaling["target"], scaling["tolerance"]
+    )
+    return compound(alpha, beta, gamma, phi, scaling["base_resolution"])
+
+
+def source_size(resolution: int, repack_sizes: Sequence[int]) -> int:
+    """The repacked size a candidate reads (and resizes to its resolution on reading): the
+    smallest at least as large, else the largest."""
+    return min([s for s in repack_sizes if s >= resolution] or [max(repack_sizes)])

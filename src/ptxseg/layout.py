@@ -1,0 +1,210 @@
+"""Where every stage's outputs live in the results folder, and the names of kept models.
+
+One module knows the layout: the rules (``workflow/rules/common.smk``), the rule scripts and the
+package ask it; nobody else builds a ``fold<k>`` path or slices a member name out of a file name.
+Plain strings, no imports beyond the standard library, so the Snakefile can use it at DAG build.
+Every argument may be a value or a Snakemake wildcard pattern alike: ``fold_dir("segment",
+"{arch}", "{fold}")`` is the rule's output pattern, ``fold_dir("segment", "unet_resnet34", 0)``
+one job's folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePath
+
+MAPS_SUFFIX = ".h5"  # probability maps (ptxseg.io.maps)
+# The tables a training job writes into its folder beside its models.
+OOF_CSV = "oof.csv"  # a classifier's OOF probabilities, one column per member
+OOF_IDS = "oof_ids.csv"  # a segmenter's OOF image order (its maps' rows)
+METRICS = "metrics.csv"
+SUMMARY = "summary.json"
+BEST, SWA, SNAPSHOT = "best", "swa", "snapshot"
+_SNAPSHOT = re.compile(r"^snapshot(\d+)$")
+_FOLD = re.compile(r"^fold(\d+)$")
+_PROBABILITY = "prob_"
+
+
+def snapshot_member(k: int) -> str:
+    """The member name of the ``k``-th kept cosine-cycle snapshot."""
+    return f"{SNAPSHOT}{k}"
+
+
+def snapshot_index(member: str) -> int | None:
+    """``k`` of member ``snapshot<k>``; None for any other member."""
+    found = _SNAPSHOT.match(member)
+    return int(found[1]) if found else None
+
+
+def fold_name(fold: int | str) -> str:
+    return f"fold{fold}"
+
+
+def model_file(folder: str | PurePath, member: str) -> str:
+    """A kept model's file in a training job's folder."""
+    return f"{folder}/model_{member}.pt"
+
+
+def oof_maps_file(folder: str | PurePath, member: str) -> str:
+    """A segmenter member's OOF probability maps in a training job's folder."""
+    return f"{folder}/oof_{member}{MAPS_SUFFIX}"
+
+
+def job_name(arch: str, fold: int | str | None = None) -> str:
+    """The name of a training job's log and benchmark: ``<arch>`` or ``<arch>_fold<k>``."""
+    return arch if fold is None else f"{arch}_{fold_name(fold)}"
+
+
+def fold_of(path_or_name: str | PurePath) -> int:
+    """The fold of a fold folder, a file inside one, or a ``fold<k>`` column or map file name."""
+    parts = PurePath(path_or_name).parts
+    for part in reversed(parts):
+        found = _FOLD.match(PurePath(part).name.removesuffix(MAPS_SUFFIX))
+        if found:
+            return int(found[1])
+    raise ValueError(f"{path_or_name}: no fold<k> part in this path")
+
+
+def training_job_of(path: str | PurePath) -> tuple[str, str, int | None]:
+    """(stage, architecture, fold or None) of a file in a training job's folder:
+    ``<stage>/<arch>/fold<k>/<file>`` or ``pretrain/<arch>/<file>``."""
+    folder = PurePath(path).parent
+    found = _FOLD.match(folder.name)
+    if found:
+        return folder.parent.parent.name, folder.parent.name, int(found[1])
+    return folder.parent.name, folder.name, None
+
+
+def benchmark_rule_of(path: str | PurePath) -> str:
+    """The rule of a benchmark file (``benchmarks/<rule>/<job>.tsv``)."""
+    return PurePath(path).parent.name
+
+
+def probability_column(member: str) -> str:
+    """The column of a classifier member's OOF probability in ``oof.csv``."""
+    return f"{_PROBABILITY}{member}"
+
+
+def probability_members(columns) -> list[str]:
+    """The members whose probability columns are among ``columns``, in their order."""
+    return [c[len(_PROBABILITY) :] for c in columns if c.startswith(_PROBABILITY)]
+
+
+def fold_columns(columns) -> list[str]:
+    """The per-fold probability columns of a classifier's test predictions, in fold order."""
+    found = [c for c in columns if _FOLD.match(c)]
+    return sorted(found, key=fold_of)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The results folder's layout, under ``root`` ('results' for the rules)."""
+
+    root: str = "results"
+
+    def _at(self, *parts) -> str:
+        return "/".join([str(self.root), *map(str, parts)])
+
+    # Data: the demo's inputs, indexes, folds, repacked images.
+    def demo(self, dataset: str) -> str:
+        """Folder of the generated demo data set ('siim' or 'nih')."""
+        return self._at("demo", dataset)
+
+    def data(self, name: str) -> str:
+        """A table of the data stage: siim_index.csv, siim_folds.csv, nih_index.csv, ..."""
+        return self._at("data", name)
+
+    def repack_root(self, source: str) -> str:
+        """Folder of the repacked images of 'siim' or 'nih': manifests' paths are relative to it."""
+        return self._at("repack", source)
+
+    def repack_images(self, source: str, size: int | str) -> str:
+        """The PNGs of one size (train/, test/, masks/ for SIIM), one job's output."""
+        return self._at("repack", source, size)
+
+    def repack_manifest(self, source: str, size: int | str) -> str:
+        return self._at("repack", source, f"manifest_{size}.csv")
+
+    def repack_stats(self, source: str, size: int | str) -> str:
+        """Mean and std of one size's images, what model inputs are scaled with."""
+        return self._at("repack", source, f"stats_{size}.json")
+
+    def fingerprints(self, source: str) -> str:
+        """Every image's content fingerprint (ptxseg.data.overlap) of 'siim' or 'nih'."""
+        return self.data(f"{source}_fingerprints.npy")
+
+    # Training: NIH pretraining per architecture, classifiers and segmenters per fold.
+    def pretrain_dir(self, arch: str) -> str:
+        return self._at("pretrain", arch)
+
+    def pretrain_file(self, arch: str, name: str) -> str:
+        """metrics.csv or summary.json of a pretraining."""
+        return f"{self.pretrain_dir(arch)}/{name}"
+
+    def fold_dir(self, stage: str, arch: str, fold: int | str) -> str:
+        """Folder of one fold model of 'classify' or 'segment'."""
+        return self._at(stage, arch, fold_name(fold))
+
+    def model(self, stage: str, arch: str, fold: int | str | None, member: str) -> str:
+        """A kept model file; ``fold`` None for a pretraining."""
+        folder = self.pretrain_dir(arch) if fold is None else self.fold_dir(stage, arch, fold)
+        return model_file(folder, member)
+
+    def fold_file(self, stage: str, arch: str, fold: int | str, name: str) -> str:
+        """oof.csv, oof_ids.csv, metrics.csv or summary.json of one fold model."""
+        return f"{self.fold_dir(stage, arch, fold)}/{name}"
+
+    def oof_maps(self, arch: str, fold: int | str, member: str) -> str:
+        """A segmenter member's OOF probability maps on its held-out fold."""
+        return oof_maps_file(self.fold_dir("segment", arch, fold), member)
+
+    def training_state(self, stage: str, arch: str, fold: int | str | None = None) -> str:
+        """The resume state of a training job, outside its declared outputs (Snakemake removes
+        a failed job's outputs; the state must survive for the rerun to continue)."""
+        name = arch if fold is None else f"{arch}/{fold_name(fold)}"
+        return self._at("checkpoints", stage, f"{name}.pt")
+
+    # Test-set prediction.
+    def test_probabilities(self, arch: str) -> str:
+        """A classifier's test probabilities, one column per fold."""
+        return self._at("predict", "classify", arch, "test.csv")
+
+    def test_maps(self, arch: str, fold: int | str) -> str:
+        return self._at("predict", "segment", arch, f"{fold_name(fold)}{MAPS_SUFFIX}")
+
+    def test_ids(self, arch: str) -> str:
+        """The image order of a segmenter's test maps."""
+        return self._at("predict", "segment", arch, "ids.csv")
+
+    # Ensemble, submission, report.
+    def ensemble(self, name: str) -> str:
+        """ensemble.json, scores.csv, threshold_search.csv, oof_images.csv, oof_blend.h5."""
+        return self._at("ensemble", name)
+
+    @property
+    def submission(self) -> str:
+        return self._at("submission.csv")
+
+    @property
+    def report(self) -> str:
+        return self._at("report.html")
+
+    # The compound-scaling search.
+    def scaling(self, name: str) -> str:
+        """summary.csv, score_vs_flops.png, best.yaml, search.json."""
+        return self._at("scaling", name)
+
+    def scaling_candidate(self, candidate: str, name: str) -> str:
+        """row.json, model_best.pt, metrics.csv, oof maps of one candidate."""
+        return self._at("scaling", candidate, name)
+
+    # Logs and benchmarks of every rule.
+    def log(self, rule: str, name: str) -> str:
+        return self._at("logs", rule, f"{name}.log")
+
+    def benchmark(self, rule: str, name: str) -> str:
+        return self._at("benchmarks", rule, f"{name}.tsv")
+
+
+RESULTS = Layout()

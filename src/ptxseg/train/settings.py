@@ -1,0 +1,99 @@
+"""One training run's settings: its recipe, seed and runtime as one typed object.
+
+Built once from the config (``FitSettings.from_config``): the loop, the tasks and the fit jobs read
+its fields, so no config key is mapped by hand anywhere else, and a key that is not here does not
+reach training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from ptxseg.recipes import member_names
+from ptxseg.runtime.options import Runtime
+from ptxseg.train.schedules import ScheduleSpec
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int
+    batch_size: int
+    lr: float
+    optimiser: str = "adamw"
+    weight_decay: float = 1e-4
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    snapshots: int = 0
+    swa_start: int | None = None  # 0-based epoch from which SWA averages; None: no SWA
+    swa_lr: float | None = None
+    grad_clip: float | None = None
+    accumulate: int = 1
+    steps_per_epoch: int | None = None  # at most this many batches an epoch; None: all
+    sampling: str = "all"
+    sampling_start: float = 0.8
+    sampling_end: float = 0.4
+    monitor: str = "loss"
+    monitor_mode: str = "min"
+    loss: dict = field(default_factory=lambda: {"name": "bce"})
+    augment: dict | None = None
+    seed: int = 0
+    runtime: Runtime = field(default_factory=Runtime)
+
+    @classmethod
+    def from_config(cls, recipe: dict, seed: int, runtime: Runtime) -> FitSettings:
+        """From a validated recipe (a stage's, with an architecture's overrides), the config's seed
+        and the job's runtime."""
+        schedule, swa, sampling = recipe["schedule"], recipe["swa"], recipe["sampling"]
+        return cls(
+            epochs=recipe["epochs"],
+            batch_size=recipe["batch_size"],
+            lr=recipe["optimiser"]["lr"],
+            optimiser=recipe["optimiser"]["name"],
+            weight_decay=recipe["optimiser"]["weight_decay"],
+            schedule=ScheduleSpec(
+                name=schedule["name"],
+                warmup_epochs=schedule["warmup_epochs"],
+                cycle_epochs=schedule["cycle_epochs"],
+                cycle_mult=schedule["cycle_mult"],
+                min_lr=schedule["min_lr"],
+                plateau_patience=schedule["plateau_patience"],
+                plateau_factor=schedule["plateau_factor"],
+                mode=recipe["monitor_mode"],
+            ),
+            snapshots=recipe["snapshots"],
+            swa_start=swa["start_epoch"] - 1 if swa["enabled"] else None,
+            swa_lr=swa["lr"],
+            grad_clip=recipe["grad_clip"],
+            accumulate=recipe["accumulate"],
+            steps_per_epoch=recipe["steps_per_epoch"],
+            sampling=sampling["mode"],
+            sampling_start=sampling["start"],
+            sampling_end=sampling["end"],
+            monitor=recipe["monitor"],
+            monitor_mode=recipe["monitor_mode"],
+            loss=recipe["loss"],
+            augment=recipe.get("augment"),
+            seed=seed,
+            runtime=runtime,
+        )
+
+    def one_model(self) -> FitSettings:
+        """The same run keeping only its best model (no snapshots, no SWA)."""
+        return replace(self, snapshots=0, swa_start=None)
+
+    @property
+    def members(self) -> list[str]:
+        """The models this run keeps: best, then SWA and snapshots where the recipe asks."""
+        return member_names(
+            {"swa": {"enabled": self.swa_start is not None}, "snapshots": self.snapshots}
+        )
+
+    @property
+    def eval_batch_size(self) -> int:
+        """Evaluation holds no gradients: twice the training batch fits."""
+        return self.batch_size * 2
+
+    def fingerprint(self) -> dict:
+        """What a resumed run must share with the interrupted one: everything but how it runs."""
+        values = asdict(self)
+        values["runtime"] = self.runtime.numerics()
+        return values
