@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from dag import ROOT, snakemake_command, write_config
+import yaml
+from dag import ROOT, snakemake_command, train_first_segmenter_fold, write_config
 
 from ptxseg.io.maps import SUFFIX, read_rows
 from ptxseg.io.png import write_png
@@ -258,3 +260,18 @@ def test_second_run_on_the_same_results_folder_is_refused(tmp_path):
     first_output, _ = first.communicate(timeout=300)
     assert first.returncode == 0, first_output[-2000:]  # the first run was not disturbed
     assert (tmp_path / "results" / "repack" / "siim" / "stats_32.json").exists()
+
+
+def test_the_checkpoint_interval_reaches_the_training_loop_from_the_config(tmp_path):
+    """runtime.checkpoint_every_s, read by the rule script (never a rule parameter): an hour
+    between writes leaves only the write after the last epoch."""
+    config = write_config(
+        tmp_path / "sparse.yaml", "configs/tiny.yaml", runtime={"checkpoint_every_s": 3600}
+    )
+    result, log = train_first_segmenter_fold(tmp_path, config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    epochs = yaml.safe_load(config.read_text())["segment"]["recipe"]["epochs"]
+    saved = re.findall(
+        r"resume state saved at epoch (\d+) \(runtime.checkpoint_every_s=(\S+)\)", log
+    )
+    assert saved == [(str(epochs), "3600")]

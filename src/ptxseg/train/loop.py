@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ptxseg.data.datasets import RepackedImages, worker_init
 from ptxseg.io import atomic
+from ptxseg.layout import BEST, SWA, snapshot_member
 from ptxseg.parallel import progress
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device, seed_everything
@@ -86,6 +87,27 @@ def _loader(dataset, indices: np.ndarray | None, settings: FitSettings, seed: in
     )
 
 
+@dataclass
+class _Progress:
+    """What a run has done so far: what its resume state holds beside the weights."""
+
+    history: list[dict] = field(default_factory=list)
+    best: float | None = None
+    start_epoch: int = 0
+
+
+@dataclass
+class _Parts:
+    """The moving parts of one run, built once by ``_parts``."""
+
+    optimiser: torch.optim.Optimizer
+    schedule: LrSchedule
+    snapshot_epochs: list[int]
+    swa: AveragedModel | None
+    kept: KeptCopies
+    fingerprint: dict
+
+
 def fit(
     model: nn.Module,
     train_set: RepackedImages,
@@ -106,6 +128,65 @@ def fit(
     model.to(device)
     if settings.runtime.channels_last:
         model.to(memory_format=torch.channels_last)
+    parts = _parts(model, settings, members, meta)
+    progress_ = _resume(model, parts, members)
+    loss_fn = task.loss.to(device)
+    positive = task.positive if task.positive is not None else np.zeros(len(train_set), dtype=bool)
+    state_written = time.monotonic()
+    for epoch in range(progress_.start_epoch, settings.epochs):
+        started = time.perf_counter()
+        epoch_seed = seed_everything(settings.seed, epoch)
+        train_set.reseed(epoch_seed)
+        indices = epoch_indices(
+            positive,
+            settings.sampling,
+            epoch,
+            settings.epochs,
+            np.random.default_rng(epoch_seed),
+            settings.sampling_start,
+            settings.sampling_end,
+        )
+        if settings.steps_per_epoch is not None:
+            indices = indices[: settings.steps_per_epoch * settings.batch_size]
+        loader = _loader(train_set, indices, settings, epoch_seed)
+        train_loss = _train_epoch(
+            model,
+            loader,
+            loss_fn,
+            parts.optimiser,
+            parts.schedule,
+            settings,
+            epoch,
+            device,
+            members,
+        )
+        if parts.swa is not None and epoch >= settings.swa_start:
+            parts.swa.update_parameters(model)
+        metrics = task.evaluate(model, val_set)
+        row = {
+            "epoch": epoch + 1,
+            "lr": parts.schedule.lr,
+            "train_loss": train_loss,
+            **metrics,
+            "images": len(indices),
+            "seconds": round(time.perf_counter() - started, 2),
+            "snapshot": int(epoch + 1 in parts.snapshot_epochs),
+        }
+        _end_epoch(
+            model, parts, progress_, row, metrics.get(settings.monitor), settings, members, meta
+        )
+        stopping = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
+        due = time.monotonic() - state_written >= settings.runtime.checkpoint_every_s
+        if members.state is not None and (due or stopping or epoch + 1 == settings.epochs):
+            state_written = time.monotonic()
+            _save_state(model, parts, progress_, epoch, settings, members)
+        if stopping and epoch + 1 < settings.epochs:
+            return pd.DataFrame(progress_.history)
+    _finish(model, parts, train_set, settings, members, meta, device)
+    return pd.DataFrame(progress_.history)
+
+
+def _parts(model: nn.Module, settings: FitSettings, members: Members, meta: dict) -> _Parts:
     optimiser = build_optimiser(
         model.parameters(), settings.optimiser, settings.lr, settings.weight_decay
     )
@@ -123,134 +204,130 @@ def fit(
         raise ValueError(
             f"{len(members.snapshots)} snapshot paths for {len(snapshot_epochs)} snapshots"
         )
-    swa = AveragedModel(model) if settings.swa_start is not None else None
-    loss_fn = task.loss.to(device)
-    positive = task.positive if task.positive is not None else np.zeros(len(train_set), dtype=bool)
+    return _Parts(
+        optimiser,
+        schedule,
+        snapshot_epochs,
+        AveragedModel(model) if settings.swa_start is not None else None,
+        KeptCopies(members.state),
+        {**settings.fingerprint(), **meta},
+    )
 
-    history: list[dict] = []
-    best: float | None = None
-    start_epoch = 0
-    kept = KeptCopies(members.state)
-    member_paths = {"best": members.best} | {
-        f"snapshot{k}": path for k, path in enumerate(members.snapshots)
+
+def _resume(model: nn.Module, parts: _Parts, members: Members) -> _Progress:
+    """The progress of an interrupted run with the same settings, its state loaded; else none."""
+    if members.state is None or not Path(members.state).exists():
+        return _Progress()
+    state = checkpoint.load(members.state)
+    if state.get("fingerprint") != parts.fingerprint:
+        log.warning("%s was written with other settings; starting over", members.state)
+        return _Progress()
+    model.load_state_dict(state["model"])
+    parts.optimiser.load_state_dict(state["optimiser"])
+    parts.schedule.load_state_dict(state["schedule"])
+    if parts.swa is not None and state.get("swa") is not None:
+        parts.swa.load_state_dict(state["swa"])
+    progress_ = _Progress(state["history"], state["best"], state["epoch"] + 1)
+    log.info("resuming from %s after epoch %d", members.state, progress_.start_epoch)
+    member_paths = {BEST: members.best} | {
+        snapshot_member(k): path for k, path in enumerate(members.snapshots)
     }
-    fingerprint = {**settings.fingerprint(), **meta}
-    if members.state is not None and Path(members.state).exists():
-        state = checkpoint.load(members.state)
-        if state.get("fingerprint") == fingerprint:
-            model.load_state_dict(state["model"])
-            optimiser.load_state_dict(state["optimiser"])
-            schedule.load_state_dict(state["schedule"])
-            if swa is not None and state.get("swa") is not None:
-                swa.load_state_dict(state["swa"])
-            best, history, start_epoch = state["best"], state["history"], state["epoch"] + 1
-            log.info("resuming from %s after epoch %d", members.state, start_epoch)
-            restored = kept.restore(state.get("kept", {}), member_paths)
-            if restored:
-                log.info("restored %s from the copies beside the state", ", ".join(restored))
-        else:
-            log.warning("%s was written with other settings; starting over", members.state)
+    restored = parts.kept.restore(state.get("kept", {}), member_paths)
+    if restored:
+        log.info("restored %s from the copies beside the state", ", ".join(restored))
+    return progress_
 
-    state_written = time.monotonic()
-    for epoch in range(start_epoch, settings.epochs):
-        started = time.perf_counter()
-        epoch_seed = seed_everything(settings.seed, epoch)
-        train_set.reseed(epoch_seed)
-        indices = epoch_indices(
-            positive,
-            settings.sampling,
-            epoch,
-            settings.epochs,
-            np.random.default_rng(epoch_seed),
-            settings.sampling_start,
-            settings.sampling_end,
-        )
-        if settings.steps_per_epoch is not None:
-            indices = indices[: settings.steps_per_epoch * settings.batch_size]
-        loader = _loader(train_set, indices, settings, epoch_seed)
-        train_loss = _train_epoch(
-            model, loader, loss_fn, optimiser, schedule, settings, epoch, device, members
-        )
-        if swa is not None and epoch >= settings.swa_start:
-            swa.update_parameters(model)
-        metrics = task.evaluate(model, val_set)
-        monitored = metrics.get(settings.monitor)
-        row = {
-            "epoch": epoch + 1,
-            "lr": schedule.lr,
-            "train_loss": train_loss,
-            **metrics,
-            "images": len(indices),
-            "seconds": round(time.perf_counter() - started, 2),
-            "snapshot": int(epoch + 1 in snapshot_epochs),
-        }
-        history.append(row)
-        log.info(
-            "epoch %d/%d %s",
-            epoch + 1,
-            settings.epochs,
-            " ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
-            ),
-        )
-        if _improved(monitored, best, settings.monitor_mode):
-            best = monitored
-            kept.export(
-                "best",
-                members.best,
-                model,
-                {**meta, "member": "best", "epoch": epoch + 1, settings.monitor: monitored},
-            )
-        if epoch + 1 in snapshot_epochs:
-            k = snapshot_epochs.index(epoch + 1)
-            kept.export(
-                f"snapshot{k}",
-                members.snapshots[k],
-                model,
-                {**meta, "member": f"snapshot{k}", "epoch": epoch + 1},
-            )
-        schedule.step_epoch(monitored)
-        if members.metrics_csv is not None:
-            atomic.write_csv(members.metrics_csv, pd.DataFrame(history))
-        stopping = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
-        due = time.monotonic() - state_written >= settings.runtime.checkpoint_every_s
-        if members.state is not None and (due or stopping or epoch + 1 == settings.epochs):
-            state_written = time.monotonic()
-            checkpoint.save(
-                members.state,
-                {
-                    "fingerprint": fingerprint,
-                    "epoch": epoch,
-                    "best": best,
-                    "history": history,
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "swa": swa.state_dict() if swa is not None else None,
-                    "kept": kept.record(),
-                },
-            )
-            kept.prune()
-            log.info(
-                "resume state saved at epoch %d (runtime.checkpoint_every_s=%g)",
-                epoch + 1,
-                settings.runtime.checkpoint_every_s,
-            )
-        if stopping and epoch + 1 < settings.epochs:
-            return pd.DataFrame(history)
 
-    if not Path(
-        members.best
-    ).exists():  # every evaluation was NaN: keep the last model rather than none
-        checkpoint.export_model(
-            members.best, model, {**meta, "member": "best", "epoch": settings.epochs}
+def _end_epoch(
+    model: nn.Module,
+    parts: _Parts,
+    progress_: _Progress,
+    row: dict,
+    monitored: float | None,
+    settings: FitSettings,
+    members: Members,
+    meta: dict,
+) -> None:
+    """Log the epoch; keep the best model and a snapshot where one is due; step the schedule;
+    write the metrics table."""
+    progress_.history.append(row)
+    epoch = row["epoch"]
+    log.info(
+        "epoch %d/%d %s",
+        epoch,
+        settings.epochs,
+        " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+    )
+    if _improved(monitored, progress_.best, settings.monitor_mode):
+        progress_.best = monitored
+        parts.kept.export(
+            BEST,
+            members.best,
+            model,
+            {**meta, "member": BEST, "epoch": epoch, settings.monitor: monitored},
         )
-    if swa is not None and members.swa is not None:
-        _finish_swa(swa, train_set, settings, device)
-        checkpoint.export_model(
-            members.swa, swa.module, {**meta, "member": "swa", "epoch": settings.epochs}
+    if epoch in parts.snapshot_epochs:
+        k = parts.snapshot_epochs.index(epoch)
+        parts.kept.export(
+            snapshot_member(k),
+            members.snapshots[k],
+            model,
+            {**meta, "member": snapshot_member(k), "epoch": epoch},
         )
-    return pd.DataFrame(history)
+    parts.schedule.step_epoch(monitored)
+    if members.metrics_csv is not None:
+        atomic.write_csv(members.metrics_csv, pd.DataFrame(progress_.history))
+
+
+def _save_state(
+    model: nn.Module,
+    parts: _Parts,
+    progress_: _Progress,
+    epoch: int,
+    settings: FitSettings,
+    members: Members,
+) -> None:
+    checkpoint.save(
+        members.state,
+        {
+            "fingerprint": parts.fingerprint,
+            "epoch": epoch,
+            "best": progress_.best,
+            "history": progress_.history,
+            "model": model.state_dict(),
+            "optimiser": parts.optimiser.state_dict(),
+            "schedule": parts.schedule.state_dict(),
+            "swa": parts.swa.state_dict() if parts.swa is not None else None,
+            "kept": parts.kept.record(),
+        },
+    )
+    parts.kept.prune()
+    log.info(
+        "resume state saved at epoch %d (runtime.checkpoint_every_s=%g)",
+        epoch + 1,
+        settings.runtime.checkpoint_every_s,
+    )
+
+
+def _finish(
+    model: nn.Module,
+    parts: _Parts,
+    train_set: RepackedImages,
+    settings: FitSettings,
+    members: Members,
+    meta: dict,
+    device: torch.device,
+) -> None:
+    """The last kept models: the final weights where no evaluation was finite, and the SWA."""
+    if not Path(members.best).exists():  # every evaluation was NaN: keep the last model
+        checkpoint.export_model(
+            members.best, model, {**meta, "member": BEST, "epoch": settings.epochs}
+        )
+    if parts.swa is not None and members.swa is not None:
+        _finish_swa(parts.swa, train_set, settings, device)
+        checkpoint.export_model(
+            members.swa, parts.swa.module, {**meta, "member": SWA, "epoch": settings.epochs}
+        )
 
 
 def _train_epoch(
