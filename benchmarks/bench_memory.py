@@ -26,25 +26,28 @@ from pathlib import Path
 from ptxseg.ensemble.submission import PredictionFiles, write_submission
 from ptxseg.scoring.thresholds import Cascade
 from ptxseg.io import maps
+from ptxseg.layout import Layout, fold_name
 root, n, size, step = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+layout = Layout(str(root))
 ids = [f"1.2.3.{k}" for k in range(n)]
 archs, folds = ["unet_resnet34", "unet_efficientnet_b4", "attention_unet"], range(5)
 if step == "predict":  # what predict_segmenter writes: a map file filled batch by batch
     rng = np.random.default_rng(0)
     for arch in archs:
-        (root / arch).mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"image_id": ids[::-1]}).to_csv(root / arch / "ids.csv", index=False)
+        Path(layout.test_ids(arch)).parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"image_id": ids[::-1]}).to_csv(layout.test_ids(arch), index=False)
         for fold in folds:
-            with maps.create(root / arch / f"fold{fold}{maps.SUFFIX}", (n, size, size)) as out:
+            with maps.create(layout.test_maps(arch, fold), (n, size, size)) as out:
                 for start in range(0, n, 16):
                     coarse = rng.normal(0, 1, (min(16, n - start), 8, 8)).astype(np.float32)
                     batch = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_CUBIC) for c in coarse])
                     out[slice(start, start + len(batch))] = np.clip(255 / (1 + np.exp(-(batch - 1.2) * 3)), 0, 255)
     for c in range(4):
-        pd.DataFrame({"image_id": ids, **{f"fold{f}": rng.random(n) for f in folds}}).to_csv(root / f"cls{c}.csv", index=False)
+        path = Path(layout.test_probabilities(f"c{c}"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"image_id": ids, **{fold_name(f): rng.random(n) for f in folds}}).to_csv(path, index=False)
 else:
-    files = PredictionFiles({a: [root / a / f"fold{f}{maps.SUFFIX}" for f in folds] for a in archs},
-                            {a: root / a / "ids.csv" for a in archs}, {f"c{c}": root / f"cls{c}.csv" for c in range(4)})
+    files = PredictionFiles.at(layout, [f"c{c}" for c in range(4)], archs, len(folds))
     ensemble = {"cascade": Cascade(gate=0.3, top=0.7, min_area=2048, bottom=0.4).as_dict(),
                 "segmenter_weights": {"unet_resnet34": 0.4, "unet_efficientnet_b4": 0.3, "attention_unet": 0.3},
                 "classifier_weights": {f"c{c}": 0.25 for c in range(4)}}

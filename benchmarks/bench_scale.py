@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,13 +44,20 @@ import yaml
 from snakemake_run import ROOT, snakemake_command
 
 from ptxseg.io import maps
+from ptxseg.layout import RESULTS
 
 FULL_CONFIG = ROOT / "configs" / "full.yaml"
-DATA_TARGETS = [
-    "results/data/siim_folds.csv",
-    "results/repack/siim/stats.json",
-    "results/data/nih_pretrain_index.csv",
-]
+
+
+def data_targets(config: dict) -> list[str]:
+    """The data stage's end points: folds, every SIIM size's repack, the NIH pretraining index."""
+    return [
+        RESULTS.data("siim_folds.csv"),
+        *(RESULTS.repack_stats("siim", size) for size in config["repack"]["sizes"]),
+        RESULTS.data("nih_pretrain_index.csv"),
+    ]
+
+
 POST_RULES = ["ensemble", "submission", "report"]
 # Targets of the issue at the full size: memory of the OOF search and of the report; time of the
 # SIIM repack on this machine's 2 cores.
@@ -77,11 +85,12 @@ def rule_outputs(workdir: Path, config: Path) -> dict[str, list[Path]]:
     return outputs
 
 
-def rule_rows(workdir: Path, config: Path, rules: list[str], full: dict) -> list[dict]:
+def rule_rows(workdir: Path, config: Path, rules: list[str]) -> list[dict]:
     outputs = rule_outputs(workdir, config)
+    memory = rule_memory(workdir, config)
     rows = []
     for rule in rules:
-        tsvs = sorted((workdir / "results" / "benchmarks" / rule).glob("*.tsv"))
+        tsvs = sorted((workdir / RESULTS.benchmarks_of(rule)).glob("*.tsv"))
         if not tsvs:
             continue
         frames = [pd.read_csv(t, sep="\t").iloc[-1] for t in tsvs]
@@ -92,41 +101,42 @@ def rule_rows(workdir: Path, config: Path, rules: list[str], full: dict) -> list
                 "wall_s": sum(float(f["s"]) for f in frames),
                 "peak_gib": max(float(f["max_rss"]) for f in frames) * 2**20 / GIB,
                 "disk_gb": sum(scale_release.file_size(p) for p in outputs.get(rule, [])) / 1e9,
-                "mem_mb": _mem_mb(full, rule),
+                "mem_mb": memory[rule],
             }
         )
     return rows
 
 
-def _mem_mb(config: dict, rule: str) -> int:
-    """The rule's memory in the full config (the resource group its .smk entry names)."""
-    groups = {
-        "index_siim": "index",
-        "index_nih": "index",
-        "exclude_siim_from_nih": "index",
-        "repack_siim": "repack",
-        "repack_nih": "repack",
-        "ensemble": "ensemble",
-        "submission": "ensemble",
-        "train_segmenter": "train",
-    }
-    resources = config["resources"]
-    return {**resources["default"], **resources.get(groups.get(rule, "default"), {})}["mem_mb"]
+def rule_memory(workdir: Path, config: Path) -> dict[str, int]:
+    """Every rule's mem_mb as Snakemake resolves it for the config (a forced dry run), so that
+    no mapping of rules to resource groups is kept here beside the rules'."""
+    command = snakemake_command(workdir, config, "-n", "--forceall", "--nolock")
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    memory: dict[str, int] = {}
+    rule = None
+    for line in result.stdout.splitlines():
+        if found := re.match(r"\s*(?:local)?rule (\w+):", line):
+            rule = found[1]
+        elif rule and (found := re.search(r"\bmem_mb=(\d+)", line)):
+            memory.setdefault(rule, int(found[1]))
+    return memory
 
 
 TRAIN_FOLD = r"""
 import json, sys
 from pathlib import Path
+from ptxseg.layout import Layout
 from ptxseg.runtime.options import Runtime
 from ptxseg.train.run import train_fold
+from ptxseg.train.settings import FitSettings
 results, size, steps = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-recipe = json.loads(sys.argv[4])
+recipe, layout = json.loads(sys.argv[4]), Layout(sys.argv[1])
+runtime = Runtime(device="cpu", num_workers=1, tta=("none", "hflip"), threads=2)
 summary = train_fold(kind="segmenter", arch="scaled_unet", fold=0,
-    folds_csv=results / "data" / "siim_folds.csv", manifest_csv=results / "repack/siim/manifest.csv",
-    repack_root=results / "repack/siim", stats_json=results / "repack/siim/stats.json", size=size,
-    recipe=recipe, options={"depth": 1.0, "width": 1.0}, out_dir=results / "rehearsal_fold",
-    state_path=results / "checkpoints/rehearsal_fold.pt", seed=0,
-    runtime=Runtime(device="cpu", num_workers=1, tta=("none", "hflip"), threads=2))
+    folds_csv=layout.data("siim_folds.csv"), manifest_csv=layout.repack_manifest("siim", size),
+    stats_json=layout.repack_stats("siim", size), size=size,
+    settings=FitSettings.from_config(recipe, 0, runtime), options={"depth": 1.0, "width": 1.0},
+    out_dir=results / "rehearsal_fold", state_path=results / "checkpoints/rehearsal_fold.pt")
 print(json.dumps(summary))
 """
 
@@ -159,7 +169,7 @@ def measured(command: list[str]) -> tuple[float, float, str]:
     return time.perf_counter() - started, peak / GIB, out
 
 
-def training_fold(results: Path, full: dict, steps: int) -> dict:
+def training_fold(results: Path, full: dict, steps: int, memory: dict[str, int]) -> dict:
     recipe = json.loads(json.dumps(full["segment"]["recipe"]))
     recipe.update(epochs=1, batch_size=4, snapshots=0, steps_per_epoch=steps)
     recipe["swa"] = {"enabled": False}
@@ -183,7 +193,7 @@ def training_fold(results: Path, full: dict, steps: int) -> dict:
         "wall_s": seconds,
         "peak_gib": peak,
         "disk_gb": disk / 1e9,
-        "mem_mb": _mem_mb(full, "train_segmenter"),
+        "mem_mb": memory["train_segmenter"],
         "held_out": summary["images_held_out"],
     }
 
@@ -279,16 +289,17 @@ def rehearse(work: Path, args) -> int:
     results_dir = work / "run"
     results_dir.mkdir()
 
-    snakemake(results_dir, config_path, *DATA_TARGETS, cores=args.workers)
+    snakemake(results_dir, config_path, *data_targets(config), cores=args.workers)
     data_rules = [
         "index_siim",
         "folds_siim",
         "repack_siim",
+        "fingerprint_siim",
         "index_nih",
         "repack_nih",
         "exclude_siim_from_nih",
     ]
-    rows = rule_rows(results_dir, config_path, data_rules, full)
+    rows = rule_rows(results_dir, config_path, data_rules)
 
     started = time.perf_counter()
     from ptxseg.config import validate
@@ -302,13 +313,14 @@ def rehearse(work: Path, args) -> int:
     snakemake(
         results_dir,
         config_path,
-        "results/report.html",
+        RESULTS.report,
         "--allowed-rules",
         *POST_RULES,
         cores=args.workers,
     )
-    rows += rule_rows(results_dir, config_path, POST_RULES, full)
-    rows.append(training_fold(results_dir / "results", full, args.train_steps))
+    rows += rule_rows(results_dir, config_path, POST_RULES)
+    memory = rule_memory(results_dir, config_path)
+    rows.append(training_fold(results_dir / "results", full, args.train_steps, memory))
 
     print()
     print_table(rows)

@@ -33,6 +33,16 @@ from ptxseg.data.repack import read_manifest, resize_mask
 from ptxseg.data.siim import labels_by_image
 from ptxseg.io import atomic, maps, rle
 from ptxseg.io.png import read_grey
+from ptxseg.layout import (
+    METRICS,
+    OOF_CSV,
+    OOF_IDS,
+    SUMMARY,
+    Layout,
+    fold_name,
+    job_name,
+    probability_column,
+)
 from ptxseg.parallel import parallel_map
 
 # The real release (SIIM-ACR stage 2 with labels; NIH ChestX-ray14), measured on the real label
@@ -138,8 +148,7 @@ def _to_uint8(logits: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _MapJob:
-    out_dir: str
-    names: tuple[str, ...]  # one map file per name
+    paths: tuple[str, ...]  # the map files, all over the same images
     image_ids: tuple[str, ...]
     # Per image the truth the maps are drawn from: a repacked mask PNG (train), or the image's
     # rows of the demo's test-rle.csv (test: the answers the real release keeps hidden).
@@ -156,11 +165,10 @@ def _truth(item, size: int) -> np.ndarray:
 
 
 def _write_map_files(job: _MapJob) -> list[str]:
-    """One file per name over the same images: a shared field per image, small noise per file."""
+    """Map files over the same images: a shared field per image, small noise per file."""
     rng = np.random.default_rng(job.seed)
-    out = Path(job.out_dir)
     shape = (len(job.image_ids), job.size, job.size)
-    paths = [out / f"{n}{maps.SUFFIX}" for n in job.names]
+    paths = [Path(p) for p in job.paths]
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(maps.create(p, shape)) for p in paths]
         for k, item in enumerate(job.truth):
@@ -207,11 +215,12 @@ def write_model_outputs(
 
     Returns the raw (uncompressed uint8) size of the maps written, for the compression ratio.
     """
-    folds = pd.read_csv(results / "data" / "siim_folds.csv", dtype={"image_id": str})
-    manifest = read_manifest(results / "repack" / "siim" / "manifest.csv")
+    layout = Layout(str(results))
+    folds = pd.read_csv(layout.data("siim_folds.csv"), dtype={"image_id": str})
     size = config["segment"]["size"]
-    at_size = manifest[manifest["size"] == size].set_index("image_id")
-    root = results / "repack" / "siim"
+    manifest_csv = Path(layout.repack_manifest("siim", size))
+    at_size = read_manifest(manifest_csv).set_index("image_id")
+    root = manifest_csv.parent
     test_ids = sorted(at_size.index[at_size["split"] == "test"])
     test_rles = labels_by_image(test_rle_csv)
     n_folds = config["folds"]["n_folds"]
@@ -220,28 +229,27 @@ def write_model_outputs(
     for a, arch in enumerate(config["segment"]["archs"]):
         for fold in range(n_folds):
             held = folds[folds["fold"] == fold]
-            out = results / "segment" / arch / f"fold{fold}"
+            out = Path(layout.fold_dir("segment", arch, fold))
             out.mkdir(parents=True, exist_ok=True)
-            atomic.write_csv(out / "oof_ids.csv", held[["image_id", "has_pneumothorax"]])
+            atomic.write_csv(out / OOF_IDS, held[["image_id", "has_pneumothorax"]])
             _fold_summary(out, arch, fold, size, len(held), members, config["segment"]["recipe"])
+            _benchmark(layout, "train_segmenter", job_name(arch, fold))
             ids = tuple(held["image_id"])
             jobs.append(
                 _MapJob(
-                    str(out),
-                    tuple(f"oof_{m}" for m in members),
+                    tuple(layout.oof_maps(arch, fold, m) for m in members),
                     ids,
                     tuple(str(root / at_size.loc[i, "mask"]) for i in ids),
                     size,
                     seed * 1000 + a * 10 + fold,
                 )
             )
-        predict = results / "predict" / "segment" / arch
-        predict.mkdir(parents=True, exist_ok=True)
-        atomic.write_csv(predict / "ids.csv", pd.DataFrame({"image_id": test_ids}))
+        Path(layout.test_ids(arch)).parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_csv(layout.test_ids(arch), pd.DataFrame({"image_id": test_ids}))
+        _benchmark(layout, "predict_segmenter", job_name(arch))
         jobs.append(
             _MapJob(
-                str(predict),
-                tuple(f"fold{k}" for k in range(n_folds)),
+                tuple(layout.test_maps(arch, k) for k in range(n_folds)),
                 tuple(test_ids),
                 tuple(tuple(test_rles[i]) for i in test_ids),
                 size,
@@ -250,10 +258,17 @@ def write_model_outputs(
         )
     for _ in parallel_map(_write_map_files, jobs, workers, chunksize=1, desc="synthetic maps"):
         pass
-    _classifier_outputs(results, config, folds, test_ids, seed)
-    _pretrain_outputs(results, config)
-    raw = sum(len(j.image_ids) * len(j.names) * size * size for j in jobs)
-    return {"maps_raw_bytes": raw, "map_files": sum(len(j.names) for j in jobs)}
+    _classifier_outputs(layout, config, folds, test_ids, seed)
+    _pretrain_outputs(layout, config)
+    raw = sum(len(j.image_ids) * len(j.paths) * size * size for j in jobs)
+    return {"maps_raw_bytes": raw, "map_files": sum(len(j.paths) for j in jobs)}
+
+
+def _benchmark(layout: Layout, rule: str, job: str) -> None:
+    """A drawn job's benchmark file (the report's run-time table reads one per job)."""
+    path = Path(layout.benchmark(rule, job))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("s\tmax_rss\n0.0\t0.0\n")
 
 
 def _members(recipe: dict) -> list[str]:
@@ -276,9 +291,9 @@ def _fold_summary(out: Path, arch, fold, size, held_out, members, recipe) -> Non
             "snapshot": 0,
         }
     )
-    atomic.write_csv(out / "metrics.csv", history)
+    atomic.write_csv(out / METRICS, history)
     atomic.write_json(
-        out / "summary.json",
+        out / SUMMARY,
         {
             "arch": arch,
             "kind": "segmenter",
@@ -292,7 +307,7 @@ def _fold_summary(out: Path, arch, fold, size, held_out, members, recipe) -> Non
     )
 
 
-def _classifier_outputs(results: Path, config: dict, folds, test_ids, seed) -> None:
+def _classifier_outputs(layout: Layout, config: dict, folds, test_ids, seed) -> None:
     rng = np.random.default_rng([seed, 7])
     members = _members(config["classify"]["recipe"])
     labels = folds["has_pneumothorax"].to_numpy()
@@ -303,20 +318,42 @@ def _classifier_outputs(results: Path, config: dict, folds, test_ids, seed) -> N
             table = folds.loc[held, ["image_id", "has_pneumothorax"]].copy()
             for m in members:
                 logit = skill * (labels[held] - 0.5) * 2 + rng.normal(0, 1.5, held.sum())
-                table[f"prob_{m}"] = 1 / (1 + np.exp(-logit))
-            out = results / "classify" / arch / f"fold{fold}"
-            atomic.write_csv(out / "oof.csv", table)
-            atomic.write_json(out / "summary.json", {"arch": arch, "fold": fold, "synthetic": True})
+                table[probability_column(m)] = 1 / (1 + np.exp(-logit))
+            atomic.write_csv(layout.fold_file("classify", arch, fold, OOF_CSV), table)
+            atomic.write_csv(layout.fold_file("classify", arch, fold, METRICS), _history("auc"))
+            atomic.write_json(
+                layout.fold_file("classify", arch, fold, SUMMARY),
+                {"arch": arch, "fold": fold, "synthetic": True},
+            )
+            _benchmark(layout, "train_classifier", job_name(arch, fold))
         test = pd.DataFrame({"image_id": test_ids})
         for fold in range(config["folds"]["n_folds"]):
-            test[f"fold{fold}"] = rng.random(len(test_ids))
-        atomic.write_csv(results / "predict" / "classify" / arch / "test.csv", test)
+            test[fold_name(fold)] = rng.random(len(test_ids))
+        atomic.write_csv(layout.test_probabilities(arch), test)
+        _benchmark(layout, "predict_classifier", job_name(arch))
 
 
-def _pretrain_outputs(results: Path, config: dict) -> None:
+def _history(metric: str, epochs: int = 3) -> pd.DataFrame:
+    """A drawn training job's metrics table (the report draws its curves)."""
+    return pd.DataFrame(
+        {
+            "epoch": range(1, epochs + 1),
+            "lr": np.linspace(3e-4, 1e-6, epochs),
+            "train_loss": np.linspace(1.0, 0.3, epochs),
+            "val_loss": np.linspace(0.9, 0.4, epochs),
+            metric: np.linspace(0.75, 0.84, epochs),
+            "snapshot": 0,
+        }
+    )
+
+
+def _pretrain_outputs(layout: Layout, config: dict) -> None:
     for arch in config["pretrain"]["archs"]:
-        out = results / "pretrain" / arch
-        atomic.write_json(out / "summary.json", {"arch": arch, "epochs": 0, "synthetic": True})
+        atomic.write_json(
+            layout.pretrain_file(arch, SUMMARY), {"arch": arch, "epochs": 0, "synthetic": True}
+        )
+        atomic.write_csv(layout.pretrain_file(arch, METRICS), _history("auc"))
+        _benchmark(layout, "pretrain_nih", job_name(arch))
 
 
 def dump_config(config: dict, path: Path) -> Path:

@@ -204,7 +204,11 @@ class Layout:
         return self._at("logs", rule, f"{name}.log")
 
     def benchmark(self, rule: str, name: str) -> str:
-        return self._at("benchmarks", rule, f"{name}.tsv")
+        return f"{self.benchmarks_of(rule)}/{name}.tsv"
+
+    def benchmarks_of(self, rule: str) -> str:
+        """The folder of a rule's benchmark files, one per job."""
+        return self._at("benchmarks", rule)
 
 
 RESULTS = Layout()
