@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+from ptxseg.layout import RESULTS
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     predict.add_argument("images", nargs="+", help="DICOM (.dcm) or image files")
     predict.add_argument(
-        "--results", default="results", help="the pipeline's results folder (default: results)"
+        "--results",
+        default=RESULTS.root,
+        help=f"the pipeline's results folder (default: {RESULTS.root})",
     )
     predict.add_argument(
         "--out", default="predictions", help="output folder (default: predictions)"
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     predict.set_defaults(run=_predict)
     validate = commands.add_parser("validate", help="check a submission against the test index")
     validate.add_argument("submission")
-    validate.add_argument("--index", default="results/data/siim_index.csv")
+    validate.add_argument("--index", default=RESULTS.data("siim_index.csv"))
     validate.set_defaults(run=_validate)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

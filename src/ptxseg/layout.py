@@ -195,9 +195,13 @@ class Layout:
         """summary.csv, score_vs_flops.png, best.yaml, search.json."""
         return self._at("scaling", name)
 
+    def scaling_dir(self, candidate: str) -> str:
+        """One candidate's training folder: its model, metrics, OOF maps and row.json."""
+        return self._at("scaling", candidate)
+
     def scaling_candidate(self, candidate: str, name: str) -> str:
-        """row.json, model_best.pt, metrics.csv, oof maps of one candidate."""
-        return self._at("scaling", candidate, name)
+        """row.json or metrics.csv of one candidate."""
+        return f"{self.scaling_dir(candidate)}/{name}"
 
     # Logs and benchmarks of every rule.
     def log(self, rule: str, name: str) -> str:

@@ -171,3 +171,33 @@ def test_key_order_of_the_config_file_does_not_matter():
     assert list(config["segment"]["recipe"]) != list(reversed_keys(config)["segment"]["recipe"])
     for section in one:
         assert repr(one[section]) == repr(other[section]), section
+
+
+def test_a_how_it_runs_key_in_its_old_section_says_where_it_moved():
+    with pytest.raises(
+        cfg.ConfigError,
+        match=r"'train\.num_workers' is unknown; it moved to 'runtime\.num_workers'",
+    ):
+        cfg.validate({"train": {"num_workers": 2}}, SCHEMA)
+
+
+def test_the_runtime_section_reaches_the_typed_settings():
+    """The demo config's runtime keys, through the one constructor the rule scripts use."""
+    from ptxseg.recipes import recipe_for
+    from ptxseg.runtime.options import Runtime
+    from ptxseg.train.settings import FitSettings
+
+    config = cfg.load(ROOT / "config.yaml", SCHEMA)
+    runtime = Runtime.from_config(config["runtime"], config["train"], threads=3)
+    settings = FitSettings.from_config(recipe_for(config, "segment", "unet_resnet34"), 1, runtime)
+    assert settings.runtime.checkpoint_every_s == config["runtime"]["checkpoint_every_s"] == 120
+    assert (settings.runtime.num_workers, settings.runtime.threads) == (0, 3)
+    assert settings.runtime.tta == tuple(config["train"]["tta"])
+    # How it runs is not what a resumed run must share; the numerics are.
+    other = Runtime.from_config({**config["runtime"], "num_workers": 7}, config["train"], 1)
+    assert (
+        FitSettings.from_config(
+            recipe_for(config, "segment", "unet_resnet34"), 1, other
+        ).fingerprint()
+        == settings.fingerprint()
+    )

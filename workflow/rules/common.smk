@@ -1,7 +1,16 @@
 # Input functions and helpers shared by all rules, the only Python in the .smk files. Every path
 # comes from ptxseg.layout; every rule's params are exactly the config keys its outputs depend on
 # (how-it-runs keys, the config's `runtime` section, are read by the scripts and rerun nothing).
-from ptxseg.layout import RESULTS as L, job_name
+from ptxseg.layout import (
+    BEST,
+    METRICS,
+    OOF_CSV,
+    OOF_IDS,
+    RESULTS as L,
+    SUMMARY,
+    job_name,
+    model_file,
+)
 from ptxseg.models.scaled_unet.compound import candidate_shape, candidates, source_size
 from ptxseg.recipes import member_names, recipe_for
 
@@ -100,9 +109,9 @@ def fold_targets(stage, name):
 
 def train_targets():
     return (
-        [L.pretrain_file(arch, "summary.json") for arch in config["pretrain"]["archs"]]
-        + fold_targets("classify", "summary.json")
-        + fold_targets("segment", "summary.json")
+        [L.pretrain_file(arch, SUMMARY) for arch in config["pretrain"]["archs"]]
+        + fold_targets("classify", SUMMARY)
+        + fold_targets("segment", SUMMARY)
     )
 
 

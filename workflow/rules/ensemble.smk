@@ -57,8 +57,8 @@ rule predict_segmenter:
 
 rule ensemble:
     input:
-        classifiers=fold_targets("classify", "oof.csv"),
-        segmenters=fold_targets("segment", "oof_ids.csv"),
+        classifiers=fold_targets("classify", OOF_CSV),
+        segmenters=fold_targets("segment", OOF_IDS),
         segmenter_maps=[
             L.oof_maps(arch, fold, member)
             for arch in config["segment"]["archs"]

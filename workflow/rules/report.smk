@@ -23,11 +23,10 @@ rule report:
             for size in sorted({*config["repack"]["sizes"], config["segment"]["size"]})
         ],
         metrics=[
-            L.pretrain_file(arch, "metrics.csv")
-            for arch in config["pretrain"]["archs"]
+            L.pretrain_file(arch, METRICS) for arch in config["pretrain"]["archs"]
         ]
-        + fold_targets("classify", "metrics.csv")
-        + fold_targets("segment", "metrics.csv"),
+        + fold_targets("classify", METRICS)
+        + fold_targets("segment", METRICS),
         benchmarks=benchmarks_for_report(),
     output:
         html=L.report,

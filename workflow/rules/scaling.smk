@@ -12,8 +12,8 @@ rule scaling_candidate:
         rle=siim_source()["rle"],
     output:
         row=L.scaling_candidate("{candidate}", "row.json"),
-        model=L.scaling_candidate("{candidate}", "model_best.pt"),
-        metrics=L.scaling_candidate("{candidate}", "metrics.csv"),
+        model=model_file(L.scaling_dir("{candidate}"), BEST),
+        metrics=L.scaling_candidate("{candidate}", METRICS),
     log:
         L.log("scaling_candidate", "{candidate}"),
     benchmark:

@@ -12,8 +12,8 @@ rule pretrain_nih:
         stats=L.repack_stats("nih", config["repack"]["nih_size"]),
     output:
         model=L.model("pretrain", "{arch}", None, "best"),
-        metrics=L.pretrain_file("{arch}", "metrics.csv"),
-        summary=L.pretrain_file("{arch}", "summary.json"),
+        metrics=L.pretrain_file("{arch}", METRICS),
+        summary=L.pretrain_file("{arch}", SUMMARY),
     log:
         L.log("pretrain_nih", job_name("{arch}")),
     benchmark:
@@ -49,9 +49,9 @@ rule train_classifier:
             L.model("classify", "{{arch}}", "{{fold}}", "{member}"),
             member=stage_members("classify"),
         ),
-        oof=L.fold_file("classify", "{arch}", "{fold}", "oof.csv"),
-        metrics=L.fold_file("classify", "{arch}", "{fold}", "metrics.csv"),
-        summary=L.fold_file("classify", "{arch}", "{fold}", "summary.json"),
+        oof=L.fold_file("classify", "{arch}", "{fold}", OOF_CSV),
+        metrics=L.fold_file("classify", "{arch}", "{fold}", METRICS),
+        summary=L.fold_file("classify", "{arch}", "{fold}", SUMMARY),
     log:
         L.log("train_classifier", job_name("{arch}", "{fold}")),
     benchmark:
@@ -89,9 +89,9 @@ rule train_segmenter:
             L.oof_maps("{{arch}}", "{{fold}}", "{member}"),
             member=stage_members("segment"),
         ),
-        oof_ids=L.fold_file("segment", "{arch}", "{fold}", "oof_ids.csv"),
-        metrics=L.fold_file("segment", "{arch}", "{fold}", "metrics.csv"),
-        summary=L.fold_file("segment", "{arch}", "{fold}", "summary.json"),
+        oof_ids=L.fold_file("segment", "{arch}", "{fold}", OOF_IDS),
+        metrics=L.fold_file("segment", "{arch}", "{fold}", METRICS),
+        summary=L.fold_file("segment", "{arch}", "{fold}", SUMMARY),
     log:
         L.log("train_segmenter", job_name("{arch}", "{fold}")),
     benchmark:

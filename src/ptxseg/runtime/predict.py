@@ -22,6 +22,20 @@ def _flip(tensor: torch.Tensor, mode: str) -> torch.Tensor:
     return tensor
 
 
+def ordered_batches(
+    dataset: Dataset, batch_size: int, num_workers: int, device: torch.device
+) -> DataLoader:
+    """The dataset's batches in order, as every evaluation and prediction reads them."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        worker_init_fn=worker_init,
+        pin_memory=device.type == "cuda",
+    )
+
+
 @torch.no_grad()
 def predict_batches(
     model: torch.nn.Module,
@@ -41,15 +55,7 @@ def predict_batches(
     if unknown or not tta:
         raise ValueError(f"unknown TTA mode(s) {sorted(unknown)}; valid: {', '.join(TTA_MODES)}")
     model.eval()
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        worker_init_fn=worker_init,
-        pin_memory=device.type == "cuda",
-    )
-    for batch in loader:
+    for batch in ordered_batches(dataset, batch_size, num_workers, device):
         images = batch["image"].to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

@@ -24,7 +24,18 @@ from ptxseg.data.nih import pretraining_findings
 from ptxseg.data.repack import read_manifest, read_stats
 from ptxseg.data.transforms import build_augment
 from ptxseg.io import atomic, maps
-from ptxseg.layout import BEST, SWA, model_file, oof_maps_file, probability_column, snapshot_index
+from ptxseg.layout import (
+    BEST,
+    METRICS,
+    OOF_CSV,
+    OOF_IDS,
+    SUMMARY,
+    SWA,
+    model_file,
+    oof_maps_file,
+    probability_column,
+    snapshot_index,
+)
 from ptxseg.models import build_model, get_spec
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device, seed_everything
@@ -58,7 +69,7 @@ def _members(out_dir: Path, names: list[str], state: Path) -> Members:
         best=Path(model_file(out_dir, BEST)),
         swa=Path(model_file(out_dir, SWA)) if SWA in names else None,
         snapshots=[Path(model_file(out_dir, n)) for n in snapshots],
-        metrics_csv=out_dir / "metrics.csv",
+        metrics_csv=out_dir / METRICS,
         state=state,
     )
 
@@ -225,7 +236,7 @@ def train_fold(
         "epochs": len(history),
         "members": _write_oof(job, settings, device, out_dir, held_rows, segmenter),
     }
-    atomic.write_json(out_dir / "summary.json", summary)
+    atomic.write_json(out_dir / SUMMARY, summary)
     _log_summary(summary)
     remove_training_state(state_path)  # the run is complete; its resume state is no longer needed
     return summary
@@ -252,7 +263,7 @@ def _write_oof(
             probability = _predict_probabilities(job.model, job.val_set, settings, device)
             oof[probability_column(name)] = probability
             metrics[name] = classification_metrics(held_rows["has_pneumothorax"], probability)
-    atomic.write_csv(out_dir / ("oof_ids.csv" if segmenter else "oof.csv"), oof)
+    atomic.write_csv(out_dir / (OOF_IDS if segmenter else OOF_CSV), oof)
     return metrics
 
 
@@ -364,7 +375,7 @@ def pretrain_nih(
         "best_epoch": int(best_row["epoch"]),
         "best": {k: float(v) for k, v in best_row.items() if k.startswith(("auc", "val_loss"))},
     }
-    atomic.write_json(Path(out_dir) / "summary.json", summary)
+    atomic.write_json(Path(out_dir) / SUMMARY, summary)
     log.info(
         "NIH %s: %d findings (left out: %s), %d images (%s removed as SIIM images); best epoch %d, "
         "val AUC %.4f",

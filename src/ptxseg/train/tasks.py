@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from ptxseg.data.datasets import RepackedImages, worker_init
+from ptxseg.data.datasets import RepackedImages
 from ptxseg.runtime.precision import autocast
+from ptxseg.runtime.predict import ordered_batches
 from ptxseg.train.loop import Task
 from ptxseg.train.losses import build_loss
 from ptxseg.train.metrics import SegmentationScores, classification_metrics, multilabel_auc
@@ -30,15 +30,8 @@ def _batches(
     num_workers: int,
 ):
     model.eval()
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        worker_init_fn=worker_init,
-    )
     with torch.no_grad():
-        for batch in loader:
+        for batch in ordered_batches(dataset, batch_size, num_workers, device):
             images = batch["image"].to(device)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
