@@ -14,17 +14,6 @@ from torch import nn
 
 from ptxseg.models.flops import flops_per_image, parameter_count
 from ptxseg.models.grey import GreyInput
-from ptxseg.models.scaled_unet import (
-    BASE_DEPTHS,
-    MIN_SIZE,
-    SIZE_MULTIPLE,
-    DecoderStage,
-    ResidualBlock,
-    ScaledUNet,
-    build_scaled_unet,
-    build_scaled_unet_b1,
-    build_scaled_unet_b2,
-)
 from ptxseg.models.scaled_unet.compound import (
     RESOLUTION_MULTIPLE,
     Candidate,
@@ -35,6 +24,17 @@ from ptxseg.models.scaled_unet.compound import (
     round_repeats,
     scaled_resolution,
     screen,
+)
+from ptxseg.models.scaled_unet.model import (
+    BASE_DEPTHS,
+    MIN_SIZE,
+    SIZE_MULTIPLE,
+    DecoderStage,
+    ResidualBlock,
+    ScaledUNet,
+    build_scaled_unet,
+    build_scaled_unet_b1,
+    build_scaled_unet_b2,
 )
 from ptxseg.report.figures import plot_score_vs_flops
 from ptxseg.report.scaling import COLUMNS, select_best, summarise

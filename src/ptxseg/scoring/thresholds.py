@@ -150,18 +150,6 @@ def cascade_sums(
     return sums.reshape(len(gates), len(tops), len(min_areas), len(bottoms))
 
 
-def cascade_scores(
-    h: Histograms,
-    tops: list[float],
-    min_areas: list[float],
-    bottoms: list[float],
-    gates: list[float] | None = None,
-    classifier: np.ndarray | None = None,
-) -> np.ndarray:
-    """Mean Dice per image (empty vs empty = 1) for every (gate, top, min_area, bottom): shape (G, T, A, B)."""
-    return cascade_sums(h, tops, min_areas, bottoms, gates, classifier) / len(h)
-
-
 class CascadeGrid:
     """The competition score of every (gate, top, min_area, bottom), accumulated a chunk at a time.
 
@@ -205,7 +193,7 @@ def image_outcomes(h: Histograms, cascade: Cascade, classifier: np.ndarray | Non
 
 
 def best_cascade(scores: np.ndarray, tops, min_areas, bottoms, gates=None) -> tuple[Cascade, float]:
-    """The best combination of a `cascade_scores` grid (ties: the first, i.e. the smallest gate and area)."""
+    """The best combination of a grid of mean Dice (`cascade_sums` over the images' count) (ties: the first, i.e. the smallest gate and area)."""
     gates = [0.0] if gates is None else gates
     g, t, a, b = np.unravel_index(int(np.argmax(scores)), scores.shape)
     return Cascade(
