@@ -4,7 +4,8 @@ Per epoch: reseed everything from (seed, epoch) so a resumed run repeats the uni
 bit for bit; sample the epoch's images; train with warm-up / cosine restarts / plateau, gradient
 accumulation and clipping, bf16 autocast on a GPU; evaluate on the held-out images; keep the best
 model, the snapshot at the end of each cosine cycle, and a stochastic weight average; write the
-metrics CSV and the training state, atomically, every epoch.
+metrics CSV every epoch and the training state (for resuming) every epoch or, with
+``runtime.checkpoint_every_s``, at most that often and after the last epoch; all atomically.
 """
 
 from __future__ import annotations
