@@ -65,7 +65,7 @@ def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict:
 
 def _override_of(recipe: dict) -> dict:
     """An architecture's recipe override: the recipe's keys and types without defaults, so that
-    only what the user wrote overrides the stage; snapshots and SWA stay per stage because they
+    only what the user wrote overrides the stage; snapshots, SWA and EMA stay per stage because they
     decide which model files every fold job writes."""
 
     def strip(node):
@@ -74,7 +74,7 @@ def _override_of(recipe: dict) -> dict:
         return node
 
     override = strip(recipe)
-    for key in ("snapshots", "swa"):
+    for key in ("snapshots", "swa", "ema", "preset"):
         override["properties"].pop(key, None)
     override["description"] = "Recipe keys that differ for one architecture."
     return override
