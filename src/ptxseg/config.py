@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ptxseg import presets
 from ptxseg.models.catalog import CATALOG, names
 from ptxseg.recipes import member_names, recipe_cycle_ends, recipe_for
 
@@ -118,7 +119,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     another order would otherwise look changed and rerun every job.
     """
     schema = load_schema() if schema is None else schema
-    filled = copy.deepcopy(config)
+    filled = _expand_presets(copy.deepcopy(config), schema)
     errors = sorted(
         _Validator(schema).iter_errors(filled), key=lambda e: list(map(str, e.absolute_path))
     )
@@ -127,6 +128,28 @@ def validate(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     _check_consistency(filled)
     return _sorted_keys(filled)
+
+
+RECIPE_SECTIONS = ("pretrain", "classify", "segment", "scaling")
+
+
+def _expand_presets(config: dict, schema: dict) -> dict:
+    """Each recipe that names a preset gets the preset's keys beneath its own, before defaults are
+    filled, so that a key the user wrote wins over the preset and the preset over the default."""
+    properties = schema.get("$defs", {}).get("recipe", {}).get("properties", {})
+    defaults = {key: properties.get(key, {}).get("default") for key in ("epochs", "batch_size")}
+    for section in RECIPE_SECTIONS:
+        recipe = (
+            config.get(section, {}).get("recipe") if isinstance(config.get(section), dict) else None
+        )
+        if isinstance(recipe, dict) and recipe.get("preset") is not None:
+            try:
+                config[section]["recipe"] = presets.expand(recipe, defaults)
+            except ValueError as error:
+                raise ConfigError(
+                    f"invalid config:\n  config key '{section}.recipe.preset': {error}"
+                ) from None
+    return config
 
 
 def _sorted_keys(value):

@@ -201,3 +201,48 @@ def test_the_runtime_section_reaches_the_typed_settings():
         ).fingerprint()
         == settings.fingerprint()
     )
+
+
+def test_a_preset_fills_the_recipe_beneath_its_own_keys():
+    from ptxseg import presets
+
+    config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    config["scaling"]["recipe"] = {"preset": "efficientnet", "epochs": 35, "batch_size": 32}
+    config["segment"]["recipe"]["preset"] = "efficientnet"
+    recipe = cfg.validate(config, SCHEMA)["scaling"]["recipe"]
+    assert recipe["optimiser"]["name"] == "rmsprop_tf"
+    assert recipe["optimiser"]["lr"] == pytest.approx(0.016 * 32 / 256)  # scaled with the batch
+    assert recipe["optimiser"]["rmsprop"] == {"decay": 0.9, "momentum": 0.9, "eps": 0.001}
+    assert recipe["schedule"]["name"] == "exponential"
+    assert recipe["schedule"]["decay_epochs"] == pytest.approx(2.4 * 35 / 350)
+    assert recipe["schedule"]["decay_factor"] == 0.97
+    assert (recipe["bn_momentum"], recipe["drop_path_rate"], recipe["dropout_rate"]) == (
+        0.99,
+        0.2,
+        0.2,
+    )
+    assert recipe["ema"] == {"enabled": True, "decay": 0.9999, "warmup": True}
+    # The paper's total decay over the run: 0.97 ** (350 / 2.4), whatever the epochs.
+    assert 0.97 ** (35 / recipe["schedule"]["decay_epochs"]) == pytest.approx(0.97 ** (350 / 2.4))
+    # Keys the config writes win over the preset's (tiny's own optimiser rate and schedule).
+    segment = cfg.validate(config, SCHEMA)["segment"]["recipe"]
+    assert segment["optimiser"]["lr"] == config["segment"]["recipe"]["optimiser"]["lr"]
+    assert segment["schedule"]["name"] == config["segment"]["recipe"]["schedule"]["name"]
+    assert segment["optimiser"]["name"] == "rmsprop_tf" and segment["ema"]["enabled"]
+    assert presets.expand({"epochs": 3}, {"epochs": 30, "batch_size": 16}) == {"epochs": 3}
+
+
+def test_an_unknown_preset_names_the_key():
+    config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    config["segment"]["recipe"]["preset"] = "efficientnett"
+    with pytest.raises(
+        cfg.ConfigError,
+        match=r"segment\.recipe\.preset.*unknown recipe preset 'efficientnett'.*efficientnet",
+    ):
+        cfg.validate(config, SCHEMA)
+
+
+def test_the_full_config_trains_the_scaling_search_with_the_preset():
+    recipe = cfg.load(ROOT / "configs" / "full.yaml", SCHEMA)["scaling"]["recipe"]
+    assert recipe["preset"] == "efficientnet" and recipe["optimiser"]["name"] == "rmsprop_tf"
+    assert recipe["ema"]["enabled"] and recipe["schedule"]["name"] == "exponential"
