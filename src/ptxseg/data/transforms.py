@@ -15,6 +15,12 @@ os.environ.setdefault(
 import albumentations as A
 import numpy as np
 
+# Registers RandAugment with albumentations' deserialiser, so a config can name it like any other
+# transform: {__class_fullname__: ptxseg.data.randaugment.RandAugment, n: 2, m: 9}.
+from ptxseg.data.randaugment import RandAugment, with_full_probability
+
+__all__ = ["DEFAULT_AUGMENT", "AugmentError", "RandAugment", "build_augment", "scale_intensities"]
+
 
 class AugmentError(ValueError):
     """An augmentation spec albumentations cannot build; the message names the config key."""
@@ -25,7 +31,8 @@ def build_augment(spec: dict | None, where: str = "augment") -> A.Compose | None
     if not spec:
         return None
     try:
-        pipeline = A.from_dict(spec if "transform" in spec else {"transform": spec})
+        spec = with_full_probability(spec if "transform" in spec else {"transform": spec})
+        pipeline = A.from_dict(spec)
     except Exception as error:
         raise AugmentError(
             f"config key {where!r}: albumentations cannot build it ({error})"
