@@ -36,6 +36,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/scaling.smk"
+include: "workflow/rules/augsearch.smk"
 
 
 rule all:

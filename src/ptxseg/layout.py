@@ -24,6 +24,7 @@ BEST, SWA, SNAPSHOT = "best", "swa", "snapshot"
 _SNAPSHOT = re.compile(r"^snapshot(\d+)$")
 _FOLD = re.compile(r"^fold(\d+)$")
 _PROBABILITY = "prob_"
+_POINT = re.compile(r"^n(\d+)_m(\d+)$")
 
 
 def snapshot_member(k: int) -> str:
@@ -49,6 +50,19 @@ def model_file(folder: str | PurePath, member: str) -> str:
 def oof_maps_file(folder: str | PurePath, member: str) -> str:
     """A segmenter member's OOF probability maps in a training job's folder."""
     return f"{folder}/oof_{member}{MAPS_SUFFIX}"
+
+
+def augsearch_point(n: int | str, m: int | str) -> str:
+    """The name of a RandAugment search point, ``n<N>_m<M>``: its folder, log and benchmark."""
+    return f"n{n}_m{m}"
+
+
+def augsearch_point_of(name: str) -> tuple[int, int]:
+    """(N, M) of a point name ``n<N>_m<M>``."""
+    found = _POINT.match(name)
+    if not found:
+        raise ValueError(f"{name!r} is not a RandAugment point name (n<N>_m<M>)")
+    return int(found[1]), int(found[2])
 
 
 def job_name(arch: str, fold: int | str | None = None) -> str:
@@ -202,6 +216,19 @@ class Layout:
     def scaling_candidate(self, candidate: str, name: str) -> str:
         """row.json or metrics.csv of one candidate."""
         return f"{self.scaling_dir(candidate)}/{name}"
+
+    # The RandAugment policy search: one training folder per (n, m) point.
+    def augsearch(self, name: str) -> str:
+        """summary.csv, heatmap.png, best.yaml, search.json, report.html."""
+        return self._at("augsearch", name)
+
+    def augsearch_dir(self, point: str) -> str:
+        """One grid point's training folder (`augsearch_point`): its model, maps and row.json."""
+        return self._at("augsearch", point)
+
+    def augsearch_file(self, point: str, name: str) -> str:
+        """row.json, metrics.csv, summary.json or oof_ids.csv of one grid point."""
+        return f"{self.augsearch_dir(point)}/{name}"
 
     # Logs and benchmarks of every rule.
     def log(self, rule: str, name: str) -> str:

@@ -8,6 +8,7 @@ from ptxseg.layout import (
     OOF_IDS,
     RESULTS as L,
     SUMMARY,
+    augsearch_point,
     job_name,
     model_file,
 )
@@ -183,3 +184,28 @@ def scaling_repack(wildcards):
     """The repack a scaling candidate reads: the smallest of repack.sizes at least its resolution."""
     resolution = candidate_shape(wildcards.candidate, config["scaling"])[2]
     return siim_repack(source_size(resolution, config["repack"]["sizes"]))
+
+
+def augsearch_arch():
+    """The segmenter the RandAugment search trains: augsearch.arch, or the first of segment.archs."""
+    return config["augsearch"]["arch"] or next(iter(config["segment"]["archs"]))
+
+
+def augsearch_points():
+    """Every (n, m) point of the RandAugment search's grid, by name (n<N>_m<M>)."""
+    search = config["augsearch"]
+    return [augsearch_point(n, m) for n in search["n"] for m in search["m"]]
+
+
+def augsearch_arch_params():
+    """The searched segmenter's weights, options and segment recipe, less its augmentation (which
+    every point replaces with its own RandAugment policy, so it changes no result)."""
+    arch = augsearch_arch()
+    entry = config["segment"]["archs"][arch]
+    recipe = recipe_for(config, "segment", arch)
+    return {
+        "name": arch,
+        "weights": entry.get("weights", config["pretrain"]["weights"]),
+        "options": entry.get("options", {}),
+        "recipe": {key: value for key, value in recipe.items() if key != "augment"},
+    }

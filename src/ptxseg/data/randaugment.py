@@ -211,3 +211,13 @@ class RandAugment(A.BaseCompose):
     def operation_names(self) -> list[str]:
         """The operations' names, in the order they are drawn from."""
         return [name for name, _ in self._variants]
+
+
+def randaugment_policy(n: int, m: int, flip: bool = True) -> dict:
+    """The serialised training pipeline of a RandAugment point (a recipe's ``augment`` value):
+    a horizontal flip with p 0.5 (the paper keeps its baseline's flips and crops beneath
+    RandAugment; a chest radiograph's flip is the one such baseline here), then RandAugment(n, m)
+    on every image."""
+    transforms = [A.HorizontalFlip(p=0.5)] if flip else []
+    pipeline = A.Compose([*transforms, RandAugment(n=n, m=m)])
+    return {"transform": A.to_dict(pipeline)["transform"]}
