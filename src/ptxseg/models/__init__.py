@@ -20,6 +20,8 @@ _EXPORTS = {
     "build_model": "registry",
     "get_spec": "registry",
     "model_names": "registry",
+    "drop_path_models": "registry",
+    "set_batchnorm_momentum": "layers",
     "CheckpointError": "weights",
     "ImagenetWeights": "weights",
     "WeightsNotFoundError": "weights",
@@ -35,18 +37,22 @@ __all__ = [
     "UnknownModelError",
     "WeightsNotFoundError",
     "build_model",
+    "drop_path_models",
     "get_spec",
     "imagenet_weight_file",
     "load_checkpoint_weights",
     "model_names",
+    "set_batchnorm_momentum",
 ]
 
 if TYPE_CHECKING:
+    from ptxseg.models.layers import set_batchnorm_momentum
     from ptxseg.models.registry import (
         MODELS,
         ModelSpec,
         UnknownModelError,
         build_model,
+        drop_path_models,
         get_spec,
         imagenet_weight_file,
         model_names,

@@ -6,7 +6,7 @@ import re
 
 from torch import nn
 
-from ptxseg.models.heads import PooledClassifier
+from ptxseg.models.heads import PooledClassifier, resolve_dropout
 from ptxseg.models.weights import ImagenetWeights, StateDict
 
 # torchvision's old DenseNet files name layer parts 'norm.1', 'conv.2', ...; '.' is no longer
@@ -39,11 +39,20 @@ IMAGENET = ImagenetWeights(
 MIN_SIZE = 29
 
 
-def build_densenet169(num_classes: int, dropout: float = 0.0) -> nn.Module:
+def build_densenet169(
+    num_classes: int, dropout: float = 0.0, dropout_rate: float | None = None
+) -> nn.Module:
     from torchvision.models import densenet169
 
     backbone = densenet169(weights=None)
     num_features = backbone.classifier.in_features
     backbone.classifier = nn.Identity()  # the head lives in PooledClassifier
     # `features` ends with norm5; torchvision applies the final ReLU in forward(), so do we.
-    return PooledClassifier(backbone, "features", num_features, num_classes, dropout, relu=True)
+    return PooledClassifier(
+        backbone,
+        "features",
+        num_features,
+        num_classes,
+        resolve_dropout(dropout, dropout_rate),
+        relu=True,
+    )

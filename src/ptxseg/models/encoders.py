@@ -58,3 +58,27 @@ def build_encoder(name: str) -> nn.Module:
     if not name.startswith("tu-") and name not in get_encoder_names():
         raise ValueError(f"unknown smp encoder {name!r}; valid: {', '.join(get_encoder_names())}")
     return get_encoder(name, in_channels=3, depth=5, weights=None)
+
+
+# smp encoders with stochastic depth: lukemelas' EfficientNets ("efficientnet-b0".."-b7") drop
+# block i of n with probability drop_connect_rate * i / n in training (EfficientNet's rule), at
+# the library's 0.2 unless set. (smp's "timm-efficientnet-*" fix their rates when built: not here.)
+DROP_PATH_ENCODERS = tuple(f"efficientnet-b{i}" for i in range(8))
+
+
+def set_encoder_drop_path(encoder: nn.Module, name: str, rate: float | None) -> None:
+    """Set the stochastic depth rate of smp encoder ``name``; None keeps the library's own (0.2).
+
+    A ValueError for an encoder without stochastic depth, naming those that have it.
+    """
+    if rate is None:
+        return
+    if name not in DROP_PATH_ENCODERS:
+        raise ValueError(
+            f"encoder {name!r} has no drop path (stochastic depth); drop_path_rate needs one of: "
+            f"{', '.join(DROP_PATH_ENCODERS)}"
+        )
+    if not hasattr(encoder, "_drop_connect_rate"):  # smp changed its EfficientNetEncoder
+        raise RuntimeError(f"smp's {name!r} encoder no longer has _drop_connect_rate")
+    # EfficientNetEncoder.forward reads it: drop_connect_prob = rate * i / len(blocks)
+    encoder._drop_connect_rate = rate

@@ -42,3 +42,19 @@ class PooledClassifier(nn.Module):
         if self.relu:
             x = F.relu(x)
         return self.head(self.dropout(self.pool(x).flatten(1)))
+
+
+def resolve_dropout(dropout: float, dropout_rate: float | None) -> float:
+    """The head's dropout: the recipe's ``dropout_rate`` where given, else the ``dropout`` option.
+
+    Both name the same dropout (the option predates the recipe key); giving two different values
+    is refused rather than one silently winning.
+    """
+    if dropout_rate is None:
+        return dropout
+    if dropout not in (0.0, dropout_rate):
+        raise ValueError(
+            f"dropout={dropout} and dropout_rate={dropout_rate} both set the head's dropout; "
+            "give one of them"
+        )
+    return dropout_rate

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ptxseg.models.heads import PooledClassifier
+from ptxseg.models.heads import PooledClassifier, resolve_dropout
 from ptxseg.models.weights import ImagenetWeights
 
 IMAGENET = ImagenetWeights(
@@ -21,7 +21,9 @@ IMAGENET = ImagenetWeights(
 MIN_SIZE = 75
 
 
-def build_inceptionresnetv2(num_classes: int, dropout: float = 0.0) -> nn.Module:
+def build_inceptionresnetv2(
+    num_classes: int, dropout: float = 0.0, dropout_rate: float | None = None
+) -> nn.Module:
     from pretrainedmodels.models.inceptionresnetv2 import InceptionResNetV2
 
     backbone = InceptionResNetV2(num_classes=1001)
@@ -32,4 +34,6 @@ def build_inceptionresnetv2(num_classes: int, dropout: float = 0.0) -> nn.Module
     backbone.avgpool_1a = nn.AdaptiveAvgPool2d(1)
     backbone.last_linear = nn.Identity()
     # `features` ends with conv2d_7b, a conv-BN-ReLU: no extra activation.
-    return PooledClassifier(backbone, "features", num_features, num_classes, dropout)
+    return PooledClassifier(
+        backbone, "features", num_features, num_classes, resolve_dropout(dropout, dropout_rate)
+    )

@@ -3,6 +3,11 @@
 Variants are options of an entry (``decoder_block="residual"``, ``encoder="efficientnet-b4"``),
 passed through `build_model` to the builder, never subclasses. Every model that `build_model`
 returns takes a grey (B, 1, H, W) batch (see `GreyInput`) and returns logits.
+
+Two options every entry accepts, the recipe's regularisation (`REGULARISATION`): ``dropout_rate``
+(dropout before the head; every builder takes it) and ``drop_path_rate`` (stochastic depth; only
+the builders that can apply it take it, `drop_path_models`, and `build_model` refuses a rate for
+the others). None, their default, builds the model exactly as without them.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from ptxseg.models.weights import (
 )
 
 KINDS = ("classifier", "segmenter")
+# Options of every entry, with their defaults (None: the architecture as it is).
+REGULARISATION: Mapping[str, Any] = MappingProxyType({"drop_path_rate": None, "dropout_rate": None})
 
 
 class UnknownModelError(ValueError):
@@ -53,10 +60,20 @@ class ModelSpec:
             raise ValueError(f"{self.name}: kind must be one of {KINDS}, got {self.kind!r}")
 
     @property
-    def options(self) -> dict[str, Any]:
-        """The options the builder accepts, with their defaults."""
+    def builder_options(self) -> dict[str, Any]:
+        """The options the builder itself accepts, with their defaults."""
         params = list(inspect.signature(self.builder).parameters.values())[1:]  # after num_classes
         return {p.name: p.default for p in params}
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options `build_model` accepts for this entry, with their defaults."""
+        return {**self.builder_options, **REGULARISATION}
+
+    @property
+    def drop_path(self) -> bool:
+        """Whether the builder applies ``drop_path_rate`` (stochastic depth)."""
+        return "drop_path_rate" in self.builder_options
 
     def imagenet_weights(self, options: Mapping[str, Any] | None = None) -> ImagenetWeights | None:
         if self.imagenet_for is not None:
@@ -71,6 +88,16 @@ class ModelSpec:
                 f"model {self.name!r} does not accept option(s) {', '.join(unknown)}; "
                 f"it accepts: {accepted}"
             )
+        if options.get("drop_path_rate") is not None and not self.drop_path:
+            raise ValueError(
+                f"model {self.name!r} has no drop path (stochastic depth), so it cannot take "
+                f"drop_path_rate={options['drop_path_rate']!r}; the models that can: "
+                f"{', '.join(drop_path_models())}"
+            )
+
+    def builder_kwargs(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` less the regularisation keys the builder does not take (None by now)."""
+        return {k: v for k, v in options.items() if k in self.builder_options}
 
 
 _ENTRIES = (
@@ -169,6 +196,11 @@ def model_names(kind: str | None = None) -> list[str]:
     return sorted(n for n, s in MODELS.items() if kind is None or s.kind == kind)
 
 
+def drop_path_models() -> list[str]:
+    """Registered names whose builder applies ``drop_path_rate``, sorted."""
+    return sorted(n for n, s in MODELS.items() if s.drop_path)
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
@@ -225,7 +257,7 @@ def build_model(
                 f"checkpoint {str(checkpoint)!r} for model {name!r} not found; weights must be "
                 f"'none', 'imagenet' or the path of a .pt/.pth checkpoint"
             )
-    net = spec.builder(num_classes, **options)
+    net = spec.builder(num_classes, **spec.builder_kwargs(options))
     model = GreyInput(net, name=name, kind=spec.kind, size_multiple=spec.size_multiple)
     if imagenet is not None and imagenet_path is not None:
         load_imagenet_weights(model.net, imagenet, imagenet_path)

@@ -7,7 +7,8 @@ from typing import Any
 
 from torch import nn
 
-from ptxseg.models.encoders import ENCODER_IMAGENET, build_encoder
+from ptxseg.models.encoders import ENCODER_IMAGENET, build_encoder, set_encoder_drop_path
+from ptxseg.models.layers import check_rate, with_input_dropout
 from ptxseg.models.unet_decoder import EncoderUNet
 from ptxseg.models.weights import ImagenetWeights
 
@@ -19,19 +20,34 @@ SIZE_MULTIPLE = 32
 _BLOCK_DEFAULTS = {"standard": ("relu", False), "residual": ("leaky_relu", True)}
 
 
-def _smp_unet(encoder: str, num_classes: int, decoder_channels: Sequence[int]) -> nn.Module:
+def _smp_unet(
+    encoder: str,
+    num_classes: int,
+    decoder_channels: Sequence[int],
+    dropout_rate: float | None = None,
+    drop_path_rate: float | None = None,
+) -> nn.Module:
     import segmentation_models_pytorch as smp
 
-    return smp.Unet(
+    dropout_rate = check_rate("dropout_rate", dropout_rate)
+    drop_path_rate = check_rate("drop_path_rate", drop_path_rate)
+    model = smp.Unet(
         encoder, encoder_weights=None, classes=num_classes, decoder_channels=tuple(decoder_channels)
     )
+    set_encoder_drop_path(model.encoder, encoder, drop_path_rate)
+    if dropout_rate:
+        # SegmentationHead is Sequential(conv, upsampling, activation), with no dropout of its own
+        model.segmentation_head[0] = with_input_dropout(model.segmentation_head[0], dropout_rate)
+    return model
 
 
 def build_unet_resnet34(
-    num_classes: int, decoder_channels: Sequence[int] = DECODER_CHANNELS
+    num_classes: int,
+    decoder_channels: Sequence[int] = DECODER_CHANNELS,
+    dropout_rate: float | None = None,
 ) -> nn.Module:
-    """UResNet: smp's Unet on a ResNet-34 encoder."""
-    return _smp_unet("resnet34", num_classes, decoder_channels)
+    """UResNet: smp's Unet on a ResNet-34 encoder (torchvision's ResNet: no drop path)."""
+    return _smp_unet("resnet34", num_classes, decoder_channels, dropout_rate)
 
 
 def build_unet_efficientnet_b4(
@@ -40,12 +56,17 @@ def build_unet_efficientnet_b4(
     decoder_block: str = "smp",
     activation: str | None = None,
     act_before_norm: bool | None = None,
+    dropout_rate: float | None = None,
+    drop_path_rate: float | None = None,
 ) -> nn.Module:
     """UEfficientNet: a U-Net on smp's efficientnet-b4 encoder.
 
     ``decoder_block="smp"`` is smp's own Unet; ``"residual"`` is the Kaggle seed baseline's decoder
     (residual blocks, LeakyReLU before BatchNorm by default); ``"standard"`` the hand-written
-    decoder with plain blocks. ``activation``/``act_before_norm`` apply to the hand-written ones.
+    decoder with plain blocks. ``activation`` ("relu", "leaky_relu", "silu") and
+    ``act_before_norm`` apply to the hand-written ones (smp's decoder is conv-BN-ReLU only).
+    ``drop_path_rate``: the encoder's stochastic depth (None: the library's 0.2);
+    ``dropout_rate``: channel dropout before the head convolution (None: none).
     """
     if decoder_block == "smp":
         if activation is not None or act_before_norm is not None:
@@ -53,19 +74,23 @@ def build_unet_efficientnet_b4(
                 "activation and act_before_norm apply to decoder_block 'residual' or 'standard', "
                 "not to smp's Unet decoder"
             )
-        return _smp_unet("efficientnet-b4", num_classes, decoder_channels)
+        return _smp_unet(
+            "efficientnet-b4", num_classes, decoder_channels, dropout_rate, drop_path_rate
+        )
     if decoder_block not in _BLOCK_DEFAULTS:
         valid = ", ".join(["smp", *_BLOCK_DEFAULTS])
         raise ValueError(f"unknown decoder_block {decoder_block!r}; valid: {valid}")
     default_activation, default_order = _BLOCK_DEFAULTS[decoder_block]
-    return EncoderUNet(
-        build_encoder("efficientnet-b4"),
+    return _encoder_unet(
+        "efficientnet-b4",
         num_classes,
-        tuple(decoder_channels),
+        decoder_channels,
         block=decoder_block,
         attention=False,
         activation=default_activation if activation is None else activation,
         act_before_norm=default_order if act_before_norm is None else act_before_norm,
+        dropout_rate=dropout_rate,
+        drop_path_rate=drop_path_rate,
     )
 
 
@@ -76,20 +101,38 @@ def build_attention_unet(
     decoder_block: str = "standard",
     activation: str = "relu",
     act_before_norm: bool = False,
+    dropout_rate: float | None = None,
+    drop_path_rate: float | None = None,
 ) -> nn.Module:
     """Attention U-Net (Oktay et al. 2018): additive attention gates on every skip connection.
 
     Over an smp encoder (any name smp knows), so it can start from ImageNet encoder weights.
+    ``drop_path_rate`` needs an encoder with stochastic depth (``efficientnet-b*``).
     """
-    return EncoderUNet(
-        build_encoder(encoder),
+    return _encoder_unet(
+        encoder,
         num_classes,
-        tuple(decoder_channels),
+        decoder_channels,
         block=decoder_block,
         attention=True,
         activation=activation,
         act_before_norm=act_before_norm,
+        dropout_rate=dropout_rate,
+        drop_path_rate=drop_path_rate,
     )
+
+
+def _encoder_unet(
+    encoder_name: str,
+    num_classes: int,
+    decoder_channels: Sequence[int],
+    drop_path_rate: float | None,
+    **decoder: Any,
+) -> nn.Module:
+    drop_path_rate = check_rate("drop_path_rate", drop_path_rate)
+    encoder = build_encoder(encoder_name)
+    set_encoder_drop_path(encoder, encoder_name, drop_path_rate)
+    return EncoderUNet(encoder, num_classes, tuple(decoder_channels), **decoder)
 
 
 def attention_unet_imagenet(options: Mapping[str, Any]) -> ImagenetWeights | None:

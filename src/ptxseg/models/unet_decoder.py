@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ptxseg.models.layers import check_rate, head_dropout
+
 BLOCKS = ("standard", "residual")
-ACTIVATIONS = ("relu", "leaky_relu")
+ACTIVATIONS = ("relu", "leaky_relu", "silu")
 LEAKY_SLOPE = 0.1  # the seed baseline's LeakyReLU(alpha=0.1)
 
 
@@ -27,6 +29,8 @@ def activation_layer(name: str) -> nn.Module:
         return nn.ReLU(inplace=True)
     if name == "leaky_relu":
         return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+    if name == "silu":  # EfficientNet's activation (swish)
+        return nn.SiLU(inplace=True)
     raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
 
 
@@ -154,7 +158,11 @@ class UNetDecoder(nn.Module):
 
 
 class EncoderUNet(nn.Module):
-    """smp encoder + UNetDecoder + 3x3 logits convolution; output at input resolution."""
+    """smp encoder + UNetDecoder + [dropout] + 3x3 logits convolution; output at input resolution.
+
+    ``dropout_rate``: channel dropout (`layers.head_dropout`) on the decoder's output, before the
+    head; None or 0: none. Parameter-free, so the state-dict keys are the same either way.
+    """
 
     def __init__(
         self,
@@ -165,12 +173,14 @@ class EncoderUNet(nn.Module):
         attention: bool = False,
         activation: str = "relu",
         act_before_norm: bool = False,
+        dropout_rate: float | None = None,
     ):
         super().__init__()
         self.encoder = encoder  # named as in smp.Unet, so ImageNet files load the same way
         self.decoder = UNetDecoder(
             encoder.out_channels, decoder_channels, block, attention, activation, act_before_norm
         )
+        self.dropout = head_dropout(check_rate("dropout_rate", dropout_rate))
         self.head = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
         self.output_stride = getattr(encoder, "output_stride", 32)
 
@@ -181,4 +191,4 @@ class EncoderUNet(nn.Module):
             raise RuntimeError(
                 f"input height {h} and width {w} must be multiples of {self.output_stride}"
             )
-        return self.head(self.decoder(self.encoder(x)))
+        return self.head(self.dropout(self.decoder(self.encoder(x))))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ptxseg.models.heads import PooledClassifier
+from ptxseg.models.heads import PooledClassifier, resolve_dropout
 from ptxseg.models.weights import ImagenetWeights, StateDict
 
 
@@ -36,7 +36,9 @@ IMAGENET = ImagenetWeights(
 MIN_SIZE = 7
 
 
-def build_xception(num_classes: int, dropout: float = 0.0) -> nn.Module:
+def build_xception(
+    num_classes: int, dropout: float = 0.0, dropout_rate: float | None = None
+) -> nn.Module:
     from pretrainedmodels.models.xception import Xception
 
     backbone = Xception(num_classes=1000)
@@ -44,4 +46,11 @@ def build_xception(num_classes: int, dropout: float = 0.0) -> nn.Module:
     del backbone.fc  # the library's xception() renames it to last_linear; we drop it
     backbone.last_linear = nn.Identity()  # keeps the backbone's own forward usable
     # `features` ends with bn4; the library's `logits` applies the ReLU, so do we.
-    return PooledClassifier(backbone, "features", num_features, num_classes, dropout, relu=True)
+    return PooledClassifier(
+        backbone,
+        "features",
+        num_features,
+        num_classes,
+        resolve_dropout(dropout, dropout_rate),
+        relu=True,
+    )

@@ -19,6 +19,11 @@ Layout (output stride 32, so input sides must be multiples of 32, as for the oth
   encoder stage has;
 - head: 1x1 convolution to ``num_classes`` at stride 2, upsampled bilinearly to the input size.
 
+Options from EfficientNet: ``activation="silu"`` (swish) instead of ReLU everywhere;
+``drop_path_rate`` (stochastic depth on every residual block's branch, see `ScaledUNet`) and
+``dropout_rate`` (channel dropout before the head). Both are parameter-free: the state-dict keys
+do not change, and with None (the default) the network is exactly the plain one.
+
 B0's base, widths (16, 32, 64, 128, 256) and depths (1, 1, 2, 2, 2): channels double as the
 side halves, so a block costs the same FLOPs in every stage and the FLOPs are spread by depth.
 The blocks are put where the activations are small (strides 8-32) and where a block adds the
@@ -36,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ptxseg.models.layers import check_rate, head_dropout, linear_drop_path_rates
 from ptxseg.models.scaled_unet.compound import (
     ALPHA,
     BETA,
@@ -50,6 +56,7 @@ STEM_STRIDE = 2
 OUTPUT_STRIDE = STEM_STRIDE * 2 ** (len(BASE_WIDTHS) - 1)  # 32
 SIZE_MULTIPLE = OUTPUT_STRIDE
 MIN_SIZE = OUTPUT_STRIDE  # one pixel at the deepest stage
+ACTIVATIONS = ("relu", "silu")
 
 
 def scaled_widths(width: float = 1.0, base: Sequence[int] = BASE_WIDTHS) -> tuple[int, ...]:
@@ -60,37 +67,69 @@ def scaled_depths(depth: float = 1.0, base: Sequence[int] = BASE_DEPTHS) -> tupl
     return tuple(round_repeats(n, depth) for n in base)
 
 
+def activation_layer(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "silu":
+        return nn.SiLU(inplace=True)
+    raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
+
+
 def conv_bn_relu(
-    in_channels: int, out_channels: int, kernel: int, stride: int = 1
+    in_channels: int, out_channels: int, kernel: int, stride: int = 1, activation: str = "relu"
 ) -> nn.Sequential:
+    """conv-BN-activation (ReLU unless ``activation`` says otherwise)."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, bias=False),
         nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
+        activation_layer(activation),
     )
 
 
 class ResidualBlock(nn.Module):
-    """ResNet's basic block at constant width: relu(x + bn(conv(relu(bn(conv(x))))))."""
+    """ResNet's basic block at constant width: act(x + drop_path(bn(conv(act(bn(conv(x))))))).
 
-    def __init__(self, channels: int):
+    ``drop_path_rate`` > 0: in training the residual branch of a sample is dropped (the block is
+    the identity for it) with that probability, and kept branches are scaled by 1 / (1 - rate)
+    (timm's DropPath); in eval the block is the plain one.
+    """
+
+    def __init__(self, channels: int, activation: str = "relu", drop_path_rate: float = 0.0):
         super().__init__()
-        self.conv1 = conv_bn_relu(channels, channels, 3)
+        self.conv1 = conv_bn_relu(channels, channels, 3, activation=activation)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
         nn.init.zeros_(self.bn2.weight)  # the block starts as the identity (Goyal et al. 2017)
+        self.act = activation_layer(activation)
+        self.drop_path: nn.Module = nn.Identity()
+        if drop_path_rate > 0:
+            from timm.layers import DropPath
+
+            self.drop_path = DropPath(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.bn2(self.conv2(self.conv1(x))))
+        return self.act(x + self.drop_path(self.bn2(self.conv2(self.conv1(x)))))
 
 
 class DecoderStage(nn.Module):
-    """upsample -> concatenate the skip -> 1x1 conv-BN-ReLU to the skip's width -> blocks."""
+    """upsample -> concatenate the skip -> 1x1 conv-BN-act to the skip's width -> blocks."""
 
-    def __init__(self, in_channels: int, skip_channels: int, depth: int):
+    def __init__(
+        self,
+        in_channels: int,
+        skip_channels: int,
+        depth: int,
+        activation: str = "relu",
+        drop_path_rates: Sequence[float] | None = None,
+    ):
         super().__init__()
-        self.fuse = conv_bn_relu(in_channels + skip_channels, skip_channels, 1)
-        self.blocks = nn.Sequential(*(ResidualBlock(skip_channels) for _ in range(depth)))
+        rates = [0.0] * depth if drop_path_rates is None else list(drop_path_rates)
+        if len(rates) != depth:
+            raise ValueError(f"need {depth} drop path rates, got {len(rates)}")
+        self.fuse = conv_bn_relu(
+            in_channels + skip_channels, skip_channels, 1, activation=activation
+        )
+        self.blocks = nn.Sequential(*(ResidualBlock(skip_channels, activation, r) for r in rates))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
@@ -98,7 +137,16 @@ class DecoderStage(nn.Module):
 
 
 class ScaledUNet(nn.Module):
-    """The U-Net of explicit per-stage ``widths`` and ``depths`` (see the module docstring)."""
+    """The U-Net of explicit per-stage ``widths`` and ``depths`` (see the module docstring).
+
+    ``drop_path_rate``: stochastic depth on the residual blocks, at a rate growing linearly with
+    the block's index in the forward pass, encoder then decoder, ``rate * i / n`` over all ``n``
+    blocks (`layers.linear_drop_path_rates`). EfficientNet's rule rather than a constant rate:
+    the first blocks compute the low-level features that every later block and the skips reuse,
+    so dropping them costs the most and regularises the least (Huang et al. 2016), and the same
+    recipe value then means the same as in the EfficientNet encoders (timm, smp) of the other
+    entries. ``dropout_rate``: channel dropout before the head convolution.
+    """
 
     def __init__(
         self,
@@ -106,8 +154,15 @@ class ScaledUNet(nn.Module):
         widths: Sequence[int] = BASE_WIDTHS,
         depths: Sequence[int] = BASE_DEPTHS,
         in_channels: int = 3,
+        activation: str = "relu",
+        drop_path_rate: float | None = None,
+        dropout_rate: float | None = None,
     ):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        drop_path_rate = check_rate("drop_path_rate", drop_path_rate) or 0.0
+        dropout_rate = check_rate("dropout_rate", dropout_rate)
         widths, depths = tuple(int(c) for c in widths), tuple(int(n) for n in depths)
         if len(widths) != len(BASE_WIDTHS) or len(depths) != len(BASE_WIDTHS):
             raise ValueError(
@@ -116,17 +171,26 @@ class ScaledUNet(nn.Module):
         if min(widths) < 1 or min(depths) < 1:
             raise ValueError(f"widths and depths must be positive, got {widths}, {depths}")
         self.widths, self.depths = widths, depths
-        self.stem = conv_bn_relu(in_channels, widths[0], 3, STEM_STRIDE)
+        decoder_stages = list(reversed(range(len(widths) - 1)))
+        rates = iter(
+            linear_drop_path_rates(
+                drop_path_rate, sum(depths) + sum(depths[s] for s in decoder_stages)
+            )
+        )
+        act = activation
+        self.stem = conv_bn_relu(in_channels, widths[0], 3, STEM_STRIDE, act)
         self.encoder = nn.ModuleList()
         for s, (channels, depth) in enumerate(zip(widths, depths, strict=True)):
-            down = [conv_bn_relu(widths[s - 1], channels, 3, 2)] if s else []
-            self.encoder.append(
-                nn.Sequential(*down, *(ResidualBlock(channels) for _ in range(depth)))
-            )
+            down = [conv_bn_relu(widths[s - 1], channels, 3, 2, act)] if s else []
+            blocks = [ResidualBlock(channels, act, next(rates)) for _ in range(depth)]
+            self.encoder.append(nn.Sequential(*down, *blocks))
         self.decoder = nn.ModuleList(
-            DecoderStage(widths[s + 1], widths[s], depths[s])
-            for s in reversed(range(len(widths) - 1))
+            DecoderStage(
+                widths[s + 1], widths[s], depths[s], act, [next(rates) for _ in range(depths[s])]
+            )
+            for s in decoder_stages
         )
+        self.dropout = head_dropout(dropout_rate)
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         for module in self.modules():
             if isinstance(module, nn.Conv2d) and module is not self.head:
@@ -147,26 +211,55 @@ class ScaledUNet(nn.Module):
         x = skips.pop()  # the deepest stage has no skip of its own
         for stage in self.decoder:
             x = stage(x, skips.pop())
-        logits = self.head(x)
+        logits = self.head(self.dropout(x))
         return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
 
 
-def build_scaled_unet(num_classes: int, depth: float = 1.0, width: float = 1.0) -> nn.Module:
+def build_scaled_unet(
+    num_classes: int,
+    depth: float = 1.0,
+    width: float = 1.0,
+    activation: str = "relu",
+    drop_path_rate: float | None = None,
+    dropout_rate: float | None = None,
+) -> nn.Module:
     """The scaled U-Net of free ``depth`` and ``width`` multipliers (1, 1: B0).
 
     A grid candidate (alpha, beta, gamma) at phi = 1 is ``depth=alpha, width=beta``, trained on
-    ``compound.scaled_resolution(base_resolution, gamma)`` inputs.
+    ``compound.scaled_resolution(base_resolution, gamma)`` inputs. ``activation`` ("relu" or
+    "silu"), ``drop_path_rate`` and ``dropout_rate``: see `ScaledUNet`.
     """
-    return ScaledUNet(num_classes, scaled_widths(width), scaled_depths(depth))
+    return ScaledUNet(
+        num_classes,
+        scaled_widths(width),
+        scaled_depths(depth),
+        activation=activation,
+        drop_path_rate=drop_path_rate,
+        dropout_rate=dropout_rate,
+    )
 
 
-def build_scaled_unet_b1(num_classes: int, alpha: float = ALPHA, beta: float = BETA) -> nn.Module:
+def build_scaled_unet_b1(
+    num_classes: int,
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    activation: str = "relu",
+    drop_path_rate: float | None = None,
+    dropout_rate: float | None = None,
+) -> nn.Module:
     """B1: depth alpha, width beta (train it on ``scaled_resolution(base, gamma, 1)`` inputs)."""
     depth, width = compound_multipliers(alpha, beta, 1)
-    return build_scaled_unet(num_classes, depth, width)
+    return build_scaled_unet(num_classes, depth, width, activation, drop_path_rate, dropout_rate)
 
 
-def build_scaled_unet_b2(num_classes: int, alpha: float = ALPHA, beta: float = BETA) -> nn.Module:
+def build_scaled_unet_b2(
+    num_classes: int,
+    alpha: float = ALPHA,
+    beta: float = BETA,
+    activation: str = "relu",
+    drop_path_rate: float | None = None,
+    dropout_rate: float | None = None,
+) -> nn.Module:
     """B2: depth alpha², width beta² (train it on ``scaled_resolution(base, gamma, 2)`` inputs)."""
     depth, width = compound_multipliers(alpha, beta, 2)
-    return build_scaled_unet(num_classes, depth, width)
+    return build_scaled_unet(num_classes, depth, width, activation, drop_path_rate, dropout_rate)
