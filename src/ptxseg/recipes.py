@@ -9,6 +9,8 @@ import copy
 
 from ptxseg.layout import BEST, SWA, snapshot_member
 
+EMA = "ema"  # the exponential-moving-average member (to move to ptxseg.layout beside BEST and SWA)
+
 
 def deep_merge(base: dict, override: dict) -> dict:
     merged = copy.deepcopy(base)
@@ -30,10 +32,11 @@ def recipe_for(config: dict, stage: str, arch: str) -> dict:
 
 
 def member_names(recipe: dict) -> list[str]:
-    """The models a run keeps: 'best', then 'swa' and 'snapshot<k>' where the recipe asks."""
+    """The models a run keeps: 'best', then 'swa', 'ema' and 'snapshot<k>' where the recipe asks."""
     return (
         [BEST]
         + ([SWA] if recipe["swa"]["enabled"] else [])
+        + ([EMA] if recipe["ema"]["enabled"] else [])
         + [snapshot_member(k) for k in range(recipe["snapshots"])]
     )
 
@@ -43,7 +46,9 @@ def cycle_ends(
 ) -> list[int]:
     """Epoch counts (1-based) after which a cosine cycle of the schedule ends: the snapshot points.
 
-    Plain arithmetic, without torch, so the config check at DAG build can use it too.
+    Plain arithmetic, without torch, so the config check at DAG build can use it too. Only cosine
+    restarts end cycles: with any other schedule (plateau, constant, exponential) there are no
+    snapshot points, so a recipe with snapshots fails.
     """
     if name != "cosine_restarts":
         return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -214,7 +215,8 @@ def _run(tmp_path, name, tiny_set, stop_after_epoch=None, settings=SETTINGS):
     members = Members(
         best=out / "best.pt",
         swa=out / "swa.pt",
-        snapshots=[out / "s0.pt", out / "s1.pt"],
+        ema=out / "ema.pt",
+        snapshots=[out / f"s{k}.pt" for k in range(settings.snapshots)],
         metrics_csv=out / "metrics.csv",
         state=out / "state.pt",
     )
@@ -259,6 +261,39 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tiny_set):
         assert left.keys() == right.keys()
         assert all(torch.equal(left[k], right[k]) for k in left), a.name
     np.testing.assert_allclose(straight["train_loss"], resumed["train_loss"])
+
+
+def _weights(path: Path) -> dict:
+    return checkpoint.load(path)["model"]
+
+
+def test_killed_run_with_ema_resumes_to_the_same_average(tmp_path, tiny_set):
+    # The EfficientNet recipe's parts together: rmsprop_tf, exponential decay (no snapshots), EMA.
+    efficientnet = replace(
+        SETTINGS,
+        optimiser="rmsprop_tf",
+        lr=0.001,
+        schedule=ScheduleSpec("exponential", warmup_epochs=1, decay_epochs=0.5),
+        snapshots=0,
+        ema_decay=0.9,
+    )
+    assert efficientnet.members == ["best", "swa", "ema"]
+    straight, members = _run(tmp_path, "straight", tiny_set, settings=efficientnet)
+    partial, resumed_members = _run(
+        tmp_path, "resumed", tiny_set, stop_after_epoch=2, settings=efficientnet
+    )
+    assert len(partial) == 2 and not resumed_members.ema.exists()
+    assert checkpoint.load(resumed_members.state)["ema"]["n_averaged"] > 1
+    resumed, _ = _run(tmp_path, "resumed", tiny_set, settings=efficientnet)
+    assert resumed["epoch"].tolist() == [1, 2, 3, 4]
+    np.testing.assert_allclose(straight["train_loss"], resumed["train_loss"])
+    ema, again = _weights(members.ema), _weights(resumed_members.ema)
+    assert ema.keys() == again.keys() and all(torch.equal(ema[k], again[k]) for k in ema)
+    assert checkpoint.load(members.ema)["meta"]["member"] == "ema"
+    # A model of its own, BatchNorm statistics included: neither the best model nor the SWA.
+    for other in (_weights(members.best), _weights(members.swa)):
+        assert any(not torch.equal(ema[k], other[k]) for k in ema if k.endswith("weight"))
+        assert any(not torch.equal(ema[k], other[k]) for k in ema if k.endswith("running_mean"))
 
 
 def test_resume_state_from_other_settings_is_not_used(tmp_path, tiny_set, caplog):

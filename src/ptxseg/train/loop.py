@@ -1,10 +1,11 @@
 """One training loop for classifiers and segmenters.
 
 Per epoch: reseed everything from (seed, epoch) so a resumed run repeats the uninterrupted one
-bit for bit; sample the epoch's images; train with warm-up / cosine restarts / plateau, gradient
-accumulation and clipping, bf16 autocast on a GPU; evaluate on the held-out images; keep the best
-model, the snapshot at the end of each cosine cycle, and a stochastic weight average; write the
-metrics CSV every epoch and the training state (for resuming) every epoch or, with
+bit for bit; sample the epoch's images; train with warm-up / cosine restarts / plateau /
+exponential decay, gradient accumulation and clipping, bf16 autocast on a GPU; evaluate on the
+held-out images; keep the best model, the snapshot at the end of each cosine cycle, a stochastic
+weight average, and an exponential moving average of the weights (updated after every optimiser
+step); write the metrics CSV every epoch and the training state (for resuming) every epoch or, with
 ``runtime.checkpoint_every_s``, at most that often and after the last epoch; all atomically.
 """
 
@@ -21,13 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, update_bn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 from torch.utils.data import DataLoader, Subset
 
 from ptxseg.data.datasets import RepackedImages, worker_init
 from ptxseg.io import atomic
 from ptxseg.layout import BEST, SWA, snapshot_member
 from ptxseg.parallel import progress
+from ptxseg.recipes import EMA
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device, seed_everything
 from ptxseg.runtime.precision import autocast
@@ -45,10 +47,11 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class Members:
-    """Where the kept models go: best on the held-out images, SWA, and cycle-end snapshots."""
+    """Where the kept models go: best on the held-out images, SWA, EMA, and cycle-end snapshots."""
 
     best: Path
     swa: Path | None = None
+    ema: Path | None = None
     snapshots: list[Path] = field(default_factory=list)
     metrics_csv: Path | None = None
     state: Path | None = None  # the training state, for resuming
@@ -105,6 +108,7 @@ class _Parts:
     schedule: LrSchedule
     snapshot_epochs: list[int]
     swa: AveragedModel | None
+    ema: AveragedModel | None
     kept: KeptCopies
     fingerprint: dict
 
@@ -150,17 +154,7 @@ def fit(
         if settings.steps_per_epoch is not None:
             indices = indices[: settings.steps_per_epoch * settings.batch_size]
         loader = _loader(train_set, indices, settings, epoch_seed)
-        train_loss = _train_epoch(
-            model,
-            loader,
-            loss_fn,
-            parts.optimiser,
-            parts.schedule,
-            settings,
-            epoch,
-            device,
-            members,
-        )
+        train_loss = _train_epoch(model, loader, loss_fn, parts, settings, epoch, device, members)
         if parts.swa is not None and epoch >= settings.swa_start:
             parts.swa.update_parameters(model)
         metrics = task.evaluate(model, val_set)
@@ -187,9 +181,43 @@ def fit(
     return pd.DataFrame(progress_.history)
 
 
+def ema_average(model: nn.Module, decay: float, warmup: bool = True) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights and buffers, to be updated after every
+    optimiser step. With ``use_buffers`` the BatchNorm statistics are averaged too, so the average
+    needs no ``update_bn`` pass at the end (unlike SWA).
+
+    It starts from ``model``'s weights now, as TensorFlow's shadow variables start from the initial
+    values: the k-th update after that then sees ``n_averaged == k`` (the global step). With
+    ``warmup`` the decay is the official EfficientNet code's, min(decay, (1 + k) / (10 + k))
+    (tf.train.ExponentialMovingAverage with num_updates), so the first weights do not linger;
+    torch's ``get_ema_multi_avg_fn`` has a fixed decay only, hence the function below.
+    """
+    multi_avg_fn = _warmed_ema_fn(decay) if warmup else get_ema_multi_avg_fn(decay)
+    average = AveragedModel(model, multi_avg_fn=multi_avg_fn, use_buffers=True)
+    average.update_parameters(model)  # n_averaged 0: a copy of the initial weights
+    return average
+
+
+def _warmed_ema_fn(decay: float):
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
+        n = int(n_averaged)  # one host sync per step, as the loop's loss.item() already makes
+        weight = 1.0 - min(decay, (1 + n) / (10 + n))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, weight)
+        else:  # integer buffers (BatchNorm's num_batches_tracked): the model's own count
+            torch._foreach_copy_(averaged, current)
+
+    return update
+
+
 def _parts(model: nn.Module, settings: FitSettings, members: Members, meta: dict) -> _Parts:
     optimiser = build_optimiser(
-        model.parameters(), settings.optimiser, settings.lr, settings.weight_decay
+        model.parameters(),
+        settings.optimiser,
+        settings.lr,
+        settings.weight_decay,
+        settings.rmsprop,
     )
     schedule = LrSchedule(optimiser, settings.schedule, settings.epochs)
     cycle_ends = schedule.cycle_ends()
@@ -210,6 +238,11 @@ def _parts(model: nn.Module, settings: FitSettings, members: Members, meta: dict
         schedule,
         snapshot_epochs,
         AveragedModel(model) if settings.swa_start is not None else None,
+        (
+            ema_average(model, settings.ema_decay, settings.ema_warmup)
+            if settings.ema_decay is not None
+            else None
+        ),
         KeptCopies(members.state),
         {**settings.fingerprint(), **meta},
     )
@@ -228,6 +261,8 @@ def _resume(model: nn.Module, parts: _Parts, members: Members) -> _Progress:
     parts.schedule.load_state_dict(state["schedule"])
     if parts.swa is not None and state.get("swa") is not None:
         parts.swa.load_state_dict(state["swa"])
+    if parts.ema is not None and state.get("ema") is not None:
+        parts.ema.load_state_dict(state["ema"])
     progress_ = _Progress(state["history"], state["best"], state["epoch"] + 1)
     log.info("resuming from %s after epoch %d", members.state, progress_.start_epoch)
     member_paths = {BEST: members.best} | {
@@ -299,6 +334,7 @@ def _save_state(
             "optimiser": parts.optimiser.state_dict(),
             "schedule": parts.schedule.state_dict(),
             "swa": parts.swa.state_dict() if parts.swa is not None else None,
+            "ema": parts.ema.state_dict() if parts.ema is not None else None,
             "kept": parts.kept.record(),
         },
     )
@@ -319,7 +355,8 @@ def _finish(
     meta: dict,
     device: torch.device,
 ) -> None:
-    """The last kept models: the final weights where no evaluation was finite, and the SWA."""
+    """The last kept models: the final weights where no evaluation was finite, the SWA (its
+    BatchNorm statistics recomputed) and the EMA (its BatchNorm statistics averaged with it)."""
     if not Path(members.best).exists():  # every evaluation was NaN: keep the last model
         checkpoint.export_model(
             members.best, model, {**meta, "member": BEST, "epoch": settings.epochs}
@@ -329,11 +366,14 @@ def _finish(
         checkpoint.export_model(
             members.swa, parts.swa.module, {**meta, "member": SWA, "epoch": settings.epochs}
         )
+    if parts.ema is not None and members.ema is not None:
+        checkpoint.export_model(
+            members.ema, parts.ema.module, {**meta, "member": EMA, "epoch": settings.epochs}
+        )
 
 
-def _train_epoch(
-    model, loader, loss_fn, optimiser, schedule, settings, epoch, device, members
-) -> float:
+def _train_epoch(model, loader, loss_fn, parts, settings, epoch, device, members) -> float:
+    optimiser, schedule = parts.optimiser, parts.schedule
     model.train()
     total, count = 0.0, 0
     batches = len(loader)
@@ -370,6 +410,8 @@ def _train_epoch(
                 nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimiser.step()
             optimiser.zero_grad(set_to_none=True)
+            if parts.ema is not None:
+                parts.ema.update_parameters(model)
         total += loss.item() * images.shape[0]
         count += images.shape[0]
     return total / max(count, 1)

@@ -2,7 +2,10 @@
 
 A linear warm-up (per batch) is followed by one main schedule: cosine annealing with warm
 restarts (stepped per batch with fractional epochs; the end of each cycle is a snapshot point for
-snapshot ensembling), ReduceLROnPlateau (per epoch, on the monitored metric), or a constant rate.
+snapshot ensembling), ReduceLROnPlateau (per epoch, on the monitored metric), a constant rate, or
+exponential decay (the EfficientNet paper's: the rate times ``decay_factor`` every ``decay_epochs``,
+per batch with fractional epochs; no cycle ends, so no snapshots). Optimisers: Adam, AdamW, and
+timm's RMSpropTF (RMSProp as TensorFlow computes it, which the EfficientNet paper trained with).
 """
 
 from __future__ import annotations
@@ -10,19 +13,47 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from timm.optim import RMSpropTF
 from torch.optim import lr_scheduler
 
 from ptxseg.recipes import cycle_ends
 
-OPTIMISERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-SCHEDULES = ("cosine_restarts", "plateau", "constant")
+OPTIMISERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop_tf": RMSpropTF}
+SCHEDULES = ("cosine_restarts", "plateau", "constant", "exponential")
+
+
+@dataclass(frozen=True)
+class RmspropSpec:
+    """rmsprop_tf's own constants (the paper's values): TensorFlow's rho (torch's alpha), momentum,
+    and epsilon (inside the square root, as TensorFlow adds it)."""
+
+    decay: float = 0.9
+    momentum: float = 0.9
+    eps: float = 1e-3
 
 
 def build_optimiser(
-    parameters, name: str, lr: float, weight_decay: float = 0.0
+    parameters,
+    name: str,
+    lr: float,
+    weight_decay: float = 0.0,
+    rmsprop: RmspropSpec | None = None,
 ) -> torch.optim.Optimizer:
+    """``rmsprop_tf`` is timm's RMSpropTF as TensorFlow computes it: the mean square starts at one,
+    epsilon is inside the square root, the rate is accumulated in the momentum buffer, and the
+    weight decay is an L2 term added to the gradient (the official code adds it to the loss)."""
     if name not in OPTIMISERS:
         raise ValueError(f"unknown optimiser {name!r}; valid: {', '.join(OPTIMISERS)}")
+    if name == "rmsprop_tf":
+        spec = rmsprop or RmspropSpec()
+        return RMSpropTF(
+            parameters,
+            lr=lr,
+            alpha=spec.decay,
+            momentum=spec.momentum,
+            eps=spec.eps,
+            weight_decay=weight_decay,
+        )
     return OPTIMISERS[name](parameters, lr=lr, weight_decay=weight_decay)
 
 
@@ -35,6 +66,8 @@ class ScheduleSpec:
     min_lr: float = 1e-6
     plateau_patience: int = 2
     plateau_factor: float = 0.5
+    decay_factor: float = 0.97  # exponential: the factor every decay_epochs
+    decay_epochs: float = 2.4
     mode: str = "max"  # of the monitored metric, for plateau
 
     def __post_init__(self) -> None:
@@ -73,15 +106,22 @@ class LrSchedule:
             for group, base in zip(self.optimiser.param_groups, self.base_lrs, strict=True):
                 group["lr"] = base * (0.05 + 0.95 * progress)
             return
+        after_warmup = epoch - self.spec.warmup_epochs + batch / batches  # fractional epochs
         if isinstance(self.main, lr_scheduler.CosineAnnealingWarmRestarts):
-            self.main.step(epoch - self.spec.warmup_epochs + batch / batches)
+            self.main.step(after_warmup)
+        elif self.spec.name == "exponential":
+            # A closed form of (epoch, batch), so the schedule holds no state to resume.
+            factor = self.spec.decay_factor ** (after_warmup / self.spec.decay_epochs)
+            for group, base in zip(self.optimiser.param_groups, self.base_lrs, strict=True):
+                group["lr"] = base * factor
 
     def step_epoch(self, monitored: float | None) -> None:
         if isinstance(self.main, lr_scheduler.ReduceLROnPlateau) and monitored is not None:
             self.main.step(monitored)
 
     def cycle_ends(self) -> list[int]:
-        """Epoch counts (1-based) after which a cosine cycle ends: the snapshot points."""
+        """Epoch counts (1-based) after which a cosine cycle ends: the snapshot points (none for the
+        other schedules, exponential included)."""
         spec = self.spec
         return cycle_ends(
             spec.name, self.epochs, spec.warmup_epochs, spec.cycle_epochs, spec.cycle_mult
@@ -92,6 +132,7 @@ class LrSchedule:
         return float(self.optimiser.param_groups[0]["lr"])
 
     def state_dict(self) -> dict:
+        """The main scheduler's state; warm-up and exponential decay are closed forms, stateless."""
         return {"main": self.main.state_dict() if self.main is not None else {}}
 
     def load_state_dict(self, state: dict) -> None:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from ptxseg.recipes import member_names
 from ptxseg.runtime.options import Runtime
-from ptxseg.train.schedules import ScheduleSpec
+from ptxseg.train.schedules import RmspropSpec, ScheduleSpec
 
 
 @dataclass(frozen=True)
@@ -21,10 +21,13 @@ class FitSettings:
     lr: float
     optimiser: str = "adamw"
     weight_decay: float = 1e-4
+    rmsprop: RmspropSpec = field(default_factory=RmspropSpec)  # rmsprop_tf's constants
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     snapshots: int = 0
     swa_start: int | None = None  # 0-based epoch from which SWA averages; None: no SWA
     swa_lr: float | None = None
+    ema_decay: float | None = None  # the weights' EMA decay per optimiser step; None: no EMA
+    ema_warmup: bool = True  # the official decay warm-up, min(decay, (1 + n) / (10 + n))
     grad_clip: float | None = None
     accumulate: int = 1
     steps_per_epoch: int | None = None  # at most this many batches an epoch; None: all
@@ -43,12 +46,16 @@ class FitSettings:
         """From a validated recipe (a stage's, with an architecture's overrides), the config's seed
         and the job's runtime."""
         schedule, swa, sampling = recipe["schedule"], recipe["swa"], recipe["sampling"]
+        rmsprop, ema = recipe["optimiser"]["rmsprop"], recipe["ema"]
         return cls(
             epochs=recipe["epochs"],
             batch_size=recipe["batch_size"],
             lr=recipe["optimiser"]["lr"],
             optimiser=recipe["optimiser"]["name"],
             weight_decay=recipe["optimiser"]["weight_decay"],
+            rmsprop=RmspropSpec(
+                decay=rmsprop["decay"], momentum=rmsprop["momentum"], eps=rmsprop["eps"]
+            ),
             schedule=ScheduleSpec(
                 name=schedule["name"],
                 warmup_epochs=schedule["warmup_epochs"],
@@ -57,11 +64,15 @@ class FitSettings:
                 min_lr=schedule["min_lr"],
                 plateau_patience=schedule["plateau_patience"],
                 plateau_factor=schedule["plateau_factor"],
+                decay_factor=schedule["decay_factor"],
+                decay_epochs=schedule["decay_epochs"],
                 mode=recipe["monitor_mode"],
             ),
             snapshots=recipe["snapshots"],
             swa_start=swa["start_epoch"] - 1 if swa["enabled"] else None,
             swa_lr=swa["lr"],
+            ema_decay=ema["decay"] if ema["enabled"] else None,
+            ema_warmup=ema["warmup"],
             grad_clip=recipe["grad_clip"],
             accumulate=recipe["accumulate"],
             steps_per_epoch=recipe["steps_per_epoch"],
@@ -77,14 +88,18 @@ class FitSettings:
         )
 
     def one_model(self) -> FitSettings:
-        """The same run keeping only its best model (no snapshots, no SWA)."""
-        return replace(self, snapshots=0, swa_start=None)
+        """The same run keeping only its best model (no snapshots, no SWA, no EMA)."""
+        return replace(self, snapshots=0, swa_start=None, ema_decay=None)
 
     @property
     def members(self) -> list[str]:
-        """The models this run keeps: best, then SWA and snapshots where the recipe asks."""
+        """The models this run keeps: best, then SWA, EMA and snapshots where the recipe asks."""
         return member_names(
-            {"swa": {"enabled": self.swa_start is not None}, "snapshots": self.snapshots}
+            {
+                "swa": {"enabled": self.swa_start is not None},
+                "ema": {"enabled": self.ema_decay is not None},
+                "snapshots": self.snapshots,
+            }
         )
 
     @property

@@ -1,0 +1,188 @@
+"""The EfficientNet paper's training process (#17): rmsprop_tf against TensorFlow's RMSProp update,
+the exponential schedule against its closed form, the EMA member against its recurrence, and the
+recipe keys reaching the training settings. (The EMA resume test is in test_train.py, beside the
+loop's other resume tests.)"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+import pytest
+import torch
+from timm.optim import RMSpropTF
+
+from ptxseg import config as cfg
+from ptxseg.recipes import EMA, member_names
+from ptxseg.runtime.options import Runtime
+from ptxseg.train.loop import ema_average
+from ptxseg.train.schedules import LrSchedule, RmspropSpec, ScheduleSpec, build_optimiser
+from ptxseg.train.settings import FitSettings
+
+# ----------------------------------------------------------------------------- rmsprop_tf
+
+X = np.array([[1.0, 2.0], [-1.0, 0.5], [0.3, -2.0], [2.0, 1.0]])
+Y = np.array([1.0, -2.0, 0.5, 3.0])
+W0, B0 = np.array([0.5, -0.3]), 0.1
+LR, WD = [0.1, 0.05, 0.02], 0.01  # a different rate each step, as a schedule would set
+SPEC = RmspropSpec(decay=0.8, momentum=0.7, eps=0.01)  # not the defaults, so a swapped one shows
+
+
+def _tensorflow_rmsprop(steps: int) -> np.ndarray:
+    """TensorFlow's RMSPropOptimizer (tf.compat.v1, as the EfficientNet code uses it), written out
+    in float64: ms starts at one; ms <- ms + (1 - rho) * (g^2 - ms);
+    mom <- momentum * mom + lr * g / sqrt(ms + eps); var <- var - mom. The L2 weight decay is in
+    the loss (wd / 2 * |w|^2), so g includes wd * w."""
+    theta = np.append(W0, B0)  # weights then bias
+    ms, mom = np.ones(3), np.zeros(3)
+    features = np.hstack([X, np.ones((len(X), 1))])
+    for step in range(steps):
+        residual = features @ theta - Y
+        g = 2.0 / len(X) * features.T @ residual + WD * theta  # d/dtheta of mean(r^2) + L2
+        ms = ms + (1 - SPEC.decay) * (g**2 - ms)
+        mom = SPEC.momentum * mom + LR[step] * g / np.sqrt(ms + SPEC.eps)
+        theta = theta - mom
+    return theta
+
+
+def test_rmsprop_tf_is_tensorflows_update():
+    model = torch.nn.Linear(2, 1)  # three parameters: two weights and a bias
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor(W0[None]))
+        model.bias.fill_(B0)
+    optimiser = build_optimiser(model.parameters(), "rmsprop_tf", LR[0], WD, SPEC)
+    assert isinstance(optimiser, RMSpropTF)
+    x, y = torch.tensor(X, dtype=torch.float32), torch.tensor(Y, dtype=torch.float32)
+    for step in range(3):
+        for group in optimiser.param_groups:
+            group["lr"] = LR[step]
+        optimiser.zero_grad()
+        torch.nn.functional.mse_loss(model(x).squeeze(1), y).backward()
+        optimiser.step()
+        got = np.append(model.weight.detach().numpy()[0], model.bias.item())
+        np.testing.assert_allclose(got, _tensorflow_rmsprop(step + 1), rtol=1e-5, atol=1e-6)
+
+
+def test_other_optimisers_ignore_the_rmsprop_constants():
+    parameters = [torch.nn.Parameter(torch.zeros(1))]
+    assert isinstance(build_optimiser(parameters, "adamw", 0.1, 0.0, SPEC), torch.optim.AdamW)
+    with pytest.raises(ValueError, match="unknown optimiser 'sgd'; valid: adam, adamw, rmsprop_tf"):
+        build_optimiser(parameters, "sgd", 0.1)
+
+
+# ----------------------------------------------------------------------------- exponential
+
+
+def _schedule(peak=0.2):
+    optimiser = build_optimiser([torch.nn.Parameter(torch.zeros(1))], "rmsprop_tf", peak)
+    spec = ScheduleSpec("exponential", warmup_epochs=1, decay_factor=0.97, decay_epochs=2.4)
+    return optimiser, LrSchedule(optimiser, spec, 10)
+
+
+@pytest.mark.parametrize("epoch, batch", [(1, 0), (1, 3), (2, 4), (3, 2), (9, 1)])
+def test_exponential_schedule_is_the_closed_form(epoch, batch):
+    _, schedule = _schedule()
+    schedule.step_batch(epoch, batch, 5)
+    after_warmup = epoch - 1 + batch / 5  # fractional epochs since the warm-up ended
+    assert schedule.lr == pytest.approx(0.2 * 0.97 ** (after_warmup / 2.4), rel=1e-12)
+
+
+def test_exponential_schedule_warms_up_then_decays_every_batch_and_resumes():
+    optimiser, schedule = _schedule()
+    rates = []
+    for epoch in range(4):
+        for batch in range(5):
+            schedule.step_batch(epoch, batch, 5)
+            rates.append(schedule.lr)
+    assert rates[:5] == pytest.approx([0.2 * (0.05 + 0.95 * k / 5) for k in range(1, 6)])
+    assert rates[5] == pytest.approx(0.2)  # the peak at the first batch after warm-up
+    assert all(b < a for a, b in pairwise(rates[5:]))  # falls every batch
+    assert rates[5 + 12] == pytest.approx(0.2 * 0.97)  # one factor after 2.4 epochs (12 batches)
+    assert schedule.cycle_ends() == []  # no cycle ends: no snapshot points
+    # Resumed as the loop does: a fresh schedule on a fresh optimiser, then both states loaded.
+    resumed_optimiser, resumed = _schedule()
+    resumed_optimiser.load_state_dict(optimiser.state_dict())
+    resumed.load_state_dict(schedule.state_dict())
+    schedule.step_batch(4, 2, 5)
+    resumed.step_batch(4, 2, 5)
+    assert resumed.lr == schedule.lr == pytest.approx(0.2 * 0.97 ** (3.4 / 2.4))
+
+
+# ----------------------------------------------------------------------------- EMA
+
+
+class _One(torch.nn.Module):
+    def __init__(self, value: float):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([value], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_ema_is_the_recurrence_with_the_official_decay_warmup(warmup):
+    decay, values = 0.9, [1.0, 3.0, -2.0, 5.0]  # the initial weight, then one per optimiser step
+    model = _One(values[0])
+    average = ema_average(model, decay, warmup)
+    expected = values[0]  # the shadow starts at the initial weights, as TensorFlow's
+    for k, value in enumerate(values[1:], start=1):
+        with torch.no_grad():
+            model.w.fill_(value)  # what an optimiser step would have made of the weight
+        average.update_parameters(model)
+        d = min(decay, (1 + k) / (10 + k)) if warmup else decay  # k: the global step
+        expected = d * expected + (1 - d) * value
+        assert average.module.w.item() == pytest.approx(expected, rel=1e-12)
+    # with warm-up: 2/11, 3/12, 4/13 (all below 0.9); without: 0.9 every step
+    assert expected == pytest.approx(
+        (
+            ((1 * 2 / 11 + 3 * 9 / 11) * 3 / 12 + -2 * 9 / 12) * 4 / 13 + 5 * 9 / 13
+            if warmup
+            else ((1 * 0.9 + 3 * 0.1) * 0.9 + -2 * 0.1) * 0.9 + 5 * 0.1
+        ),
+        rel=1e-12,
+    )
+
+
+def test_ema_averages_batchnorm_statistics_too():
+    model = torch.nn.BatchNorm1d(2)
+    average = ema_average(model, 0.5, warmup=False)
+    model.train()
+    model(torch.tensor([[1.0, 2.0], [3.0, 6.0]]))  # running_mean: 0.9 * 0 + 0.1 * [2, 4]
+    average.update_parameters(model)
+    torch.testing.assert_close(average.module.running_mean, torch.tensor([0.1, 0.2]))
+    warmed = ema_average(torch.nn.BatchNorm1d(2), 0.5, warmup=True)
+    model.num_batches_tracked.fill_(7)
+    warmed.update_parameters(model)
+    assert warmed.module.num_batches_tracked.item() == 7  # integer: the model's own count
+
+
+# ----------------------------------------------------------------------------- recipe keys
+
+EFFICIENTNET = {
+    "epochs": 6,
+    "optimiser": {"name": "rmsprop_tf", "rmsprop": {"decay": 0.8, "momentum": 0.5, "eps": 0.01}},
+    "schedule": {"name": "exponential", "decay_factor": 0.9, "decay_epochs": 1.5},
+    "swa": {"enabled": True},
+    "ema": {"enabled": True, "decay": 0.99, "warmup": False},
+}
+
+
+def test_recipe_keys_reach_the_settings_and_name_the_ema_member():
+    recipe = cfg.validate({"segment": {"recipe": EFFICIENTNET}}, cfg.load_schema())["segment"][
+        "recipe"
+    ]
+    settings = FitSettings.from_config(recipe, 0, Runtime())
+    assert settings.optimiser == "rmsprop_tf"
+    assert settings.rmsprop == RmspropSpec(decay=0.8, momentum=0.5, eps=0.01)
+    assert (settings.schedule.name, settings.schedule.decay_factor) == ("exponential", 0.9)
+    assert settings.schedule.decay_epochs == 1.5
+    assert (settings.ema_decay, settings.ema_warmup) == (0.99, False)
+    assert settings.members == member_names(recipe) == ["best", "swa", EMA]
+    assert EMA == "ema"  # the file names model_ema.pt and oof_ema.h5
+    assert settings.one_model().members == ["best"]
+    assert settings.fingerprint()["rmsprop"] == {"decay": 0.8, "momentum": 0.5, "eps": 0.01}
+
+
+def test_default_recipe_keeps_adamw_cosine_and_no_ema():
+    recipe = cfg.validate({}, cfg.load_schema())["segment"]["recipe"]
+    settings = FitSettings.from_config(recipe, 0, Runtime())
+    assert (settings.optimiser, settings.schedule.name) == ("adamw", "cosine_restarts")
+    assert settings.ema_decay is None and EMA not in settings.members
