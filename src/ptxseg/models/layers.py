@@ -9,6 +9,7 @@ them loads into the model built without them (inference builds with the defaults
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,7 +41,10 @@ class DropoutConv2d(nn.Conv2d):
     without renaming its keys, which wrapping the convolution in a Sequential would.
     """
 
-    dropout: nn.Module
+    def __init__(self, *args: Any, dropout: float = 0.0, device: Any = None, **kwargs: Any):
+        # `device` named: nn.utils.skip_init looks for it in the signature
+        super().__init__(*args, device=device, **kwargs)
+        self.dropout = nn.Dropout2d(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(self.dropout(x))
@@ -66,10 +70,10 @@ def with_input_dropout(conv: nn.Conv2d, rate: float) -> DropoutConv2d:
         padding_mode=conv.padding_mode,
         device=conv.weight.device,
         dtype=conv.weight.dtype,
+        dropout=rate,
     )
     new.weight = conv.weight
     new.bias = conv.bias
-    new.dropout = nn.Dropout2d(rate)
     return new
 
 
