@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import copy
 
-from ptxseg.layout import BEST, SWA, snapshot_member
-
-EMA = "ema"  # the exponential-moving-average member (to move to ptxseg.layout beside BEST and SWA)
+from ptxseg.layout import BEST, EMA, SWA, snapshot_member
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -10,10 +10,12 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import torch
+from dag import ROOT
 from timm.optim import RMSpropTF
 
 from ptxseg import config as cfg
-from ptxseg.recipes import EMA, member_names
+from ptxseg.layout import EMA
+from ptxseg.recipes import member_names
 from ptxseg.runtime.options import Runtime
 from ptxseg.train.loop import ema_average
 from ptxseg.train.schedules import LrSchedule, RmspropSpec, ScheduleSpec, build_optimiser
@@ -186,3 +188,58 @@ def test_default_recipe_keeps_adamw_cosine_and_no_ema():
     settings = FitSettings.from_config(recipe, 0, Runtime())
     assert (settings.optimiser, settings.schedule.name) == ("adamw", "cosine_restarts")
     assert settings.ema_decay is None and EMA not in settings.members
+
+
+# ----------------------------------------------------------------------------- to the model
+
+
+def _preset_settings() -> FitSettings:
+    """configs/full.yaml's scaling recipe (the preset), through the constructor the scripts use."""
+    config = cfg.load(ROOT / "configs" / "full.yaml", cfg.load_schema())
+    return FitSettings.from_config(config["scaling"]["recipe"], 0, Runtime())
+
+
+def test_the_preset_from_the_config_file_reaches_the_built_model(caplog):
+    from timm.layers import DropPath
+
+    from ptxseg.train.run import _built_with, _model
+
+    settings = _preset_settings()
+    assert (settings.drop_path_rate, settings.dropout_rate, settings.bn_momentum) == (
+        0.2,
+        0.2,
+        0.99,
+    )
+    built = _built_with("scaled_unet", {}, settings)
+    assert built == {"drop_path_rate": 0.2, "dropout_rate": 0.2}
+    model = _model("scaled_unet", 1, settings, "none", None, built)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(m.momentum == pytest.approx(0.01) for m in norms)  # TF 0.99
+    rates = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+    # Growing with the block's index up to the recipe's rate, as EfficientNet's rate * i / n.
+    assert rates == pytest.approx([0.2 * (i + 1) / (len(rates) + 1) for i in range(len(rates))])
+    assert any(isinstance(m, (torch.nn.Dropout, torch.nn.Dropout2d)) for m in model.modules())
+    # An architecture without stochastic depth trains without it, and says so.
+    with caplog.at_level("INFO"):
+        assert _built_with("unet_resnet34", {}, settings) == {"dropout_rate": 0.2}
+    assert "drop_path_rate 0.2 not applied: unet_resnet34" in caplog.text
+
+
+def test_the_preset_schedule_from_the_config_file_is_the_paper_compressed():
+    settings = _preset_settings()
+    spec = settings.schedule
+    assert spec.name == "exponential" and spec.decay_factor == 0.97
+    optimiser = build_optimiser(
+        [torch.nn.Parameter(torch.zeros(1))],
+        settings.optimiser,
+        settings.lr,
+        settings.weight_decay,
+        settings.rmsprop,
+    )
+    assert isinstance(optimiser, RMSpropTF)
+    schedule = LrSchedule(optimiser, spec, settings.epochs)
+    schedule.step_batch(settings.epochs - 1, 99, 100)  # the last batch of the run
+    end = schedule.lr / settings.lr
+    # The paper's total decay over its 350 epochs, 0.97 ** (350 / 2.4), within the warm-up's share.
+    paper = 0.97 ** (350 / 2.4)
+    assert paper < end < paper / 0.97 ** (spec.warmup_epochs / spec.decay_epochs + 1)

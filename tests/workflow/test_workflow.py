@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from dag import ROOT, job_counts, snakemake, write_config
 
@@ -263,11 +264,13 @@ def test_tiny_run_trains_every_model_and_writes_oof(tiny_run):
         seg = results / "segment" / "unet_resnet34" / f"fold{fold}"
         ids = pd.read_csv(seg / "oof_ids.csv", dtype={"image_id": str})
         assert sorted(ids["image_id"]) == sorted(held_out["image_id"])
-        for member in ("best", "swa", "snapshot0"):
+        kept = ("best", "swa", "ema", "snapshot0")  # tiny's recipe keeps an EMA of the weights
+        for member in kept:
             maps = read_rows(seg / f"oof_{member}{SUFFIX}", slice(None))
             assert maps.dtype == np.uint8 and maps.shape == (len(ids), 32, 32)
+            assert (seg / f"model_{member}.pt").is_file()
         summary = json.loads((seg / "summary.json").read_text())
-        for member in ("best", "swa", "snapshot0"):  # the rule reports the score and its baseline
+        for member in kept:  # the rule reports the score and its baseline
             assert {"competition", "all_empty"} <= set(summary["members"][member])
         metrics = pd.read_csv(seg / "metrics.csv")
         assert {"epoch", "lr", "train_loss", "val_loss", "competition", "snapshot"} <= set(
@@ -276,6 +279,13 @@ def test_tiny_run_trains_every_model_and_writes_oof(tiny_run):
     assert not list(
         (results / "checkpoints").rglob("*.pt")
     )  # resume states go once a job is complete
+    # The EMA member is scored beside the others by the search, and differs from the best model.
+    scores = pd.read_csv(results / "ensemble" / "scores.csv")
+    singles = scores[(scores["kind"] == "segmenter") & (scores["level"] == "single")]
+    assert {"best", "swa", "ema", "snapshot0"} <= set(singles["member"])
+    ema = torch.load(seg / "model_ema.pt", weights_only=True)["model"]
+    best = torch.load(seg / "model_best.pt", weights_only=True)["model"]
+    assert any(not torch.equal(ema[k], best[k]) for k in best if best[k].is_floating_point())
 
 
 def test_every_rule_left_a_log_and_a_benchmark(tiny_run):

@@ -64,5 +64,10 @@ rule scaling_summary:
         base_resolution=config["scaling"]["base_resolution"],
         phis=config["scaling"]["phis"],
         grid=config["scaling"]["grid"],
+        # B0's regularisation, grown with phi in best.yaml's B1 (and B2) entries.
+        rates={
+            key: config["scaling"]["recipe"][key]
+            for key in ("dropout_rate", "drop_path_rate")
+        },
     script:
         "../scripts/scaling_summary.py"

@@ -14,5 +14,6 @@ if __name__ == "__main__":
             out.plot,
             out.best,
             out.search,
+            rates=p.rates,
         )
         build_scaling_report(out.summary, out.search, out.plot, out.report)

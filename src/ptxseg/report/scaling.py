@@ -31,6 +31,7 @@ from ptxseg.models.scaled_unet.compound import (
     flops_factor,
 )
 from ptxseg.report.figures import plot_score_vs_flops
+from ptxseg.train.scaling_job import scaled_rate
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +163,17 @@ def summarise(
     return table.sort_values(["phi", "flops", "name"], kind="stable").reset_index(drop=True)
 
 
-def best_fragment(table: pd.DataFrame, best: pd.Series) -> str:
+def best_fragment(table: pd.DataFrame, best: pd.Series, rates: dict | None = None) -> str:
     """best.yaml: a config fragment that validates as it is and adds the searched B1 as a segmenter
     at its own resolution (``snakemake --configfile my.yaml results/scaling/best.yaml``; a stage's
-    size is repacked on demand). B2, a stage of its own size, is in a comment."""
+    size is repacked on demand), with the search recipe's dropout and drop path rates grown to its
+    phi. B2, a stage of its own size, is in a comment."""
     options = {"alpha": float(best["alpha"]), "beta": float(best["beta"])}
+
+    def regularised(phi: int) -> dict:
+        grown = {k: scaled_rate(v, phi) for k, v in (rates or {}).items() if v is not None}
+        return {"recipe": grown} if grown else {}
+
     lines = [
         "# The compound-scaling search's B1 as a segmenter: name this file after your config",
         "# (--configfile my.yaml results/scaling/best.yaml); it sets segment.size to B1's resolution.",
@@ -175,12 +182,12 @@ def best_fragment(table: pd.DataFrame, best: pd.Series) -> str:
     if len(rows["B2"]):
         lines.append(
             f"# B2: segment.size {int(rows['B2']['resolution'].iloc[0])}, "
-            f"segment.archs.scaled_unet_b2: {json.dumps({'options': options})}"
+            f"segment.archs.scaled_unet_b2: {json.dumps({'options': options, **regularised(2)})}"
         )
     fragment = {
         "segment": {
             "size": int(rows["B1"]["resolution"].iloc[0]),
-            "archs": {"scaled_unet_b1": {"weights": "none", "options": options}},
+            "archs": {"scaled_unet_b1": {"weights": "none", "options": options, **regularised(1)}},
         }
     }
     return "\n".join(lines) + "\n" + yaml.safe_dump(fragment, sort_keys=False)
@@ -195,6 +202,7 @@ def write_summary(
     out_png: str | os.PathLike,
     out_best: str | os.PathLike,
     out_search: str | os.PathLike,
+    rates: dict | None = None,
 ):
     """summary.csv, the score-against-FLOPs plot, the config entries of the chosen B1 and B2, and
     the search's choice with a warning for every multiplier chosen on the edge of its grid."""
@@ -219,7 +227,7 @@ def write_summary(
             "warnings": warnings,
         },
     )
-    atomic.write_text(out_best, best_fragment(table, best))
+    atomic.write_text(out_best, best_fragment(table, best, rates))
     log.info(
         "scaling: best %s (alpha %.2f beta %.2f gamma %.2f), OOF %.4f",
         best["name"],

@@ -27,9 +27,8 @@ from torch.utils.data import DataLoader, Subset
 
 from ptxseg.data.datasets import RepackedImages, worker_init
 from ptxseg.io import atomic
-from ptxseg.layout import BEST, SWA, snapshot_member
+from ptxseg.layout import BEST, EMA, SWA, snapshot_member
 from ptxseg.parallel import progress
-from ptxseg.recipes import EMA
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device, seed_everything
 from ptxseg.runtime.precision import autocast

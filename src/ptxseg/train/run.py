@@ -26,6 +26,7 @@ from ptxseg.data.transforms import build_augment
 from ptxseg.io import atomic, maps
 from ptxseg.layout import (
     BEST,
+    EMA,
     METRICS,
     OOF_CSV,
     OOF_IDS,
@@ -36,7 +37,7 @@ from ptxseg.layout import (
     probability_column,
     snapshot_index,
 )
-from ptxseg.models import build_model, get_spec
+from ptxseg.models import build_model, drop_path_models, get_spec, set_batchnorm_momentum
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device, seed_everything
 from ptxseg.runtime.predict import quantise_probabilities
@@ -68,6 +69,7 @@ def _members(out_dir: Path, names: list[str], state: Path) -> Members:
     return Members(
         best=Path(model_file(out_dir, BEST)),
         swa=Path(model_file(out_dir, SWA)) if SWA in names else None,
+        ema=Path(model_file(out_dir, EMA)) if EMA in names else None,
         snapshots=[Path(model_file(out_dir, n)) for n in snapshots],
         metrics_csv=out_dir / METRICS,
         state=state,
@@ -89,6 +91,35 @@ def _start(settings: FitSettings) -> torch.device:
     torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(settings.seed)
     return pick_device(settings.runtime.device)
+
+
+def _model(
+    arch: str,
+    outputs: int,
+    settings: FitSettings,
+    weights: str,
+    weights_dir: str | None,
+    built_with: dict,
+) -> nn.Module:
+    """The architecture with the recipe's regularisation: drop path and dropout at build time
+    (in ``built_with``), BatchNorm momentum set on the built model."""
+    model = build_model(arch, outputs, weights=weights, weights_dir=weights_dir, **built_with)
+    set_batchnorm_momentum(model, settings.bn_momentum)
+    return model
+
+
+def _built_with(arch: str, options: dict | None, settings: FitSettings) -> dict:
+    """The options a model is built (and later rebuilt for prediction) with: its own and the
+    recipe's regularisation; a recipe's drop path where the architecture has stochastic depth."""
+    has_drop_path = get_spec(arch).drop_path
+    if settings.drop_path_rate is not None and not has_drop_path:
+        log.info(
+            "drop_path_rate %g not applied: %s has no stochastic depth (those that have: %s)",
+            settings.drop_path_rate,
+            arch,
+            ", ".join(drop_path_models()),
+        )
+    return {**(options or {}), **settings.model_options(has_drop_path)}
 
 
 def _task(kind: str, settings: FitSettings, device: torch.device, **extra) -> Task:
@@ -217,12 +248,20 @@ def train_fold(
         folds_csv, manifest_csv, stats_json, size, fold, segmenter, augment, input_size
     )
     positive = {"positive": train_rows["has_pneumothorax"].to_numpy() == 1} if segmenter else {}
+    built_with = _built_with(arch, options, settings)
     job = FitJob(
-        build_model(arch, 1, weights=weights, weights_dir=weights_dir, **(options or {})),
+        _model(arch, 1, settings, weights, weights_dir, built_with),
         train_set,
         held_out,
         _task(kind, settings, device, **positive),
-        {"arch": arch, "kind": kind, "fold": fold, "size": size, "options": options or {}},
+        # The options rebuild the same modules when a kept model is loaded (dropout, drop path).
+        {
+            "arch": arch,
+            "kind": kind,
+            "fold": fold,
+            "size": size,
+            "options": built_with,
+        },
     )
     history = _fit(job, settings, device, out_dir, state_path, stop_after_epoch)
     if stop_after_epoch is not None and len(history) < settings.epochs:
@@ -344,14 +383,13 @@ def pretrain_nih(
     _check_size(arch, size)
     device = _start(settings)
     train_set, val_set = _nih_split(nih_index, manifest_csv, stats_json, size, findings, settings)
+    built_with = _built_with(arch, options, settings)
     job = FitJob(
-        build_model(
-            arch, len(findings), weights=weights, weights_dir=weights_dir, **(options or {})
-        ),
+        _model(arch, len(findings), settings, weights, weights_dir, built_with),
         train_set,
         val_set,
         _task("classifier", settings, device, names=findings),
-        {"arch": arch, "kind": "nih", "size": size, "findings": findings},
+        dict(arch=arch, kind="nih", size=size, findings=findings, options=built_with),
     )
     history = _fit(job, settings, device, Path(out_dir), state_path)
     best_row = history.loc[

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,7 @@ def train_candidate(
         stats_json=stats_json,
         size=size,
         input_size=resolution,
-        settings=settings.one_model(),
+        settings=scaled_regularisation(settings, phi).one_model(),
         options={"depth": depth, "width": width},
         out_dir=out_dir,
         state_path=state_path,
@@ -107,6 +108,24 @@ def train_candidate(
         resolution,
     )
     return row
+
+
+# EfficientNet's dropout grows linearly from 0.2 at B0 to 0.5 at B7: 0.3 / 7 more per step of phi.
+RATE_PER_PHI = (0.5 - 0.2) / 7
+
+
+def scaled_rate(rate: float | None, phi: int) -> float | None:
+    """A regularisation rate of B0 at compound step ``phi``; None stays None."""
+    return None if rate is None else round(rate + RATE_PER_PHI * phi, 4)
+
+
+def scaled_regularisation(settings: FitSettings, phi: int) -> FitSettings:
+    """The recipe's dropout and drop path rates (B0's) grown with phi, so B1 and B2 get more."""
+    return replace(
+        settings,
+        dropout_rate=scaled_rate(settings.dropout_rate, phi),
+        drop_path_rate=scaled_rate(settings.drop_path_rate, phi),
+    )
 
 
 def tune_triplet(

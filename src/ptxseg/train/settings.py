@@ -36,6 +36,11 @@ class FitSettings:
     sampling_end: float = 0.4
     monitor: str = "loss"
     monitor_mode: str = "min"
+    # The model's regularisation (applied when the model is built): stochastic depth, dropout
+    # before the head, BatchNorm momentum in TensorFlow's convention; None: the model's own.
+    drop_path_rate: float | None = None
+    dropout_rate: float | None = None
+    bn_momentum: float | None = None
     loss: dict = field(default_factory=lambda: {"name": "bce"})
     augment: dict | None = None
     seed: int = 0
@@ -81,6 +86,9 @@ class FitSettings:
             sampling_end=sampling["end"],
             monitor=recipe["monitor"],
             monitor_mode=recipe["monitor_mode"],
+            drop_path_rate=recipe["drop_path_rate"],
+            dropout_rate=recipe["dropout_rate"],
+            bn_momentum=recipe["bn_momentum"],
             loss=recipe["loss"],
             augment=recipe.get("augment"),
             seed=seed,
@@ -101,6 +109,15 @@ class FitSettings:
                 "snapshots": self.snapshots,
             }
         )
+
+    def model_options(self, drop_path: bool = True) -> dict:
+        """The regularisation ``build_model`` takes, where the recipe sets it; the drop path rate
+        only for an architecture that has stochastic depth (``drop_path``)."""
+        rates = {
+            "drop_path_rate": self.drop_path_rate if drop_path else None,
+            "dropout_rate": self.dropout_rate,
+        }
+        return {key: value for key, value in rates.items() if value is not None}
 
     @property
     def eval_batch_size(self) -> int:
