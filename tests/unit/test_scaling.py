@@ -320,3 +320,27 @@ def test_registry_entries_when_registered():
     assert MODELS["scaled_unet_b2"].options == {"alpha": 1.2, "beta": 1.1, **regularisation}
     model = build_model("scaled_unet", depth=1.2, width=1.1)
     assert model.net.depths == build_scaled_unet_b1(1).depths
+
+
+def test_regularisation_grows_with_phi_and_reaches_best_yaml():
+    """EfficientNet's dropout: 0.2 at B0 to 0.5 at B7, so 0.3 / 7 more per step of phi."""
+    import yaml
+
+    from ptxseg.config import validate
+    from ptxseg.report.scaling import best_fragment
+    from ptxseg.train.scaling_job import scaled_rate, scaled_regularisation
+    from ptxseg.train.settings import FitSettings
+
+    assert scaled_rate(0.2, 7) == pytest.approx(0.5) and scaled_rate(None, 2) is None
+    base = FitSettings(epochs=1, batch_size=2, lr=0.1, dropout_rate=0.2, drop_path_rate=0.2)
+    b1, b2 = (scaled_regularisation(base, phi) for phi in (1, 2))
+    assert base.dropout_rate < b1.dropout_rate < b2.dropout_rate
+    assert b2.drop_path_rate == pytest.approx(0.2 + 2 * 0.3 / 7, abs=1e-4)
+    table = summarise(_rows(), base_resolution=256, measure=lambda d, w, r: (7, 8 * 10**9))
+    best = table[table["label"] == "B1"].iloc[0]
+    text = best_fragment(table, best, {"dropout_rate": 0.2, "drop_path_rate": None})
+    fragment = yaml.safe_load(text)
+    b1_entry = fragment["segment"]["archs"]["scaled_unet_b1"]
+    assert b1_entry["recipe"] == {"dropout_rate": scaled_rate(0.2, 1)}
+    assert f'"dropout_rate": {scaled_rate(0.2, 2)}' in text  # B2's entry, in a comment
+    validate(fragment)  # the fragment validates as it is
