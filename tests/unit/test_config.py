@@ -246,3 +246,14 @@ def test_the_full_config_trains_the_scaling_search_with_the_preset():
     recipe = cfg.load(ROOT / "configs" / "full.yaml", SCHEMA)["scaling"]["recipe"]
     assert recipe["preset"] == "efficientnet" and recipe["optimiser"]["name"] == "rmsprop_tf"
     assert recipe["ema"]["enabled"] and recipe["schedule"]["name"] == "exponential"
+
+
+def test_the_ema_member_can_enter_the_ensemble_only_where_the_recipe_keeps_it():
+    config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    config["ensemble"] = {"members": {"segment": ["best", "ema"]}}
+    assert cfg.validate(config, SCHEMA)["ensemble"]["members"]["segment"] == ["best", "ema"]
+    config["segment"]["recipe"]["ema"] = {"enabled": False}
+    with pytest.raises(
+        cfg.ConfigError, match="names 'ema', which the segment recipe does not keep"
+    ):
+        cfg.validate(config, SCHEMA)

@@ -83,6 +83,10 @@ def test_dry_run_of_the_full_config(tmp_path):
         20,
         15,
     )
+    # The scaling search, whose recipe is the EfficientNet preset (test_config checks its keys),
+    # plans B0 and every candidate of the grid.
+    result = snakemake(tmp_path, "-n", "results/scaling/summary.csv", "--configfile", config)
+    assert job_counts(result.stdout)["scaling_candidate"] >= 2
 
 
 def test_lint_is_clean():
