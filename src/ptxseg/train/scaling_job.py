@@ -11,71 +11,45 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from ptxseg.data.datasets import RepackedImages
-from ptxseg.data.repack import read_manifest
-from ptxseg.io import atomic, maps
-from ptxseg.layout import BEST, OOF_IDS, oof_maps_file
+from ptxseg.io import atomic
 from ptxseg.models import build_model
 from ptxseg.models.flops import flops_per_image, parameter_count
 from ptxseg.models.scaled_unet.compound import candidate_multipliers, candidate_shape
-from ptxseg.scoring.native import NativeTruth, native_score
-from ptxseg.scoring.thresholds import Cascade, CascadeGrid, Histograms
-from ptxseg.train.run import siim_held_out, train_fold
+from ptxseg.train.held_out import OneFold, train_and_score
 from ptxseg.train.settings import FitSettings
 
 log = logging.getLogger(__name__)
 
 
 def train_candidate(
+    data: OneFold,
     *,
     name: str,
     scaling: dict,
-    folds_csv: str | os.PathLike,
-    manifest_csv: str | os.PathLike,
-    stats_json: str | os.PathLike,
     settings: FitSettings,
     out_dir: str | os.PathLike,
     state_path: str | os.PathLike,
-    rle_csv: str | os.PathLike,
-    index_csv: str | os.PathLike,
-    tuning_grid: dict,
 ) -> dict:
-    """Train candidate ``name`` of the config's ``scaling`` section on its fold (one model: no
-    snapshots, no SWA), tune its triplet on its own OOF maps and score them at each image's own
-    size; write and return its row."""
+    """Train candidate ``name`` of the config's ``scaling`` section on its fold (one model),
+    its regularisation grown with its phi; tune its triplet on its own OOF maps and score them at
+    each image's own size; write and return its row. ``data.size`` is the repack it reads and
+    resizes to its resolution (``compound.source_size``)."""
     alpha, beta, gamma, phi = candidate_multipliers(
         name, scaling["grid"], scaling["target"], scaling["tolerance"]
     )
     depth, width, resolution = candidate_shape(name, scaling)
-    size = int(read_manifest(manifest_csv)["size"].iloc[0])  # the repack it reads (source_size)
-    started = time.perf_counter()
-    train_fold(
-        kind="segmenter",
+    scores = train_and_score(
+        data,
         arch="scaled_unet",
-        fold=scaling["fold"],
-        folds_csv=folds_csv,
-        manifest_csv=manifest_csv,
-        stats_json=stats_json,
-        size=size,
-        input_size=resolution,
-        settings=scaled_regularisation(settings, phi).one_model(),
-        options={"depth": depth, "width": width},
+        settings=scaled_regularisation(settings, phi),
         out_dir=out_dir,
         state_path=state_path,
+        input_size=resolution,
+        options={"depth": depth, "width": width},
     )
-    seconds = time.perf_counter() - started
-    maps_path = Path(oof_maps_file(out_dir, BEST))
-    held_out = siim_held_out(folds_csv, manifest_csv, stats_json, size, scaling["fold"], resolution)
-    cascade, at_resolution = tune_triplet(maps_path, held_out, tuning_grid)
-    ids = pd.read_csv(Path(out_dir) / OOF_IDS, dtype={"image_id": str})["image_id"].tolist()
-    truth = NativeTruth(rle_csv, index_csv)
     model = build_model("scaled_unet", 1, depth=depth, width=width)
     row = {
         "name": name,
@@ -88,10 +62,10 @@ def train_candidate(
         "resolution": resolution,
         "params": parameter_count(model),
         "flops": flops_per_image(model, resolution),
-        "oof_score": native_score(maps_path, ids, truth, cascade),
-        "scored_at": truth.size_label(ids),
-        "oof_score_at_resolution": at_resolution,
-        "train_seconds": round(seconds, 1),
+        **{
+            k: scores[k]
+            for k in ("oof_score", "scored_at", "oof_score_at_resolution", "train_seconds")
+        },
     }
     atomic.write_json(Path(out_dir) / "row.json", row)
     log.info(
@@ -126,17 +100,3 @@ def scaled_regularisation(settings: FitSettings, phi: int) -> FitSettings:
         dropout_rate=scaled_rate(settings.dropout_rate, phi),
         drop_path_rate=scaled_rate(settings.drop_path_rate, phi),
     )
-
-
-def tune_triplet(
-    maps_path: str | os.PathLike, dataset: RepackedImages, grid: dict, chunk: int = 64
-) -> tuple[Cascade, float]:
-    """The triplet that suits these maps best on their own images (as the ensemble stage does for
-    the blend), and its competition score at the maps' size."""
-    tuning = CascadeGrid(grid["top"], grid["min_area"], grid["bottom"])
-    with maps.MapFile(maps_path) as stored:
-        for start, chunk_maps in stored.chunks(chunk):
-            truth = np.stack([dataset.truth_mask(i) for i in range(start, start + len(chunk_maps))])
-            tuning.add(Histograms.of(chunk_maps, truth))
-    cascade, score = tuning.best()
-    return Cascade(top=cascade.top, min_area=cascade.min_area, bottom=cascade.bottom), score
