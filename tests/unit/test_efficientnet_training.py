@@ -243,3 +243,16 @@ def test_the_preset_schedule_from_the_config_file_is_the_paper_compressed():
     # The paper's total decay over its 350 epochs, 0.97 ** (350 / 2.4), within the warm-up's share.
     paper = 0.97 ** (350 / 2.4)
     assert paper < end < paper / 0.97 ** (spec.warmup_epochs / spec.decay_epochs + 1)
+
+
+def test_drop_path_follows_the_encoder_an_architecture_is_built_with():
+    from ptxseg.train.run import _built_with
+
+    settings = _preset_settings()
+    assert _built_with("attention_unet", {}, settings) == {"dropout_rate": 0.2}  # resnet34
+    assert _built_with("attention_unet", {"encoder": "efficientnet-b0"}, settings) == {
+        "encoder": "efficientnet-b0",
+        "drop_path_rate": 0.2,
+        "dropout_rate": 0.2,
+    }
+    assert "drop_path_rate" in _built_with("unet_efficientnet_b4", {}, settings)

@@ -24,7 +24,7 @@ from typing import Any
 from torch import nn
 
 from ptxseg.models import densenet, efficientnet, inceptionresnetv2, unet, xception
-from ptxseg.models.encoders import ENCODER_IMAGENET
+from ptxseg.models.encoders import DROP_PATH_ENCODERS, ENCODER_IMAGENET
 from ptxseg.models.grey import GreyInput
 from ptxseg.models.scaled_unet import model as scaled_unet
 from ptxseg.models.weights import (
@@ -74,6 +74,14 @@ class ModelSpec:
     def drop_path(self) -> bool:
         """Whether the builder applies ``drop_path_rate`` (stochastic depth)."""
         return "drop_path_rate" in self.builder_options
+
+    def has_drop_path(self, options: Mapping[str, Any] | None = None) -> bool:
+        """Whether this entry built with ``options`` applies a drop path rate: its builder takes
+        one and, where it has an ``encoder`` option, that encoder has stochastic depth."""
+        if not self.drop_path:
+            return False
+        encoder = {**self.builder_options, **(options or {})}.get("encoder")
+        return encoder is None or encoder in DROP_PATH_ENCODERS
 
     def imagenet_weights(self, options: Mapping[str, Any] | None = None) -> ImagenetWeights | None:
         if self.imagenet_for is not None:

@@ -111,12 +111,13 @@ def _model(
 def _built_with(arch: str, options: dict | None, settings: FitSettings) -> dict:
     """The options a model is built (and later rebuilt for prediction) with: its own and the
     recipe's regularisation; a recipe's drop path where the architecture has stochastic depth."""
-    has_drop_path = get_spec(arch).drop_path
+    has_drop_path = get_spec(arch).has_drop_path(options)
     if settings.drop_path_rate is not None and not has_drop_path:
         log.info(
-            "drop_path_rate %g not applied: %s has no stochastic depth (those that have: %s)",
+            "drop_path_rate %g not applied: %s%s has no stochastic depth (those that have: %s)",
             settings.drop_path_rate,
             arch,
+            f" with options {options}" if options else "",
             ", ".join(drop_path_models()),
         )
     return {**(options or {}), **settings.model_options(has_drop_path)}
