@@ -222,7 +222,7 @@ def test_the_preset_from_the_config_file_reaches_the_built_model(caplog):
     # An architecture without stochastic depth trains without it, and says so.
     with caplog.at_level("INFO"):
         assert _built_with("unet_resnet34", {}, settings) == {"dropout_rate": 0.2}
-    assert "drop_path_rate 0.2 not applied: unet_resnet34" in caplog.text
+    assert "drop_path_rate 0.2 not applied to unet_resnet34: it has no stochastic" in caplog.text
 
 
 def test_the_preset_schedule_from_the_config_file_is_the_paper_compressed():

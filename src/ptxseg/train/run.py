@@ -111,15 +111,15 @@ def _model(
 def _built_with(arch: str, options: dict | None, settings: FitSettings) -> dict:
     """The options a model is built (and later rebuilt for prediction) with: its own and the
     recipe's regularisation; a recipe's drop path where the architecture has stochastic depth."""
-    has_drop_path = get_spec(arch).has_drop_path(options)
+    spec = get_spec(arch)
+    has_drop_path = spec.has_drop_path(options)
     if settings.drop_path_rate is not None and not has_drop_path:
-        log.info(
-            "drop_path_rate %g not applied: %s%s has no stochastic depth (those that have: %s)",
-            settings.drop_path_rate,
-            arch,
-            f" with options {options}" if options else "",
-            ", ".join(drop_path_models()),
+        why = (
+            "its encoder has no stochastic depth (an efficientnet-b* encoder has)"
+            if spec.drop_path
+            else f"it has no stochastic depth (those that have: {', '.join(drop_path_models())})"
         )
+        log.info("drop_path_rate %g not applied to %s: %s", settings.drop_path_rate, arch, why)
     return {**(options or {}), **settings.model_options(has_drop_path)}
 
 
