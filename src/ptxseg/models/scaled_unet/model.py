@@ -239,27 +239,27 @@ def build_scaled_unet(
     )
 
 
-def build_scaled_unet_b1(
-    num_classes: int,
-    alpha: float = ALPHA,
-    beta: float = BETA,
-    activation: str = "relu",
-    drop_path_rate: float | None = None,
-    dropout_rate: float | None = None,
-) -> nn.Module:
-    """B1: depth alpha, width beta (train it on ``scaled_resolution(base, gamma, 1)`` inputs)."""
-    depth, width = compound_multipliers(alpha, beta, 1)
-    return build_scaled_unet(num_classes, depth, width, activation, drop_path_rate, dropout_rate)
+def _built_at_phi(phi: int):
+    """The builder of B<phi>: depth alpha^phi, width beta^phi (train it on
+    ``scaled_resolution(base, gamma, phi)`` inputs)."""
+
+    def build(
+        num_classes: int,
+        alpha: float = ALPHA,
+        beta: float = BETA,
+        activation: str = "relu",
+        drop_path_rate: float | None = None,
+        dropout_rate: float | None = None,
+    ) -> nn.Module:
+        depth, width = compound_multipliers(alpha, beta, phi)
+        return build_scaled_unet(
+            num_classes, depth, width, activation, drop_path_rate, dropout_rate
+        )
+
+    build.__name__ = build.__qualname__ = f"build_scaled_unet_b{phi}"
+    build.__doc__ = f"B{phi}: depth alpha^{phi}, width beta^{phi} (inputs: scaled_resolution(base, gamma, {phi}))."
+    return build
 
 
-def build_scaled_unet_b2(
-    num_classes: int,
-    alpha: float = ALPHA,
-    beta: float = BETA,
-    activation: str = "relu",
-    drop_path_rate: float | None = None,
-    dropout_rate: float | None = None,
-) -> nn.Module:
-    """B2: depth alpha², width beta² (train it on ``scaled_resolution(base, gamma, 2)`` inputs)."""
-    depth, width = compound_multipliers(alpha, beta, 2)
-    return build_scaled_unet(num_classes, depth, width, activation, drop_path_rate, dropout_rate)
+build_scaled_unet_b1 = _built_at_phi(1)
+build_scaled_unet_b2 = _built_at_phi(2)
