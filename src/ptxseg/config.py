@@ -162,7 +162,12 @@ def _sorted_keys(value):
 
 def _check_consistency(config: dict) -> None:
     """Rules that span several keys, which JSON schema cannot say clearly."""
-    problems = _check_models(config) + _check_members(config) + _check_snapshots(config)
+    problems = (
+        _check_models(config)
+        + _check_members(config)
+        + _check_snapshots(config)
+        + _check_searches(config)
+    )
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     data = config.get("data", {})
@@ -253,6 +258,22 @@ def _check_members(config: dict) -> list[str]:
                     f"config key 'ensemble.members.{stage}' names {member!r}, which the {stage} "
                     f"recipe does not keep (kept: {', '.join(kept)})"
                 )
+    return problems
+
+
+def _check_searches(config: dict) -> list[str]:
+    """The RandAugment search trains a segmenter of the segment stage, on one of its folds."""
+    search, segment = config.get("augsearch", {}), config.get("segment", {})
+    archs, problems = list(segment.get("archs", {})), []
+    if search.get("arch") is not None and search["arch"] not in archs:
+        problems.append(
+            f"config key 'augsearch.arch' is {search['arch']!r}, which is not one of segment.archs "
+            f"({', '.join(archs) or 'none'})"
+        )
+    for key in ("augsearch", "scaling"):
+        fold, n_folds = config.get(key, {}).get("fold"), config.get("folds", {}).get("n_folds")
+        if fold is not None and n_folds is not None and fold >= n_folds:
+            problems.append(f"config key '{key}.fold' is {fold}, but folds.n_folds is {n_folds}")
     return problems
 
 

@@ -257,3 +257,18 @@ def test_the_ema_member_can_enter_the_ensemble_only_where_the_recipe_keeps_it():
         cfg.ConfigError, match="names 'ema', which the segment recipe does not keep"
     ):
         cfg.validate(config, SCHEMA)
+
+
+def test_the_searches_name_a_segmenter_and_a_fold_of_the_config():
+    config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    config["augsearch"] = {"arch": "unet_resnet43", "fold": 2}
+    config["scaling"]["fold"] = 5
+    with pytest.raises(cfg.ConfigError) as error:
+        cfg.validate(config, SCHEMA)
+    message = str(error.value)
+    assert (
+        "'augsearch.arch' is 'unet_resnet43', which is not one of segment.archs (unet_resnet34)"
+        in message
+    )
+    assert "'augsearch.fold' is 2, but folds.n_folds is 2" in message
+    assert "'scaling.fold' is 5, but folds.n_folds is 2" in message
