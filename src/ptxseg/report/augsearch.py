@@ -22,7 +22,7 @@ import yaml
 from ptxseg.grids import edge_warnings
 from ptxseg.io import atomic
 from ptxseg.report import figures
-from ptxseg.report.build import STYLE, Section
+from ptxseg.report.build import Section, page_html
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +157,4 @@ def build_augsearch_report(
     )
     section.figure(Path(heatmap_png).read_bytes(), "OOF score over n and m")
     section.table(summary)
-    title = "ptxseg RandAugment policy search"
-    atomic.write_text(
-        out_html,
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
-        f"<style>{STYLE}</style></head><body><h1>{title}</h1>{section.html()}</body></html>",
-    )
+    atomic.write_text(out_html, page_html([section], "ptxseg RandAugment policy search"))

@@ -546,9 +546,10 @@ def scaling_section(summary_csv: Path, search_json: Path, plot_png: Path) -> Sec
     return section
 
 
-def _page(sections: list[Section], title: str) -> str:
+def page_html(sections: list[Section], title: str) -> str:
+    """A self-contained page of sections, in the report's order (others after, as given)."""
     order = {key: k for k, key in enumerate(SECTIONS)}
-    sections = sorted(sections, key=lambda s: order[s.key])
+    sections = sorted(sections, key=lambda s: order.get(s.key, len(SECTIONS)))
     nav = "".join(f"<a href='#{s.key}'>{html.escape(s.title)}</a>" for s in sections)
     return (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -570,7 +571,7 @@ def build_report(
         examples_section(inputs),
         runtime_section(inputs),
     ]
-    page = _page(sections, title)
+    page = page_html(sections, title)
     atomic.write_text(out_html, page)
     log.info("report with %d sections -> %s (%.1f MB)", len(sections), out_html, len(page) / 2**20)
     return [s.key for s in sections]
@@ -584,4 +585,4 @@ def build_scaling_report(
 ) -> None:
     """The compound scaling search's own page (the search is not part of every run)."""
     section = scaling_section(Path(summary_csv), Path(search_json), Path(plot_png))
-    atomic.write_text(out_html, _page([section], "ptxseg compound scaling search"))
+    atomic.write_text(out_html, page_html([section], "ptxseg compound scaling search"))
