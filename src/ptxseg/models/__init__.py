@@ -27,6 +27,8 @@ _EXPORTS = {
     "WeightsNotFoundError": "weights",
     "imagenet_weight_file": "registry",
     "load_checkpoint_weights": "weights",
+    "encoder_of": "parts",
+    "freeze": "parts",
 }
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "WeightsNotFoundError",
     "build_model",
     "drop_path_models",
+    "encoder_of",
+    "freeze",
     "get_spec",
     "imagenet_weight_file",
     "load_checkpoint_weights",
@@ -47,6 +51,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ptxseg.models.layers import set_batchnorm_momentum
+    from ptxseg.models.parts import encoder_of, freeze
     from ptxseg.models.registry import (
         MODELS,
         ModelSpec,

@@ -1,10 +1,18 @@
-"""The classification head shared by every classifier: global average pooling, dropout, linear."""
+"""Classification heads: the one shared by every classifier, and the segmenters' image-level head.
+
+Both are global average pooling, dropout, linear. The segmenters' (``classification_head=True``)
+is smp's own auxiliary head class, so smp's Unet and the hand-written U-Nets have the same one.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+IMAGE_CLASSES = 1  # the segmenters' image-level logit: the image has a pneumothorax
 
 
 class PooledClassifier(nn.Module):
@@ -58,3 +66,21 @@ def resolve_dropout(dropout: float, dropout_rate: float | None) -> float:
             "give one of them"
         )
     return dropout_rate
+
+
+def image_head_params(dropout_rate: float | None) -> dict[str, Any]:
+    """smp's ``aux_params`` of the image-level head: average pooling of the encoder's deepest map,
+    dropout ``dropout_rate`` (None or 0: none), one linear logit, no activation."""
+    return {
+        "classes": IMAGE_CLASSES,
+        "pooling": "avg",
+        "dropout": dropout_rate or None,
+        "activation": None,
+    }
+
+
+def image_head(in_channels: int, dropout_rate: float | None) -> nn.Module:
+    """The head smp's Unet builds from `image_head_params`, for the hand-written U-Nets."""
+    from segmentation_models_pytorch.base import ClassificationHead
+
+    return ClassificationHead(in_channels=in_channels, **image_head_params(dropout_rate))

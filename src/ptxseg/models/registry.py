@@ -8,6 +8,12 @@ Two options every entry accepts, the recipe's regularisation (`REGULARISATION`):
 (dropout before the head; every builder takes it) and ``drop_path_rate`` (stochastic depth; only
 the builders that can apply it take it, `drop_path_models`, and `build_model` refuses a rate for
 the others). None, their default, builds the model exactly as without them.
+
+Every segmenter also takes ``classification_head`` (False by default: the plain model, same
+state dict keys and outputs): True adds one image-level logit from the encoder's deepest features
+(smp's auxiliary head on every U-Net, its dropout ``dropout_rate``), and the model returns
+``(mask_logits, image_logits (B, 1))``, split by `ptxseg.models.outputs.split_logits`. The
+encoder of a built model, for freezing it, is `ptxseg.models.parts.encoder_of`.
 """
 
 from __future__ import annotations
@@ -47,7 +53,9 @@ class UnknownModelError(ValueError):
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str  # "classifier": (B, num_classes); "segmenter": (B, num_classes, H, W)
+    # "classifier": (B, num_classes); "segmenter": (B, num_classes, H, W), or with
+    # classification_head=True the tuple (that, (B, 1)); see models.outputs
+    kind: str
     builder: Callable[..., nn.Module]  # builder(num_classes, **options) -> 3-channel network
     min_size: int  # smallest square input side that works (batch 1, eval mode)
     size_multiple: int  # input sides must be multiples of this (32 for U-Nets, 1 for classifiers)

@@ -1,4 +1,11 @@
-"""The U-Net segmenters: smp's Unet where it suffices, the hand-written decoder where not."""
+"""The U-Net segmenters: smp's Unet where it suffices, the hand-written decoder where not.
+
+``classification_head=True`` (every builder) adds one image-level logit, "the image has a
+pneumothorax", from the encoder's deepest features: smp's auxiliary head on smp's Unet, the same
+head class on the hand-written decoder (`heads.image_head`), its dropout the recipe's
+``dropout_rate``. The model then returns ``(mask_logits, image_logits)`` in train and eval mode
+(see `ptxseg.models.outputs`); False builds exactly the plain model.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from ptxseg.models.encoders import ENCODER_IMAGENET, build_encoder, set_encoder_drop_path
+from ptxseg.models.heads import image_head_params
 from ptxseg.models.layers import check_rate, with_input_dropout
 from ptxseg.models.unet_decoder import EncoderUNet
 from ptxseg.models.weights import ImagenetWeights
@@ -26,13 +34,19 @@ def _smp_unet(
     decoder_channels: Sequence[int],
     dropout_rate: float | None = None,
     drop_path_rate: float | None = None,
+    classification_head: bool = False,
 ) -> nn.Module:
     import segmentation_models_pytorch as smp
 
     dropout_rate = check_rate("dropout_rate", dropout_rate)
     drop_path_rate = check_rate("drop_path_rate", drop_path_rate)
     model = smp.Unet(
-        encoder, encoder_weights=None, classes=num_classes, decoder_channels=tuple(decoder_channels)
+        encoder,
+        encoder_weights=None,
+        classes=num_classes,
+        decoder_channels=tuple(decoder_channels),
+        # smp returns (masks, labels) with the head; None builds exactly the plain Unet
+        aux_params=image_head_params(dropout_rate) if classification_head else None,
     )
     set_encoder_drop_path(model.encoder, encoder, drop_path_rate)
     if dropout_rate:
@@ -45,9 +59,16 @@ def build_unet_resnet34(
     num_classes: int,
     decoder_channels: Sequence[int] = DECODER_CHANNELS,
     dropout_rate: float | None = None,
+    classification_head: bool = False,
 ) -> nn.Module:
     """UResNet: smp's Unet on a ResNet-34 encoder (torchvision's ResNet: no drop path)."""
-    return _smp_unet("resnet34", num_classes, decoder_channels, dropout_rate)
+    return _smp_unet(
+        "resnet34",
+        num_classes,
+        decoder_channels,
+        dropout_rate,
+        classification_head=classification_head,
+    )
 
 
 def build_unet_efficientnet_b4(
@@ -58,6 +79,7 @@ def build_unet_efficientnet_b4(
     act_before_norm: bool | None = None,
     dropout_rate: float | None = None,
     drop_path_rate: float | None = None,
+    classification_head: bool = False,
 ) -> nn.Module:
     """UEfficientNet: a U-Net on smp's efficientnet-b4 encoder.
 
@@ -66,7 +88,8 @@ def build_unet_efficientnet_b4(
     decoder with plain blocks. ``activation`` ("relu", "leaky_relu", "silu") and
     ``act_before_norm`` apply to the hand-written ones (smp's decoder is conv-BN-ReLU only).
     ``drop_path_rate``: the encoder's stochastic depth (None: the library's 0.2);
-    ``dropout_rate``: channel dropout before the head convolution (None: none).
+    ``dropout_rate``: channel dropout before the head convolution (None: none), and the dropout
+    of the image-level head where ``classification_head`` adds it.
     """
     if decoder_block == "smp":
         if activation is not None or act_before_norm is not None:
@@ -75,7 +98,12 @@ def build_unet_efficientnet_b4(
                 "not to smp's Unet decoder"
             )
         return _smp_unet(
-            "efficientnet-b4", num_classes, decoder_channels, dropout_rate, drop_path_rate
+            "efficientnet-b4",
+            num_classes,
+            decoder_channels,
+            dropout_rate,
+            drop_path_rate,
+            classification_head,
         )
     if decoder_block not in _BLOCK_DEFAULTS:
         valid = ", ".join(["smp", *_BLOCK_DEFAULTS])
@@ -91,6 +119,7 @@ def build_unet_efficientnet_b4(
         act_before_norm=default_order if act_before_norm is None else act_before_norm,
         dropout_rate=dropout_rate,
         drop_path_rate=drop_path_rate,
+        classification_head=classification_head,
     )
 
 
@@ -103,6 +132,7 @@ def build_attention_unet(
     act_before_norm: bool = False,
     dropout_rate: float | None = None,
     drop_path_rate: float | None = None,
+    classification_head: bool = False,
 ) -> nn.Module:
     """Attention U-Net (Oktay et al. 2018): additive attention gates on every skip connection.
 
@@ -119,6 +149,7 @@ def build_attention_unet(
         act_before_norm=act_before_norm,
         dropout_rate=dropout_rate,
         drop_path_rate=drop_path_rate,
+        classification_head=classification_head,
     )
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ptxseg.models.heads import image_head
 from ptxseg.models.layers import check_rate, head_dropout
 
 BLOCKS = ("standard", "residual")
@@ -162,6 +163,11 @@ class EncoderUNet(nn.Module):
 
     ``dropout_rate``: channel dropout (`layers.head_dropout`) on the decoder's output, before the
     head; None or 0: none. Parameter-free, so the state-dict keys are the same either way.
+
+    ``classification_head``: also an image-level logit from the encoder's deepest feature map
+    (`heads.image_head`, smp's auxiliary head, named ``classification_head`` as in smp's models;
+    dropout ``dropout_rate``); forward then returns ``(mask_logits, image_logits (B, 1))``.
+    False adds no module, so the keys and outputs are the plain model's.
     """
 
     def __init__(
@@ -174,21 +180,31 @@ class EncoderUNet(nn.Module):
         activation: str = "relu",
         act_before_norm: bool = False,
         dropout_rate: float | None = None,
+        classification_head: bool = False,
     ):
         super().__init__()
+        dropout_rate = check_rate("dropout_rate", dropout_rate)
         self.encoder = encoder  # named as in smp.Unet, so ImageNet files load the same way
         self.decoder = UNetDecoder(
             encoder.out_channels, decoder_channels, block, attention, activation, act_before_norm
         )
-        self.dropout = head_dropout(check_rate("dropout_rate", dropout_rate))
+        self.dropout = head_dropout(dropout_rate)
         self.head = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
         self.output_stride = getattr(encoder, "output_stride", 32)
+        # built last, so the other layers draw the same initial weights as without it
+        self.classification_head: nn.Module | None = (
+            image_head(encoder.out_channels[-1], dropout_rate) if classification_head else None
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h, w = x.shape[-2:]
         if h % self.output_stride or w % self.output_stride:
             # RuntimeError, as smp's own models raise for the same mistake
             raise RuntimeError(
                 f"input height {h} and width {w} must be multiples of {self.output_stride}"
             )
-        return self.head(self.dropout(self.decoder(self.encoder(x))))
+        features = self.encoder(x)
+        masks = self.head(self.dropout(self.decoder(features)))
+        if self.classification_head is None:
+            return masks
+        return masks, self.classification_head(features[-1])

@@ -17,7 +17,10 @@ Layout (output stride 32, so input sides must be multiples of 32, as for the oth
 - decoder, mirroring the encoder: per stage, upsample (nearest) to the skip's size, concatenate
   the skip, a 1x1 conv-BN-ReLU back to the stage's width, then as many residual blocks as the
   encoder stage has;
-- head: 1x1 convolution to ``num_classes`` at stride 2, upsampled bilinearly to the input size.
+- head: 1x1 convolution to ``num_classes`` at stride 2, upsampled bilinearly to the input size;
+- with ``classification_head=True``, also one image-level logit from the deepest encoder stage
+  (smp's auxiliary head, `heads.image_head`, as on the other U-Nets): forward then returns
+  ``(mask_logits, image_logits (B, 1))``. The encoder (stem and stages) is `encoder_part`.
 
 Options from EfficientNet: ``activation="silu"`` (swish) instead of ReLU everywhere;
 ``drop_path_rate`` (stochastic depth on every residual block's branch, see `ScaledUNet`) and
@@ -41,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ptxseg.models.heads import image_head
 from ptxseg.models.layers import check_rate, head_dropout, linear_drop_path_rates
 from ptxseg.models.scaled_unet.compound import (
     ALPHA,
@@ -145,7 +149,9 @@ class ScaledUNet(nn.Module):
     the first blocks compute the low-level features that every later block and the skips reuse,
     so dropping them costs the most and regularises the least (Huang et al. 2016), and the same
     recipe value then means the same as in the EfficientNet encoders (timm, smp) of the other
-    entries. ``dropout_rate``: channel dropout before the head convolution.
+    entries. ``dropout_rate``: channel dropout before the head convolution, and the dropout of the
+    image-level head that ``classification_head`` adds (see the module docstring; False adds no
+    module, so the keys and outputs are the plain model's).
     """
 
     def __init__(
@@ -157,6 +163,7 @@ class ScaledUNet(nn.Module):
         activation: str = "relu",
         drop_path_rate: float | None = None,
         dropout_rate: float | None = None,
+        classification_head: bool = False,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -195,8 +202,17 @@ class ScaledUNet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d) and module is not self.head:
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        # built after the initialisation, so the other layers draw the same weights as without it
+        self.classification_head: nn.Module | None = (
+            image_head(widths[-1], dropout_rate) if classification_head else None
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encoder_part(self) -> nn.Module:
+        """The encoder, stem and stages, as one module: a container made on each call and not a
+        child of this model, so the state dict keys stay ``stem.*`` and ``encoder.*``."""
+        return nn.ModuleDict({"stem": self.stem, "stages": self.encoder})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         height, width = x.shape[-2:]
         if height % OUTPUT_STRIDE or width % OUTPUT_STRIDE:
             # RuntimeError, as smp's own models raise for the same mistake
@@ -209,10 +225,12 @@ class ScaledUNet(nn.Module):
             x = stage(x)
             skips.append(x)
         x = skips.pop()  # the deepest stage has no skip of its own
+        image_logits = None if self.classification_head is None else self.classification_head(x)
         for stage in self.decoder:
             x = stage(x, skips.pop())
         logits = self.head(self.dropout(x))
-        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        masks = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        return masks if image_logits is None else (masks, image_logits)
 
 
 def build_scaled_unet(
@@ -222,12 +240,13 @@ def build_scaled_unet(
     activation: str = "relu",
     drop_path_rate: float | None = None,
     dropout_rate: float | None = None,
+    classification_head: bool = False,
 ) -> nn.Module:
     """The scaled U-Net of free ``depth`` and ``width`` multipliers (1, 1: B0).
 
     A grid candidate (alpha, beta, gamma) at phi = 1 is ``depth=alpha, width=beta``, trained on
     ``compound.scaled_resolution(base_resolution, gamma)`` inputs. ``activation`` ("relu" or
-    "silu"), ``drop_path_rate`` and ``dropout_rate``: see `ScaledUNet`.
+    "silu"), ``drop_path_rate``, ``dropout_rate`` and ``classification_head``: see `ScaledUNet`.
     """
     return ScaledUNet(
         num_classes,
@@ -236,6 +255,7 @@ def build_scaled_unet(
         activation=activation,
         drop_path_rate=drop_path_rate,
         dropout_rate=dropout_rate,
+        classification_head=classification_head,
     )
 
 
@@ -250,10 +270,11 @@ def _built_at_phi(phi: int):
         activation: str = "relu",
         drop_path_rate: float | None = None,
         dropout_rate: float | None = None,
+        classification_head: bool = False,
     ) -> nn.Module:
         depth, width = compound_multipliers(alpha, beta, phi)
         return build_scaled_unet(
-            num_classes, depth, width, activation, drop_path_rate, dropout_rate
+            num_classes, depth, width, activation, drop_path_rate, dropout_rate, classification_head
         )
 
     build.__name__ = build.__qualname__ = f"build_scaled_unet_b{phi}"
