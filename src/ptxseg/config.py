@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ import jsonschema
 import yaml
 
 from ptxseg import presets
+from ptxseg.layout import BASELINE
 from ptxseg.models.catalog import CATALOG, names
-from ptxseg.recipes import member_names, recipe_cycle_ends, recipe_for
+from ptxseg.recipes import deep_merge, member_names, recipe_cycle_ends, recipe_for
 
 # Package data, so that an installed ptxseg (not only this checkout) validates configs.
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
@@ -167,6 +169,7 @@ def _check_consistency(config: dict) -> None:
         + _check_members(config)
         + _check_snapshots(config)
         + _check_searches(config)
+        + _check_levers(config)
     )
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
@@ -277,6 +280,112 @@ def _check_searches(config: dict) -> list[str]:
     return problems
 
 
+LEVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+SEGMENTER_ONLY = ("head", "stages", "crop", "freeze_encoder_epochs")
+
+
+def _check_levers(config: dict) -> list[str]:
+    """The winners' levers (head, stages, crops, freezing) are segmenter recipe keys; stages end
+    at the stage's size; crops fit in their images; the ablation's architecture is a segmenter."""
+    problems = []
+    for stage in ("pretrain", "classify"):
+        section = config.get(stage, {})
+        for arch in (section.get("archs") or {}) if stage != "pretrain" else [None]:
+            if "recipe" not in section:
+                continue
+            recipe = recipe_for(config, stage, arch) if arch else section["recipe"]
+            for key in _levers_set(recipe):
+                problems.append(
+                    f"config key '{stage}.recipe.{key}'{f' (for {arch})' if arch else ''}: a "
+                    "segmenter option; classifiers do not take it"
+                )
+    segment = config.get("segment", {})
+    if "recipe" not in segment:
+        return problems
+    for arch in segment.get("archs", {}):
+        problems += _check_segmenter_recipe(
+            recipe_for(config, "segment", arch), segment["size"], f"segment.recipe (for {arch})"
+        )
+    ablation = config.get("ablation", {})
+    arch = ablation.get("arch") or next(iter(sorted(segment.get("archs", {}))), None)
+    if ablation.get("arch") is not None and arch not in segment.get("archs", {}):
+        problems.append(
+            f"config key 'ablation.arch' is {arch!r}, which is not one of segment.archs "
+            f"({', '.join(segment.get('archs', {})) or 'none'})"
+        )
+    elif arch is not None:
+        for name, lever in ablation.get("levers", {}).items():
+            recipe = deep_merge(recipe_for(config, "segment", arch), lever.get("recipe", {}))
+            problems += _check_segmenter_recipe(
+                recipe, segment["size"], f"ablation.levers.{name}.recipe"
+            )
+            problems += _check_recipe_members(recipe, f"ablation.levers.{name}.recipe", None)
+    return problems + _check_lever_names(ablation.get("levers", {}))
+
+
+def _check_lever_names(levers: dict) -> list[str]:
+    """A lever's name is a folder and a wildcard value; 'baseline' is the stage's own recipe."""
+    problems = []
+    for name in levers:
+        if name == BASELINE:
+            problems.append(
+                f"config key 'ablation.levers.{name}': the name {BASELINE!r} is taken by the "
+                "ablation's reference (the segment stage's own recipe, its folds not trained "
+                "again); name the lever after what it changes"
+            )
+        elif not LEVER_NAME.fullmatch(name):
+            problems.append(
+                f"config key 'ablation.levers.{name}': a lever's name becomes a folder name; use "
+                "letters, digits, '_' and '-' (starting with a letter or digit)"
+            )
+    return problems
+
+
+def _levers_set(recipe: dict) -> list[str]:
+    return [
+        key
+        for key, on in (
+            ("head.enabled", recipe.get("head", {}).get("enabled")),
+            ("stages", recipe.get("stages")),
+            ("crop.size", recipe.get("crop", {}).get("size")),
+            ("freeze_encoder_epochs", recipe.get("freeze_encoder_epochs")),
+        )
+        if on
+    ]
+
+
+def _check_segmenter_recipe(recipe: dict, size: int, where: str) -> list[str]:
+    problems = []
+    stages = recipe.get("stages") or []
+    if stages and stages[-1]["size"] != size:
+        problems.append(
+            f"config key '{where}.stages[{len(stages) - 1}].size' is {stages[-1]['size']}, but the "
+            f"last stage must train at segment.size ({size}), the size of the OOF and test maps"
+        )
+    plan = stages or [
+        {
+            "size": size,
+            "epochs": recipe["epochs"],
+            "crop": recipe["crop"],
+            "freeze_encoder_epochs": recipe["freeze_encoder_epochs"],
+        }
+    ]
+    for k, stage in enumerate(plan):
+        key = f"{where}.stages[{k}]" if stages else where
+        crop = (stage.get("crop") or {}).get("size")
+        if crop is not None and crop > stage["size"]:
+            problems.append(
+                f"config key '{key}.crop.size' is {crop}, larger than the images it crops "
+                f"({stage['size']} px)"
+            )
+        if stage.get("freeze_encoder_epochs", 0) > stage["epochs"]:
+            problems.append(
+                f"config key '{key}.freeze_encoder_epochs' is {stage['freeze_encoder_epochs']}, "
+                f"more than the {stage['epochs']} epochs it applies to"
+            )
+    return problems
+
+
 def _check_snapshots(config: dict) -> list[str]:
     """Snapshots need as many cosine cycle ends within the epochs; SWA must start before the end.
 
@@ -289,21 +398,31 @@ def _check_snapshots(config: dict) -> list[str]:
             continue
         for arch in section.get("archs", {}):
             recipe = recipe_for(config, stage, arch)
-            ends = recipe_cycle_ends(recipe)
-            if recipe["snapshots"] > len(ends):
-                problems.append(
-                    f"config key '{stage}.recipe.snapshots' (for {arch}) asks for "
-                    f"{recipe['snapshots']} snapshot(s), but the {recipe['schedule']['name']!r} "
-                    f"schedule ends {len(ends)} cosine cycle(s) within {recipe['epochs']} epochs"
-                    + (f" (at epochs {ends})" if ends else "")
-                )
-            swa = recipe["swa"]
-            if swa["enabled"] and swa["start_epoch"] > recipe["epochs"]:
-                problems.append(
-                    f"config key '{stage}.recipe.swa.start_epoch' (for {arch}) is "
-                    f"{swa['start_epoch']}, but training ends after {recipe['epochs']} epochs: "
-                    "nothing would be averaged"
-                )
+            problems += _check_recipe_members(recipe, f"{stage}.recipe", arch)
+    return problems
+
+
+def _check_recipe_members(recipe: dict, where: str, arch: str | None) -> list[str]:
+    """The members a recipe keeps fit its epochs (with stages, those of the last stage)."""
+    problems = []
+    if recipe.get("stages"):  # members are kept in the last stage: its epochs count
+        recipe = {**recipe, "epochs": recipe["stages"][-1]["epochs"]}
+    of = f" (for {arch})" if arch else ""
+    ends = recipe_cycle_ends(recipe)
+    if recipe["snapshots"] > len(ends):
+        problems.append(
+            f"config key '{where}.snapshots'{of} asks for "
+            f"{recipe['snapshots']} snapshot(s), but the {recipe['schedule']['name']!r} "
+            f"schedule ends {len(ends)} cosine cycle(s) within {recipe['epochs']} epochs"
+            + (f" (at epochs {ends})" if ends else "")
+        )
+    swa = recipe["swa"]
+    if swa["enabled"] and swa["start_epoch"] > recipe["epochs"]:
+        problems.append(
+            f"config key '{where}.swa.start_epoch'{of} is "
+            f"{swa['start_epoch']}, but training ends after {recipe['epochs']} epochs: "
+            "nothing would be averaged"
+        )
     return problems
 
 

@@ -21,6 +21,8 @@ OOF_IDS = "oof_ids.csv"  # a segmenter's OOF image order (its maps' rows)
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 BEST, SWA, EMA, SNAPSHOT = "best", "swa", "ema", "snapshot"
+# The ablation's reference lever: the segment stage's own recipe, whose fold jobs are the stage's.
+BASELINE = "baseline"
 _SNAPSHOT = re.compile(r"^snapshot(\d+)$")
 _FOLD = re.compile(r"^fold(\d+)$")
 _PROBABILITY = "prob_"
@@ -70,6 +72,11 @@ def job_name(arch: str, fold: int | str | None = None) -> str:
     return arch if fold is None else f"{arch}_{fold_name(fold)}"
 
 
+def ablation_job(lever: str, arch: str, fold: int | str) -> str:
+    """The name of an ablation fold job's log and benchmark: ``<lever>_<arch>_fold<k>``."""
+    return f"{lever}_{job_name(arch, fold)}"
+
+
 def fold_of(path_or_name: str | PurePath) -> int:
     """The fold of a fold folder, a file inside one, or a ``fold<k>`` column or map file name."""
     parts = PurePath(path_or_name).parts
@@ -98,6 +105,19 @@ def benchmark_rule_of(path: str | PurePath) -> str:
 def probability_column(member: str) -> str:
     """The column of a classifier member's OOF probability in ``oof.csv``."""
     return f"{_PROBABILITY}{member}"
+
+
+HEAD_SOURCE = "head:"  # an image-level source that is a segmenter's classification head
+
+
+def head_source(arch: str) -> str:
+    """The name of a segmenter's classification head among the ensemble's image-level sources."""
+    return f"{HEAD_SOURCE}{arch}"
+
+
+def head_arch(source: str) -> str | None:
+    """The segmenter of an image-level source that is a head; None for a classifier."""
+    return source[len(HEAD_SOURCE) :] if source.startswith(HEAD_SOURCE) else None
 
 
 def probability_members(columns) -> list[str]:
@@ -229,6 +249,53 @@ class Layout:
     def augsearch_file(self, point: str, name: str) -> str:
         """row.json, metrics.csv, summary.json or oof_ids.csv of one grid point."""
         return f"{self.augsearch_dir(point)}/{name}"
+
+    # The ablation of the winners' levers: per lever, one training folder per fold and a search.
+    def ablation(self, name: str) -> str:
+        """summary.csv, report.html."""
+        return self._at("ablation", name)
+
+    def ablation_fold_dir(self, lever: str, arch: str, fold: int | str) -> str:
+        """One fold job of a lever (`ablation_fold`): the files a segmenter fold job writes."""
+        return self._at("ablation", lever, arch, fold_name(fold))
+
+    def ablation_fold_file(self, lever: str, arch: str, fold: int | str, name: str) -> str:
+        """oof_ids.csv, metrics.csv or summary.json of one fold job of a lever."""
+        return f"{self.ablation_fold_dir(lever, arch, fold)}/{name}"
+
+    def ablation_model(self, lever: str, arch: str, fold: int | str, member: str) -> str:
+        """A kept model of a lever's fold job."""
+        return model_file(self.ablation_fold_dir(lever, arch, fold), member)
+
+    def ablation_oof_maps(self, lever: str, arch: str, fold: int | str, member: str) -> str:
+        """A kept member's OOF maps of a lever's fold job."""
+        return oof_maps_file(self.ablation_fold_dir(lever, arch, fold), member)
+
+    def ablation_segmenter_dir(self, lever: str, arch: str, fold: int | str) -> str:
+        """The fold folder a lever's search reads: the lever's own, or for the baseline (the
+        stage's recipe, not trained again) the segment stage's."""
+        if lever == BASELINE:
+            return self.fold_dir("segment", arch, fold)
+        return self.ablation_fold_dir(lever, arch, fold)
+
+    def ablation_segmenter_file(self, lever: str, arch: str, fold: int | str, name: str) -> str:
+        """oof_ids.csv, metrics.csv or summary.json of the fold job a lever's search reads."""
+        return f"{self.ablation_segmenter_dir(lever, arch, fold)}/{name}"
+
+    def ablation_benchmark(self, lever: str, arch: str, fold: int | str) -> str:
+        """The benchmark of a lever's fold job (the baseline's: its train_segmenter job)."""
+        if lever == BASELINE:
+            return self.benchmark("train_segmenter", job_name(arch, fold))
+        return self.benchmark("ablation_fold", ablation_job(lever, arch, fold))
+
+    def ablation_ensemble(self, lever: str, name: str) -> str:
+        """A lever's search: ensemble.json, scores.csv, threshold_search.csv, oof_images.csv,
+        oof_blend.h5."""
+        return self._at("ablation", lever, "ensemble", name)
+
+    def ablation_state(self, lever: str, arch: str, fold: int | str) -> str:
+        """The resume state of a lever's fold job (outside its outputs, as training_state)."""
+        return self._at("checkpoints", "ablation", lever, arch, f"{fold_name(fold)}.pt")
 
     # Logs and benchmarks of every rule.
     def log(self, rule: str, name: str) -> str:

@@ -315,7 +315,12 @@ def test_registry_entries_when_registered():
             None,
         )
         assert CATALOG[name] == ("segmenter", MIN_SIZE, SIZE_MULTIPLE)
-    regularisation = {"activation": "relu", "drop_path_rate": None, "dropout_rate": None}
+    regularisation = {
+        "activation": "relu",
+        "classification_head": False,
+        "drop_path_rate": None,
+        "dropout_rate": None,
+    }
     assert MODELS["scaled_unet"].options == {"depth": 1.0, "width": 1.0, **regularisation}
     assert MODELS["scaled_unet_b2"].options == {"alpha": 1.2, "beta": 1.1, **regularisation}
     model = build_model("scaled_unet", depth=1.2, width=1.1)

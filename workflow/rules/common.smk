@@ -2,18 +2,28 @@
 # comes from ptxseg.layout; every rule's params are exactly the config keys its outputs depend on
 # (how-it-runs keys, the config's `runtime` section, are read by the scripts and rerun nothing).
 from ptxseg.layout import (
+    BASELINE,
     BEST,
     METRICS,
     OOF_CSV,
     OOF_IDS,
     RESULTS as L,
     SUMMARY,
+    ablation_job,
     augsearch_point,
     job_name,
     model_file,
+    oof_maps_file,
 )
 from ptxseg.models.scaled_unet.compound import candidate_shape, candidates, source_size
-from ptxseg.recipes import member_names, recipe_for
+from ptxseg.recipes import (
+    ablation_arch,
+    ablation_levers,
+    lever_recipe,
+    lever_train,
+    member_names,
+    recipe_for,
+)
 
 # The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier: its rules
 # get this priority, so it starts before the segmenters take the cores.
@@ -62,6 +72,31 @@ def siim_repack(size):
         "manifest": L.repack_manifest("siim", size),
         "stats": L.repack_stats("siim", size),
     }
+
+
+def stage_repacks(stage):
+    """The repacks of a segmenter recipe's stages other than the stage's size (progressive
+    resizing): manifests and stats, in the order of the stage sizes."""
+
+    def inputs(wildcards):
+        recipe = recipe_for(config, stage, wildcards.arch)
+        sizes = sorted({s["size"] for s in recipe["stages"]} - {config[stage]["size"]})
+        return {
+            "stage_manifests": [L.repack_manifest("siim", size) for size in sizes],
+            "stage_stats": [L.repack_stats("siim", size) for size in sizes],
+        }
+
+    return inputs
+
+
+def positive_only_archs(archs=None):
+    """Segmenters whose recipe trains on positive images only: the cascade uses their maps only
+    behind the gate."""
+    return [
+        arch
+        for arch in (archs or config["segment"]["archs"])
+        if recipe_for(config, "segment", arch)["sampling"]["mode"] == "positive"
+    ]
 
 
 def data_targets():
@@ -208,4 +243,85 @@ def augsearch_arch_params():
         "weights": entry.get("weights", config["pretrain"]["weights"]),
         "options": entry.get("options", {}),
         "recipe": {key: value for key, value in recipe.items() if key != "augment"},
+    }
+
+
+def trained_levers():
+    """The ablation's levers that train (all but the baseline, whose folds are the stage's)."""
+    return [lever for lever in ablation_levers(config) if lever != BASELINE]
+
+
+def lever_arch_params(wildcards):
+    """The ablated segmenter's weights and options, and the lever's recipe (the stage's recipe
+    for it with the lever's overrides)."""
+    entry = config["segment"]["archs"][ablation_arch(config)]
+    return {
+        "weights": entry.get("weights", config["pretrain"]["weights"]),
+        "options": entry.get("options", {}),
+        "recipe": lever_recipe(config, wildcards.lever),
+    }
+
+
+def lever_train_params(wildcards):
+    """The `train` section with the lever's TTA where it has one."""
+    return lever_train(config, wildcards.lever)
+
+
+def lever_tta(wildcards):
+    return lever_train(config, wildcards.lever)["tta"]
+
+
+def lever_stage_repacks(wildcards):
+    """The repacks of the lever's recipe stages other than segment.size (as stage_repacks)."""
+    recipe = lever_recipe(config, wildcards.lever)
+    sizes = sorted({s["size"] for s in recipe["stages"]} - {config["segment"]["size"]})
+    return {
+        "stage_manifests": [L.repack_manifest("siim", size) for size in sizes],
+        "stage_stats": [L.repack_stats("siim", size) for size in sizes],
+    }
+
+
+def lever_segmenter_files(wildcards):
+    """The OOF image orders and maps of the lever's fold jobs (the baseline's: the segment
+    stage's own fold jobs of the ablated architecture); the stage's members, which a lever's
+    recipe override cannot change."""
+    lever, arch = wildcards.lever, ablation_arch(config)
+    folders = [L.ablation_segmenter_dir(lever, arch, fold) for fold in range(N_FOLDS)]
+    return {
+        "segmenters": [
+            L.ablation_segmenter_file(lever, arch, fold, OOF_IDS)
+            for fold in range(N_FOLDS)
+        ],
+        "segmenter_maps": [
+            oof_maps_file(folder, member)
+            for folder in folders
+            for member in stage_members("segment")
+        ],
+    }
+
+
+def lever_positive_only(wildcards):
+    """[arch] where the lever's recipe trains on positive images only (masks behind the gate)."""
+    recipe = lever_recipe(config, wildcards.lever)
+    return [ablation_arch(config)] if recipe["sampling"]["mode"] == "positive" else []
+
+
+def ablation_summary_inputs():
+    """What the summary reads of every lever: its search's results and its fold jobs'
+    benchmarks (the baseline's: the segment stage's train_segmenter jobs)."""
+    levers, arch = ablation_levers(config), ablation_arch(config)
+    files = {
+        "ensembles": "ensemble.json",
+        "scores": "scores.csv",
+        "images": "oof_images.csv",
+    }
+    return {
+        key: [L.ablation_ensemble(lever, name) for lever in levers]
+        for key, name in files.items()
+    } | {
+        "benchmarks": [
+            L.ablation_benchmark(lever, arch, fold)
+            for lever in levers
+            for fold in range(N_FOLDS)
+        ]
     }

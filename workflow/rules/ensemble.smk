@@ -92,6 +92,7 @@ rule ensemble:
         segment_archs=list(config["segment"]["archs"]),
         n_folds=N_FOLDS,
         kept=stage_members("segment"),
+        positive_only=positive_only_archs(),
         size=config["segment"]["size"],
         classify_size=config["classify"]["size"],
         normalisation=NORMALISATION,

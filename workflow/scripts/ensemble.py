@@ -25,6 +25,7 @@ if __name__ == "__main__":
             out_grid=snakemake.output.grid,
             out_images=snakemake.output.images,
             out_maps=snakemake.output.maps,
+            positive_only=p.positive_only,
             preprocessing=preprocessing(
                 Normalisation.from_config(p.normalisation),
                 [snakemake.input.stats, snakemake.input.classify_stats],

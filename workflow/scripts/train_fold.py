@@ -2,7 +2,7 @@ from pathlib import Path
 
 from ptxseg.logs import to_file
 from ptxseg.runtime.options import Runtime
-from ptxseg.train.run import train_fold
+from ptxseg.train.run import stage_repacks, train_fold
 from ptxseg.train.settings import FitSettings
 
 # Guarded: the data rules start worker processes, which import this file again.
@@ -24,4 +24,5 @@ if __name__ == "__main__":
             weights_dir=config["models"]["weights_dir"],
             out_dir=Path(snakemake.output.summary).parent,
             state_path=p.state,
+            stage_repacks=stage_repacks(snakemake.input),
         )

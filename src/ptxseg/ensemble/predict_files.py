@@ -27,9 +27,9 @@ from ptxseg.infer.test_set import load_member
 from ptxseg.io import atomic, rle
 from ptxseg.io.dicom import read_image
 from ptxseg.io.png import read_grey, write_png
-from ptxseg.layout import Layout
+from ptxseg.layout import Layout, head_arch, head_source
 from ptxseg.runtime.device import pick_device
-from ptxseg.runtime.predict import quantise_probabilities
+from ptxseg.runtime.predict import quantise_probabilities, tta_passes, tta_predict
 from ptxseg.scoring.thresholds import Cascade, binarise
 
 log = logging.getLogger(__name__)
@@ -76,56 +76,66 @@ class Ensemble:
                 loaded[arch] = [load_member(f, torch_device).eval() for f in files]
             return loaded
 
-        return cls(
-            config,
-            models("classify", config["classifier_weights"]),
-            models("segment", config["segmenter_weights"]),
-            torch_device,
-        )
+        gate = config["classifier_weights"]
+        classify = {a: w for a, w in gate.items() if head_arch(a) is None}
+        # A segmenter is loaded where its maps or its head's probability have weight.
+        segment = {
+            a: max(w, gate.get(head_source(a), 0.0)) for a, w in config["segmenter_weights"].items()
+        }
+        return cls(config, models("classify", classify), models("segment", segment), torch_device)
 
     def _input(self, image: np.ndarray, size: int) -> torch.Tensor:
         stats = self.config["preprocessing"]["stats"][str(size)]
         scaled = scale_intensities(resize_image(image, size), stats["mean"], stats["std"])
         return torch.from_numpy(scaled)[None, None].to(self.device)
 
-    @torch.no_grad()
-    def _mean_probability(self, models: list[torch.nn.Module], batch: torch.Tensor) -> np.ndarray:
-        total = None
-        tta = self.config["preprocessing"]["tta"]
+    def _mean_probability(
+        self, models: list[torch.nn.Module], batch: torch.Tensor
+    ) -> tuple[np.ndarray, float | None]:
+        """The models' mean over the TTA passes: the probabilities (classifier (K,), segmenter
+        map (H, W)) and a segmenter head's image probability (None without a head)."""
+        passes = tta_passes(self.config["preprocessing"]["tta"])
+        total, heads = None, []
         for model in models:
-            for mode in tta:
-                flipped = (
-                    batch.flip(-1)
-                    if mode == "hflip"
-                    else batch.flip(-2)
-                    if mode == "vflip"
-                    else batch
-                )
-                p = torch.sigmoid(model(flipped).float())
-                if p.ndim == 4:
-                    p = p.flip(-1) if mode == "hflip" else p.flip(-2) if mode == "vflip" else p
-                total = p if total is None else total + p
-        return (total / (len(models) * len(tta))).cpu().numpy()[0]
+            p, head = tta_predict(model, batch, passes, self.device)
+            total = p if total is None else total + p
+            if head is not None:
+                heads.append(float(head[0]))
+        return (total / len(models)).cpu().numpy()[0], (float(np.mean(heads)) if heads else None)
 
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, float | None, np.ndarray]:
-        """(mask at the image's size, blended classifier probability, blended uint8 map)."""
+        """(mask at the image's size, blended image-level probability (the gate's: classifiers
+        and segmenter heads as the ensemble weighs them), blended uint8 map)."""
         prep = self.config["preprocessing"]
         normalised = normalise_histogram(image, Normalisation(**prep["normalisation"]))
-        probability = None
+        sources: dict[str, float] = {}
         if self.classifiers:
             batch = self._input(normalised, prep["classify_size"])
-            per_arch = [
-                float(self._mean_probability(m, batch)[0]) for m in self.classifiers.values()
-            ]
+            for arch, models in self.classifiers.items():
+                sources[arch] = float(self._mean_probability(models, batch)[0][0])
+        batch = self._input(normalised, prep["segment_size"])
+        maps = []
+        for arch, models in self.segmenters.items():
+            probability_map, head = self._mean_probability(models, batch)
+            maps.append(probability_map)
+            if head is not None:
+                sources[head_source(arch)] = head
+        gate_weights = self.config["classifier_weights"]
+        probability = None
+        if gate_weights:
+            missing = sorted(set(gate_weights) - set(sources))
+            if missing:
+                raise EnsembleNotFoundError(f"no model gives the gate's source(s) {missing}")
             probability = float(
                 weighted_mean(
-                    [np.float32(p) for p in per_arch],
-                    [self.config["classifier_weights"][a] for a in self.classifiers],
+                    [np.float32(sources[s]) for s in gate_weights], list(gate_weights.values())
                 )
             )
-        batch = self._input(normalised, prep["segment_size"])
-        maps = [self._mean_probability(m, batch)[0] for m in self.segmenters.values()]
         weights = [self.config["segmenter_weights"][a] for a in self.segmenters]
+        if not any(
+            weights
+        ):  # only heads were loaded: no map has weight (cannot happen in a search)
+            raise EnsembleNotFoundError("the ensemble gives no segmenter map a weight")
         blended = quantise_probabilities(weighted_mean(maps, weights))
         mask = binarise(
             blended, Cascade(**self.config["cascade"]), probability, out_shape=image.shape

@@ -1,12 +1,17 @@
 """The ensemble, chosen on out-of-fold (OOF) predictions only, a chunk of images at a time.
 
-1. Classifiers: each architecture's OOF probability is the mean of its kept members; the
-   architectures' weights maximise the OOF ROC AUC over a simplex grid.
+1. The image-level probability (the cascade's gate): each classifier's OOF probability and each
+   segmenter head's (where the segmenters have a classification head) is the mean of its kept
+   members; the weights of all these sources maximise the OOF ROC AUC over a simplex grid, so the
+   heads are used alone, blended with the classifiers, or not at all, as the OOF says.
 2. Segmenters (first pass over the maps): every single model and every architecture (its members
    averaged into one map per image) is scored; every candidate blend of the architectures is
-   scored at ``search_size`` with its own best triplet, and the best blend is kept.
-3. The cascade (second pass): the chosen blend is written to one map file, and the classifier gate
-   and the triplet thresholds are searched together at the segmenters' size.
+   scored at ``search_size`` with its own best triplet, and the best blend is kept. Segmenters
+   trained on positive images only (``positive_only``) draw masks only behind the gate, so every
+   score that involves them is taken with a gate above 0.
+3. The cascade (second pass): the chosen blend is written to one map file, and the gate and the
+   triplet thresholds are searched together at the segmenters' size; the best cascade without a
+   gate is kept beside it, to show what the gate adds.
 4. The result (third pass): the chosen cascade's masks, each drawn at its image's own size
    (1024 x 1024 for SIIM), against the masks decoded from ``train-rle.csv``: the competition's
    own way of scoring, and the score the pipeline reports.
@@ -23,7 +28,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +44,7 @@ from ptxseg.layout import (
     OOF_CSV,
     OOF_IDS,
     Layout,
+    head_source,
     oof_maps_file,
     probability_column,
     probability_members,
@@ -149,6 +155,23 @@ def oof_files(
     return classifiers, segmenters
 
 
+def head_oof(arch: str, folds: dict[int, SegmenterFold], members: list[str]) -> pd.DataFrame | None:
+    """image_id, fold, label, the kept members' mean head probability and each member's, over
+    every fold; None where the segmenter has no classification head."""
+    frames = []
+    for fold, files in folds.items():
+        table = pd.read_csv(files.ids_csv, dtype={"image_id": str})
+        if not all(probability_column(m) in table for m in members):
+            return None
+        frame = table[["image_id", "has_pneumothorax"]].copy()
+        frame["fold"] = fold
+        frame["probability"] = table[[probability_column(m) for m in members]].mean(axis=1)
+        for m in probability_members(table.columns):
+            frame[probability_column(m)] = table[probability_column(m)]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
 def segmenter_oof(arch: str, folds: dict[int, SegmenterFold]) -> SegmenterOof:
     read = {}
     for fold, files in folds.items():
@@ -192,17 +215,19 @@ class TruthMasks:
 
 
 class ScoreRows:
-    """A set of maps scored at the default binarisation (0.5, no area) and with its own best triplet."""
+    """A set of maps scored at the default binarisation (0.5, no area) and with its own best
+    triplet; behind the best of ``gates`` where given (maps of positives-only segmenters)."""
 
-    def __init__(self, grid: Grid) -> None:
-        self.tuned = CascadeGrid(*grid.triplet)
+    def __init__(self, grid: Grid, gates: list[float] | None = None) -> None:
+        self.gated = gates is not None
+        self.tuned = CascadeGrid(*grid.triplet, gates)
         self.default = CascadeGrid(
-            [DEFAULT_CASCADE.top], [DEFAULT_CASCADE.min_area], [DEFAULT_CASCADE.bottom]
+            [DEFAULT_CASCADE.top], [DEFAULT_CASCADE.min_area], [DEFAULT_CASCADE.bottom], gates
         )
 
-    def add(self, h: Histograms) -> None:
-        self.tuned.add(h)
-        self.default.add(h)
+    def add(self, h: Histograms, probability: np.ndarray | None = None) -> None:
+        self.tuned.add(h, probability if self.gated else None)
+        self.default.add(h, probability if self.gated else None)
 
     def rows(self, level: str, scored_at: str, **where) -> list[dict]:
         tuned, tuned_score = self.tuned.best()
@@ -299,6 +324,7 @@ def run_search(
     out_images: str | os.PathLike,
     out_maps: str | os.PathLike,
     preprocessing: dict | None = None,
+    positive_only: list[str] | tuple[str, ...] = (),
     chunk: int = CHUNK,
 ) -> dict:
     """Choose weights and thresholds on OOF predictions; write them, the score table, the per-image
@@ -307,7 +333,7 @@ def run_search(
     ``classifiers``: architecture -> fold -> OOF CSV; ``segmenters``: architecture -> fold -> its
     files. ``members``: which kept models of each kind enter the ensemble ('classify', 'segment').
     ``rle_csv``/``index_csv``: the label file and the SIIM index, for the score at each image's
-    own size.
+    own size. ``positive_only``: segmenters trained on positive images only, scored behind the gate.
     """
     inputs = SearchInputs(
         OofLayout({arch: segmenter_oof(arch, folds) for arch, folds in segmenters.items()}),
@@ -317,21 +343,48 @@ def run_search(
         size,
     )
     out = SearchOutputs(out_json, out_scores, out_grid, out_images, out_maps)
-    cls_weights, cls_probability, scores = _classifier_blend(
-        classifiers, members, inputs.oof.ids, weight_step
+    heads = {
+        head_source(arch): table
+        for arch, folds in segmenters.items()
+        if (table := head_oof(arch, folds, members["segment"])) is not None
+    }
+    cls_weights, cls_probability, scores = _image_level(
+        classifiers, heads, members, inputs.oof.ids, weight_step
     )
+    unknown = sorted(set(positive_only) - set(inputs.oof.archs))
+    if unknown:
+        raise ValueError(f"positives-only segmenter(s) {unknown} are not among {inputs.oof.archs}")
+    gated = [g for g in grid.gates if g > 0]
+    if positive_only and (cls_probability is None or not gated):
+        raise ValueError(
+            f"segmenter(s) {', '.join(positive_only)} train on positive images only and draw "
+            "masks only behind the gate: the ensemble needs an image-level probability "
+            "(classifiers or a segmenter head) and a gate above 0 in ensemble.grid.gate"
+        )
     seg_weights, weight_search, rows = _segmenter_stage(
-        inputs, members["segment"], grid, weight_step, search_size, chunk
+        inputs,
+        members["segment"],
+        grid,
+        weight_step,
+        search_size,
+        chunk,
+        Gating(cls_probability, list(positive_only), gated),
     )
     scores += rows
+    needs_gate = any(
+        w > 0 and a in positive_only for a, w in zip(inputs.oof.archs, seg_weights, strict=True)
+    )
     cascade, blend_rows, at_size, chosen = _cascade_stage(
-        inputs, members["segment"], seg_weights, grid, cls_probability, out, chunk
+        inputs, members["segment"], seg_weights, grid, cls_probability, out, chunk, needs_gate
     )
     outcomes, native, all_empty = _native_stage(inputs, cascade, cls_probability, out, chunk)
     scores += [*blend_rows, native, at_size, all_empty]
+    if chosen["ungated"] is not None:
+        scores += _ungated_rows(inputs, chosen["ungated"], out, chunk)
     result = {
         "classifier_weights": cls_weights,
         "segmenter_weights": dict(zip(inputs.oof.archs, map(float, seg_weights), strict=True)),
+        "positive_only": list(positive_only),
         "members": members,
         "cascade": cascade.as_dict(),
         "segmenter_size": size,
@@ -354,6 +407,19 @@ def run_search(
     return result
 
 
+@dataclass(frozen=True)
+class Gating:
+    """How the first pass scores maps of positives-only segmenters: behind the best of ``gates``
+    (those above 0) on the image-level ``probability``."""
+
+    probability: np.ndarray | None = None
+    positive_only: list[str] = field(default_factory=list)
+    gates: list[float] = field(default_factory=list)
+
+    def gates_for(self, archs_used: list[str]) -> list[float] | None:
+        return self.gates if set(archs_used) & set(self.positive_only) else None
+
+
 def _segmenter_stage(
     inputs: SearchInputs,
     kept: list[str],
@@ -361,6 +427,7 @@ def _segmenter_stage(
     weight_step: float,
     search_size: int,
     chunk: int,
+    gating: Gating | None = None,
 ) -> tuple[np.ndarray, dict, list[dict]]:
     """First pass: single models, architectures and every candidate blend at the search size;
     the blend weights that score best there."""
@@ -369,7 +436,7 @@ def _segmenter_stage(
     small = min(search_size, inputs.size)
     candidates = simplex_grid(len(archs), weight_step)
     singles, per_arch, per_blend = _score_models_and_blends(
-        inputs.oof, inputs.truth, kept, grid, small, candidates, chunk
+        inputs.oof, inputs.truth, kept, grid, small, candidates, chunk, gating or Gating()
     )
     rows: list[dict] = []
     for (arch, fold, member), rows_of in singles.items():
@@ -398,11 +465,16 @@ def _cascade_stage(
     classifier: np.ndarray | None,
     out: SearchOutputs,
     chunk: int,
+    needs_gate: bool = False,
 ) -> tuple[Cascade, list[dict], dict, dict]:
     """Second pass: the chosen blend, written once, and the (gate, triplet) grid at the
-    segmenters' size; the best cascade, the blend's score rows, the cascade's row at this size,
-    and the grid with its edge warnings."""
-    gates = list(grid.gates) if classifier is not None else [0.0]
+    segmenters' size; the best cascade (behind a gate above 0 where the blend holds positives-only
+    segmenters), the blend's score rows, the cascade's row at this size, and the grid with its edge
+    warnings and the best cascade without a gate."""
+    configured = list(grid.gates) if classifier is not None else [0.0]
+    # Gate 0 is always scored, so the report can show what the gate adds.
+    gates = sorted(set(configured) | {0.0})
+    allowed = [g for g in configured if g > 0] if needs_gate else configured
     blend_rows, cascade_grid = _write_blend(
         inputs.oof,
         inputs.truth,
@@ -415,7 +487,7 @@ def _cascade_stage(
         inputs.size,
         chunk,
     )
-    cascade, score = cascade_grid.best()
+    cascade, score = cascade_grid.best(allowed)
     at_size = {
         **_cascade_row(cascade, len(inputs.oof.ids)),
         "score": score,
@@ -423,12 +495,19 @@ def _cascade_stage(
     }
     warnings = edge_warnings(
         cascade.as_dict(),
-        {"gate": gates, "top": grid.tops, "min_area": grid.min_areas, "bottom": grid.bottoms},
+        {"gate": configured, "top": grid.tops, "min_area": grid.min_areas, "bottom": grid.bottoms},
         GRID_KEYS,
     )
     for warning in warnings:
         log.warning("%s", warning)
-    chosen = {"table": cascade_grid.scores(), "gates": gates, "grid": grid, "warnings": warnings}
+    ungated = cascade_grid.best([0.0]) if cascade.gate > 0 else None
+    chosen = {
+        "table": cascade_grid.scores(),
+        "gates": gates,
+        "grid": grid,
+        "warnings": warnings,
+        "ungated": ungated,
+    }
     return cascade, blend_rows.rows("blend", f"{inputs.size} px"), at_size, chosen
 
 
@@ -440,6 +519,25 @@ def _cascade_row(cascade: Cascade, images: int) -> dict:
         "images": images,
         **{f"cascade_{k}": v for k, v in cascade.as_dict().items()},
     }
+
+
+def _ungated_rows(
+    inputs: SearchInputs, ungated: tuple[Cascade, float], out: SearchOutputs, chunk: int
+) -> list[dict]:
+    """The best cascade of the same blend without a gate, at the maps' size and at each image's
+    own size: what the gate adds is the difference to the cascade's rows."""
+    cascade, score = ungated
+    ids = inputs.oof.ids
+    outcomes = _native_outcomes(out.maps, ids, inputs.truth, inputs.native, cascade, None, chunk)
+    row = {**_cascade_row(cascade, len(ids)), "level": "cascade_ungated"}
+    return [
+        {**row, "score": score, "scored_at": f"{inputs.size} px"},
+        {
+            **row,
+            "score": float(outcomes["dice_native"].mean()),
+            "scored_at": inputs.native.size_label(ids),
+        },
+    ]
 
 
 def _native_stage(
@@ -527,30 +625,38 @@ def _score_models_and_blends(
     small: int,
     candidates: np.ndarray,
     chunk: int,
+    gating: Gating,
 ) -> tuple[dict, dict, list]:
     """One pass over every kept model's maps: the score grids of each single model (per fold),
-    each architecture (its kept members averaged) and each candidate blend at ``small`` px."""
+    each architecture (its kept members averaged) and each candidate blend at ``small`` px;
+    behind the gate wherever a positives-only segmenter is involved."""
     for arch in layout.archs:
         for fold in layout.folds:
             layout.seg[arch].files(fold, kept)  # every kept member is there, or say which is not
     singles: dict[tuple, ScoreRows] = {}
-    per_arch = {arch: ScoreRows(grid) for arch in layout.archs}
-    per_blend = [CascadeGrid(*grid.triplet) for _ in candidates]
-    for fold, _, rows, chunk_ids in layout.chunks(chunk):
+    per_arch = {arch: ScoreRows(grid, gating.gates_for([arch])) for arch in layout.archs}
+    per_blend = []
+    for weights in candidates:
+        used = [a for a, w in zip(layout.archs, weights, strict=True) if w > 0]
+        per_blend.append(CascadeGrid(*grid.triplet, gating.gates_for(used)))
+    for fold, position, rows, chunk_ids in layout.chunks(chunk):
         truth = truth_masks.stack(chunk_ids)
         truth_small = np.stack([resize_mask(t, small) > 0 for t in truth])
+        probability = _part(gating.probability, position, len(chunk_ids))
         arch_small = []
         for arch in layout.archs:
             stacks = {}
             for member in sorted(layout.seg[arch].folds[fold][1]):
                 stacks[member] = layout.seg[arch].member_rows(fold, member, rows)
                 key = (arch, fold, member)
-                singles.setdefault(key, ScoreRows(grid)).add(Histograms.of(stacks[member], truth))
+                single = singles.setdefault(key, ScoreRows(grid, gating.gates_for([arch])))
+                single.add(Histograms.of(stacks[member], truth), probability)
             mean = blend_uint8([stacks[m] for m in kept], [1.0] * len(kept))
-            per_arch[arch].add(Histograms.of(mean, truth))
+            per_arch[arch].add(Histograms.of(mean, truth), probability)
             arch_small.append(np.stack([resize_image(m, small) for m in mean]))
         for weights, accumulator in zip(candidates, per_blend, strict=True):
-            accumulator.add(Histograms.of(blend_uint8(arch_small, weights), truth_small))
+            h = Histograms.of(blend_uint8(arch_small, weights), truth_small)
+            accumulator.add(h, probability)  # gate 0 passes every image
     return singles, per_arch, per_blend
 
 
@@ -584,61 +690,85 @@ def _part(values: np.ndarray | None, start: int, count: int) -> np.ndarray | Non
     return None if values is None else values[start : start + count]
 
 
-def _classifier_blend(
-    classifiers: dict[str, dict[int, str]], members: dict, ids: list[str], weight_step: float
+def _image_level(
+    classifiers: dict[str, dict[int, str]],
+    heads: dict[str, pd.DataFrame],
+    members: dict,
+    ids: list[str],
+    weight_step: float,
 ) -> tuple[dict, np.ndarray | None, list[dict]]:
-    """Classifier weights (by OOF AUC), the blended probability per OOF image, and score rows."""
-    if not classifiers:
-        return {}, None, []
-    rows: list[dict] = []
-    cls = {
+    """The image-level sources (classifiers and segmenter heads): their weights by OOF AUC, the
+    blended probability per OOF image (the cascade's gate), and score rows: each source per fold
+    and member and over all folds, the classifiers' own blend, and the gate's blend."""
+    sources = {
         arch: classifier_oof(files, members["classify"]).set_index("image_id").loc[ids]
         for arch, files in classifiers.items()
     }
-    labels = next(iter(cls.values()))["has_pneumothorax"].to_numpy()
-    for arch, table in cls.items():
-        for fold in sorted(set(table["fold"])):
-            part = table[table["fold"] == fold]
-            for member in probability_members(table.columns):
-                rows.append(
-                    {
-                        "kind": "classifier",
-                        "level": "single",
-                        "arch": arch,
-                        "fold": fold,
-                        "member": member,
-                        "metric": "auc",
-                        "scored_at": IMAGE_LEVEL,
-                        "images": len(part),
-                        "score": _auc(part["has_pneumothorax"], part[probability_column(member)]),
-                    }
-                )
-        rows.append(
-            {
-                "kind": "classifier",
-                "level": "architecture",
-                "arch": arch,
-                "metric": "auc",
-                "scored_at": IMAGE_LEVEL,
-                "images": len(table),
-                "score": _auc(labels, table["probability"]),
-            }
+    sources |= {name: table.set_index("image_id").loc[ids] for name, table in heads.items()}
+    if not sources:
+        return {}, None, []
+    labels = next(iter(sources.values()))["has_pneumothorax"].to_numpy()
+    rows: list[dict] = []
+    for name, table in sources.items():
+        kind = "classifier" if name in classifiers else "head"
+        rows += _source_rows(name, kind, table)
+    matrix = np.stack([sources[a]["probability"].to_numpy() for a in sources], axis=1)
+    names = list(sources)
+    if classifiers:  # the classifiers alone, as before the heads could join
+        only = [k for k, name in enumerate(names) if name in classifiers]
+        _, auc, _ = search_weights(
+            len(only), lambda w: _blend_auc(labels, matrix[:, only] @ w), weight_step
         )
-    matrix = np.stack([cls[a]["probability"].to_numpy() for a in cls], axis=1)
+        rows.append(_auc_row("classifier", "blend", len(labels), auc))
     weights, best_auc, _ = search_weights(
-        len(cls), lambda w: np.nan_to_num(_auc(labels, matrix @ w), nan=-1), weight_step
+        len(names), lambda w: _blend_auc(labels, matrix @ w), weight_step
     )
+    rows.append(_auc_row("gate", "blend", len(labels), best_auc))
+    log.info(
+        "image-level probability (the gate): OOF AUC %.4f with %s",
+        best_auc,
+        dict(zip(names, map(float, weights), strict=True)),
+    )
+    return dict(zip(names, map(float, weights), strict=True)), matrix @ weights, rows
+
+
+def _blend_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    return float(np.nan_to_num(_auc(labels, scores), nan=-1))
+
+
+def _auc_row(kind: str, level: str, images: int, score: float, **where) -> dict:
+    return {
+        "kind": kind,
+        "level": level,
+        **where,
+        "metric": "auc",
+        "scored_at": IMAGE_LEVEL,
+        "images": images,
+        "score": score,
+    }
+
+
+def _source_rows(name: str, kind: str, table: pd.DataFrame) -> list[dict]:
+    """AUC of one image-level source per fold and member, and over all its folds."""
+    arch = name if kind == "classifier" else name.split(":", 1)[1]
+    rows = []
+    for fold in sorted(set(table["fold"])):
+        part = table[table["fold"] == fold]
+        for member in probability_members(table.columns):
+            score = _auc(part["has_pneumothorax"], part[probability_column(member)])
+            rows.append(
+                _auc_row(kind, "single", len(part), score, arch=arch, fold=fold, member=member)
+            )
     rows.append(
-        {
-            "kind": "classifier",
-            "level": "blend",
-            "metric": "auc",
-            "scored_at": IMAGE_LEVEL,
-            "images": len(labels),
-            "score": best_auc,
-        }
+        _auc_row(
+            kind,
+            "architecture",
+            len(table),
+            _auc(table["has_pneumothorax"], table["probability"]),
+            arch=arch,
+        )
     )
-    return dict(zip(cls, map(float, weights), strict=True)), matrix @ weights, rows
+    return rows
 
 
 def _native_outcomes(

@@ -21,7 +21,7 @@ from ptxseg.ensemble.blend import weighted_mean
 from ptxseg.io import rle
 from ptxseg.io.atomic import atomic_open
 from ptxseg.io.maps import read_rows
-from ptxseg.layout import Layout, fold_columns
+from ptxseg.layout import Layout, fold_columns, head_source
 from ptxseg.scoring.thresholds import Cascade, binarise
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,13 @@ class PredictionFiles:
                     f"image(s), e.g. {missing[0]}"
                 )
             maps[arch] = (list(files), np.array([position[i] for i in image_ids]))
+            ids = pd.read_csv(self.segmenter_ids[arch], dtype={"image_id": str})
+            heads = fold_columns(ids.columns)  # the classification head's, where it has one
+            if heads:
+                table = ids.set_index("image_id")
+                probabilities[head_source(arch)] = (
+                    table.loc[image_ids, heads].mean(axis=1).to_numpy()
+                )
         for arch, path in self.classifiers.items():
             table = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")
             folds = fold_columns(table.columns)
@@ -87,6 +94,12 @@ def cascade_rows(
     seg_weights, cls_weights = ensemble["segmenter_weights"], ensemble["classifier_weights"]
     maps, probabilities = predictions.open(image_ids)
     classifier = None
+    missing = [a for a in cls_weights if a not in probabilities]
+    if missing:
+        raise SubmissionError(
+            f"no test probabilities for the gate's source(s) {missing} (a segmenter head's are "
+            "written by predict_segmenter beside its maps)"
+        )
     if cls_weights:
         classifier = weighted_mean(
             [probabilities[a] for a in cls_weights], list(cls_weights.values())

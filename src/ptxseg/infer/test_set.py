@@ -68,12 +68,17 @@ def _member_average(
     runtime: Runtime,
     shape: tuple[int, ...],
     out: np.ndarray,
-) -> None:
-    """Average the members' probabilities into ``out`` (float32 accumulators per batch, uint8 stored)."""
+) -> np.ndarray | None:
+    """Average the members' probabilities into ``out`` (float32 accumulators per batch, uint8
+    stored); return the members' mean head probability per image where the segmenters have a
+    classification head (None otherwise)."""
     total = np.zeros(shape, dtype=np.float32) if len(shape) == 1 else None
+    head = None
     for k, path in enumerate(models):
         model = load_member(path, device)
-        for indices, probabilities in runtime.predict_batches(model, dataset, device, batch_size):
+        for indices, probabilities, image_p in runtime.predict_batches(
+            model, dataset, device, batch_size
+        ):
             if total is not None:  # classifier: a vector, averaged in float
                 total[indices] += probabilities[:, 0] / len(models)
             else:  # segmenter: running mean in the uint8 file, weights k/(k+1) and 1/(k+1)
@@ -81,9 +86,13 @@ def _member_average(
                 out[indices] = quantise_probabilities(
                     (previous / 255.0 * k + probabilities) / (k + 1)
                 )
+            if image_p is not None:
+                head = np.zeros(len(dataset), dtype=np.float32) if head is None else head
+                head[indices] += image_p / len(models)
         del model
     if total is not None:
         out[:] = total
+    return head
 
 
 def predict_classifier(
@@ -127,7 +136,8 @@ def predict_segmenter(
     runtime: Runtime | None = None,
     batch_size: int = 16,
 ) -> list[Path]:
-    """uint8 maps per fold (members averaged) in ``out_maps[fold]``; image order in ``out_ids``."""
+    """uint8 maps per fold (members averaged) in ``out_maps[fold]``; image order in ``out_ids``,
+    with the classification heads' probability per fold where the segmenters have one."""
     runtime = runtime or Runtime()
     torch.set_num_threads(max(1, runtime.threads))
     device = pick_device(runtime.device)
@@ -136,7 +146,7 @@ def predict_segmenter(
         raise ValueError(
             f"maps asked for folds {sorted(out_maps)}, models of {sorted(fold_models)}"
         )
-    written = []
+    written, heads = [], {}
     shape = (len(dataset), size, size)
     for fold, models in sorted(fold_models.items()):
         path = Path(out_maps[fold])
@@ -145,7 +155,7 @@ def predict_segmenter(
         scratch = path.parent / f".{path.name}.scratch"
         try:
             running = np.memmap(scratch, dtype=np.uint8, mode="w+", shape=shape)
-            _member_average(models, dataset, batch_size, device, runtime, shape, running)
+            head = _member_average(models, dataset, batch_size, device, runtime, shape, running)
             with maps.create(path, shape) as out:
                 for start in range(0, len(dataset), COPY_CHUNK):
                     rows = slice(start, min(start + COPY_CHUNK, len(dataset)))
@@ -154,7 +164,11 @@ def predict_segmenter(
         finally:
             scratch.unlink(missing_ok=True)
         written.append(path)
-    atomic.write_csv(out_ids, pd.DataFrame({"image_id": dataset.image_ids}))
+        if head is not None:
+            heads[fold_name(fold)] = head
+    # The classification heads' probabilities (members averaged), one column per fold, beside
+    # the image order; none where the segmenters have no head.
+    atomic.write_csv(out_ids, pd.DataFrame({"image_id": dataset.image_ids, **heads}))
     log.info(
         "segmenter test maps: %d images x %d folds at %dpx -> %s",
         len(dataset),

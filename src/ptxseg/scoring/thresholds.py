@@ -173,8 +173,14 @@ class CascadeGrid:
             raise ValueError("no images were scored")
         return self.sums / self.images
 
-    def best(self) -> tuple[Cascade, float]:
-        return best_cascade(self.scores(), *self.axes, self.gates)
+    def best(self, gates: list[float] | None = None) -> tuple[Cascade, float]:
+        """The best cascade, over every gate or only over ``gates`` (a subset of this grid's)."""
+        if gates is None:
+            return best_cascade(self.scores(), *self.axes, self.gates)
+        keep = [k for k, g in enumerate(self.gates) if g in set(gates)]
+        if not keep:
+            raise ValueError(f"none of the gates {gates} is in the grid's {self.gates}")
+        return best_cascade(self.scores()[keep], *self.axes, [self.gates[k] for k in keep])
 
 
 def image_outcomes(h: Histograms, cascade: Cascade, classifier: np.ndarray | None = None) -> dict:

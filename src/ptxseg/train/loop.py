@@ -2,7 +2,8 @@
 
 Per epoch: reseed everything from (seed, epoch) so a resumed run repeats the uninterrupted one
 bit for bit; sample the epoch's images; train with warm-up / cosine restarts / plateau /
-exponential decay, gradient accumulation and clipping, bf16 autocast on a GPU; evaluate on the
+exponential decay, gradient accumulation and clipping, bf16 autocast on a GPU, the encoder frozen
+for a stage's first epochs where asked; evaluate on the
 held-out images; keep the best model, the snapshot at the end of each cosine cycle, a stochastic
 weight average, and an exponential moving average of the weights (updated after every optimiser
 step); write the metrics CSV every epoch and the training state (for resuming) every epoch or, with
@@ -28,6 +29,8 @@ from torch.utils.data import DataLoader, Subset
 from ptxseg.data.datasets import RepackedImages, worker_init
 from ptxseg.io import atomic
 from ptxseg.layout import BEST, EMA, SWA, snapshot_member
+from ptxseg.models.outputs import as_float
+from ptxseg.models.parts import encoder_of, freeze
 from ptxseg.parallel import progress
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device, seed_everything
@@ -134,6 +137,10 @@ def fit(
         model.to(memory_format=torch.channels_last)
     parts = _parts(model, settings, members, meta)
     progress_ = _resume(model, parts, members)
+    if progress_.history and members.metrics_csv is not None:
+        # A job killed after its last epoch's state (e.g. while predicting) resumes with no epoch
+        # left to run: its metrics table, which the failed job's cleanup removed, is rewritten.
+        atomic.write_csv(members.metrics_csv, pd.DataFrame(progress_.history))
     loss_fn = task.loss.to(device)
     positive = task.positive if task.positive is not None else np.zeros(len(train_set), dtype=bool)
     state_written = time.monotonic()
@@ -374,6 +381,13 @@ def _finish(
 def _train_epoch(model, loader, loss_fn, parts, settings, epoch, device, members) -> float:
     optimiser, schedule = parts.optimiser, parts.schedule
     model.train()
+    if settings.freeze_encoder_epochs:
+        # After train(): a frozen encoder's BatchNorm layers stay in eval mode. Set every epoch
+        # from the epoch alone, so a resumed run freezes exactly as the uninterrupted one.
+        frozen = epoch < settings.freeze_encoder_epochs
+        freeze(encoder_of(model), frozen)
+        if frozen or epoch == settings.freeze_encoder_epochs:
+            log.info("epoch %d: encoder %s", epoch + 1, "frozen" if frozen else "unfrozen")
     total, count = 0.0, 0
     batches = len(loader)
     optimiser.zero_grad(set_to_none=True)
@@ -391,8 +405,8 @@ def _train_epoch(model, loader, loss_fn, parts, settings, epoch, device, members
             images = images.contiguous(memory_format=torch.channels_last)
         target = batch["target"].to(device, non_blocking=True)
         with autocast(device, settings.runtime.amp):
-            logits = model(images)
-        loss = loss_fn(logits.float(), target)
+            output = model(images)
+        loss = loss_fn(as_float(output), target)
         if not torch.isfinite(loss):
             kept = (
                 members.state

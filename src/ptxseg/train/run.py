@@ -9,9 +9,11 @@ uint8 map files (``ptxseg.io.maps``; one per kept model: best, SWA, snapshots), 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ptxseg.data.crops import check_crop, with_crop
 from ptxseg.data.datasets import RepackedImages
 from ptxseg.data.nih import pretraining_findings
 from ptxseg.data.repack import read_manifest, read_stats
@@ -126,6 +129,8 @@ def _built_with(arch: str, options: dict | None, settings: FitSettings) -> dict:
 def _task(kind: str, settings: FitSettings, device: torch.device, **extra) -> Task:
     runtime = settings.runtime
     build = segmentation_task if kind == "segmenter" else classification_task
+    if kind == "segmenter":
+        extra["head_weight"] = settings.head_weight
     return build(
         settings.loss,
         settings.eval_batch_size,
@@ -228,11 +233,15 @@ def train_fold(
     state_path: str | os.PathLike,
     stop_after_epoch: int | None = None,
     input_size: int | None = None,
+    stage_repacks: dict[int, tuple[str | os.PathLike, str | os.PathLike]] | None = None,
 ) -> dict:
     """Train one fold model of ``kind`` 'classifier' or 'segmenter' and write its OOF predictions.
 
     Images are read at the repacked ``size``; ``input_size`` resizes them on reading for a model
-    whose input side is not a repacked size (the compound-scaled U-Nets).
+    whose input side is not a repacked size (the compound-scaled U-Nets). A segmenter recipe with
+    stages trains each in turn at its size (``stage_repacks``: size -> (manifest, stats) of the
+    sizes other than ``size``); the OOF maps are predicted at ``size``, on whole images.
+    ``stop_after_epoch`` counts epochs over all stages (tests of resuming).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be 'classifier' or 'segmenter', got {kind!r}")
@@ -242,44 +251,159 @@ def train_fold(
     device = _start(settings)
     out_dir = Path(out_dir)
     segmenter = kind == "segmenter"
-    augment = build_augment(
-        settings.augment, f"{'segment' if segmenter else 'classify'}.recipe.augment"
-    )
-    train_set, held_out, train_rows, held_rows = _siim_split(
-        folds_csv, manifest_csv, stats_json, size, fold, segmenter, augment, input_size
-    )
-    positive = {"positive": train_rows["has_pneumothorax"].to_numpy() == 1} if segmenter else {}
+    plan = settings.stage_plan(size) if segmenter else [(size, settings)]
+    repacks = {**(stage_repacks or {}), size: (manifest_csv, stats_json)}
     built_with = _built_with(arch, options, settings)
-    job = FitJob(
-        _model(arch, 1, settings, weights, weights_dir, built_with),
-        train_set,
-        held_out,
-        _task(kind, settings, device, **positive),
-        # The options rebuild the same modules when a kept model is loaded (dropout, drop path).
-        {
-            "arch": arch,
-            "kind": kind,
-            "fold": fold,
-            "size": size,
-            "options": built_with,
-        },
-    )
-    history = _fit(job, settings, device, out_dir, state_path, stop_after_epoch)
-    if stop_after_epoch is not None and len(history) < settings.epochs:
-        return {"stopped_after_epoch": len(history)}
+    model = _model(arch, 1, settings, weights, weights_dir, built_with)
+    # The options rebuild the same modules when a kept model is loaded (dropout, drop path, head).
+    meta = {"arch": arch, "kind": kind, "fold": fold, "size": size, "options": built_with}
+    if settings.stages:
+        meta["stages"] = [asdict(stage) for stage in settings.stages]
+    epochs_before, histories = 0, []
+    for k, (stage_size, stage) in enumerate(plan):
+        last = k == len(plan) - 1
+        job, held_rows = _stage_job(
+            model,
+            kind,
+            stage,
+            stage_size,
+            repacks,
+            folds_csv,
+            fold,
+            input_size,
+            device,
+            {**meta, "stage": k} if settings.stages else meta,
+            k,
+        )
+        stop = None if stop_after_epoch is None else stop_after_epoch - epochs_before
+        if stop is not None and stop <= 0:
+            return {"stopped_after_epoch": stop_after_epoch}
+        if last:
+            history = _fit(job, stage, device, out_dir, state_path, stop)
+        else:
+            history = _fit_stage(job, stage, device, _stage_dir(state_path, k), stop)
+        histories.append(history.assign(stage=k, size=stage_size))
+        epochs_before += stage.epochs
+        if stop_after_epoch is not None and len(history) < stage.epochs:
+            return {"stopped_after_epoch": epochs_before - stage.epochs + len(history)}
+    if settings.stages:
+        _write_stage_metrics(out_dir / METRICS, histories)
     summary = {
         "arch": arch,
         "kind": kind,
         "fold": fold,
         "size": size,
-        "images_held_out": len(held_out),
-        "epochs": len(history),
-        "members": _write_oof(job, settings, device, out_dir, held_rows, segmenter),
+        "images_held_out": len(job.val_set),
+        "epochs": sum(len(h) for h in histories),
+        "members": _write_oof(job, plan[-1][1], device, out_dir, held_rows, segmenter),
     }
+    if settings.stages:
+        summary["stages"] = [
+            {"size": s, "epochs": st.epochs, "freeze_encoder_epochs": st.freeze_encoder_epochs}
+            for s, st in plan
+        ]
     atomic.write_json(out_dir / SUMMARY, summary)
     _log_summary(summary)
     remove_training_state(state_path)  # the run is complete; its resume state is no longer needed
+    shutil.rmtree(_stages_dir(state_path), ignore_errors=True)
     return summary
+
+
+def stage_repacks(inputs) -> dict[int, tuple[str, str]]:
+    """size -> (manifest, stats) of a job's stage repacks (its ``stage_manifests`` and
+    ``stage_stats`` inputs, in the same order), the size read from each stats file's keys."""
+    manifests = list(getattr(inputs, "stage_manifests", []) or [])
+    stats = list(getattr(inputs, "stage_stats", []) or [])
+    repacks = {}
+    for manifest, stats_json in zip(manifests, stats, strict=True):
+        sizes = list(json.loads(Path(stats_json).read_text()))
+        if len(sizes) != 1:
+            raise ValueError(f"{stats_json}: one repack size expected, found {sizes}")
+        repacks[int(sizes[0])] = (manifest, stats_json)
+    return repacks
+
+
+def _stage_job(
+    model: nn.Module,
+    kind: str,
+    settings: FitSettings,
+    size: int,
+    repacks: dict,
+    folds_csv,
+    fold: int,
+    input_size: int | None,
+    device: torch.device,
+    meta: dict,
+    index: int,
+) -> tuple[FitJob, pd.DataFrame]:
+    """One stage's fit job: the SIIM split at the stage's size, cropped and augmented as its
+    recipe says, and the held-out rows."""
+    if size not in repacks:
+        raise ValueError(
+            f"recipe.stages[{index}].size {size}: no repack of that size was given to the job"
+        )
+    segmenter = kind == "segmenter"
+    check_crop(settings.crop, input_size or size)
+    augment = with_crop(
+        build_augment(settings.augment, f"{'segment' if segmenter else 'classify'}.recipe.augment"),
+        settings.crop,
+    )
+    manifest_csv, stats_json = repacks[size]
+    train_set, held_out, train_rows, held_rows = _siim_split(
+        folds_csv, manifest_csv, stats_json, size, fold, segmenter, augment, input_size
+    )
+    positive = {"positive": train_rows["has_pneumothorax"].to_numpy() == 1} if segmenter else {}
+    job = FitJob(model, train_set, held_out, _task(kind, settings, device, **positive), meta)
+    return job, held_rows
+
+
+def _stages_dir(state_path) -> Path:
+    """Where the stages before the last keep their state and hand-over model: beside the resume
+    state, outside the job's declared outputs (which Snakemake removes when a job fails)."""
+    return Path(state_path).with_suffix(".stages")
+
+
+def _stage_dir(state_path, index: int) -> Path:
+    return _stages_dir(state_path) / f"stage{index}"
+
+
+def _fit_stage(
+    job: FitJob,
+    settings: FitSettings,
+    device: torch.device,
+    folder: Path,
+    stop_after_epoch: int | None,
+) -> pd.DataFrame:
+    """A stage before the last: trained (or resumed) in ``folder``; its best model on the
+    held-out fold is loaded into the job's model for the next stage. A finished stage with the same
+    settings is not trained again (its ``done.json`` records them)."""
+    done = folder / "done.json"
+    fingerprint = {**settings.fingerprint(), **job.meta}
+    finished = _recorded(done) == json.loads(json.dumps(fingerprint, default=str))
+    if finished:
+        log.info("stage %s already trained in %s", job.meta.get("stage"), folder)
+        history = pd.read_csv(folder / METRICS)
+    else:
+        history = _fit(job, settings, device, folder, folder / "state.pt", stop_after_epoch)
+        if len(history) < settings.epochs:
+            return history
+    job.model.load_state_dict(checkpoint.load(model_file(folder, BEST))["model"])
+    if not finished:
+        atomic.write_json(done, json.loads(json.dumps(fingerprint, default=str)))
+        remove_training_state(folder / "state.pt")
+    return history
+
+
+def _recorded(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write_stage_metrics(path: Path, histories: list[pd.DataFrame]) -> None:
+    """One metrics table over the stages: ``epoch`` counts on across them, ``stage_epoch`` within."""
+    table = pd.concat(histories, ignore_index=True)
+    table = table.rename(columns={"epoch": "stage_epoch"})
+    table.insert(0, "epoch", range(1, len(table) + 1))
+    atomic.write_csv(path, table)
 
 
 def _write_oof(
@@ -297,8 +421,12 @@ def _write_oof(
         job.model.load_state_dict(checkpoint.load(model_file(out_dir, name))["model"])
         if segmenter:
             path = Path(oof_maps_file(out_dir, name))
-            _predict_maps(job.model, job.val_set, path, settings, device)
+            head = _predict_maps(job.model, job.val_set, path, settings, device)
             metrics[name] = score_maps(path, job.val_set)
+            if head is not None:  # the classification head's image probability
+                oof[probability_column(name)] = head
+                labels = held_rows["has_pneumothorax"]
+                metrics[name]["head_auc"] = classification_metrics(labels, head)["auc"]
         else:
             probability = _predict_probabilities(job.model, job.val_set, settings, device)
             oof[probability_column(name)] = probability
@@ -313,21 +441,27 @@ def _predict_probabilities(
     model.to(device)
     probabilities = np.zeros(len(dataset), dtype=np.float32)
     batches = settings.runtime.predict_batches(model, dataset, device, settings.eval_batch_size)
-    for indices, p in batches:
+    for indices, p, _ in batches:
         probabilities[indices] = p[:, 0]
     return probabilities
 
 
 def _predict_maps(
     model, dataset: RepackedImages, path: Path, settings: FitSettings, device: torch.device
-) -> None:
-    """uint8 maps streamed into ``path``, in the dataset's order."""
+) -> np.ndarray | None:
+    """uint8 maps streamed into ``path``, in the dataset's order; the classification head's
+    probability per image where the model has a head (else None)."""
     model.to(device)
     batches = settings.runtime.predict_batches(model, dataset, device, settings.eval_batch_size)
     first = tuple(dataset[0]["image"].shape[-2:])
+    heads = None
     with maps.create(path, (len(dataset), *first)) as out:
-        for indices, p in batches:
+        for indices, p, head in batches:
             out[indices] = quantise_probabilities(p)
+            if head is not None:
+                heads = np.zeros(len(dataset), dtype=np.float32) if heads is None else heads
+                heads[indices] = head
+    return heads
 
 
 def score_maps(maps_path: str | os.PathLike, dataset: RepackedImages, chunk: int = 64) -> dict:

@@ -8,10 +8,39 @@ reach training.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from ptxseg.recipes import member_names
 from ptxseg.runtime.options import Runtime
 from ptxseg.train.schedules import RmspropSpec, ScheduleSpec
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of progressive resizing: its size and what differs from the recipe there."""
+
+    size: int
+    epochs: int
+    batch_size: int | None = None
+    lr: float | None = None
+    freeze_encoder_epochs: int = 0
+    crop: dict | None = None
+
+    @classmethod
+    def from_config(cls, stage: dict) -> StageSpec:
+        return cls(
+            size=stage["size"],
+            epochs=stage["epochs"],
+            batch_size=stage.get("batch_size"),
+            lr=stage.get("lr"),
+            freeze_encoder_epochs=stage.get("freeze_encoder_epochs", 0),
+            crop=_crop(stage.get("crop")),
+        )
+
+
+def _crop(crop: dict | None) -> dict | None:
+    """The crop where one is asked for (a size), else None."""
+    return dict(crop) if crop and crop.get("size") else None
 
 
 @dataclass(frozen=True)
@@ -42,6 +71,12 @@ class FitSettings:
     dropout_rate: float | None = None
     bn_momentum: float | None = None
     loss: dict = field(default_factory=lambda: {"name": "bce"})
+    # Segmenters: the classification head's weight beside the pixel loss (None: no head), the
+    # epochs trained with the encoder frozen, the training crop, and progressive-resizing stages.
+    head_weight: float | None = None
+    freeze_encoder_epochs: int = 0
+    crop: dict | None = None
+    stages: tuple[StageSpec, ...] = ()
     augment: dict | None = None
     seed: int = 0
     runtime: Runtime = field(default_factory=Runtime)
@@ -90,6 +125,10 @@ class FitSettings:
             dropout_rate=recipe["dropout_rate"],
             bn_momentum=recipe["bn_momentum"],
             loss=recipe["loss"],
+            head_weight=recipe["head"]["weight"] if recipe["head"]["enabled"] else None,
+            freeze_encoder_epochs=recipe["freeze_encoder_epochs"],
+            crop=_crop(recipe["crop"]),
+            stages=tuple(StageSpec.from_config(stage) for stage in recipe["stages"]),
             augment=recipe.get("augment"),
             seed=seed,
             runtime=runtime,
@@ -110,14 +149,43 @@ class FitSettings:
             }
         )
 
+    def stage_plan(self, size: int) -> list[tuple[int, FitSettings]]:
+        """(size, settings) of each stage in order: the recipe itself at ``size`` without stages;
+        with stages, each stage's overrides, and only the last keeps members (SWA, EMA,
+        snapshots), so every stage before it hands its best model on."""
+        if not self.stages:
+            return [(size, self)]
+        if self.stages[-1].size != size:
+            raise ValueError(
+                f"recipe.stages: the last stage's size {self.stages[-1].size} must be the "
+                f"stage's size {size} (the size of the OOF and test maps)"
+            )
+        plan = []
+        for k, stage in enumerate(self.stages):
+            settings = replace(
+                self,
+                stages=(),
+                epochs=stage.epochs,
+                batch_size=stage.batch_size or self.batch_size,
+                lr=stage.lr or self.lr,
+                freeze_encoder_epochs=stage.freeze_encoder_epochs,
+                crop=stage.crop,
+            )
+            plan.append(
+                (stage.size, settings if k == len(self.stages) - 1 else settings.one_model())
+            )
+        return plan
+
     def model_options(self, drop_path: bool = True) -> dict:
-        """The regularisation ``build_model`` takes, where the recipe sets it; the drop path rate
-        only for an architecture that has stochastic depth (``drop_path``)."""
-        rates = {
+        """The options ``build_model`` takes from the recipe: the regularisation where it is set
+        (the drop path rate only for an architecture with stochastic depth, ``drop_path``) and the
+        classification head where the recipe trains one."""
+        options: dict[str, Any] = {
             "drop_path_rate": self.drop_path_rate if drop_path else None,
             "dropout_rate": self.dropout_rate,
+            "classification_head": True if self.head_weight is not None else None,
         }
-        return {key: value for key, value in rates.items() if value is not None}
+        return {key: value for key, value in options.items() if value is not None}
 
     @property
     def eval_batch_size(self) -> int:

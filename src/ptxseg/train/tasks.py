@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 from ptxseg.data.datasets import RepackedImages
+from ptxseg.models.outputs import as_float, split_logits
 from ptxseg.runtime.precision import autocast
 from ptxseg.runtime.predict import ordered_batches
 from ptxseg.train.loop import Task
-from ptxseg.train.losses import build_loss
+from ptxseg.train.losses import build_loss, segmenter_loss
 from ptxseg.train.metrics import SegmentationScores, classification_metrics, multilabel_auc
 
 
@@ -36,8 +37,8 @@ def _batches(
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(device, amp):
-                logits = model(images)
-            yield logits.float(), batch["target"].to(device)
+                output = model(images)
+            yield as_float(output), batch["target"].to(device)
 
 
 def segmentation_task(
@@ -49,18 +50,29 @@ def segmentation_task(
     channels_last: bool = True,
     num_workers: int = 0,
     threshold: float = 0.5,
+    head_weight: float | None = None,
 ) -> Task:
-    loss_fn = build_loss(kind="segmenter", **loss)
+    """The pixel loss (plus the classification head's image-level BCE at ``head_weight``); the
+    held-out scores, with the head's AUC where the model has a head."""
+    loss_fn = segmenter_loss(loss, head_weight)
 
     def evaluate(model: nn.Module, dataset: RepackedImages) -> dict:
-        scores, losses = SegmentationScores(), []
-        for logits, target in _batches(
+        scores, losses, heads, labels = SegmentationScores(), [], [], []
+        for output, target in _batches(
             model, dataset, batch_size, device, amp, channels_last, num_workers
         ):
-            losses.append(float(loss_fn(logits, target)) * len(target))
-            predicted = (torch.sigmoid(logits) >= threshold)[:, 0].cpu().numpy()
-            scores.add(predicted, target[:, 0].cpu().numpy() > 0.5)
-        return {"val_loss": sum(losses) / len(dataset), **scores.result()}
+            losses.append(float(loss_fn(output, target)) * len(target))
+            logits, head = split_logits(output)
+            truth = target[:, 0].cpu().numpy() > 0.5
+            scores.add((torch.sigmoid(logits) >= threshold)[:, 0].cpu().numpy(), truth)
+            if head is not None:
+                heads.append(torch.sigmoid(head[:, 0]).cpu().numpy())
+                labels.append(truth.reshape(len(truth), -1).any(axis=1))
+        metrics = {"val_loss": sum(losses) / len(dataset), **scores.result()}
+        if heads:
+            image_level = classification_metrics(np.concatenate(labels), np.concatenate(heads))
+            metrics["head_auc"] = image_level["auc"]
+        return metrics
 
     return Task(loss=loss_fn, evaluate=evaluate, positive=positive)
 
