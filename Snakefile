@@ -37,6 +37,7 @@ include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/scaling.smk"
 include: "workflow/rules/augsearch.smk"
+include: "workflow/rules/ablation.smk"
 
 
 rule all:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 
-from ptxseg.layout import BEST, EMA, SWA, snapshot_member
+from ptxseg.layout import BASELINE, BEST, EMA, SWA, snapshot_member
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -27,6 +27,33 @@ def recipe_for(config: dict, stage: str, arch: str) -> dict:
         section.get("archs", {}).get(arch, {}).get("recipe", {}) if stage != "pretrain" else {}
     )
     return deep_merge(section["recipe"], override)
+
+
+def ablation_arch(config: dict) -> str:
+    """The segmenter the ablation trains: ablation.arch, or the first of segment.archs by name."""
+    arch = config["ablation"]["arch"]
+    return arch if arch is not None else sorted(config["segment"]["archs"])[0]
+
+
+def ablation_levers(config: dict) -> list[str]:
+    """Every lever of the ablation, the baseline first, then ablation.levers in name order."""
+    return [BASELINE, *sorted(config["ablation"]["levers"])]
+
+
+def lever_recipe(config: dict, lever: str) -> dict:
+    """The recipe a lever trains: the segment stage's recipe for the ablation's architecture, with
+    the lever's overrides deep-merged (the baseline has none). Snapshots, SWA and EMA cannot be
+    overridden, so the kept members are the stage's."""
+    recipe = recipe_for(config, "segment", ablation_arch(config))
+    if lever == BASELINE:
+        return recipe
+    return deep_merge(recipe, config["ablation"]["levers"][lever].get("recipe", {}))
+
+
+def lever_train(config: dict, lever: str) -> dict:
+    """The config's ``train`` section for a lever: its ``tta`` instead of train.tta where given."""
+    tta = None if lever == BASELINE else config["ablation"]["levers"][lever].get("tta")
+    return config["train"] if tta is None else {**config["train"], "tta": list(tta)}
 
 
 def member_names(recipe: dict) -> list[str]:

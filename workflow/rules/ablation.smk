@@ -1,0 +1,114 @@
+# The winners' levers of SIIM-ACR, each switched on alone against one baseline. Target:
+# results/ablation/summary.csv (not part of 'all'). Every lever but the baseline trains the
+# ablated segmenter (ablation.arch) on every fold, one job per (lever, fold), with the segment
+# recipe and the lever's overrides; one search per lever (the baseline's reads the segment stage's
+# own folds of that architecture, the same recipe, not trained again) scores its cascade with the
+# stage's classifiers on OOF; the summary compares them.
+
+
+rule ablation_fold:
+    input:
+        unpack(lever_stage_repacks),
+        **siim_repack(config["segment"]["size"]),
+        folds=L.data("siim_folds.csv"),
+    output:
+        models=expand(
+            L.ablation_model("{{lever}}", "{{arch}}", "{{fold}}", "{member}"),
+            member=stage_members("segment"),
+        ),
+        oof=expand(
+            L.ablation_oof_maps("{{lever}}", "{{arch}}", "{{fold}}", "{member}"),
+            member=stage_members("segment"),
+        ),
+        oof_ids=L.ablation_fold_file("{lever}", "{arch}", "{fold}", OOF_IDS),
+        metrics=L.ablation_fold_file("{lever}", "{arch}", "{fold}", METRICS),
+        summary=L.ablation_fold_file("{lever}", "{arch}", "{fold}", SUMMARY),
+    log:
+        L.log("ablation_fold", ablation_job("{lever}", "{arch}", "{fold}")),
+    benchmark:
+        L.ablation_benchmark("{lever}", "{arch}", "{fold}")
+    wildcard_constraints:
+        lever="|".join(trained_levers()) or "(?!)",
+        arch=ablation_arch(config),
+        fold=r"\d+",
+    conda:
+        "../../envs/ptxseg.yaml"
+    threads: resources_of("train")["threads"]
+    resources:
+        mem_mb=resources_of("train")["mem_mb"],
+        runtime=resources_of("train")["runtime"],
+        gpu=resources_of("train").get("gpu", 0),
+    params:
+        arch=lever_arch_params,
+        size=config["segment"]["size"],
+        seed=config["seed"],
+        train=lever_train_params,
+        state=L.ablation_state("{lever}", "{arch}", "{fold}"),
+    script:
+        "../scripts/ablation_fold.py"
+
+
+rule ablation_search:
+    input:
+        unpack(lever_segmenter_files),
+        classifiers=fold_targets("classify", OOF_CSV),
+        manifest=L.repack_manifest("siim", config["segment"]["size"]),
+        stats=L.repack_stats("siim", config["segment"]["size"]),
+        classify_stats=L.repack_stats("siim", config["classify"]["size"]),
+        index=L.data("siim_index.csv"),
+        rle=siim_source()["rle"],
+    output:
+        ensemble=L.ablation_ensemble("{lever}", "ensemble.json"),
+        scores=L.ablation_ensemble("{lever}", "scores.csv"),
+        grid=L.ablation_ensemble("{lever}", "threshold_search.csv"),
+        images=L.ablation_ensemble("{lever}", "oof_images.csv"),
+        maps=L.ablation_ensemble("{lever}", "oof_blend.h5"),
+    log:
+        L.log("ablation_search", "{lever}"),
+    benchmark:
+        L.benchmark("ablation_search", "{lever}")
+    wildcard_constraints:
+        lever="|".join(ablation_levers(config)),
+    conda:
+        "../../envs/ptxseg.yaml"
+    threads: resources_of("ensemble")["threads"]
+    resources:
+        mem_mb=resources_of("ensemble")["mem_mb"],
+        runtime=resources_of("ensemble")["runtime"],
+    params:
+        ensemble=config["ensemble"],
+        classify_archs=list(config["classify"]["archs"]),
+        arch=ablation_arch(config),
+        n_folds=N_FOLDS,
+        kept=stage_members("segment"),
+        positive_only=lever_positive_only,
+        size=config["segment"]["size"],
+        classify_size=config["classify"]["size"],
+        normalisation=NORMALISATION,
+        tta=lever_tta,
+    script:
+        "../scripts/ablation_search.py"
+
+
+rule ablation_summary:
+    input:
+        **ablation_summary_inputs(),
+    output:
+        summary=L.ablation("summary.csv"),
+        report=L.ablation("report.html"),
+    log:
+        L.log("ablation_summary", "ablation_summary"),
+    benchmark:
+        L.benchmark("ablation_summary", "ablation_summary")
+    conda:
+        "../../envs/ptxseg.yaml"
+    resources:
+        mem_mb=resources_of("default")["mem_mb"],
+        runtime=resources_of("default")["runtime"],
+    params:
+        levers=ablation_levers(config),
+        overrides=config["ablation"]["levers"],
+        arch=ablation_arch(config),
+        n_folds=N_FOLDS,
+    script:
+        "../scripts/ablation_summary.py"
