@@ -371,3 +371,36 @@ def test_the_recipe_keys_reach_the_fit_settings_from_the_config_file():
     assert settings.runtime.tta == ("none", "hflip", 0.75, 1.25)
     task = segmentation_task(settings.loss, 2, CPU, np.array([True]), head_weight=0.25)
     assert type(task.loss).__name__ == "ImageHeadLoss"
+
+
+# ----------------------------------------------------------------------------- augmentation seeds
+
+
+def test_reseeded_transforms_draw_independently_and_reproducibly(tmp_path):
+    """Two flips at p=0.5 fired together on every image before (one seed for every transform)."""
+    from ptxseg.data.datasets import RepackedImages
+    from ptxseg.data.transforms import build_augment
+
+    image = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every pixel its own value
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    flips = {
+        "transform": {
+            "__class_fullname__": "Compose",
+            "transforms": [
+                {"__class_fullname__": "HorizontalFlip", "p": 0.5},
+                {"__class_fullname__": "VerticalFlip", "p": 0.5},
+            ],
+        }
+    }
+    dataset = RepackedImages(
+        ["a"], [tmp_path / "a.png"], mean=0.5, std=0.25, augment=build_augment(flips)
+    )
+    kinds = []
+    for seed in range(200):
+        dataset.reseed(seed)
+        out = dataset[0]["image"][0]
+        dataset.reseed(seed)
+        assert torch.equal(out, dataset[0]["image"][0])  # the same seed, the same draws
+        kinds.append((bool(out[0, 0] > out[0, -1]), bool(out[0, 0] > out[-1, 0])))  # (h, v)
+    together = sum(h == v for h, v in kinds)
+    assert 60 < together < 140, together  # about half, not always

@@ -60,9 +60,17 @@ class RepackedImages(Dataset):
         return len(self.images)
 
     def reseed(self, seed: int) -> None:
-        """Seed the augmentation's own generators (albumentations ignores the global ones)."""
+        """Seed the augmentation's own generators (albumentations ignores the global ones).
+
+        albumentations 2's ``set_random_seed`` seeds every transform's generators with the same
+        number, so transforms that draw alike move in lockstep (a flip at p=0.5 and an affine at
+        p=0.5 always fired together); handing the pipeline's one pair of generators to every
+        transform makes their draws follow each other instead, still reproducible from ``seed``.
+        """
         if self.augment is not None:
             self.augment.set_random_seed(int(seed) % 2**32)
+            if hasattr(self.augment, "set_random_state"):
+                self.augment.set_random_state(self.augment.random_generator, self.augment.py_random)
 
     def _image(self, index: int) -> np.ndarray:
         image = _read(self.images[index])
