@@ -261,12 +261,17 @@ def _spread(values: pd.Series) -> str:
 
 
 def result_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """The headline rows: the cascade (at each size it was scored at), the blend, the best
-    architecture and the all-empty baseline."""
+    """The headline rows: the cascade (at each size it was scored at) and the same blend without
+    its gate, the blend, the best architecture, the all-empty baseline, and the AUC of the
+    classifiers and of the gate."""
     seg = scores[scores["kind"] == "segmenter"]
     rows = []
     for r in seg[seg["level"] == "cascade"].itertuples():
         rows.append(("cascade (blend, gate, triplet)", r.score, r.scored_at))
+    for r in seg[seg["level"] == "cascade_ungated"].itertuples():
+        rows.append(
+            ("the same blend without its gate (its own best triplet)", r.score, r.scored_at)
+        )
     for r in seg[(seg["level"] == "blend") & (seg["metric"] == "competition_tuned")].itertuples():
         rows.append(("segmenter blend, its own best triplet", r.score, r.scored_at))
     arch = seg[(seg["level"] == "architecture") & (seg["metric"] == "competition_tuned")]
@@ -278,6 +283,11 @@ def result_table(scores: pd.DataFrame) -> pd.DataFrame:
     blend_auc = scores[(scores["kind"] == "classifier") & (scores["level"] == "blend")]
     for r in blend_auc.itertuples():
         rows.append(("classifier blend (ROC AUC)", r.score, r.scored_at))
+    gate_auc = scores[(scores["kind"] == "gate") & (scores["level"] == "blend")]
+    for r in gate_auc.itertuples():
+        rows.append(
+            ("the gate: classifiers and segmenter heads blended (ROC AUC)", r.score, r.scored_at)
+        )
     return pd.DataFrame(rows, columns=["what", "score", "scored at"])
 
 
@@ -367,6 +377,12 @@ def scores_section(inputs: ReportInputs) -> tuple[Section, Section]:
     if (scores["kind"] == "classifier").any():
         section.text("Classifiers by architecture and kept model (ROC AUC over folds):")
         section.table(model_table(scores, "classifier"))
+    if (scores["kind"] == "head").any():
+        section.text(
+            "Segmenters' classification heads by architecture and kept model (ROC AUC over folds); "
+            "the gate blends them with the classifiers, weights by OOF AUC:"
+        )
+        section.table(model_table(scores, "head"))
     columns = [
         c
         for c in (
@@ -392,8 +408,10 @@ def scores_section(inputs: ReportInputs) -> tuple[Section, Section]:
     )
     if ensemble.get("classifier_weights"):
         weights.figure(
-            figures.weight_bars(ensemble["classifier_weights"], "classifier weights (OOF AUC)"),
-            "classifier weights",
+            figures.weight_bars(
+                ensemble["classifier_weights"], "the gate's weights: classifiers, heads (OOF AUC)"
+            ),
+            "the gate's weights",
         )
     weights.figure(
         figures.weight_bars(ensemble["segmenter_weights"], "segmenter weights (OOF score)"),
