@@ -27,6 +27,7 @@ from ptxseg.recipes import (
 )
 from ptxseg.report.ablation import (
     build_ablation_report,
+    empty_note,
     lever_changes,
     noise_note,
     summarise,
@@ -192,7 +193,7 @@ def test_a_lever_search_reads_the_stage_classifiers_and_its_own_segmenter_folds(
 IMAGES = [f"img{i}" for i in range(8)]
 
 
-def _search(layout, lever, dice, *, gate=0.8, ungated=None, size=64, warnings=()):
+def _search(layout, lever, dice, *, gate=0.8, ungated=None, size=64, warnings=(), cascade_gate=0.3):
     """The files an ablation_search job writes that the summary reads."""
     native = "each image's own size (1024 px)"
     oof = {
@@ -205,7 +206,9 @@ def _search(layout, lever, dice, *, gate=0.8, ungated=None, size=64, warnings=()
     }
     ensemble = layout.ablation_ensemble(lever, "ensemble.json")
     Path(ensemble).parent.mkdir(parents=True, exist_ok=True)
-    Path(ensemble).write_text(json.dumps({"oof": oof, "warnings": list(warnings)}))
+    Path(ensemble).write_text(
+        json.dumps({"oof": oof, "cascade": {"gate": cascade_gate}, "warnings": list(warnings)})
+    )
     rows = [
         {"kind": "segmenter", "level": "cascade", "metric": "competition", "score": oof["cascade"]}
     ]
@@ -240,7 +243,8 @@ def _benchmark(path, seconds):
 def three_levers(tmp_path):
     layout = Layout(str(tmp_path / "results"))
     base = [1, 1, 0, 1, 0.5, 1, 0, 1]
-    _search(layout, BASELINE, base, gate=None)  # no image-level source: no gate row
+    # No image-level source: no gate row, and a cascade without a gate (it is its own ungated).
+    _search(layout, BASELINE, base, gate=None, cascade_gate=0.0)
     _search(layout, "head", [d + 0.1 * (i % 2) for i, d in enumerate(base)], ungated=0.6)
     _search(layout, "crops", base, warnings=["gate 0.6 on the edge"])
     for k in range(2):
@@ -275,9 +279,9 @@ def test_the_summary_has_one_row_per_lever_baseline_first(three_levers):
     # The gate's AUC where there is an image-level source, absent (NaN) where not.
     assert math.isnan(rows.loc[BASELINE, "gate_auc"]) and rows.loc["head", "gate_auc"] == 0.8
     # The ungated cascade at each image's own size, absent where the search kept none.
-    assert rows.loc["head", "ungated_score"] == 0.6 and math.isnan(
-        rows.loc["crops", "ungated_score"]
-    )
+    assert rows.loc["head", "ungated_score"] == 0.6
+    assert math.isnan(rows.loc["crops", "ungated_score"])
+    assert rows.loc[BASELINE, "ungated_score"] == rows.loc[BASELINE, "oof_score"]
     assert rows.loc[BASELINE, "train_seconds"] == 21 and rows.loc["head", "train_seconds"] == 40
     assert rows.loc["crops", "train_seconds"] == 8  # from metrics.csv: 2 x (1.5 + 2.5)
     assert rows.loc["crops", "changes"] == "crop: {size: 32}; tta: [none, hflip, 1.25]"
@@ -316,6 +320,16 @@ def test_the_noise_note_names_the_levers_beyond_two_standard_errors():
     within = noise_note(table[table["lever"] != "a"])
     assert "every lever's difference from the baseline is within 2 standard errors" in within
     assert "within noise" in within and "does not rank them" in within
+
+
+def test_the_levers_at_the_all_empty_score_are_named():
+    table = pd.DataFrame(
+        {"lever": [BASELINE, "a", "b"], "oof_score": [0.6, 0.7, 0.5], "all_empty": [0.6] * 3}
+    )
+    assert "every image predicted empty: 0.6000): baseline, b." in empty_note(table)
+    assert "each delta is what a lever adds over no segmenter" in empty_note(table)
+    assert "each delta" not in empty_note(table[table["lever"] != BASELINE])
+    assert empty_note(table[table["lever"] == "a"]) is None
 
 
 def test_a_lever_scored_on_other_images_is_refused(three_levers):

@@ -37,7 +37,7 @@ COLUMNS = (
     "oof_score_at_size",  # the same cascade on the maps, where its thresholds were searched
     "size",
     "gate_auc",  # the cascade's image-level probability (absent without an image-level source)
-    "ungated_score",  # the best cascade of the same blend without a gate, at each image's size
+    "ungated_score",  # the same blend's best cascade without a gate (the cascade if gate 0)
     "all_empty",
     "delta",  # oof_score minus the baseline's
     "delta_se",  # standard error of the mean per-image difference of Dice to the baseline
@@ -86,6 +86,16 @@ def _score(scores: pd.DataFrame, **where) -> float:
     return float(rows["score"].iloc[0]) if len(rows) else math.nan
 
 
+def _ungated(scores: pd.DataFrame, result: dict) -> float:
+    """The best cascade of the lever's blend without a gate, at each image's own size: the search's
+    row where its cascade has a gate, the cascade itself where it has none; NaN if neither."""
+    oof = result["oof"]
+    score = _score(scores, level="cascade_ungated", scored_at=oof["cascade_scored_at"])
+    if math.isnan(score) and result.get("cascade", {}).get("gate") == 0:
+        return float(oof["cascade"])
+    return score
+
+
 def lever_row(layout: Layout, lever: str, override: Mapping | None, arch: str, n_folds: int):
     """One lever's row (without the deltas) and its per-image Dice at each image's own size."""
     result = json.loads(Path(layout.ablation_ensemble(lever, "ensemble.json")).read_text())
@@ -101,9 +111,7 @@ def lever_row(layout: Layout, lever: str, override: Mapping | None, arch: str, n
         "oof_score_at_size": float(oof["cascade_at_size"]),
         "size": int(oof["size"]),
         "gate_auc": _score(scores, kind="gate", level="blend", metric="auc"),
-        "ungated_score": _score(
-            scores, level="cascade_ungated", scored_at=oof["cascade_scored_at"]
-        ),
+        "ungated_score": _ungated(scores, result),
         "all_empty": float(oof["all_empty"]),
         "images": int(oof["images"]),
         "train_seconds": train_seconds(
@@ -174,6 +182,24 @@ def write_summary(
     return table, warnings
 
 
+def empty_note(table: pd.DataFrame) -> str | None:
+    """The levers whose cascade scores no better than predicting every image empty."""
+    empty = table[table["oof_score"] <= table["all_empty"] + 1e-9]
+    if empty.empty:
+        return None
+    return (
+        f"At the all-empty score (every image predicted empty: {float(empty['all_empty'].iloc[0]):.4f}"
+        f"): {', '.join(empty['lever'])}. A cascade at this score adds nothing over drawing no "
+        "mask"
+        + (
+            "; as the baseline is one, each delta is what a lever adds over no segmenter, not "
+            "over a working one."
+            if (empty["lever"] == BASELINE).any()
+            else "."
+        )
+    )
+
+
 def noise_note(table: pd.DataFrame) -> str:
     """Which differences to the baseline lie within `NOISE_SE` standard errors, in words."""
     levers = table[table["lever"] != BASELINE]
@@ -216,11 +242,14 @@ def build_ablation_report(
         "searched on OOF predictions with the stage's classifiers (ensemble.members and "
         f"ensemble.grid as the main ensemble): oof_score at {base['scored_at']}, "
         f"oof_score_at_size on the {int(base['size'])} px maps. gate_auc: the gate's OOF ROC "
-        "AUC; ungated_score: the same blend's best cascade without a gate; delta: oof_score "
+        "AUC; ungated_score: the same blend's best cascade without a gate (the cascade itself where "
+        "its gate is 0); delta: oof_score "
         "minus the baseline's, delta_se its standard error over the images (paired); "
         "train_seconds: the fold jobs' wall time (the baseline's: the stage's training jobs)."
     )
     section.text(noise_note(table))
+    if (empty := empty_note(table)) is not None:
+        section.text(empty)
     section.figure(
         figures.score_bars(
             table["lever"].tolist(),
