@@ -269,7 +269,21 @@ def test_run_search_on_oof_files(tmp_path):
     assert oof["cascade"] > oof["all_empty"] + 0.3
     assert json.loads((tmp_path / "e.json").read_text()) == json.loads(json.dumps(result))
     scores = pd.read_csv(tmp_path / "s.csv")
-    assert set(scores["level"]) == {"single", "architecture", "blend", "cascade", "all_empty"}
+    assert set(scores["level"]) == {
+        "single",
+        "architecture",
+        "blend",
+        "cascade",
+        "all_empty",
+        "cascade_ungated",  # the same blend without a gate
+        "cascade_gated",  # and behind its best gate above 0
+    }
+    alternatives = scores[scores["level"].isin(["cascade_ungated", "cascade_gated"])]
+    assert set(alternatives["scored_at"]) == set(
+        scores.loc[scores["level"] == "cascade", "scored_at"]
+    )
+    chosen = scores.loc[(scores["level"] == "cascade") & (scores["scored_at"] == "32 px"), "score"]
+    assert (alternatives.loc[alternatives["scored_at"] == "32 px", "score"] <= chosen.iloc[0]).all()
     singles = scores[(scores["level"] == "single") & (scores["kind"] == "segmenter")]
     assert len(singles) == 2 * 2 * 2  # 2 architectures x 2 folds x (default, tuned)
     assert set(singles["scored_at"]) == {"32 px"} and scores["scored_at"].notna().all()

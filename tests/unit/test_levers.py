@@ -288,6 +288,11 @@ def test_a_segmenter_head_joins_the_gate_when_it_beats_the_classifiers(tmp_path)
     cascade = scores[scores["level"] == "cascade"]
     assert len(ungated) == 2 and set(ungated["scored_at"]) == set(cascade["scored_at"])
     assert (ungated["cascade_gate"] == 0).all()
+    gated = scores[scores["level"] == "cascade_gated"]  # here the chosen cascade itself
+    by_size = cascade.set_index("scored_at")["score"]
+    assert gated.set_index("scored_at")["score"][by_size.index].tolist() == pytest.approx(
+        by_size.tolist()
+    )
     # The gate is what removes the false positives: the cascade beats the ungated one.
     assert cascade["score"].min() > ungated["score"].max() + 0.2
 
@@ -298,7 +303,7 @@ def test_without_any_image_level_source_the_gate_stays_at_zero(tmp_path):
     result = search(tmp_path, segmenters, classifiers, GRID)
     assert result["classifier_weights"] == {} and result["cascade"]["gate"] == 0.0
     scores = pd.read_csv(tmp_path / "s.csv")
-    assert not (scores["level"] == "cascade_ungated").any()
+    assert not scores["level"].isin(["cascade_ungated", "cascade_gated"]).any()
 
 
 def test_a_positives_only_segmenter_is_scored_behind_the_gate(tmp_path):

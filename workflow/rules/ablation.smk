@@ -45,7 +45,7 @@ rule ablation_fold:
         train=lever_train_params,
         state=L.ablation_state("{lever}", "{arch}", "{fold}"),
     script:
-        "../scripts/ablation_fold.py"
+        "../scripts/train_fold.py"  # train_segmenter's script: the lever's recipe and TTA in params
 
 
 rule ablation_search:

@@ -11,7 +11,7 @@
    score that involves them is taken with a gate above 0.
 3. The cascade (second pass): the chosen blend is written to one map file, and the gate and the
    triplet thresholds are searched together at the segmenters' size; the best cascade without a
-   gate is kept beside it, to show what the gate adds.
+   gate and the best behind a gate above 0 are kept beside it, to show what the gate adds.
 4. The result (third pass): the chosen cascade's masks, each drawn at its image's own size
    (1024 x 1024 for SIIM), against the masks decoded from ``train-rle.csv``: the competition's
    own way of scoring, and the score the pipeline reports.
@@ -163,13 +163,18 @@ def head_oof(arch: str, folds: dict[int, SegmenterFold], members: list[str]) -> 
         table = pd.read_csv(files.ids_csv, dtype={"image_id": str})
         if not all(probability_column(m) in table for m in members):
             return None
-        frame = table[["image_id", "has_pneumothorax"]].copy()
-        frame["fold"] = fold
-        frame["probability"] = table[[probability_column(m) for m in members]].mean(axis=1)
-        for m in probability_members(table.columns):
-            frame[probability_column(m)] = table[probability_column(m)]
-        frames.append(frame)
+        frames.append(_probabilities_of(table, fold, members))
     return pd.concat(frames, ignore_index=True)
+
+
+def _probabilities_of(table: pd.DataFrame, fold: int, members: list[str]) -> pd.DataFrame:
+    """One fold's image_id, label, fold, the members' mean probability and each member's."""
+    frame = table[["image_id", "has_pneumothorax"]].copy()
+    frame["fold"] = fold
+    frame["probability"] = table[[probability_column(m) for m in members]].mean(axis=1)
+    for m in probability_members(table.columns):
+        frame[probability_column(m)] = table[probability_column(m)]
+    return frame
 
 
 def segmenter_oof(arch: str, folds: dict[int, SegmenterFold]) -> SegmenterOof:
@@ -188,12 +193,7 @@ def classifier_oof(fold_csvs: dict[int, str | os.PathLike], members: list[str]) 
         missing = [m for m in members if probability_column(m) not in table]
         if missing:
             raise ValueError(f"{path}: no OOF column for member(s) {missing}")
-        frame = table[["image_id", "has_pneumothorax"]].copy()
-        frame["fold"] = fold
-        frame["probability"] = table[[probability_column(m) for m in members]].mean(axis=1)
-        for m in probability_members(table.columns):
-            frame[probability_column(m)] = table[probability_column(m)]
-        frames.append(frame)
+        frames.append(_probabilities_of(table, fold, members))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -379,8 +379,8 @@ def run_search(
     )
     outcomes, native, all_empty = _native_stage(inputs, cascade, cls_probability, out, chunk)
     scores += [*blend_rows, native, at_size, all_empty]
-    if chosen["ungated"] is not None:
-        scores += _ungated_rows(inputs, chosen["ungated"], out, chunk)
+    for level, alternative in chosen["alternatives"].items():
+        scores += _alternative_rows(inputs, level, alternative, cls_probability, out, chunk)
     result = {
         "classifier_weights": cls_weights,
         "segmenter_weights": dict(zip(inputs.oof.archs, map(float, seg_weights), strict=True)),
@@ -500,13 +500,20 @@ def _cascade_stage(
     )
     for warning in warnings:
         log.warning("%s", warning)
-    ungated = cascade_grid.best([0.0]) if cascade.gate > 0 else None
+    # What the gate adds, whichever was chosen: the best cascade of the same blend without a gate
+    # and the best behind a gate above 0 (where there is an image-level probability).
+    alternatives = {}
+    if classifier is not None:
+        alternatives["cascade_ungated"] = cascade_grid.best([0.0])
+        above = [g for g in configured if g > 0]
+        if above:
+            alternatives["cascade_gated"] = cascade_grid.best(above)
     chosen = {
         "table": cascade_grid.scores(),
         "gates": gates,
         "grid": grid,
         "warnings": warnings,
-        "ungated": ungated,
+        "alternatives": alternatives,
     }
     return cascade, blend_rows.rows("blend", f"{inputs.size} px"), at_size, chosen
 
@@ -521,15 +528,22 @@ def _cascade_row(cascade: Cascade, images: int) -> dict:
     }
 
 
-def _ungated_rows(
-    inputs: SearchInputs, ungated: tuple[Cascade, float], out: SearchOutputs, chunk: int
+def _alternative_rows(
+    inputs: SearchInputs,
+    level: str,
+    alternative: tuple[Cascade, float],
+    classifier: np.ndarray | None,
+    out: SearchOutputs,
+    chunk: int,
 ) -> list[dict]:
-    """The best cascade of the same blend without a gate, at the maps' size and at each image's
-    own size: what the gate adds is the difference to the cascade's rows."""
-    cascade, score = ungated
+    """Another cascade of the same blend (``level`` 'cascade_ungated': no gate; 'cascade_gated':
+    the best gate above 0) at the maps' size and at each image's own size, beside the chosen one."""
+    cascade, score = alternative
     ids = inputs.oof.ids
-    outcomes = _native_outcomes(out.maps, ids, inputs.truth, inputs.native, cascade, None, chunk)
-    row = {**_cascade_row(cascade, len(ids)), "level": "cascade_ungated"}
+    outcomes = _native_outcomes(
+        out.maps, ids, inputs.truth, inputs.native, cascade, classifier, chunk
+    )
+    row = {**_cascade_row(cascade, len(ids)), "level": level}
     return [
         {**row, "score": score, "scored_at": f"{inputs.size} px"},
         {
@@ -794,6 +808,38 @@ def _native_outcomes(
                 }
             )
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def search_rule(params, inputs, outputs, classifiers: dict, segmenters: dict) -> dict:
+    """`run_search` as the rules that search call it (``ensemble``, ``ablation_search``): from
+    their params (ensemble config, sizes, folds, TTA, normalisation, positives-only segmenters) and
+    named input and output files; ``classifiers``/``segmenters`` as `oof_files` gives them."""
+    return run_search(
+        classifiers=classifiers,
+        segmenters=segmenters,
+        members=params.ensemble["members"],
+        manifest_csv=inputs.manifest,
+        size=params.size,
+        grid=Grid.from_config(params.ensemble["grid"]),
+        rle_csv=inputs.rle,
+        index_csv=inputs.index,
+        weight_step=params.ensemble["weight_step"],
+        search_size=params.ensemble["search_size"],
+        out_json=outputs.ensemble,
+        out_scores=outputs.scores,
+        out_grid=outputs.grid,
+        out_images=outputs.images,
+        out_maps=outputs.maps,
+        positive_only=params.positive_only,
+        preprocessing=preprocessing(
+            Normalisation.from_config(params.normalisation),
+            [inputs.stats, inputs.classify_stats],
+            params.size,
+            params.classify_size,
+            params.n_folds,
+            params.tta,
+        ),
+    )
 
 
 def preprocessing(

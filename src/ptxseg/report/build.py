@@ -269,9 +269,10 @@ def result_table(scores: pd.DataFrame) -> pd.DataFrame:
     for r in seg[seg["level"] == "cascade"].itertuples():
         rows.append(("cascade (blend, gate, triplet)", r.score, r.scored_at))
     for r in seg[seg["level"] == "cascade_ungated"].itertuples():
-        rows.append(
-            ("the same blend without its gate (its own best triplet)", r.score, r.scored_at)
-        )
+        rows.append(("the same blend without a gate (its own best triplet)", r.score, r.scored_at))
+    for r in seg[seg["level"] == "cascade_gated"].itertuples():
+        what = f"the same blend behind its best gate above 0 ({r.cascade_gate:g})"
+        rows.append((what, r.score, r.scored_at))
     for r in seg[(seg["level"] == "blend") & (seg["metric"] == "competition_tuned")].itertuples():
         rows.append(("segmenter blend, its own best triplet", r.score, r.scored_at))
     arch = seg[(seg["level"] == "architecture") & (seg["metric"] == "competition_tuned")]
