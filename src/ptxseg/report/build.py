@@ -353,6 +353,11 @@ def scores_section(inputs: ReportInputs) -> tuple[Section, Section]:
         f"{oof['best_architecture']:.4f}; all-empty baseline {oof['all_empty']:.4f}."
     )
     section.table(result_table(scores))
+    section.text(
+        "The winners' levers of SIIM-ACR, each switched on alone against this recipe, have a page of "
+        "their own: results/ablation/report.html (target results/ablation/summary.csv, not part of "
+        "'all'), as have the compound-scaling and RandAugment searches."
+    )
     seg = scores[scores["kind"] == "segmenter"]
     summary = seg[seg["level"].isin(["architecture", "blend", "cascade"])]
     tuned = summary[summary["metric"].isin(["competition_tuned", "competition"])]
