@@ -357,6 +357,16 @@ def _levers_set(recipe: dict) -> list[str]:
 def _check_segmenter_recipe(recipe: dict, size: int, where: str) -> list[str]:
     problems = []
     stages = recipe.get("stages") or []
+    if stages:  # each stage has its own crop and frozen epochs: the recipe's would be ignored
+        for key, value in (
+            ("crop.size", recipe["crop"]["size"]),
+            ("freeze_encoder_epochs", recipe["freeze_encoder_epochs"]),
+        ):
+            if value:
+                problems.append(
+                    f"config key '{where}.{key}' is set beside stages, where each stage has its "
+                    f"own: set it in the stages (e.g. '{where}.stages[0].{key}')"
+                )
     if stages and stages[-1]["size"] != size:
         problems.append(
             f"config key '{where}.stages[{len(stages) - 1}].size' is {stages[-1]['size']}, but the "

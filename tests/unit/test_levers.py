@@ -335,7 +335,10 @@ def test_a_positives_only_segmenter_is_scored_behind_the_gate(tmp_path):
 
 
 def _demo_config() -> dict:
-    return yaml.safe_load((ROOT / "config.yaml").read_text())
+    """config.yaml without its ablation, whose levers merge into the segment recipe."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config.pop("ablation")
+    return config
 
 
 def test_config_keeps_the_levers_to_segmenters_and_checks_stages_and_crops():
@@ -352,6 +355,17 @@ def test_config_keeps_the_levers_to_segmenters_and_checks_stages_and_crops():
     assert "stages[1].crop.size' is 128, larger than the images it crops (96 px)" in text
 
 
+def _settings_of(config: dict, arch: str = "unet_resnet34") -> FitSettings:
+    from ptxseg.recipes import recipe_for
+
+    validated = config_module.validate(config)
+    return FitSettings.from_config(
+        recipe_for(validated, "segment", arch),
+        validated["seed"],
+        Runtime.from_config(validated["runtime"], validated["train"], 1),
+    )
+
+
 def test_the_recipe_keys_reach_the_fit_settings_from_the_config_file():
     config = _demo_config()
     config["segment"]["recipe"] |= {
@@ -361,14 +375,7 @@ def test_the_recipe_keys_reach_the_fit_settings_from_the_config_file():
         "loss": {"name": "combined", "weights": {"bce": 1, "symmetric_lovasz": 0.5}},
     }
     config["train"]["tta"] = ["none", "hflip", 0.75, 1.25]
-    validated = config_module.validate(config)
-    from ptxseg.recipes import recipe_for
-
-    settings = FitSettings.from_config(
-        recipe_for(validated, "segment", "unet_resnet34"),
-        validated["seed"],
-        Runtime.from_config(validated["runtime"], validated["train"], 1),
-    )
+    settings = _settings_of(config)
     assert settings.head_weight == 0.25 and settings.model_options()["classification_head"]
     assert settings.crop == {"size": 32, "positive_share": 0.7}
     assert settings.freeze_encoder_epochs == 1
@@ -376,6 +383,32 @@ def test_the_recipe_keys_reach_the_fit_settings_from_the_config_file():
     assert settings.runtime.tta == ("none", "hflip", 0.75, 1.25)
     task = segmentation_task(settings.loss, 2, CPU, np.array([True]), head_weight=0.25)
     assert type(task.loss).__name__ == "ImageHeadLoss"
+
+
+def test_the_stages_reach_the_fit_settings_from_the_config_file():
+    config = _demo_config()
+    stages = [
+        {"size": 32, "epochs": 2, "lr": 0.01},
+        {"size": 64, "epochs": 4, "batch_size": 4, "freeze_encoder_epochs": 2},
+    ]
+    config["segment"]["archs"]["unet_resnet34"]["recipe"] = {
+        "stages": stages,
+        "crop": {"size": 32},  # beside stages the recipe's crop would be ignored: refused
+    }
+    with pytest.raises(config_module.ConfigError, match=r"crop.size' is set beside stages"):
+        config_module.validate(config)
+    stages[1]["crop"] = {"size": 32, "positive_share": 0.7}
+    config["segment"]["archs"]["unet_resnet34"]["recipe"] = {"stages": stages}
+    settings = _settings_of(config)
+    plan = settings.stage_plan(config["segment"]["size"])
+    assert [(size, s.epochs, s.lr, s.batch_size) for size, s in plan] == [
+        (32, 2, 0.01, settings.batch_size),
+        (64, 4, settings.lr, 4),
+    ]
+    assert plan[0][1].crop is None and plan[0][1].freeze_encoder_epochs == 0
+    assert plan[1][1].freeze_encoder_epochs == 2
+    assert plan[1][1].crop == {"size": 32, "positive_share": 0.7}
+    assert plan[0][1].members == ["best"] and plan[1][1].members == settings.members
 
 
 # ----------------------------------------------------------------------------- augmentation seeds
