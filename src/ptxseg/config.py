@@ -21,7 +21,7 @@ import yaml
 from ptxseg import presets
 from ptxseg.layout import BASELINE
 from ptxseg.models.catalog import CATALOG, names
-from ptxseg.recipes import deep_merge, member_names, recipe_cycle_ends, recipe_for
+from ptxseg.recipes import lever_recipe, member_names, recipe_cycle_ends, recipe_for
 
 # Package data, so that an installed ptxseg (not only this checkout) validates configs.
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
@@ -281,7 +281,6 @@ def _check_searches(config: dict) -> list[str]:
 
 
 LEVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-SEGMENTER_ONLY = ("head", "stages", "crop", "freeze_encoder_epochs")
 
 
 def _check_levers(config: dict) -> list[str]:
@@ -306,16 +305,15 @@ def _check_levers(config: dict) -> list[str]:
         problems += _check_segmenter_recipe(
             recipe_for(config, "segment", arch), segment["size"], f"segment.recipe (for {arch})"
         )
-    ablation = config.get("ablation", {})
-    arch = ablation.get("arch") or next(iter(sorted(segment.get("archs", {}))), None)
-    if ablation.get("arch") is not None and arch not in segment.get("archs", {}):
+    ablation, archs = config.get("ablation", {}), segment.get("archs", {})
+    if ablation.get("arch") is not None and ablation["arch"] not in archs:
         problems.append(
-            f"config key 'ablation.arch' is {arch!r}, which is not one of segment.archs "
-            f"({', '.join(segment.get('archs', {})) or 'none'})"
+            f"config key 'ablation.arch' is {ablation['arch']!r}, which is not one of "
+            f"segment.archs ({', '.join(archs) or 'none'})"
         )
-    elif arch is not None:
-        for name, lever in ablation.get("levers", {}).items():
-            recipe = deep_merge(recipe_for(config, "segment", arch), lever.get("recipe", {}))
+    elif archs and ablation:
+        for name in ablation.get("levers", {}):
+            recipe = lever_recipe(config, name)
             problems += _check_segmenter_recipe(
                 recipe, segment["size"], f"ablation.levers.{name}.recipe"
             )

@@ -56,6 +56,12 @@ def lever_train(config: dict, lever: str) -> dict:
     return config["train"] if tta is None else {**config["train"], "tta": list(tta)}
 
 
+def positive_only(recipe: dict) -> bool:
+    """Whether a segmenter recipe trains on positive images only (2nd place's members, whose masks
+    the cascade draws only behind the gate)."""
+    return recipe["sampling"]["mode"] == "positive"
+
+
 def member_names(recipe: dict) -> list[str]:
     """The models a run keeps: 'best', then 'swa', 'ema' and 'snapshot<k>' where the recipe asks."""
     return (

@@ -22,6 +22,7 @@ from ptxseg.recipes import (
     lever_recipe,
     lever_train,
     member_names,
+    positive_only,
     recipe_for,
 )
 
@@ -74,28 +75,28 @@ def siim_repack(size):
     }
 
 
-def stage_repacks(stage):
-    """The repacks of a segmenter recipe's stages other than the stage's size (progressive
+def repacks_of_stages(recipe):
+    """The repacks of a segmenter recipe's stages other than segment.size (progressive
     resizing): manifests and stats, in the order of the stage sizes."""
-
-    def inputs(wildcards):
-        recipe = recipe_for(config, stage, wildcards.arch)
-        sizes = sorted({s["size"] for s in recipe["stages"]} - {config[stage]["size"]})
-        return {
-            "stage_manifests": [L.repack_manifest("siim", size) for size in sizes],
-            "stage_stats": [L.repack_stats("siim", size) for size in sizes],
-        }
-
-    return inputs
+    sizes = sorted({s["size"] for s in recipe["stages"]} - {config["segment"]["size"]})
+    return {
+        "stage_manifests": [L.repack_manifest("siim", size) for size in sizes],
+        "stage_stats": [L.repack_stats("siim", size) for size in sizes],
+    }
 
 
-def positive_only_archs(archs=None):
+def stage_repacks(wildcards):
+    """The stage repacks of a train_segmenter job's recipe."""
+    return repacks_of_stages(recipe_for(config, "segment", wildcards.arch))
+
+
+def positive_only_archs():
     """Segmenters whose recipe trains on positive images only: the cascade uses their maps only
     behind the gate."""
     return [
         arch
-        for arch in (archs or config["segment"]["archs"])
-        if recipe_for(config, "segment", arch)["sampling"]["mode"] == "positive"
+        for arch in config["segment"]["archs"]
+        if positive_only(recipe_for(config, "segment", arch))
     ]
 
 
@@ -252,12 +253,10 @@ def trained_levers():
 
 
 def lever_arch_params(wildcards):
-    """The ablated segmenter's weights and options, and the lever's recipe (the stage's recipe
-    for it with the lever's overrides)."""
-    entry = config["segment"]["archs"][ablation_arch(config)]
+    """The ablated segmenter's weights and options (as train_segmenter's), and the lever's recipe
+    (the stage's recipe for it with the lever's overrides)."""
     return {
-        "weights": entry.get("weights", config["pretrain"]["weights"]),
-        "options": entry.get("options", {}),
+        **arch_params("segment")(wildcards),
         "recipe": lever_recipe(config, wildcards.lever),
     }
 
@@ -272,13 +271,8 @@ def lever_tta(wildcards):
 
 
 def lever_stage_repacks(wildcards):
-    """The repacks of the lever's recipe stages other than segment.size (as stage_repacks)."""
-    recipe = lever_recipe(config, wildcards.lever)
-    sizes = sorted({s["size"] for s in recipe["stages"]} - {config["segment"]["size"]})
-    return {
-        "stage_manifests": [L.repack_manifest("siim", size) for size in sizes],
-        "stage_stats": [L.repack_stats("siim", size) for size in sizes],
-    }
+    """The stage repacks of a lever's recipe."""
+    return repacks_of_stages(lever_recipe(config, wildcards.lever))
 
 
 def lever_segmenter_files(wildcards):
@@ -302,8 +296,11 @@ def lever_segmenter_files(wildcards):
 
 def lever_positive_only(wildcards):
     """[arch] where the lever's recipe trains on positive images only (masks behind the gate)."""
-    recipe = lever_recipe(config, wildcards.lever)
-    return [ablation_arch(config)] if recipe["sampling"]["mode"] == "positive" else []
+    return (
+        [ablation_arch(config)]
+        if positive_only(lever_recipe(config, wildcards.lever))
+        else []
+    )
 
 
 def ablation_summary_inputs():

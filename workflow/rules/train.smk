@@ -78,7 +78,7 @@ rule train_classifier:
 
 rule train_segmenter:
     input:
-        unpack(stage_repacks("segment")),
+        unpack(stage_repacks),
         **siim_repack(config["segment"]["size"]),
         folds=L.data("siim_folds.csv"),
     output:

@@ -132,10 +132,6 @@ class Ensemble:
                 )
             )
         weights = [self.config["segmenter_weights"][a] for a in self.segmenters]
-        if not any(
-            weights
-        ):  # only heads were loaded: no map has weight (cannot happen in a search)
-            raise EnsembleNotFoundError("the ensemble gives no segmenter map a weight")
         blended = quantise_probabilities(weighted_mean(maps, weights))
         mask = binarise(
             blended, Cascade(**self.config["cascade"]), probability, out_shape=image.shape

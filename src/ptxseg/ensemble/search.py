@@ -44,6 +44,7 @@ from ptxseg.layout import (
     OOF_CSV,
     OOF_IDS,
     Layout,
+    head_arch,
     head_source,
     oof_maps_file,
     probability_column,
@@ -219,15 +220,15 @@ class ScoreRows:
     triplet; behind the best of ``gates`` where given (maps of positives-only segmenters)."""
 
     def __init__(self, grid: Grid, gates: list[float] | None = None) -> None:
-        self.gated = gates is not None
         self.tuned = CascadeGrid(*grid.triplet, gates)
         self.default = CascadeGrid(
             [DEFAULT_CASCADE.top], [DEFAULT_CASCADE.min_area], [DEFAULT_CASCADE.bottom], gates
         )
 
     def add(self, h: Histograms, probability: np.ndarray | None = None) -> None:
-        self.tuned.add(h, probability if self.gated else None)
-        self.default.add(h, probability if self.gated else None)
+        """Without ``gates`` the grids' one gate is 0, which passes every image."""
+        self.tuned.add(h, probability)
+        self.default.add(h, probability)
 
     def rows(self, level: str, scored_at: str, **where) -> list[dict]:
         tuned, tuned_score = self.tuned.best()
@@ -380,7 +381,9 @@ def run_search(
     outcomes, native, all_empty = _native_stage(inputs, cascade, cls_probability, out, chunk)
     scores += [*blend_rows, native, at_size, all_empty]
     for level, alternative in chosen["alternatives"].items():
-        scores += _alternative_rows(inputs, level, alternative, cls_probability, out, chunk)
+        scores += _alternative_rows(
+            inputs, level, alternative, (cascade, native), cls_probability, out, chunk
+        )
     result = {
         "classifier_weights": cls_weights,
         "segmenter_weights": dict(zip(inputs.oof.archs, map(float, seg_weights), strict=True)),
@@ -474,7 +477,8 @@ def _cascade_stage(
     configured = list(grid.gates) if classifier is not None else [0.0]
     # Gate 0 is always scored, so the report can show what the gate adds.
     gates = sorted(set(configured) | {0.0})
-    allowed = [g for g in configured if g > 0] if needs_gate else configured
+    above = [g for g in configured if g > 0]
+    allowed = above if needs_gate else configured
     blend_rows, cascade_grid = _write_blend(
         inputs.oof,
         inputs.truth,
@@ -505,7 +509,6 @@ def _cascade_stage(
     alternatives = {}
     if classifier is not None:
         alternatives["cascade_ungated"] = cascade_grid.best([0.0])
-        above = [g for g in configured if g > 0]
         if above:
             alternatives["cascade_gated"] = cascade_grid.best(above)
     chosen = {
@@ -532,25 +535,28 @@ def _alternative_rows(
     inputs: SearchInputs,
     level: str,
     alternative: tuple[Cascade, float],
+    chosen: tuple[Cascade, dict],
     classifier: np.ndarray | None,
     out: SearchOutputs,
     chunk: int,
 ) -> list[dict]:
     """Another cascade of the same blend (``level`` 'cascade_ungated': no gate; 'cascade_gated':
-    the best gate above 0) at the maps' size and at each image's own size, beside the chosen one."""
+    the best gate above 0) at the maps' size and at each image's own size, beside the chosen one
+    (``chosen``: its cascade and native-size row, whose score is reused where the two are the
+    same cascade rather than drawing every mask at its own size again)."""
     cascade, score = alternative
     ids = inputs.oof.ids
-    outcomes = _native_outcomes(
-        out.maps, ids, inputs.truth, inputs.native, cascade, classifier, chunk
-    )
+    if cascade == chosen[0]:
+        native = chosen[1]["score"]
+    else:
+        outcomes = _native_outcomes(
+            out.maps, ids, inputs.truth, inputs.native, cascade, classifier, chunk
+        )
+        native = float(outcomes["dice_native"].mean())
     row = {**_cascade_row(cascade, len(ids)), "level": level}
     return [
         {**row, "score": score, "scored_at": f"{inputs.size} px"},
-        {
-            **row,
-            "score": float(outcomes["dice_native"].mean()),
-            "scored_at": inputs.native.size_label(ids),
-        },
+        {**row, "score": native, "scored_at": inputs.native.size_label(ids)},
     ]
 
 
@@ -724,8 +730,7 @@ def _image_level(
     labels = next(iter(sources.values()))["has_pneumothorax"].to_numpy()
     rows: list[dict] = []
     for name, table in sources.items():
-        kind = "classifier" if name in classifiers else "head"
-        rows += _source_rows(name, kind, table)
+        rows += _source_rows(name, table)
     matrix = np.stack([sources[a]["probability"].to_numpy() for a in sources], axis=1)
     names = list(sources)
     if classifiers:  # the classifiers alone, as before the heads could join
@@ -762,9 +767,11 @@ def _auc_row(kind: str, level: str, images: int, score: float, **where) -> dict:
     }
 
 
-def _source_rows(name: str, kind: str, table: pd.DataFrame) -> list[dict]:
-    """AUC of one image-level source per fold and member, and over all its folds."""
-    arch = name if kind == "classifier" else name.split(":", 1)[1]
+def _source_rows(name: str, table: pd.DataFrame) -> list[dict]:
+    """AUC of one image-level source (a classifier, or a segmenter's head) per fold and member,
+    and over all its folds."""
+    arch = head_arch(name) or name
+    kind = "classifier" if arch == name else "head"
     rows = []
     for fold in sorted(set(table["fold"])):
         part = table[table["fold"] == fold]

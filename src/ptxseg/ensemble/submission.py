@@ -57,10 +57,8 @@ class PredictionFiles:
     def open(self, image_ids: list[str]) -> tuple[dict, dict]:
         maps, probabilities = {}, {}
         for arch, files in self.segmenters.items():
-            order = pd.read_csv(self.segmenter_ids[arch], dtype={"image_id": str})[
-                "image_id"
-            ].tolist()
-            position = {image_id: k for k, image_id in enumerate(order)}
+            ids = pd.read_csv(self.segmenter_ids[arch], dtype={"image_id": str})
+            position = {image_id: k for k, image_id in enumerate(ids["image_id"])}
             missing = [i for i in image_ids if i not in position]
             if missing:
                 raise SubmissionError(
@@ -68,7 +66,6 @@ class PredictionFiles:
                     f"image(s), e.g. {missing[0]}"
                 )
             maps[arch] = (list(files), np.array([position[i] for i in image_ids]))
-            ids = pd.read_csv(self.segmenter_ids[arch], dtype={"image_id": str})
             heads = fold_columns(ids.columns)  # the classification head's, where it has one
             if heads:
                 table = ids.set_index("image_id")

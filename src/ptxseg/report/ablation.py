@@ -88,7 +88,8 @@ def _score(scores: pd.DataFrame, **where) -> float:
 
 def _ungated(scores: pd.DataFrame, result: dict) -> float:
     """The best cascade of the lever's blend without a gate, at each image's own size: the search's
-    row where its cascade has a gate, the cascade itself where it has none; NaN if neither."""
+    row (written where there is an image-level probability), else the cascade itself where its
+    gate is 0 (no image-level source); NaN if neither."""
     oof = result["oof"]
     score = _score(scores, level="cascade_ungated", scored_at=oof["cascade_scored_at"])
     if math.isnan(score) and result.get("cascade", {}).get("gate") == 0:

@@ -378,8 +378,9 @@ def _fit_stage(
     held-out fold is loaded into the job's model for the next stage. A finished stage with the same
     settings is not trained again (its ``done.json`` records them)."""
     done = folder / "done.json"
-    fingerprint = {**settings.fingerprint(), **job.meta}
-    finished = _recorded(done) == json.loads(json.dumps(fingerprint, default=str))
+    # As done.json holds it (tuples as lists), so the comparison and the record are the same value.
+    fingerprint = json.loads(json.dumps({**settings.fingerprint(), **job.meta}, default=str))
+    finished = _recorded(done) == fingerprint
     if finished:
         log.info("stage %s already trained in %s", job.meta.get("stage"), folder)
         history = pd.read_csv(folder / METRICS)
@@ -389,7 +390,7 @@ def _fit_stage(
             return history
     job.model.load_state_dict(checkpoint.load(model_file(folder, BEST))["model"])
     if not finished:
-        atomic.write_json(done, json.loads(json.dumps(fingerprint, default=str)))
+        atomic.write_json(done, fingerprint)
         remove_training_state(folder / "state.pt")
     return history
 
