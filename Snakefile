@@ -33,6 +33,7 @@ config.update(validate(config, load_schema()))
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/pseudo.smk"
 include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/scaling.smk"

@@ -19,9 +19,16 @@ import jsonschema
 import yaml
 
 from ptxseg import presets
-from ptxseg.layout import BASELINE
+from ptxseg.layout import BASELINE, ROUND2, round1_arch, round2_name
 from ptxseg.models.catalog import CATALOG, names
-from ptxseg.recipes import lever_recipe, member_names, recipe_cycle_ends, recipe_for
+from ptxseg.recipes import (
+    lever_recipe,
+    member_names,
+    recipe_cycle_ends,
+    recipe_for,
+    round2_archs,
+    segmenter_recipe,
+)
 
 # Package data, so that an installed ptxseg (not only this checkout) validates configs.
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
@@ -318,7 +325,43 @@ def _check_levers(config: dict) -> list[str]:
                 recipe, segment["size"], f"ablation.levers.{name}.recipe"
             )
             problems += _check_recipe_members(recipe, f"ablation.levers.{name}.recipe", None)
-    return problems + _check_lever_names(ablation.get("levers", {}))
+    return problems + _check_lever_names(ablation.get("levers", {})) + _check_pseudo_labels(config)
+
+
+def _check_pseudo_labels(config: dict) -> list[str]:
+    """The second round's architectures are segmenters of the run, its bands are ordered, and its
+    recipe is a valid segmenter recipe."""
+    pseudo, segment = config.get("pseudo_labels", {}), config["segment"]
+    if not pseudo:
+        return []
+    problems = []
+    unknown = [a for a in pseudo.get("archs") or [] if a not in segment.get("archs", {})]
+    if unknown:
+        problems.append(
+            f"config key 'pseudo_labels.archs': {', '.join(map(repr, unknown))} not among "
+            f"segment.archs ({', '.join(segment.get('archs', {})) or 'none'})"
+        )
+    if pseudo["empty_max_probability"] >= pseudo["positive_min_probability"]:
+        problems.append(
+            "config keys 'pseudo_labels.empty_max_probability' "
+            f"({pseudo['empty_max_probability']}) and 'pseudo_labels.positive_min_probability' "
+            f"({pseudo['positive_min_probability']}): the empty band must lie below the positive one"
+        )
+    named = [a for a in segment.get("archs", {}) if a != round1_arch(a)]
+    if named:
+        problems.append(
+            f"config key 'segment.archs': {named[0]!r} ends in {ROUND2!r}, the suffix of a "
+            "second-round segmenter's results; rename it"
+        )
+    if problems or not pseudo["enabled"]:
+        return problems
+    for arch in round2_archs(config):
+        problems += _check_segmenter_recipe(
+            segmenter_recipe(config, round2_name(arch)),
+            segment["size"],
+            f"pseudo_labels.recipe (for {arch})",
+        )
+    return problems
 
 
 def _check_lever_names(levers: dict) -> list[str]:

@@ -120,6 +120,20 @@ def head_arch(source: str) -> str | None:
     return source[len(HEAD_SOURCE) :] if source.startswith(HEAD_SOURCE) else None
 
 
+ROUND2 = "-round2"  # a second-round segmenter: the architecture retrained with NIH pseudo-labels
+
+
+def round2_name(arch: str) -> str:
+    """The results name of ``arch``'s second round: its models, OOF and test maps live under it,
+    so the ensemble, the submission and ``ptxseg predict`` take it as one more segmenter."""
+    return f"{arch}{ROUND2}"
+
+
+def round1_arch(name: str) -> str:
+    """The architecture of a segmenter's results name (itself for a first-round one)."""
+    return name.removesuffix(ROUND2)
+
+
 def probability_members(columns) -> list[str]:
     """The members whose probability columns are among ``columns``, in their order."""
     return [c[len(_PROBABILITY) :] for c in columns if c.startswith(_PROBABILITY)]
@@ -296,6 +310,19 @@ class Layout:
     def ablation_state(self, lever: str, arch: str, fold: int | str) -> str:
         """The resume state of a lever's fold job (outside its outputs, as training_state)."""
         return self._at("checkpoints", "ablation", lever, arch, f"{fold_name(fold)}.pt")
+
+    # The NIH second round: candidate images, and per fold the pseudo-labels its round 1 made.
+    def pseudo_labels(self, name: str) -> str:
+        """candidates.csv (the NIH images predicted), summary.csv (counts per fold)."""
+        return self._at("pseudo_labels", name)
+
+    def pseudo_label_file(self, fold: int | str, name: str) -> str:
+        """labels.csv (every candidate, kept or not, and why) or summary.json of one fold."""
+        return self._at("pseudo_labels", fold_name(fold), name)
+
+    def pseudo_label_masks(self, fold: int | str) -> str:
+        """The kept pseudo-masks of one fold (PNGs at the segment size)."""
+        return self._at("pseudo_labels", fold_name(fold), "masks")
 
     # Logs and benchmarks of every rule.
     def log(self, rule: str, name: str) -> str:

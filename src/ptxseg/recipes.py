@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 
-from ptxseg.layout import BASELINE, BEST, EMA, SWA, snapshot_member
+from ptxseg.layout import BASELINE, BEST, EMA, SWA, round1_arch, round2_name, snapshot_member
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -54,6 +54,29 @@ def lever_train(config: dict, lever: str) -> dict:
     """The config's ``train`` section for a lever: its ``tta`` instead of train.tta where given."""
     tta = None if lever == BASELINE else config["ablation"]["levers"][lever].get("tta")
     return config["train"] if tta is None else {**config["train"], "tta": list(tta)}
+
+
+def round2_archs(config: dict) -> list[str]:
+    """The segmenters trained a second time on NIH pseudo-labels (none where the round is off)."""
+    pseudo = config["pseudo_labels"]
+    if not pseudo["enabled"]:
+        return []
+    archs = pseudo["archs"]
+    return list(config["segment"]["archs"]) if archs is None else list(archs)
+
+
+def segmenter_names(config: dict) -> list[str]:
+    """Every segmenter of the run by its results name: the first round's, then the second's."""
+    return list(config["segment"]["archs"]) + [round2_name(a) for a in round2_archs(config)]
+
+
+def segmenter_recipe(config: dict, name: str) -> dict:
+    """The recipe of a segmenter by its results name: a second round's is its architecture's
+    segment recipe with pseudo_labels.recipe on top (members stay the stage's)."""
+    recipe = recipe_for(config, "segment", round1_arch(name))
+    if name == round1_arch(name):
+        return recipe
+    return deep_merge(recipe, config["pseudo_labels"]["recipe"])
 
 
 def positive_only(recipe: dict) -> bool:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.workflow
 
 
 def sections_of(page: str) -> dict[str, str]:
-    return dict(re.findall(r"<section id='([a-z]+)'>(.*?)</section>", page, re.S))
+    return dict(re.findall(r"<section id='([a-z_]+)'>(.*?)</section>", page, re.S))
 
 
 def test_report_has_every_section_with_its_figures(tiny_run):

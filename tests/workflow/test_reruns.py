@@ -77,9 +77,15 @@ def test_how_jobs_run_reruns_nothing(finished, tmp_path):
 
 def test_segmenter_epochs_rerun_the_segmenters_and_downstream_only(finished, tmp_path):
     epochs = TINY["segment"]["recipe"]["epochs"] + 1
+    archs = len(TINY["segment"]["archs"])
+    # The tiny config's second round (its own epochs) starts from the first round's models and
+    # learns from their pseudo-labels: it reruns too, the NIH candidates do not.
+    second = {"pseudo_label_nih": N_FOLDS, "train_segmenter_round2": archs * N_FOLDS}
+    assert TINY["pseudo_labels"]["enabled"] and TINY["pseudo_labels"]["recipe"]["epochs"]
     assert planned(finished, tmp_path, segment={"recipe": {"epochs": epochs}}) == {
-        "train_segmenter": len(TINY["segment"]["archs"]) * N_FOLDS,
-        "predict_segmenter": len(TINY["segment"]["archs"]),
+        "train_segmenter": archs * N_FOLDS,
+        **second,
+        "predict_segmenter": 2 * archs,
         "ensemble": 1,
         "submission": 1,
         "report": 1,

@@ -11,9 +11,12 @@ from ptxseg.layout import (
     SUMMARY,
     ablation_job,
     augsearch_point,
+    fold_name,
     job_name,
     model_file,
     oof_maps_file,
+    round1_arch,
+    round2_name,
 )
 from ptxseg.models.scaled_unet.compound import candidate_shape, candidates, source_size
 from ptxseg.recipes import (
@@ -24,12 +27,18 @@ from ptxseg.recipes import (
     member_names,
     positive_only,
     recipe_for,
+    round2_archs,
+    segmenter_names,
+    segmenter_recipe,
 )
 
 # The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier: its rules
 # get this priority, so it starts before the segmenters take the cores.
 NIH_CHAIN_PRIORITY = 10
 N_FOLDS = config["folds"]["n_folds"]
+# Every segmenter by its results name: segment.archs, then their second rounds where planned.
+SEGMENTERS = segmenter_names(config)
+ROUND2_ARCHS = round2_archs(config)
 NORMALISATION = {
     key: config["repack"][key]
     for key in ("normalisation", "clahe_clip_limit", "clahe_tile_grid")
@@ -94,9 +103,7 @@ def positive_only_archs():
     """Segmenters whose recipe trains on positive images only: the cascade uses their maps only
     behind the gate."""
     return [
-        arch
-        for arch in config["segment"]["archs"]
-        if positive_only(recipe_for(config, "segment", arch))
+        name for name in SEGMENTERS if positive_only(segmenter_recipe(config, name))
     ]
 
 
@@ -136,10 +143,11 @@ def classifier_init(wildcards):
 
 
 def fold_targets(stage, name):
-    """One file of every fold model of the stage's architectures."""
+    """One file of every fold model of the stage's architectures (segmenters: both rounds)."""
+    archs = SEGMENTERS if stage == "segment" else config[stage]["archs"]
     return [
         L.fold_file(stage, arch, fold, name)
-        for arch in config[stage]["archs"]
+        for arch in archs
         for fold in range(N_FOLDS)
     ]
 
@@ -171,11 +179,7 @@ def fold_models(stage):
 
 def segmenter_test_maps():
     """Every fold's test maps of every segmenter (what the submission blends)."""
-    return [
-        L.test_maps(arch, fold)
-        for arch in config["segment"]["archs"]
-        for fold in range(N_FOLDS)
-    ]
+    return [L.test_maps(arch, fold) for arch in SEGMENTERS for fold in range(N_FOLDS)]
 
 
 def benchmarks_for_report():
@@ -193,12 +197,27 @@ def benchmarks_for_report():
         "pretrain_nih": list(config["pretrain"]["archs"]),
         "train_classifier": fold_job_names("classify"),
         "train_segmenter": fold_job_names("segment"),
+        "pseudo_label_nih": pseudo_label_job_names(),
+        "train_segmenter_round2": [
+            job_name(arch, fold) for arch in ROUND2_ARCHS for fold in range(N_FOLDS)
+        ],
         "predict_classifier": list(config["classify"]["archs"]),
-        "predict_segmenter": list(config["segment"]["archs"]),
+        "predict_segmenter": SEGMENTERS,
         "ensemble": ["ensemble"],
         "submission": ["submission"],
     }
     return [L.benchmark(rule, name) for rule, jobs in names.items() for name in jobs]
+
+
+def pseudo_label_folds():
+    """The folds pseudo_label_nih runs for: all, where a second round learns from pseudo-labels."""
+    if not ROUND2_ARCHS or config["pseudo_labels"]["mean_teacher"]["enabled"]:
+        return []
+    return list(range(N_FOLDS))
+
+
+def pseudo_label_job_names():
+    return [fold_name(fold) for fold in pseudo_label_folds()]
 
 
 def fold_job_names(stage):
@@ -322,3 +341,47 @@ def ablation_summary_inputs():
             for fold in range(N_FOLDS)
         ]
     }
+
+
+def first_round_models(stage):
+    """Fold k's kept members of every architecture of the stage (pseudo_label_nih's models)."""
+
+    def models(wildcards):
+        return [
+            L.model(stage, arch, wildcards.fold, member)
+            for arch in config[stage]["archs"]
+            for member in config["ensemble"]["members"][stage]
+        ]
+
+    return models
+
+
+def round2_inputs(wildcards):
+    """A second-round job's NIH inputs: the candidates' repack, the fold's pseudo-labels (not for
+    a mean teacher) and the first-round model it starts from (init round1)."""
+    pseudo, size = config["pseudo_labels"], config["segment"]["size"]
+    inputs = {"candidates": L.repack_manifest("nih_candidates", size)}
+    if not pseudo["mean_teacher"]["enabled"]:
+        inputs["labels"] = L.pseudo_label_file(wildcards.fold, "labels.csv")
+    if pseudo["init"] == "round1":
+        inputs["init"] = L.model("segment", wildcards.arch, wildcards.fold, BEST)
+    return inputs
+
+
+def round2_stage_repacks(wildcards):
+    """The stage repacks of a second round's recipe."""
+    return repacks_of_stages(segmenter_recipe(config, round2_name(wildcards.arch)))
+
+
+def round2_arch_params(wildcards):
+    """A second round's weights, options and recipe: the architecture's, with the round's recipe."""
+    return {
+        **arch_params("segment")(wildcards),
+        "recipe": segmenter_recipe(config, round2_name(wildcards.arch)),
+    }
+
+
+def round2_params():
+    """The pseudo_labels keys the second round's training reads (the rest shape its inputs)."""
+    pseudo = config["pseudo_labels"]
+    return {key: pseudo[key] for key in ("batch_share", "init", "mean_teacher")}

@@ -40,7 +40,7 @@ rule predict_segmenter:
     benchmark:
         L.benchmark("predict_segmenter", job_name("{arch}"))
     wildcard_constraints:
-        arch="|".join(config["segment"]["archs"]) or "none",
+        arch="|".join(SEGMENTERS) or "none",
     conda:
         "../../envs/ptxseg.yaml"
     threads: resources_of("predict")["threads"]
@@ -61,7 +61,7 @@ rule ensemble:
         segmenters=fold_targets("segment", OOF_IDS),
         segmenter_maps=[
             L.oof_maps(arch, fold, member)
-            for arch in config["segment"]["archs"]
+            for arch in SEGMENTERS
             for fold in range(N_FOLDS)
             for member in stage_members("segment")
         ],
@@ -89,7 +89,7 @@ rule ensemble:
     params:
         ensemble=config["ensemble"],
         classify_archs=list(config["classify"]["archs"]),
-        segment_archs=list(config["segment"]["archs"]),
+        segment_archs=SEGMENTERS,
         n_folds=N_FOLDS,
         kept=stage_members("segment"),
         positive_only=positive_only_archs(),
@@ -106,7 +106,7 @@ rule submission:
         ensemble=L.ensemble("ensemble.json"),
         index=L.data("siim_index.csv"),
         classifiers=[L.test_probabilities(arch) for arch in config["classify"]["archs"]],
-        segmenter_ids=[L.test_ids(arch) for arch in config["segment"]["archs"]],
+        segmenter_ids=[L.test_ids(arch) for arch in SEGMENTERS],
         segmenter_maps=segmenter_test_maps(),
     output:
         submission=L.submission,
@@ -122,7 +122,7 @@ rule submission:
         runtime=resources_of("ensemble")["runtime"],
     params:
         classify_archs=list(config["classify"]["archs"]),
-        segment_archs=list(config["segment"]["archs"]),
+        segment_archs=SEGMENTERS,
         n_folds=N_FOLDS,
     script:
         "../scripts/submission.py"

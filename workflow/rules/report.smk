@@ -28,6 +28,9 @@ rule report:
         + fold_targets("classify", METRICS)
         + fold_targets("segment", METRICS),
         benchmarks=benchmarks_for_report(),
+        pseudo_labels=[
+            L.pseudo_label_file(fold, SUMMARY) for fold in pseudo_label_folds()
+        ],
     output:
         html=L.report,
     log:

@@ -14,5 +14,6 @@ if __name__ == "__main__":
             manifest_path=snakemake.output.manifest,
             stats_path=snakemake.output.stats,
             workers=snakemake.threads,
-            fingerprints_path=snakemake.output.fingerprints,
+            # The candidates' repack for the second round needs no fingerprints.
+            fingerprints_path=getattr(snakemake.output, "fingerprints", None),
         )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from ptxseg.data.repack import resize_image, resize_mask
 from ptxseg.data.transforms import scale_intensities
@@ -105,6 +105,16 @@ class RepackedImages(Dataset):
         if self.masks is None:
             raise ValueError("this dataset has no masks")
         return self._mask(index) > 127
+
+
+class Joined(ConcatDataset):
+    """Training sets one after the other (the fold's SIIM images, then pseudo-labelled NIH
+    images), reseeded together. Items keep the ``index`` of their own set; the loop reads only
+    images and targets from training batches."""
+
+    def reseed(self, seed: int) -> None:
+        for part in self.datasets:
+            part.reseed(seed)
 
 
 def worker_init(worker_id: int) -> None:

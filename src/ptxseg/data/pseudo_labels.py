@@ -11,16 +11,21 @@ positives and empty images at ``positive_share`` (the 3rd place of SIIM-ACR pseu
 image (the overlap match) never reaches this function: the caller passes only the others, and
 `select` refuses any id it is told is a SIIM image, so the OOF scores cannot leak.
 
-Plain pandas and numpy: the predictions are made elsewhere, this decides on their numbers.
+Plain pandas and numpy: the predictions are made elsewhere (``ptxseg.infer.pseudo_labels``), this
+decides on their numbers, samples the candidates and reads the kept labels back for training.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from ptxseg.io import atomic
 
 KEPT_POSITIVE, KEPT_EMPTY = "positive", "empty"
 # Why an image was left out, in the table's "why" column.
@@ -105,3 +110,62 @@ def _counts(positives: int, empties: int, bands: Bands, capped: bool) -> tuple[i
         total = min(total, bands.max_images)
     n_pos = min(round(total * share), positives)
     return n_pos, min(total - n_pos, empties)
+
+
+def sample_candidates(
+    pretrain_index: str | os.PathLike,
+    overlap_csv: str | os.PathLike,
+    n: int | None,
+    seed: int,
+    out_csv: str | os.PathLike,
+) -> pd.DataFrame:
+    """The NIH images the first round predicts: a seeded sample of ``n`` (None: all) of the NIH
+    index pretraining uses, which already lacks the NIH images matched to SIIM images; checked
+    again against the overlap table, since one leaked image would carry a SIIM label into OOF."""
+    index = pd.read_csv(pretrain_index, dtype={"image_id": str}, keep_default_na=False)
+    siim = set(pd.read_csv(overlap_csv, dtype=str, keep_default_na=False)["nih_image_id"])
+    leaked = sorted(set(index["image_id"]) & siim)
+    if leaked:
+        raise ValueError(
+            f"{pretrain_index}: {len(leaked)} image(s) matched to SIIM images in {overlap_csv} "
+            f"(e.g. {leaked[0]}); the pseudo-label candidates must come from the index without them"
+        )
+    if index.empty:
+        raise ValueError(f"{pretrain_index}: no NIH image left to pseudo-label")
+    if n is not None and n < len(index):
+        index = index.sample(n=n, random_state=seed)
+    index = index.sort_values("image_id").reset_index(drop=True)
+    atomic.write_csv(out_csv, index)
+    return index
+
+
+@dataclass(frozen=True)
+class PseudoLabelled:
+    """The kept pseudo-labels of one fold, as a training set reads them."""
+
+    image_ids: list[str]
+    images: list[Path]
+    masks: list[Path]
+
+
+def read_pseudo_labels(
+    labels_csv: str | os.PathLike, manifest_csv: str | os.PathLike, size: int
+) -> PseudoLabelled:
+    """The kept rows of a fold's labels.csv with their images (the candidates' repack at
+    ``size``) and masks (paths relative to labels.csv)."""
+    labels = pd.read_csv(labels_csv, dtype={"image_id": str}, keep_default_na=False)
+    kept = labels[labels["kept"].isin([KEPT_POSITIVE, KEPT_EMPTY])]
+    manifest = pd.read_csv(manifest_csv, dtype={"image_id": str}, keep_default_na=False)
+    manifest = manifest[manifest["size"] == size].set_index("image_id")
+    missing = sorted(set(kept["image_id"]) - set(manifest.index))
+    if missing:
+        raise ValueError(
+            f"{labels_csv}: {len(missing)} kept image(s) have no {size}px image in "
+            f"{manifest_csv} (e.g. {missing[0]})"
+        )
+    root, labels_root = Path(manifest_csv).parent, Path(labels_csv).parent
+    return PseudoLabelled(
+        kept["image_id"].tolist(),
+        [root / p for p in manifest.loc[kept["image_id"], "image"]],
+        [labels_root / p for p in kept["mask"]],
+    )

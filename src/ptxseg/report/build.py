@@ -24,11 +24,22 @@ from ptxseg.io import atomic, maps
 from ptxseg.io.png import read_grey
 from ptxseg.layout import benchmark_rule_of, fold_name, training_job_of
 from ptxseg.report import figures
+from ptxseg.report.second_round import pseudo_label_counts, round_comparison
 from ptxseg.scoring.thresholds import Cascade, binarise
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("data", "training", "scores", "weights", "thresholds", "examples", "runtime", "scaling")
+SECTIONS = (
+    "data",
+    "training",
+    "scores",
+    "weights",
+    "second_round",
+    "thresholds",
+    "examples",
+    "runtime",
+    "scaling",
+)
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -99,6 +110,7 @@ class ReportInputs:
     grid: Path | None = None
     images: Path | None = None
     maps: Path | None = None
+    pseudo_labels: list[Path] = field(default_factory=list)  # each fold's pseudo-label summary
 
     @classmethod
     def of(cls, named: dict) -> ReportInputs:
@@ -583,6 +595,29 @@ def page_html(sections: list[Section], title: str) -> str:
     )
 
 
+def second_round_section(inputs: ReportInputs) -> list[Section]:
+    """The NIH second round, where the run has one: pseudo-labels per fold (none for a mean
+    teacher), and round 1 against round 2 on OOF."""
+    scores = _read(inputs.scores)
+    comparison = round_comparison(scores) if scores is not None else pd.DataFrame()
+    if comparison.empty and not inputs.pseudo_labels:
+        return []
+    section = Section("second_round", "NIH second round")
+    section.text(
+        "Per fold, that fold's first-round segmenters (blended) and classifiers labelled NIH "
+        "images that are not SIIM images; the confident ones trained each architecture again "
+        "beside the fold's SIIM training images (with a mean teacher: unlabelled, against an "
+        "EMA teacher). OOF scores are on SIIM images only, round 2 under <arch>-round2."
+    )
+    if inputs.pseudo_labels:
+        section.table(pseudo_label_counts(inputs.pseudo_labels))
+    if comparison.empty:
+        section.warnings(["no round-2 scores in scores.csv"])
+    else:
+        section.table(comparison)
+    return [section]
+
+
 def build_report(
     inputs: ReportInputs, out_html: str | os.PathLike, title: str = "ptxseg run"
 ) -> list[str]:
@@ -591,6 +626,7 @@ def build_report(
         data_section(inputs),
         training_section(inputs),
         *scores_section(inputs),
+        *second_round_section(inputs),
         thresholds_section(inputs),
         examples_section(inputs),
         runtime_section(inputs),

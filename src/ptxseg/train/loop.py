@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,6 +68,10 @@ class Task:
     loss: nn.Module
     evaluate: Callable[[nn.Module, RepackedImages], dict]
     positive: np.ndarray | None = None
+    # Weaves a second training set into the epoch's order (pseudo-labels: sampling.mixed_order).
+    mix: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+    # A consistency loss on unlabelled images beside the task's own (train.mean_teacher).
+    consistency: Any = None
 
 
 def _improved(value: float, best: float | None, mode: str) -> bool:
@@ -113,6 +118,7 @@ class _Parts:
     ema: AveragedModel | None
     kept: KeptCopies
     fingerprint: dict
+    consistency: Any = None  # Task.consistency: its state is saved and resumed with the run's
 
 
 def fit(
@@ -136,6 +142,7 @@ def fit(
     if settings.runtime.channels_last:
         model.to(memory_format=torch.channels_last)
     parts = _parts(model, settings, members, meta)
+    parts.consistency = task.consistency
     progress_ = _resume(model, parts, members)
     if progress_.history and members.metrics_csv is not None:
         # A job killed after its last epoch's state (e.g. while predicting) resumes with no epoch
@@ -148,15 +155,20 @@ def fit(
         started = time.perf_counter()
         epoch_seed = seed_everything(settings.seed, epoch)
         train_set.reseed(epoch_seed)
+        rng = np.random.default_rng(epoch_seed)
         indices = epoch_indices(
             positive,
             settings.sampling,
             epoch,
             settings.epochs,
-            np.random.default_rng(epoch_seed),
+            rng,
             settings.sampling_start,
             settings.sampling_end,
         )
+        if task.mix is not None:
+            indices = task.mix(indices, rng)
+        if parts.consistency is not None:
+            parts.consistency.start_epoch(epoch, epoch_seed)
         if settings.steps_per_epoch is not None:
             indices = indices[: settings.steps_per_epoch * settings.batch_size]
         loader = _loader(train_set, indices, settings, epoch_seed)
@@ -269,6 +281,8 @@ def _resume(model: nn.Module, parts: _Parts, members: Members) -> _Progress:
         parts.swa.load_state_dict(state["swa"])
     if parts.ema is not None and state.get("ema") is not None:
         parts.ema.load_state_dict(state["ema"])
+    if parts.consistency is not None and state.get("consistency") is not None:
+        parts.consistency.load_state_dict(state["consistency"])
     progress_ = _Progress(state["history"], state["best"], state["epoch"] + 1)
     log.info("resuming from %s after epoch %d", members.state, progress_.start_epoch)
     member_paths = {BEST: members.best} | {
@@ -341,6 +355,9 @@ def _save_state(
             "schedule": parts.schedule.state_dict(),
             "swa": parts.swa.state_dict() if parts.swa is not None else None,
             "ema": parts.ema.state_dict() if parts.ema is not None else None,
+            "consistency": (
+                parts.consistency.state_dict() if parts.consistency is not None else None
+            ),
             "kept": parts.kept.record(),
         },
     )
@@ -407,6 +424,8 @@ def _train_epoch(model, loader, loss_fn, parts, settings, epoch, device, members
         with autocast(device, settings.runtime.amp):
             output = model(images)
         loss = loss_fn(as_float(output), target)
+        if parts.consistency is not None:
+            loss = loss + parts.consistency.loss(model, device, settings.runtime.amp)
         if not torch.isfinite(loss):
             kept = (
                 members.state
@@ -425,6 +444,8 @@ def _train_epoch(model, loader, loss_fn, parts, settings, epoch, device, members
             optimiser.zero_grad(set_to_none=True)
             if parts.ema is not None:
                 parts.ema.update_parameters(model)
+            if parts.consistency is not None:
+                parts.consistency.update(model)
         total += loss.item() * images.shape[0]
         count += images.shape[0]
     return total / max(count, 1)

@@ -9,6 +9,7 @@ uint8 map files (``ptxseg.io.maps``; one per kept model: best, SWA, snapshots), 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,8 +23,9 @@ import torch
 from torch import nn
 
 from ptxseg.data.crops import check_crop, with_crop
-from ptxseg.data.datasets import RepackedImages
+from ptxseg.data.datasets import Joined, RepackedImages
 from ptxseg.data.nih import pretraining_findings
+from ptxseg.data.pseudo_labels import read_pseudo_labels
 from ptxseg.data.repack import read_manifest, read_stats
 from ptxseg.data.transforms import build_augment
 from ptxseg.io import atomic, maps
@@ -46,13 +48,25 @@ from ptxseg.runtime.device import pick_device, seed_everything
 from ptxseg.runtime.predict import quantise_probabilities
 from ptxseg.train.kept import remove_training_state
 from ptxseg.train.loop import Members, Task, fit
+from ptxseg.train.mean_teacher import MeanTeacher
 from ptxseg.train.metrics import SegmentationScores, classification_metrics
+from ptxseg.train.sampling import mixed_order
 from ptxseg.train.settings import FitSettings
 from ptxseg.train.tasks import classification_task, segmentation_task
 
 log = logging.getLogger(__name__)
 
 KINDS = ("classifier", "segmenter")
+
+
+@dataclass(frozen=True)
+class NihImages:
+    """What a second round reads of the NIH images: the candidates' repack (at the segment size)
+    and the fold's pseudo-labels (labels.csv; None for a mean teacher, which needs no labels)."""
+
+    candidates_manifest: str | os.PathLike
+    size: int
+    labels_csv: str | os.PathLike | None = None
 
 
 @dataclass
@@ -234,6 +248,7 @@ def train_fold(
     stop_after_epoch: int | None = None,
     input_size: int | None = None,
     stage_repacks: dict[int, tuple[str | os.PathLike, str | os.PathLike]] | None = None,
+    nih: NihImages | None = None,
 ) -> dict:
     """Train one fold model of ``kind`` 'classifier' or 'segmenter' and write its OOF predictions.
 
@@ -241,7 +256,9 @@ def train_fold(
     whose input side is not a repacked size (the compound-scaled U-Nets). A segmenter recipe with
     stages trains each in turn at its size (``stage_repacks``: size -> (manifest, stats) of the
     sizes other than ``size``); the OOF maps are predicted at ``size``, on whole images.
-    ``stop_after_epoch`` counts epochs over all stages (tests of resuming).
+    ``stop_after_epoch`` counts epochs over all stages (tests of resuming). ``nih``: the NIH
+    images of a second round (pseudo-labels woven into each batch at ``settings.pseudo_share``,
+    or unlabelled images for ``settings.mean_teacher``); OOF predictions stay on SIIM images.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be 'classifier' or 'segmenter', got {kind!r}")
@@ -274,6 +291,7 @@ def train_fold(
             device,
             {**meta, "stage": k} if settings.stages else meta,
             k,
+            nih,
         )
         stop = None if stop_after_epoch is None else stop_after_epoch - epochs_before
         if stop is not None and stop <= 0:
@@ -335,6 +353,7 @@ def _stage_job(
     device: torch.device,
     meta: dict,
     index: int,
+    nih: NihImages | None = None,
 ) -> tuple[FitJob, pd.DataFrame]:
     """One stage's fit job: the SIIM split at the stage's size, cropped and augmented as its
     recipe says, and the held-out rows."""
@@ -353,8 +372,80 @@ def _stage_job(
         folds_csv, manifest_csv, stats_json, size, fold, segmenter, augment, input_size
     )
     positive = {"positive": train_rows["has_pneumothorax"].to_numpy() == 1} if segmenter else {}
-    job = FitJob(model, train_set, held_out, _task(kind, settings, device, **positive), meta)
+    task = _task(kind, settings, device, **positive)
+    if nih is not None:
+        train_set = _second_round(task, model, train_set, nih, settings, size, stats_json, augment)
+    job = FitJob(model, train_set, held_out, task, meta)
     return job, held_rows
+
+
+def _second_round(
+    task: Task,
+    model: nn.Module,
+    siim: RepackedImages,
+    nih: NihImages,
+    settings: FitSettings,
+    size: int,
+    stats_json,
+    augment,
+) -> RepackedImages | Joined:
+    """A second round's training set and task: the fold's pseudo-labels after its SIIM images,
+    woven into every batch at ``pseudo_share``; or the mean teacher on the unlabelled NIH
+    candidates. NIH images are read at the segment size, resized to a stage's, and scaled with the
+    SIIM statistics of the stage's size."""
+    mean, std = read_stats(stats_json, size)
+    resize = size if size != nih.size else None
+    if settings.mean_teacher is not None:
+        manifest = read_manifest(nih.candidates_manifest)
+        manifest = manifest[manifest["size"] == nih.size]
+        unlabelled = RepackedImages(
+            manifest["image_id"].tolist(),
+            [Path(nih.candidates_manifest).parent / p for p in manifest["image"]],
+            mean=mean,
+            std=std,
+            augment=augment,
+            resize=resize,
+        )
+        task.consistency = MeanTeacher(
+            model,
+            unlabelled,
+            settings.mean_teacher,
+            settings.batch_size,
+            settings.runtime.num_workers,
+        )
+        log.info("mean teacher on %d unlabelled NIH images", len(unlabelled))
+        return siim
+    if nih.labels_csv is None or settings.pseudo_share <= 0:
+        return siim
+    labelled = read_pseudo_labels(nih.labels_csv, nih.candidates_manifest, nih.size)
+    if not labelled.image_ids:
+        log.warning(
+            "%s: no pseudo-label kept; the round trains on SIIM images only", nih.labels_csv
+        )
+        return siim
+    pseudo = RepackedImages(
+        labelled.image_ids,
+        labelled.images,
+        mean=mean,
+        std=std,
+        masks=labelled.masks,
+        augment=augment,
+        resize=resize,
+    )
+    task.mix = functools.partial(
+        mixed_order,
+        extra=len(pseudo),
+        offset=len(siim),
+        share=settings.pseudo_share,
+        batch_size=settings.batch_size,
+    )
+    log.info(
+        "%d pseudo-labelled NIH images beside %d SIIM images, %.2f of each batch",
+        len(pseudo),
+        len(siim),
+        settings.pseudo_share,
+    )
+    return Joined([siim, pseudo])
 
 
 def _stages_dir(state_path) -> Path:

@@ -51,3 +51,30 @@ def epoch_indices(
     if chosen.size == 0:
         raise ValueError(f"sampling mode {mode!r} leaves no training images in epoch {epoch}")
     return rng.permutation(chosen)
+
+
+def mixed_order(
+    labelled: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    extra: int,
+    offset: int,
+    share: float,
+    batch_size: int,
+) -> np.ndarray:
+    """The epoch's ``labelled`` order with indices of a second set (``offset`` .. ``offset + extra``,
+    e.g. pseudo-labelled NIH images after the SIIM ones) woven in, so that every batch of
+    ``batch_size`` holds ``share`` of them (at least one, at most all but one). The second set is
+    walked through in shuffled passes, as many as the epoch's batches need."""
+    if extra < 1 or share <= 0:
+        return labelled
+    per_batch = min(batch_size - 1, max(1, round(share * batch_size)))
+    own = batch_size - per_batch
+    batches = -(-len(labelled) // own)
+    need = batches * per_batch
+    passes = -(-need // extra)
+    drawn = np.concatenate([rng.permutation(extra) for _ in range(passes)])[:need] + offset
+    parts = []
+    for b in range(batches):
+        parts += [labelled[b * own : (b + 1) * own], drawn[b * per_batch : (b + 1) * per_batch]]
+    return np.concatenate(parts)

@@ -38,6 +38,16 @@ class StageSpec:
         )
 
 
+@dataclass(frozen=True)
+class MeanTeacherSpec:
+    """The mean-teacher second round: consistency with an EMA teacher on unlabelled images."""
+
+    consistency_weight: float = 1.0
+    rampup_epochs: int = 5
+    ema_decay: float = 0.99
+    noise_std: float = 0.1
+
+
 def _crop(crop: dict | None) -> dict | None:
     """The crop where one is asked for (a size), else None."""
     return dict(crop) if crop and crop.get("size") else None
@@ -78,6 +88,9 @@ class FitSettings:
     crop: dict | None = None
     stages: tuple[StageSpec, ...] = ()
     augment: dict | None = None
+    # The NIH second round: the pseudo-labelled images' share of each batch, or a mean teacher.
+    pseudo_share: float = 0.0
+    mean_teacher: MeanTeacherSpec | None = None
     seed: int = 0
     runtime: Runtime = field(default_factory=Runtime)
 
@@ -133,6 +146,20 @@ class FitSettings:
             seed=seed,
             runtime=runtime,
         )
+
+    def for_round2(self, pseudo_labels: dict) -> FitSettings:
+        """The second round's settings from the config's ``pseudo_labels`` section: a mean
+        teacher where it is switched on, else pseudo-labels at ``batch_share`` of each batch."""
+        teacher = pseudo_labels["mean_teacher"]
+        if teacher["enabled"]:
+            spec = MeanTeacherSpec(
+                consistency_weight=teacher["consistency_weight"],
+                rampup_epochs=teacher["rampup_epochs"],
+                ema_decay=teacher["ema_decay"],
+                noise_std=teacher["noise_std"],
+            )
+            return replace(self, mean_teacher=spec, pseudo_share=0.0)
+        return replace(self, pseudo_share=pseudo_labels["batch_share"], mean_teacher=None)
 
     def one_model(self) -> FitSettings:
         """The same run keeping only its best model (no snapshots, no SWA, no EMA)."""

@@ -1,0 +1,224 @@
+"""Pseudo-labels of one fold: that fold's first-round models label the NIH candidates.
+
+Fold k's second round must learn only from labels that fold k's held-out SIIM images did not shape:
+its own first-round models never saw them, another fold's did. So every segmenter of fold k (each
+architecture's kept members averaged, with TTA, as the test maps are made) is blended with equal
+weights, and the image probability is the equal-weight mean of fold k's image-level sources (its
+classifiers and its segmenters' heads). Equal weights, not the ensemble's: those are searched on
+every fold's OOF predictions, fold k's held-out images included (and the search comes after the
+second round in the DAG). Without any image-level source the map's maximum stands in.
+
+Every model is loaded once; each batch of candidates goes through all of them, so memory is flat
+in the number of candidates and only the positive candidates' masks are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ptxseg.data.datasets import RepackedImages
+from ptxseg.data.pseudo_labels import KEPT_EMPTY, KEPT_POSITIVE, Bands, pixel_confidence, select
+from ptxseg.data.repack import read_manifest, read_stats
+from ptxseg.infer.test_set import load_member
+from ptxseg.io import atomic
+from ptxseg.io.png import write_png
+from ptxseg.parallel import progress
+from ptxseg.runtime.device import pick_device
+from ptxseg.runtime.options import Runtime
+from ptxseg.runtime.predict import ordered_batches, quantise_probabilities, tta_passes, tta_predict
+
+log = logging.getLogger(__name__)
+
+EMPTY_MASK = "empty.png"  # one all-zero mask that every kept empty image points to
+
+
+def _dataset(manifest, root: Path, size: int, stats_json, resize: int) -> RepackedImages:
+    mean, std = read_stats(stats_json, resize)
+    return RepackedImages(
+        manifest.index.tolist(),
+        [root / p for p in manifest["image"]],
+        mean=mean,
+        std=std,
+        resize=resize if resize != size else None,
+    )
+
+
+def _mean_over_models(
+    models: Sequence[torch.nn.Module], images: torch.Tensor, passes, device, runtime: Runtime
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The models' mean probability (TTA averaged) and mean head probability (None: no head)."""
+    total, heads = None, []
+    for model in models:
+        p, head = tta_predict(model, images, passes, device, runtime.amp, runtime.channels_last)
+        total = p if total is None else total + p
+        if head is not None:
+            heads.append(head)
+    return total / len(models), (torch.stack(heads).mean(0) if heads else None)
+
+
+@torch.no_grad()
+def _predict(
+    segmenters: dict[str, list[torch.nn.Module]],
+    classifiers: dict[str, list[torch.nn.Module]],
+    segment_set: RepackedImages,
+    classify_set: RepackedImages | None,
+    runtime: Runtime,
+    device: torch.device,
+    batch_size: int,
+    masks_dir: Path,
+    bands: Bands,
+    pixel_threshold: float,
+) -> pd.DataFrame:
+    passes = tta_passes(runtime.tta)
+    n = len(segment_set)
+    probability = np.full(n, np.nan, dtype=np.float32)
+    confidence = np.zeros(n, dtype=np.float32)
+    pixels = np.zeros(n, dtype=np.int64)
+    sources = np.zeros(n, dtype=np.float32)
+    counts = np.zeros(n, dtype=np.int64)
+    if classify_set is not None:  # image-level sources at the classifiers' size
+        for batch in ordered_batches(classify_set, batch_size, runtime.num_workers, device):
+            images, index = batch["image"].to(device), batch["index"].numpy()
+            for models in classifiers.values():
+                p, _ = _mean_over_models(models, images, passes, device, runtime)
+                sources[index] += p[:, 0].float().cpu().numpy()
+                counts[index] += 1
+    batches = ordered_batches(segment_set, batch_size, runtime.num_workers, device)
+    for batch in progress(batches, len(batches), "pseudo-labels"):
+        images, index = batch["image"].to(device), batch["index"].numpy()
+        blended = None
+        for models in segmenters.values():
+            p, head = _mean_over_models(models, images, passes, device, runtime)
+            blended = p if blended is None else blended + p
+            if head is not None:
+                sources[index] += head.float().cpu().numpy()
+                counts[index] += 1
+        maps = quantise_probabilities((blended / len(segmenters)).float().cpu().numpy())
+        confidence[index] = pixel_confidence(maps)
+        masks = maps >= round(pixel_threshold * 255)
+        pixels[index] = masks.reshape(len(masks), -1).sum(axis=1)
+        for k, i in enumerate(index):
+            had = counts[i] > 0
+            probability[i] = sources[i] / counts[i] if had else maps[k].max() / 255.0
+            if (
+                probability[i] >= bands.positive_min_probability
+                and confidence[i] >= bands.min_confidence
+                and pixels[i] > 0
+            ):  # a candidate positive: its mask is kept until the selection decides
+                write_png(
+                    masks_dir / f"{segment_set.image_ids[i]}.png", masks[k].astype(np.uint8) * 255
+                )
+    return pd.DataFrame(
+        {
+            "image_id": segment_set.image_ids,
+            "probability": probability.round(6),
+            "confidence": confidence.round(6),
+            "mask_pixels": pixels,
+            "image_sources": counts,
+        }
+    )
+
+
+def pseudo_label_fold(
+    *,
+    fold: int,
+    segmenters: dict[str, list[str | os.PathLike]],
+    classifiers: dict[str, list[str | os.PathLike]],
+    candidates_manifest: str | os.PathLike,
+    segment_stats: str | os.PathLike,
+    classify_stats: str | os.PathLike | None,
+    segment_size: int,
+    classify_size: int,
+    bands: Bands,
+    pixel_threshold: float,
+    siim_images: Sequence[str],
+    labels_csv: str | os.PathLike,
+    summary_json: str | os.PathLike,
+    runtime: Runtime | None = None,
+    batch_size: int = 16,
+) -> dict:
+    """Label fold ``fold``'s NIH candidates with its first-round models (``segmenters`` and
+    ``classifiers``: architecture -> that fold's kept member files); write labels.csv (every
+    candidate: probability, confidence, mask_pixels, kept, why, mask) with the kept masks in
+    ``masks/`` beside it, and a summary of the counts."""
+    if not segmenters:
+        raise ValueError(f"fold {fold}: no first-round segmenter to pseudo-label with")
+    runtime = runtime or Runtime()
+    torch.set_num_threads(max(1, runtime.threads))
+    device = pick_device(runtime.device)
+    manifest = read_manifest(candidates_manifest)
+    manifest = manifest[manifest["size"] == segment_size].set_index("image_id").sort_index()
+    if manifest.empty:
+        raise ValueError(f"{candidates_manifest}: no candidate image at {segment_size}px")
+    root = Path(candidates_manifest).parent
+    # Scaled with the SIIM statistics the models were trained with.
+    segment_set = _dataset(manifest, root, segment_size, segment_stats, segment_size)
+    classify_set = (
+        _dataset(manifest, root, segment_size, classify_stats, classify_size)
+        if classifiers
+        else None
+    )
+    out_dir = Path(labels_csv).parent
+    masks_dir = out_dir / "masks"
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    for stale in masks_dir.glob("*.png"):  # a rerun starts from no masks
+        stale.unlink()
+
+    def load(files: dict) -> dict[str, list[torch.nn.Module]]:
+        return {a: [load_member(f, device).eval() for f in paths] for a, paths in files.items()}
+
+    candidates = _predict(
+        load(segmenters),
+        load(classifiers),
+        segment_set,
+        classify_set,
+        runtime,
+        device,
+        batch_size,
+        masks_dir,
+        bands,
+        pixel_threshold,
+    )
+    table = select(candidates, bands, siim_images)
+    table["mask"] = ""
+    positive, empty = table["kept"] == KEPT_POSITIVE, table["kept"] == KEPT_EMPTY
+    table.loc[positive, "mask"] = "masks/" + table.loc[positive, "image_id"] + ".png"
+    table.loc[empty, "mask"] = f"masks/{EMPTY_MASK}"
+    kept_masks = set(table.loc[positive, "mask"])
+    for path in masks_dir.glob("*.png"):  # candidate positives the selection left out
+        if f"masks/{path.name}" not in kept_masks:
+            path.unlink()
+    write_png(masks_dir / EMPTY_MASK, np.zeros((segment_size, segment_size), dtype=np.uint8))
+    atomic.write_csv(labels_csv, table)
+    summary = {
+        "fold": fold,
+        "candidates": len(table),
+        "positive": int(positive.sum()),
+        "empty": int(empty.sum()),
+        "left_out": {
+            str(k): int(v) for k, v in table.loc[table["kept"] == "", "why"].value_counts().items()
+        },
+        "segmenters": sorted(segmenters),
+        "classifiers": sorted(classifiers),
+        # The model files that labelled the fold (fold isolation is checked on these).
+        "models": [
+            str(p) for files in (segmenters, classifiers) for ps in files.values() for p in ps
+        ],
+    }
+    atomic.write_json(summary_json, summary)
+    log.info(
+        "fold %d: %d NIH candidates -> %d pseudo-positives, %d pseudo-empty (%s left out)",
+        fold,
+        len(table),
+        summary["positive"],
+        summary["empty"],
+        ", ".join(f"{v} {k}" for k, v in summary["left_out"].items()) or "none",
+    )
+    return summary
