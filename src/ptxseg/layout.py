@@ -238,6 +238,11 @@ class Layout:
     def report(self) -> str:
         return self._at("report.html")
 
+    @property
+    def model_card(self) -> str:
+        """The run's model card (Markdown): intended use, data, recipe, OOF scores, limits."""
+        return self._at("model_card.md")
+
     # The compound-scaling search.
     def scaling(self, name: str) -> str:
         """summary.csv, score_vs_flops.png, best.yaml, search.json."""
