@@ -161,7 +161,7 @@ def train_targets():
 
 
 def ensemble_targets():
-    return [L.ensemble("ensemble.json"), L.submission, L.report]
+    return [L.ensemble("ensemble.json"), L.submission, L.report, L.model_card]
 
 
 def fold_models(stage):

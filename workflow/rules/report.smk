@@ -44,3 +44,42 @@ rule report:
         runtime=resources_of("default")["runtime"],
     script:
         "../scripts/report.py"
+
+
+# The model card: intended use, training data, recipe, OOF scores per fold, calibration, second
+# round and the limits of what was measured, in Markdown. Every number on it is read from the
+# files it declares (`ptxseg.report.model_card`).
+rule model_card:
+    input:
+        ensemble=L.ensemble("ensemble.json"),
+        scores=L.ensemble("scores.csv"),
+        images=L.ensemble("oof_images.csv"),
+        index=L.data("siim_index.csv"),
+        rejects=L.data("siim_rejects.csv"),
+        folds=L.data("siim_folds.csv"),
+        nih=L.data("nih_index.csv"),
+        nih_pretrain=L.data("nih_pretrain_index.csv"),
+        overlap=L.data("nih_siim_overlap.csv"),
+        summaries=[
+            L.pretrain_file(arch, SUMMARY) for arch in config["pretrain"]["archs"]
+        ]
+        + fold_targets("classify", SUMMARY)
+        + fold_targets("segment", SUMMARY),
+        pseudo_labels=[
+            L.pseudo_label_file(fold, SUMMARY) for fold in pseudo_label_folds()
+        ],
+    output:
+        md=L.model_card,
+    log:
+        L.log("model_card", "model_card"),
+    benchmark:
+        L.benchmark("model_card", "model_card")
+    conda:
+        "../../envs/ptxseg.yaml"
+    resources:
+        mem_mb=resources_of("default")["mem_mb"],
+        runtime=resources_of("default")["runtime"],
+    params:
+        demo=config["data"]["source"] == "demo",
+    script:
+        "../scripts/model_card.py"
