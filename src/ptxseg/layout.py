@@ -235,6 +235,12 @@ class Layout:
         return self._at("submission.csv")
 
     @property
+    def submission_details(self) -> str:
+        """The submission's side table: each test image's gate probability, calibrated, and its
+        spread over the fold models."""
+        return self._at("submission_details.csv")
+
+    @property
     def report(self) -> str:
         return self._at("report.html")
 

@@ -110,6 +110,7 @@ rule submission:
         segmenter_maps=segmenter_test_maps(),
     output:
         submission=L.submission,
+        details=L.submission_details,
     log:
         L.log("submission", "submission"),
     benchmark:

@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 
 from ptxseg.data.siim import read_index
-from ptxseg.ensemble.submission import PredictionFiles, write_submission
+from ptxseg.ensemble.submission import PredictionFiles, write_details, write_submission
 from ptxseg.layout import RESULTS
 from ptxseg.logs import to_file
 
@@ -12,6 +12,6 @@ if __name__ == "__main__":
         index = read_index(snakemake.input.index)
         predictions = PredictionFiles.at(RESULTS, p.classify_archs, p.segment_archs, p.n_folds)
         ensemble = json.loads(Path(snakemake.input.ensemble).read_text())
-        write_submission(
-            index[index["split"] == "test"], predictions, ensemble, snakemake.output.submission
-        )
+        test = index[index["split"] == "test"]
+        write_submission(test, predictions, ensemble, snakemake.output.submission)
+        write_details(test, predictions, ensemble, snakemake.output.details)

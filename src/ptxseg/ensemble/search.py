@@ -37,6 +37,7 @@ from sklearn.metrics import roc_auc_score
 
 from ptxseg.data.repack import Normalisation, read_manifest, resize_image, resize_mask
 from ptxseg.ensemble.blend import blend_uint8, search_weights, simplex_grid
+from ptxseg.ensemble.calibrate import calibrate_gate
 from ptxseg.grids import edge_warnings
 from ptxseg.io import atomic, maps
 from ptxseg.io.png import read_grey
@@ -325,6 +326,7 @@ def run_search(
     out_images: str | os.PathLike,
     out_maps: str | os.PathLike,
     preprocessing: dict | None = None,
+    calibration: dict | None = None,
     positive_only: list[str] | tuple[str, ...] = (),
     chunk: int = CHUNK,
 ) -> dict:
@@ -380,6 +382,16 @@ def run_search(
     )
     outcomes, native, all_empty = _native_stage(inputs, cascade, cls_probability, out, chunk)
     scores += [*blend_rows, native, at_size, all_empty]
+    calibrated = None
+    if cls_probability is not None:  # the gate's calibration, on every OOF image's own label
+        gate = calibrate_gate(
+            cls_probability,
+            outcomes["truth_pixels_native"] > 0,
+            np.asarray(inputs.oof.fold_of),
+            **(calibration or {}),
+        )
+        scores += gate.rows
+        calibrated = gate.calibrated_oof
     for level, alternative in chosen["alternatives"].items():
         scores += _alternative_rows(
             inputs, level, alternative, (cascade, native), cls_probability, out, chunk
@@ -396,7 +408,12 @@ def run_search(
         "weight_search": weight_search,
         "oof": _oof_summary(scores, native, at_size, len(inputs.oof.ids), size),
     }
-    _write_outputs(out, result, scores, chosen, inputs.oof, cls_probability, outcomes)
+    if calibrated is not None:
+        result["calibration"] = gate.calibrator.to_dict()
+        # NaN (a method the inputs could not score) as null: ensemble.json stays strict JSON.
+        choice = gate.choice.astype(object).where(gate.choice.notna(), None)
+        result["calibration_choice"] = choice.to_dict("records")
+    _write_outputs(out, result, scores, chosen, inputs.oof, cls_probability, outcomes, calibrated)
     log.info(
         "OOF cascade %.4f at %s (%.4f at %d px; all-empty %.4f, best architecture %.4f) with %s",
         result["oof"]["cascade"],
@@ -620,6 +637,7 @@ def _write_outputs(
     oof: OofLayout,
     classifier: np.ndarray | None,
     outcomes: dict[str, np.ndarray],
+    calibrated: np.ndarray | None = None,
 ) -> None:
     atomic.write_json(out.json, result)
     atomic.write_csv(out.scores, pd.DataFrame(scores))
@@ -631,6 +649,8 @@ def _write_outputs(
                 "image_id": oof.ids,
                 "fold": oof.fold_of,
                 "classifier_probability": classifier if classifier is not None else np.nan,
+                # The gate's probability calibrated by a map fitted on the other folds.
+                "calibrated_probability": calibrated if calibrated is not None else np.nan,
                 **outcomes,
             }
         ),
@@ -846,6 +866,7 @@ def search_rule(params, inputs, outputs, classifiers: dict, segmenters: dict) ->
             params.n_folds,
             params.tta,
         ),
+        calibration=params.ensemble.get("calibration"),
     )
 
 

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from ptxseg.ensemble.blend import weighted_mean
-from ptxseg.io import rle
+from ptxseg.io import atomic, rle
 from ptxseg.io.atomic import atomic_open
 from ptxseg.io.maps import read_rows
 from ptxseg.layout import Layout, fold_columns, head_source
+from ptxseg.scoring.calibration import Calibrator
 from ptxseg.scoring.thresholds import Cascade, binarise
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,12 @@ class PredictionFiles:
         )
 
     def open(self, image_ids: list[str]) -> tuple[dict, dict]:
+        """(arch -> (map files, rows of ``image_ids``), image-level source -> fold mean)."""
+        maps, by_fold = self._open(image_ids)
+        return maps, {source: p.mean(axis=1) for source, p in by_fold.items()}
+
+    def _open(self, image_ids: list[str]) -> tuple[dict, dict]:
+        """As `open`, each image-level source's probabilities per fold, (images, folds)."""
         maps, probabilities = {}, {}
         for arch, files in self.segmenters.items():
             ids = pd.read_csv(self.segmenter_ids[arch], dtype={"image_id": str})
@@ -69,14 +76,22 @@ class PredictionFiles:
             heads = fold_columns(ids.columns)  # the classification head's, where it has one
             if heads:
                 table = ids.set_index("image_id")
-                probabilities[head_source(arch)] = (
-                    table.loc[image_ids, heads].mean(axis=1).to_numpy()
-                )
+                probabilities[head_source(arch)] = table.loc[image_ids, heads].to_numpy()
         for arch, path in self.classifiers.items():
             table = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")
             folds = fold_columns(table.columns)
-            probabilities[arch] = table.loc[image_ids, folds].mean(axis=1).to_numpy()
+            probabilities[arch] = table.loc[image_ids, folds].to_numpy()
         return maps, probabilities
+
+    def gate_by_fold(self, image_ids: list[str], gate_weights: dict[str, float]) -> np.ndarray:
+        """The gate's blended probability of each image by each fold's models, (images, folds)."""
+        _, by_fold = self._open(image_ids)
+        missing = [s for s in gate_weights if s not in by_fold]
+        if missing:
+            raise SubmissionError(f"no test probabilities for the gate's source(s) {missing}")
+        weights = np.array(list(gate_weights.values()), dtype=np.float64)
+        stacked = np.stack([by_fold[s] for s in gate_weights])  # (sources, images, folds)
+        return np.tensordot(weights / weights.sum(), stacked, axes=1)
 
 
 def cascade_rows(
@@ -190,3 +205,29 @@ def validate_submission(path: str | os.PathLike, test_index: pd.DataFrame) -> No
             [f"... and {len(problems) - 20} more"] if len(problems) > 20 else []
         )
         raise SubmissionError(f"{path}: invalid submission:\n  " + "\n  ".join(shown))
+
+
+def write_details(
+    test_index: pd.DataFrame,
+    predictions: PredictionFiles,
+    ensemble: dict,
+    out_csv: str | os.PathLike,
+) -> pd.DataFrame:
+    """The submission's side table: per test image, the gate's probability (the fold mean, as the
+    cascade uses it), calibrated by the ensemble's calibration (`scoring.calibration`), and its
+    uncertainty: the standard deviation of the gate's probability over the fold models (each
+    fold's own prediction is already averaged over its TTA passes). Empty columns without a gate."""
+    image_ids = test_index["image_id"].tolist()
+    table = pd.DataFrame({"ImageId": image_ids})
+    gate = ensemble["classifier_weights"]
+    if gate:
+        by_fold = predictions.gate_by_fold(image_ids, gate)
+        probability = by_fold.mean(axis=1)
+        calibrator = Calibrator.from_dict(ensemble.get("calibration", {"method": "none"}))
+        table["probability"] = probability.round(6)
+        table["calibrated_probability"] = calibrator.apply(probability).round(6)
+        table["uncertainty"] = by_fold.std(axis=1).round(6)
+    else:
+        table["probability"] = table["calibrated_probability"] = table["uncertainty"] = np.nan
+    atomic.write_csv(out_csv, table)
+    return table

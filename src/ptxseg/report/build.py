@@ -12,6 +12,7 @@ import html
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from ptxseg.io import atomic, maps
 from ptxseg.io.png import read_grey
 from ptxseg.layout import benchmark_rule_of, fold_name, training_job_of
 from ptxseg.report import figures
+from ptxseg.report.calibration import reliability_diagram
 from ptxseg.report.second_round import pseudo_label_counts, round_comparison
+from ptxseg.scoring.calibration import expected_calibration_error, reliability_table
 from ptxseg.scoring.thresholds import Cascade, binarise
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,7 @@ SECTIONS = (
     "training",
     "scores",
     "weights",
+    "calibration",
     "second_round",
     "thresholds",
     "examples",
@@ -595,6 +599,38 @@ def page_html(sections: list[Section], title: str) -> str:
     )
 
 
+def calibration_section(inputs: ReportInputs) -> Section:
+    """The gate's reliability on OOF images before and after its calibration (the 'after'
+    cross-fitted: each fold's images calibrated by a map fitted on the other folds)."""
+    section = Section("calibration", "Calibration of the image-level probability")
+    images, ensemble = _read(inputs.images), _json(inputs.ensemble)
+    if images is None or ensemble is None or images["classifier_probability"].isna().all():
+        section.warnings(["no image-level probability (no classifier or head) to calibrate"])
+        return section
+    labels = (images["truth_pixels_native"] > 0).to_numpy().astype(int)
+    method = ensemble.get("calibration", {}).get("method", "none")
+    probabilities = {
+        "before": images["classifier_probability"].to_numpy(),
+        f"after ({method}, cross-fitted)": images["calibrated_probability"].to_numpy(),
+    }
+    tables = {k: reliability_table(p, labels) for k, p in probabilities.items()}
+    eces = {k: expected_calibration_error(p, labels) for k, p in probabilities.items()}
+    section.text(
+        f"The gate's OOF probability on {len(labels)} images ({labels.sum()} with a "
+        f"pneumothorax). Chosen calibration: {method}, by a cross-fitted proper score; the "
+        "expected calibration error (10 equal-width bins) before and after is in "
+        "results/ensemble/scores.csv (kind gate, metric ece)."
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "reliability.png"
+        reliability_diagram(tables, eces, path)
+        section.figure(path.read_bytes(), "reliability diagram before and after calibration")
+    choice = ensemble.get("calibration_choice")
+    if choice:
+        section.table(pd.DataFrame(choice))
+    return section
+
+
 def second_round_section(inputs: ReportInputs) -> list[Section]:
     """The NIH second round, where the run has one: pseudo-labels per fold (none for a mean
     teacher), and round 1 against round 2 on OOF."""
@@ -626,6 +662,7 @@ def build_report(
         data_section(inputs),
         training_section(inputs),
         *scores_section(inputs),
+        calibration_section(inputs),
         *second_round_section(inputs),
         thresholds_section(inputs),
         examples_section(inputs),

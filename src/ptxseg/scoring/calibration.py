@@ -337,6 +337,17 @@ def _cross_fitted(
     return predictions, ""
 
 
+def cross_fitted(p: np.ndarray, y: np.ndarray, folds: np.ndarray, method: str) -> np.ndarray:
+    """``p`` calibrated by ``method``, each fold's images by a map fitted on the other folds (what
+    a held-out image would get: the honest 'after' of a reliability diagram); ``p`` itself where
+    the method is 'none' or the folds leave nothing to fit."""
+    p, y = _checked(p, y)
+    if method == "none" or _fit_problem(p, y):
+        return p
+    predictions, reason = _cross_fitted(p, y, _fold_ids(folds, y))
+    return p if reason else predictions[method]
+
+
 def choose_calibration(
     p: np.ndarray,
     y: np.ndarray,
