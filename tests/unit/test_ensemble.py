@@ -277,7 +277,8 @@ def test_run_search_on_oof_files(tmp_path):
         "all_empty",
         "cascade_ungated",  # the same blend without a gate
         "cascade_gated",  # and behind its best gate above 0
-        "calibrated",  # the gate's ECE and Brier score after its calibration
+        "uncalibrated",  # the gate's ECE and Brier score before its calibration
+        "calibrated",  # and after
     }
     alternatives = scores[scores["level"].isin(["cascade_ungated", "cascade_gated"])]
     assert set(alternatives["scored_at"]) == set(

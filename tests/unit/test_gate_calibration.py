@@ -32,9 +32,9 @@ def test_an_overconfident_gate_is_calibrated_and_its_held_out_ece_falls():
     gate = calibrate_gate(p, labels, folds)
     assert gate.calibrator.method in ("temperature", "isotonic")
     ece = {(r["level"], r["metric"]): r["score"] for r in gate.rows}
-    assert ece[("blend", "ece")] == pytest.approx(expected_calibration_error(p, labels))
-    assert ece[("calibrated", "ece")] < ece[("blend", "ece")] / 2
-    assert ece[("calibrated", "brier")] < ece[("blend", "brier")]
+    assert ece[("uncalibrated", "ece")] == pytest.approx(expected_calibration_error(p, labels))
+    assert ece[("calibrated", "ece")] < ece[("uncalibrated", "ece")] / 2
+    assert ece[("calibrated", "brier")] < ece[("uncalibrated", "brier")]
     # Cross-fitted: fold 0's images by a map fitted without them, not the final map.
     final = gate.calibrator.apply(p)
     assert not np.allclose(gate.calibrated_oof, final)
@@ -69,10 +69,10 @@ def test_the_search_writes_the_calibration_and_its_ece(tmp_path):
     }
     scores = pd.read_csv(tmp_path / "s.csv")
     ece = scores[(scores["kind"] == "gate") & (scores["metric"] == "ece")]
-    assert set(ece["level"]) == {"blend", "calibrated"}
+    assert set(ece["level"]) == {"uncalibrated", "calibrated"}
     images = pd.read_csv(tmp_path / "i.csv")
     p, y = images["classifier_probability"], images["truth_pixels_native"] > 0
-    before = ece.loc[ece["level"] == "blend", "score"].iloc[0]
+    before = ece.loc[ece["level"] == "uncalibrated", "score"].iloc[0]
     after = ece.loc[ece["level"] == "calibrated", "score"].iloc[0]
     assert before == pytest.approx(expected_calibration_error(p.to_numpy(), y.to_numpy()))
     assert after == pytest.approx(

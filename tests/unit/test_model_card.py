@@ -66,7 +66,7 @@ def _scores(cascade: float = 0.6125, calibrated: bool = False, round2: bool = Fa
         )
     if calibrated:
         rows += [
-            ("gate", "blend", "", "ece", "image level", 6, 0.123),
+            ("gate", "uncalibrated", "", "ece", "image level", 6, 0.123),
             ("gate", "calibrated", "", "ece", "image level", 6, 0.045),
         ]
     return pd.DataFrame(

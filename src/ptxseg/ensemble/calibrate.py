@@ -51,7 +51,7 @@ def calibrate_gate(
         calibrator = FITS[method](probability, labels)
     after = cross_fitted(probability, labels, folds, calibrator.method)
     rows = []
-    for level, p in (("blend", probability), ("calibrated", after)):
+    for level, p in (("uncalibrated", probability), ("calibrated", after)):
         where = {"kind": "gate", "level": level, "scored_at": "image level", "images": len(p)}
         if level == "calibrated":
             where["member"] = calibrator.method

@@ -419,7 +419,7 @@ def calibration(ensemble: dict, scores: pd.DataFrame) -> list[str]:
         f"{k} {v:.4g}" for k, v in chosen.items() if k != "method" and isinstance(v, float)
     )
     lines.append(f"Method: **{chosen['method']}**" + (f" ({params})" if params else "") + ".")
-    before = gate_metric(scores, "blend", "ece")
+    before = gate_metric(scores, "uncalibrated", "ece")
     after = gate_metric(scores, "calibrated", "ece")
     lines.append(
         f"Expected calibration error over the OOF images: {_number(before)} before, "
@@ -427,7 +427,7 @@ def calibration(ensemble: dict, scores: pd.DataFrame) -> list[str]:
         "the other folds)."
     )
     before, after = (
-        gate_metric(scores, "blend", "brier"),
+        gate_metric(scores, "uncalibrated", "brier"),
         gate_metric(scores, "calibrated", "brier"),
     )
     if before is not None or after is not None:
