@@ -62,6 +62,32 @@ def write_config(path, base, **sections):
     return path
 
 
+def full_config_with_stand_ins(tmp_path) -> Path:
+    """configs/full.yaml reading empty stand-ins of the real downloads (same layout), so that
+    its DAG builds for a dry run."""
+    data = tmp_path / "data"
+    for folder in ("train", "test", "nih"):
+        (data / folder).mkdir(parents=True)
+    (data / "train-rle.csv").write_text("ImageId, EncodedPixels\n")
+    (data / "Data_Entry_2017.csv").write_text("Image Index,Finding Labels,Patient ID\n")
+    return write_config(
+        tmp_path / "full.yaml",
+        "configs/full.yaml",
+        data={
+            "source": "files",
+            "siim": {
+                "train_dicom_dir": str(data / "train"),
+                "test_dicom_dir": str(data / "test"),
+                "train_rle_csv": str(data / "train-rle.csv"),
+            },
+            "nih": {
+                "image_dir": str(data / "nih"),
+                "labels_csv": str(data / "Data_Entry_2017.csv"),
+            },
+        },
+    )
+
+
 def job_counts(dry_run_output: str) -> dict[str, int]:
     """The 'Job stats' table of a dry run: rule -> job count, without `all`."""
     table = dry_run_output.split("Job stats:", 1)[1].split("total", 1)[0]

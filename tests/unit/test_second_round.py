@@ -300,72 +300,111 @@ def _export(path: Path, bias: float) -> Path:
     return path
 
 
-def test_a_fold_is_pseudo_labelled_by_its_own_models_blended_and_selected(tmp_path):
-    nih = _pseudo_labels(tmp_path, n=6)
-    stats = tmp_path / "stats.json"
+class BrightMap(torch.nn.Module):
+    """A 'segmenter' sure of its map: every pixel of a bright image in, of a dark image out."""
+
+    size_multiple = 32
+
+    def forward(self, x):
+        return 40.0 * x
+
+
+def _candidates(root: Path, n: int = 6, size: int = 64) -> Path:
+    """NIH candidates at ``size``: the first half bright, the rest dark."""
+    folder = root / "bright_dark"
+    (folder / str(size)).mkdir(parents=True)
+    rows = []
+    for k in range(n):
+        image_id = f"0000020{k}_000"
+        value = 230 if k < n // 2 else 20
+        cv2.imwrite(
+            str(folder / str(size) / f"{image_id}.png"), np.full((size, size), value, np.uint8)
+        )
+        rows.append(
+            {
+                "image_id": image_id,
+                "split": "nih",
+                "size": size,
+                "image": f"{size}/{image_id}.png",
+                "mask": "",
+            }
+        )
+    pd.DataFrame(rows).to_csv(folder / f"manifest_{size}.csv", index=False)
+    return folder / f"manifest_{size}.csv"
+
+
+def _label(root: Path, candidates: Path, segmenters: dict, bands: Bands, siim_images=()) -> dict:
+    stats = root / "stats.json"
     stats.write_text(json.dumps({"64": {"mean": 0.45, "std": 0.2}}))
-    sure = _export(tmp_path / "sure.pt", 6.0)  # p = 0.9975 everywhere
-    out = tmp_path / "labels" / "fold0"
-    summary = pseudo_label_fold(
+    out = root / "labels" / "fold0"
+    return pseudo_label_fold(
         fold=0,
-        segmenters={"a": [sure], "b": [sure]},
+        segmenters=segmenters,
         classifiers={},
-        candidates_manifest=nih.candidates_manifest,
+        candidates_manifest=candidates,
         segment_stats=stats,
         classify_stats=None,
         segment_size=64,
         classify_size=64,
-        bands=Bands(0.9, 0.05, 0.9, 0.5, max_images=4),
+        bands=bands,
         pixel_threshold=0.5,
-        siim_images=["1.2.3"],
+        siim_images=list(siim_images),
         labels_csv=out / "labels.csv",
         summary_json=out / "summary.json",
         runtime=Runtime(amp=False, channels_last=False, tta=("none", "hflip")),
     )
-    table = pd.read_csv(out / "labels.csv", dtype={"image_id": str}, keep_default_na=False)
-    assert len(table) == 6 and summary["candidates"] == 6
+
+
+def _labels(root: Path) -> pd.DataFrame:
+    return pd.read_csv(
+        root / "labels" / "fold0" / "labels.csv", dtype={"image_id": str}, keep_default_na=False
+    )
+
+
+def test_a_fold_is_pseudo_labelled_at_the_share_under_the_cap_with_its_masks(tmp_path, monkeypatch):
+    import ptxseg.infer.pseudo_labels as module
+
+    monkeypatch.setattr(module, "load_member", lambda path, device: BrightMap())
+    candidates = _candidates(tmp_path)
+    summary = _label(
+        tmp_path, candidates, {"a": ["m.pt"]}, Bands(0.9, 0.05, 0.9, 0.5, max_images=4)
+    )
+    table = _labels(tmp_path)
+    assert (summary["positive"], summary["empty"], summary["candidates"]) == (2, 2, 6)
+    assert table["kept"].tolist() == ["positive"] * 2 + [""] + ["empty"] * 2 + [""]
+    assert set(table.loc[table["kept"] == "", "why"]) == {"over the cap"}
+    masks = tmp_path / "labels" / "fold0"
+    for row in table[table["kept"] == "positive"].itertuples():
+        assert cv2.imread(str(masks / row.mask), cv2.IMREAD_GRAYSCALE).min() == 255
+    empty = cv2.imread(str(masks / "masks" / "empty.png"), cv2.IMREAD_GRAYSCALE)
+    assert empty.shape == (64, 64) and empty.max() == 0
+    # The third bright image's mask, written while predicting, went with the cap.
+    assert len(list((masks / "masks").glob("*.png"))) == 3
+    assert summary["models"] == ["m.pt"]
+
+
+def test_a_blend_of_a_sure_and_an_unsure_model_is_left_out_as_uncertain(tmp_path):
+    nih = _pseudo_labels(tmp_path, n=6)
+    sure = _export(tmp_path / "sure.pt", 6.0)  # p = 0.9975 everywhere
+    _label(tmp_path, nih.candidates_manifest, {"a": [sure], "b": [sure]}, Bands(0.9, 0.05, 0.9))
+    table = _labels(tmp_path)
     # Confident positives everywhere but no empty image: the share leaves nothing to keep.
     assert (table["kept"] == "").all() and set(table["why"]) == {"over the positive share"}
     assert (table["probability"] > 0.99).all() and (table["mask_pixels"] == 64 * 64).all()
-    assert sorted(p.name for p in (out / "masks").glob("*.png")) == ["empty.png"]
     # Blended with an unsure model (p = 0.5): the mean map is 0.749, confidence too low.
     unsure = _export(tmp_path / "unsure.pt", 0.0)
-    pseudo_label_fold(
-        fold=0,
-        segmenters={"a": [sure], "b": [unsure]},
-        classifiers={},
-        candidates_manifest=nih.candidates_manifest,
-        segment_stats=stats,
-        classify_stats=None,
-        segment_size=64,
-        classify_size=64,
-        bands=Bands(0.7, 0.05, 0.9, 0.5),
-        pixel_threshold=0.5,
-        siim_images=[],
-        labels_csv=out / "labels.csv",
-        summary_json=out / "summary.json",
-        runtime=Runtime(amp=False, channels_last=False, tta=("none",)),
-    )
-    table = pd.read_csv(out / "labels.csv", dtype={"image_id": str}, keep_default_na=False)
+    _label(tmp_path, nih.candidates_manifest, {"a": [sure], "b": [unsure]}, Bands(0.7, 0.05, 0.9))
+    table = _labels(tmp_path)
     assert table["confidence"].round(2).eq(0.75).all() and set(table["why"]) == {"uncertain"}
-    candidates = pd.read_csv(nih.candidates_manifest, dtype={"image_id": str})
+
+
+def test_a_siim_image_among_the_candidates_stops_the_pseudo_labelling(tmp_path):
+    nih = _pseudo_labels(tmp_path, n=6)
+    sure = _export(tmp_path / "sure.pt", 6.0)
+    planted = pd.read_csv(nih.candidates_manifest, dtype={"image_id": str})["image_id"][2]
     with pytest.raises(ValueError, match="are SIIM images"):
-        pseudo_label_fold(
-            fold=0,
-            segmenters={"a": [sure]},
-            classifiers={},
-            candidates_manifest=nih.candidates_manifest,
-            segment_stats=stats,
-            classify_stats=None,
-            segment_size=64,
-            classify_size=64,
-            bands=Bands(),
-            pixel_threshold=0.5,
-            siim_images=[candidates["image_id"][2]],
-            labels_csv=out / "labels.csv",
-            summary_json=out / "summary.json",
-            runtime=Runtime(amp=False, channels_last=False, tta=("none",)),
-        )
+        _label(tmp_path, nih.candidates_manifest, {"a": [sure]}, Bands(), siim_images=[planted])
+    assert not (tmp_path / "labels" / "fold0" / "labels.csv").exists()
 
 
 # ----------------------------------------------------------------------------- config

@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 import pytest
-from dag import ROOT, job_counts, snakemake, write_config
+from dag import ROOT, full_config_with_stand_ins, job_counts, snakemake, write_config
 
 from ptxseg.data.siim import read_index
 from ptxseg.ensemble.submission import validate_submission
@@ -19,27 +19,7 @@ pytestmark = pytest.mark.workflow
 
 
 def test_the_full_config_plans_five_pseudo_label_jobs_and_fifteen_second_rounds(tmp_path):
-    data = tmp_path / "data"
-    for folder in ("train", "test", "nih"):
-        (data / folder).mkdir(parents=True)
-    (data / "train-rle.csv").write_text("ImageId, EncodedPixels\n")
-    (data / "Data_Entry_2017.csv").write_text("Image Index\n")
-    config = write_config(
-        tmp_path / "full.yaml",
-        "configs/full.yaml",
-        data={
-            "source": "files",
-            "siim": {
-                "train_dicom_dir": str(data / "train"),
-                "test_dicom_dir": str(data / "test"),
-                "train_rle_csv": str(data / "train-rle.csv"),
-            },
-            "nih": {
-                "image_dir": str(data / "nih"),
-                "labels_csv": str(data / "Data_Entry_2017.csv"),
-            },
-        },
-    )
+    config = full_config_with_stand_ins(tmp_path)
     result = snakemake(tmp_path, "-n", "--nolock", "--configfile", config)
     counts = job_counts(result.stdout)
     assert counts["pseudo_label_nih"] == 5

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from dag import ROOT, job_counts, snakemake, write_config
+from dag import ROOT, full_config_with_stand_ins, job_counts, snakemake, write_config
 
 from ptxseg.config import validate
 from ptxseg.data.repack import read_manifest
@@ -53,27 +53,7 @@ def test_dry_run_of_the_demo_config(tmp_path):
 
 def test_dry_run_of_the_full_config(tmp_path):
     # The full recipe reads the real downloads; stand-ins with the same layout let the DAG build.
-    data = tmp_path / "data"
-    for folder in ("train", "test", "nih"):
-        (data / folder).mkdir(parents=True)
-    (data / "train-rle.csv").write_text("ImageId, EncodedPixels\n")
-    (data / "Data_Entry_2017.csv").write_text("Image Index,Finding Labels,Patient ID\n")
-    config = write_config(
-        tmp_path / "full.yaml",
-        "configs/full.yaml",
-        data={
-            "source": "files",
-            "siim": {
-                "train_dicom_dir": str(data / "train"),
-                "test_dicom_dir": str(data / "test"),
-                "train_rle_csv": str(data / "train-rle.csv"),
-            },
-            "nih": {
-                "image_dir": str(data / "nih"),
-                "labels_csv": str(data / "Data_Entry_2017.csv"),
-            },
-        },
-    )
+    config = full_config_with_stand_ins(tmp_path)
     result = snakemake(tmp_path, "-n", "--configfile", config)
     assert "index_siim" in result.stdout and "demo_siim" not in result.stdout
     assert "results/repack/siim/1024" in result.stdout

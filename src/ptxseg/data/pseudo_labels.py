@@ -86,8 +86,17 @@ def select(candidates: pd.DataFrame, bands: Bands, siim_images: Iterable[str] = 
     empty = confident & (table["probability"] <= bands.empty_max_probability)
     table["kept"], table["why"] = "", UNCERTAIN
     # The most confident first: positives by probability, empty images by 1 - probability.
-    positives = table[positive].sort_values(["probability", "confidence"], ascending=False).index
-    empties = table[empty].sort_values(["probability", "confidence"], ascending=[True, False]).index
+    # Stable sorts: ties keep the candidates' order, so reruns keep the same images.
+    positives = (
+        table[positive]
+        .sort_values(["probability", "confidence"], ascending=False, kind="stable")
+        .index
+    )
+    empties = (
+        table[empty]
+        .sort_values(["probability", "confidence"], ascending=[True, False], kind="stable")
+        .index
+    )
     kept = _counts(len(positives), len(empties), bands, capped=True)
     allowed = _counts(len(positives), len(empties), bands, capped=False)
     for order, label, why, n, n_uncapped in (
