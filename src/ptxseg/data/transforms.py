@@ -13,7 +13,8 @@ os.environ.setdefault(
 )  # albumentations otherwise calls home at import
 
 import albumentations as A
-import numpy as np
+
+from ptxseg.data.intensity import scale_intensities  # torch-free; importable from here too
 
 # Registers RandAugment with albumentations' deserialiser, so a config can name it like any other
 # transform: {__class_fullname__: ptxseg.data.randaugment.RandAugment, n: 2, m: 9}.
@@ -40,11 +41,6 @@ def build_augment(spec: dict | None, where: str = "augment") -> A.Compose | None
     if not isinstance(pipeline, A.Compose):
         pipeline = A.Compose([pipeline])
     return pipeline
-
-
-def scale_intensities(image: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """uint8 grey -> float32 with the data set's mean and std (intensities scaled to [0, 1] first)."""
-    return ((image.astype(np.float32) / 255.0) - mean) / std
 
 
 # A modest default for chest radiographs: small shifts, scales, rotations, flips and contrast.

@@ -8,7 +8,7 @@ to the input size before the average. The scale TTA of SIIM-ACR's 6th-7th places
 
 from __future__ import annotations
 
-import math
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -20,8 +20,21 @@ from torch.utils.data import DataLoader, Dataset
 from ptxseg.data.datasets import worker_init
 from ptxseg.models.outputs import split_logits
 from ptxseg.runtime.precision import autocast
+from ptxseg.runtime.tta import TTA_MODES, scaled_side, tta_passes
+from ptxseg.scoring.thresholds import quantise_probabilities
 
-TTA_MODES = ("none", "hflip", "vflip")
+# Defined in torch-free modules (the ONNX prediction path reads them); importable from here too.
+__all__ = [
+    "TTA_MODES",
+    "Predicted",
+    "ordered_batches",
+    "predict_batches",
+    "quantise_probabilities",
+    "scaled_side",
+    "tta_outputs",
+    "tta_passes",
+    "tta_predict",
+]
 
 
 class Predicted(NamedTuple):
@@ -31,25 +44,6 @@ class Predicted(NamedTuple):
     indices: np.ndarray
     probabilities: np.ndarray
     head: np.ndarray | None = None
-
-
-def tta_passes(tta: Sequence[str | float]) -> list[tuple[str, float]]:
-    """(flip, scale) of every TTA pass: the listed flips times the listed scales (1.0 if none)."""
-    flips = [t for t in tta if isinstance(t, str)]
-    scales = [float(t) for t in tta if not isinstance(t, str)]
-    unknown = sorted(set(flips) - set(TTA_MODES))
-    bad_scales = [s for s in scales if not 0 < s <= 4]
-    if unknown or bad_scales or not tta:
-        raise ValueError(
-            f"train.tta: unknown TTA mode(s) {unknown or bad_scales or 'none given'}; valid: "
-            f"{', '.join(TTA_MODES)} and scales in (0, 4]"
-        )
-    return [(flip, scale) for scale in (scales or [1.0]) for flip in (flips or ["none"])]
-
-
-def scaled_side(side: int, scale: float, multiple: int) -> int:
-    """``side`` times ``scale``, rounded to the nearest multiple of ``multiple`` (at least one)."""
-    return max(multiple, math.floor(side * scale / multiple + 0.5) * multiple)
 
 
 def _resized(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -109,6 +103,45 @@ def predict_batches(
 
 
 @torch.no_grad()
+def tta_outputs(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    passes: list[tuple[str, float]],
+    device: torch.device | None = None,
+    amp: bool = False,
+    channels_last: bool = False,
+    stack_flips: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Each TTA pass's probabilities (classifier (B, K), segmenter maps (B, H, W) flipped and
+    resized back to the input's size) and the head's (B,) or None, pass by pass.
+
+    ``stack_flips``: the flips of one scale go through the model as one batch (an exported graph
+    then holds the model once per scale, not once per pass); equal to the passes one by one up
+    to float rounding.
+    """
+    multiple = int(getattr(model, "size_multiple", 1))
+    size = tuple(images.shape[-2:])
+    for scale, group in itertools.groupby(passes, key=lambda p: p[1]):
+        flips = [flip for flip, _ in group]
+        side = tuple(scaled_side(s, scale, multiple) for s in size)
+        for chunk in [flips] if stack_flips else [[flip] for flip in flips]:
+            inputs = _resized(torch.cat([_flip(images, flip) for flip in chunk]), side)
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with autocast(device or images.device, amp):
+                logits, head = split_logits(model(inputs))
+            probabilities = torch.sigmoid(logits.float())
+            if probabilities.ndim == 4:
+                probabilities = _resized(probabilities, size)
+            heads = None if head is None else torch.sigmoid(head.float())[:, 0]
+            for k, flip in enumerate(chunk):  # the chunk's flips are stacked on the batch axis
+                part = probabilities.unflatten(0, (len(chunk), -1))[k]
+                if part.ndim == 4:
+                    part = _flip(part, flip)[:, 0]
+                yield part, None if heads is None else heads.unflatten(0, (len(chunk), -1))[k]
+
+
+@torch.no_grad()
 def tta_predict(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -119,26 +152,9 @@ def tta_predict(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One batch's probabilities averaged over the TTA ``passes`` (`tta_passes`): classifier
     (B, K), segmenter maps (B, H, W) flipped and resized back; the head's (B,) or None."""
-    multiple = int(getattr(model, "size_multiple", 1))
-    size = tuple(images.shape[-2:])
     total, head_total = None, None
-    for flip, scale in passes:
-        side = tuple(scaled_side(s, scale, multiple) for s in size)
-        inputs = _resized(_flip(images, flip), side)
-        if channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            logits, head = split_logits(model(inputs))
-        probabilities = torch.sigmoid(logits.float())
-        if probabilities.ndim == 4:
-            probabilities = _flip(_resized(probabilities, size), flip)[:, 0]
+    for probabilities, head in tta_outputs(model, images, passes, device, amp, channels_last):
         total = probabilities if total is None else total + probabilities
         if head is not None:
-            p = torch.sigmoid(head.float())[:, 0]
-            head_total = p if head_total is None else head_total + p
+            head_total = head if head_total is None else head_total + head
     return total / len(passes), None if head_total is None else head_total / len(passes)
-
-
-def quantise_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    """Probabilities stored in a byte: a quarter of the memory of float32, resolution 1/255."""
-    return np.rint(np.clip(probabilities, 0.0, 1.0) * 255.0).astype(np.uint8)
