@@ -1,6 +1,8 @@
 """The ``ptxseg`` command: what a user runs outside the DAG.
 
-ptxseg predict IMAGE... [--results results] [--out predictions] [--device auto]
+ptxseg predict IMAGE... [--results results | --model DIR] [--out predictions] [--device auto]
+               [--batch-size 8] [--quiet]
+ptxseg export [--results results] --out DIR
 ptxseg validate SUBMISSION [--index results/data/siim_index.csv]
 """
 
@@ -10,19 +12,48 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 from ptxseg.layout import RESULTS
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+log = logging.getLogger("ptxseg.predict")
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ptxseg.ensemble.predict_files import predict_files
+    started = time.perf_counter()
+    # Imported here: `ptxseg validate` and `--help` stay fast; --model never imports torch.
+    from ptxseg.deploy import Predictor
+    from ptxseg.deploy.files import write_predictions
 
-    rows = predict_files(args.images, args.results, args.out, args.device)
+    if args.model is not None:
+        predictor = Predictor.from_export(args.model)
+    else:
+        predictor = Predictor.from_results(args.results, args.device)
+    loaded = time.perf_counter() - started
+    rows, timings = write_predictions(
+        predictor.predict_many(args.images, batch_size=args.batch_size),
+        args.out,
+        total=len(args.images),
+        quiet=args.quiet,
+        started=started,
+    )
     found = sum(r["EncodedPixels"] != "-1" for r in rows)
+    log.info("models loaded in %.1f s; %s", loaded, timings)
     print(
-        f"{len(rows)} image(s), {found} with a pneumothorax; masks, overlays and predictions.csv in {args.out}"
+        f"{len(rows)} image(s), {found} with a pneumothorax; masks, overlays and predictions.csv "
+        f"in {args.out} ({timings})"
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ptxseg.deploy.export import export_onnx
+
+    manifest = export_onnx(args.results, args.out, opset=args.opset)
+    print(
+        f"{len(manifest['models'])} ONNX model(s) and manifest.json in {args.out}; predict with "
+        f"`ptxseg predict --model {args.out} IMAGE...`"
     )
     return 0
 
@@ -37,6 +68,13 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ptxseg", description="Pneumothorax segmentation on chest X-rays."
@@ -46,16 +84,42 @@ def main(argv: list[str] | None = None) -> int:
         "predict", help="segment DICOM or PNG files with a trained ensemble"
     )
     predict.add_argument("images", nargs="+", help="DICOM (.dcm) or image files")
-    predict.add_argument(
+    source = predict.add_mutually_exclusive_group()
+    source.add_argument(
         "--results",
         default=RESULTS.root,
-        help=f"the pipeline's results folder (default: {RESULTS.root})",
+        help=f"the pipeline's results folder, run with PyTorch (default: {RESULTS.root})",
+    )
+    source.add_argument(
+        "--model", help="an `ptxseg export` folder, run with onnxruntime (no PyTorch)"
     )
     predict.add_argument(
         "--out", default="predictions", help="output folder (default: predictions)"
     )
-    predict.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    predict.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cuda", "cpu"],
+        help="PyTorch's device (--results only)",
+    )
+    predict.add_argument(
+        "--batch-size", type=_positive, default=8, help="images per batch (default: 8)"
+    )
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.set_defaults(run=_predict)
+    export = commands.add_parser(
+        "export", help="write the trained ensemble as ONNX models and a manifest.json"
+    )
+    export.add_argument(
+        "--results",
+        default=RESULTS.root,
+        help=f"the pipeline's results folder (default: {RESULTS.root})",
+    )
+    export.add_argument("--out", required=True, help="the export folder, e.g. model/")
+    export.add_argument(
+        "--opset", type=int, default=18, help="ONNX opset (17 or later; default: 18)"
+    )
+    export.set_defaults(run=_export)
     validate = commands.add_parser("validate", help="check a submission against the test index")
     validate.add_argument("submission")
     validate.add_argument("--index", default=RESULTS.data("siim_index.csv"))

@@ -1,0 +1,165 @@
+"""From each fold model's output on a batch to the batch's predictions: the architectures' means,
+the gate's blend, its spread, the calibration, the segmenters' blend and the cascade.
+
+One implementation for both backends, in NumPy (no torch). The sums run in the order the
+per-image PyTorch prediction summed them (models in order, float32, then divided by their count),
+so the PyTorch backend gives the same maps, bit for bit, as one image at a time did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ptxseg.deploy.images import PreparedImage
+from ptxseg.deploy.prediction import Prediction
+from ptxseg.deploy.spec import CLASSIFY, SEGMENT, EnsembleSpec, ModelKey
+from ptxseg.ensemble.blend import weighted_mean
+from ptxseg.layout import head_arch
+from ptxseg.scoring.thresholds import binarise, quantise_probabilities
+
+# The output names of an exported model, in the order its graph returns them (and the PyTorch
+# TTA module too): a classifier's, a segmenter's, a segmenter's with a classification head.
+CLASSIFIER_OUTPUTS = ("probabilities", "pass_probabilities")
+SEGMENTER_OUTPUTS = ("maps",)
+HEAD_OUTPUTS = ("maps", "head", "head_passes")
+
+
+def output_names(stage: str, count: int) -> tuple[str, ...]:
+    """The names of a fold model's ``count`` outputs."""
+    if stage == CLASSIFY:
+        names = CLASSIFIER_OUTPUTS
+    else:
+        names = HEAD_OUTPUTS if count == len(HEAD_OUTPUTS) else SEGMENTER_OUTPUTS
+    if len(names) != count:
+        raise ValueError(f"a {stage} model returns {count} outputs, expected {len(names)}")
+    return names
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """One fold model on one batch, averaged over the TTA passes: ``main`` the classifier's
+    probabilities (B, K) or the segmenter's maps (B, H, W); ``passes`` the image-level probability
+    of every pass (B, P) (the classifier's first class, or the head's); ``head`` the head's (B,)."""
+
+    main: np.ndarray
+    passes: np.ndarray | None = None
+    head: np.ndarray | None = None
+
+    @classmethod
+    def from_named(cls, names: Sequence[str], arrays: Sequence[np.ndarray]) -> ModelOutput:
+        named = dict(zip(names, arrays, strict=True))
+        if "probabilities" in named:
+            return cls(named["probabilities"], named["pass_probabilities"][:, :, 0])
+        return cls(named["maps"], named.get("head_passes"), named.get("head"))
+
+
+class ArchitectureMean:
+    """The running mean of one architecture's fold models on a batch."""
+
+    def __init__(self, n_folds: int) -> None:
+        self.total: np.ndarray | None = None
+        self.count = 0
+        self.heads: list[np.ndarray] = []
+        self.fold_passes: list[list[np.ndarray]] = [[] for _ in range(n_folds)]
+
+    def add(self, key: ModelKey, output: ModelOutput) -> None:
+        self.total = output.main if self.total is None else self.total + output.main
+        self.count += 1
+        if output.head is not None:
+            self.heads.append(output.head)
+        if output.passes is not None:
+            self.fold_passes[key.fold].append(output.passes)
+
+    def mean(self) -> np.ndarray:
+        return self.total / self.count
+
+    def probability(self) -> np.ndarray:
+        """A classifier's mean probability of its first class (B,)."""
+        return self.mean()[:, 0]
+
+    def head(self) -> np.ndarray | None:
+        """The head's mean over the models (B,), averaged in float64 as one image at a time was."""
+        if not self.heads:
+            return None
+        per_image = np.ascontiguousarray(np.stack(self.heads).T, dtype=np.float64)
+        return per_image.mean(axis=1).astype(np.float32)
+
+    def by_fold_and_pass(self) -> np.ndarray:
+        """(B, folds, passes): each fold's members averaged, per TTA pass."""
+        return np.stack([np.mean(f, axis=0) for f in self.fold_passes], axis=1)
+
+
+@dataclass
+class Gate:
+    probability: np.ndarray  # (B,) float32
+    spread: np.ndarray  # (B,) float64
+
+
+def gate(spec: EnsembleSpec, means: dict[tuple[str, str], ArchitectureMean]) -> Gate | None:
+    """The gate's blend of its sources, and its standard deviation over (fold, pass)."""
+    if not spec.has_gate:
+        return None
+    sources, by_pass, weights = [], [], []
+    for source, weight in spec.gate_weights.items():
+        if weight <= 0:
+            continue
+        arch = head_arch(source)
+        if arch is None:
+            mean = means[(CLASSIFY, source)]
+            sources.append(mean.probability())
+        else:
+            mean = means[(SEGMENT, arch)]
+            head = mean.head()
+            if head is None:
+                raise ValueError(
+                    f"{spec.source}: the gate weighs {source!r}, but that segmenter's models "
+                    "have no classification head"
+                )
+            sources.append(head)
+        by_pass.append(mean.by_fold_and_pass())
+        weights.append(weight)
+    spread = weighted_mean(by_pass, weights).astype(np.float64).std(axis=(1, 2))
+    return Gate(weighted_mean(sources, weights), spread)
+
+
+def predictions(
+    spec: EnsembleSpec,
+    batch: list[PreparedImage],
+    means: dict[tuple[str, str], ArchitectureMean],
+    calibrate: Callable[[np.ndarray], np.ndarray] | None,
+) -> list[Prediction]:
+    """The batch's predictions from its architectures' means."""
+    gated = gate(spec, means)
+    archs = spec.segmenters
+    maps = [means[(SEGMENT, arch)].mean() for arch in archs]
+    blended = quantise_probabilities(
+        weighted_mean(maps, [spec.segmenter_weights[a] for a in archs])
+    )
+    calibrated = None
+    if gated is not None:
+        calibrated = gated.probability if calibrate is None else calibrate(gated.probability)
+    out = []
+    for i, prepared in enumerate(batch):
+        shape = prepared.image.shape
+        probability = None if gated is None else float(gated.probability[i])
+        mask = binarise(blended[i], spec.cascade, probability, out_shape=shape)
+        resized = blended[i]
+        if resized.shape != shape:
+            resized = cv2.resize(resized, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+        out.append(
+            Prediction(
+                image_id=prepared.image_id,
+                mask=mask,
+                probability_map=resized.astype(np.float32) / np.float32(255),
+                probability=probability,
+                calibrated_probability=None if calibrated is None else float(calibrated[i]),
+                uncertainty=None if gated is None else float(gated.spread[i]),
+                source=prepared.source,
+                image=prepared.image,
+            )
+        )
+    return out

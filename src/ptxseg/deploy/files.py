@@ -1,0 +1,128 @@
+"""What `ptxseg predict` writes: per image a mask, a probability map and an overlay (PNGs at the
+image's size), and one predictions.csv row, streamed as the predictions come; and its timings."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ptxseg.deploy.prediction import Prediction
+from ptxseg.io import atomic, rle
+from ptxseg.io.png import encode_png, write_png
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    "ImageId",
+    "EncodedPixels",
+    "source",
+    "classifier_probability",
+    "mask_pixels",
+    "calibrated_probability",
+    "uncertainty",
+)
+PROGRESS_FROM = 4  # images; fewer get no progress bar
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The radiograph in grey with the predicted region tinted red and outlined."""
+    colour = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if mask.any():
+        tint = colour.copy()
+        tint[mask] = (0.6 * tint[mask] + 0.4 * np.array([0, 0, 255])).astype(np.uint8)
+        contours, _ = cv2.findContours(
+            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
+        cv2.drawContours(tint, contours, -1, (0, 0, 255), max(1, image.shape[0] // 512))
+        colour = tint
+    return colour
+
+
+def _rounded(value: float | None) -> float | str:
+    return "" if value is None else round(value, 4)
+
+
+def row(prediction: Prediction) -> dict:
+    return {
+        "ImageId": prediction.image_id,
+        "EncodedPixels": rle.encode(prediction.mask),
+        "source": prediction.source or "",
+        "classifier_probability": _rounded(prediction.probability),
+        "mask_pixels": int(prediction.mask.sum()),
+        "calibrated_probability": _rounded(prediction.calibrated_probability),
+        "uncertainty": "" if prediction.uncertainty is None else round(prediction.uncertainty, 6),
+    }
+
+
+def write_images(prediction: Prediction, out_dir: Path) -> None:
+    stem = out_dir / prediction.image_id
+    write_png(f"{stem}_mask.png", prediction.mask.astype(np.uint8) * 255)
+    probability = np.rint(prediction.probability_map * 255).astype(np.uint8)
+    write_png(f"{stem}_probability.png", probability)
+    if prediction.image is not None:
+        atomic.write_bytes(
+            f"{stem}_overlay.png", encode_png(overlay(prediction.image, prediction.mask))
+        )
+
+
+@dataclass
+class Timings:
+    """Seconds from the command's start (models loaded too) to the first image's files, and
+    per image after it."""
+
+    images: int
+    first: float
+    per_image: float | None  # None for a single image
+
+    def __str__(self) -> str:
+        after = "" if self.per_image is None else f", then {self.per_image:.2f} s an image"
+        return f"time to the first image {self.first:.1f} s{after}"
+
+
+def write_predictions(
+    predictions: Iterable[Prediction],
+    out_dir: str | os.PathLike,
+    *,
+    total: int | None = None,
+    quiet: bool = False,
+    started: float | None = None,
+) -> tuple[list[dict], Timings]:
+    """Write every prediction's files and predictions.csv (atomically, once all are done)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter() if started is None else started
+    rows, first = [], None
+    show = not quiet and (total is None or total >= PROGRESS_FROM)
+    with (
+        atomic.atomic_open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle,
+        tqdm(total=total, disable=not show, unit="image", file=sys.stderr) as bar,
+    ):
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for prediction in predictions:
+            write_images(prediction, out)
+            rows.append(row(prediction))
+            writer.writerow(rows[-1])
+            first = time.perf_counter() if first is None else first
+            bar.update()
+            log.debug(
+                "%s: %d pixels", prediction.source or prediction.image_id, rows[-1]["mask_pixels"]
+            )
+    end = time.perf_counter()
+    n = len(rows)
+    timings = Timings(
+        n,
+        (first or end) - started,
+        (end - first) / (n - 1) if n > 1 else None,
+    )
+    return rows, timings

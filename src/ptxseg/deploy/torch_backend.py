@@ -1,0 +1,57 @@
+"""The PyTorch backend: the results folder's fold models, each with its TTA (`TTAModule`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ptxseg.deploy.combine import ModelOutput, output_names
+from ptxseg.deploy.spec import EnsembleNotFoundError, EnsembleSpec, ModelKey
+from ptxseg.deploy.tta_module import TTAModule
+from ptxseg.infer.test_set import load_member
+from ptxseg.layout import Layout
+from ptxseg.runtime.device import pick_device
+
+
+def model_files(results: str | os.PathLike, spec: EnsembleSpec) -> dict[ModelKey, Path]:
+    """Every fold model the ensemble runs, by key; an error listing those missing."""
+    layout = Layout(str(results))
+    files = {
+        key: Path(layout.model(key.stage, key.arch, key.fold, key.member))
+        for key in spec.model_keys()
+    }
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if missing:
+        raise EnsembleNotFoundError(
+            f"model file(s) missing from {results}: {', '.join(missing[:3])}"
+            + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        )
+    return files
+
+
+class TorchBackend:
+    def __init__(self, modules: dict[ModelKey, TTAModule], device: torch.device) -> None:
+        self.modules = modules
+        self.device = device
+
+    @classmethod
+    def load(
+        cls, results: str | os.PathLike, spec: EnsembleSpec, device: str = "auto"
+    ) -> TorchBackend:
+        torch_device = pick_device(device)
+        modules = {
+            key: TTAModule(load_member(path, torch_device), spec.passes).eval()
+            for key, path in model_files(results, spec).items()
+        }
+        return cls(modules, torch_device)
+
+    @torch.inference_mode()
+    def outputs(self, keys: list[ModelKey], images: np.ndarray) -> Iterator[ModelOutput]:
+        batch = torch.from_numpy(images).to(self.device)
+        for key in keys:
+            arrays = [a.float().cpu().numpy() for a in self.modules[key](batch)]
+            yield ModelOutput.from_named(output_names(key.stage, len(arrays)), arrays)

@@ -1,0 +1,392 @@
+"""ptxseg.Predictor on tiny random models: batches against one image at a time and against the
+per-image reference, the gate's spread and calibration, the ONNX export against PyTorch, the
+export's checks, inputs and the files `ptxseg predict` writes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from reference_predict import CPU, reference_predict
+from torch import nn
+
+import ptxseg
+from ptxseg.deploy import Prediction, Predictor
+from ptxseg.deploy.export import onnx_name, write_export
+from ptxseg.deploy.files import COLUMNS, write_predictions
+from ptxseg.deploy.manifest import MANIFEST, ExportError, sha256
+from ptxseg.deploy.spec import CLASSIFY, EnsembleSpec, EnsembleSpecError, ModelKey
+from ptxseg.deploy.torch_backend import TorchBackend
+from ptxseg.deploy.tta_module import TTAModule
+from ptxseg.io import rle
+from ptxseg.io.png import read_grey, write_png
+from ptxseg.runtime.predict import tta_outputs
+
+ENSEMBLE = {
+    # A classifier, a segmenter head and a classifier of weight 0 (never loaded) in the gate; a
+    # second-round segmenter name among the blend's, loaded like any other.
+    "classifier_weights": {"tiny_cls": 0.6, "head:seg_a": 0.4, "unused_cls": 0.0},
+    "segmenter_weights": {"seg_a": 0.7, "seg_b-round2": 0.3},
+    "members": {"classify": ["best"], "segment": ["best", "swa"]},
+    "cascade": {"gate": 0.425, "top": 0.575, "min_area": 0.0, "bottom": 0.52},
+    "preprocessing": {
+        "normalisation": {"method": "clahe", "clip_limit": 2.0, "tile_grid": 8},
+        "stats": {"16": {"mean": 0.5, "std": 0.25}, "24": {"mean": 0.45, "std": 0.3}},
+        "classify_size": 16,
+        "segment_size": 24,
+        "n_folds": 2,
+        "tta": ["none", "hflip", 1.0, 1.5],
+    },
+}
+
+
+class TinyClassifier(nn.Module):
+    size_multiple = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+class TinySegmenter(nn.Module):
+    size_multiple = 8  # scale TTA rounds the side to a multiple, as a U-Net's does
+
+    def __init__(self, head: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.out = nn.Conv2d(4, 1, 3, padding=1)
+        self.head = nn.Linear(4, 1) if head else None
+
+    def forward(self, x):
+        features = torch.relu(self.conv(x))
+        maps = self.out(features) * 3
+        return maps if self.head is None else (maps, self.head(features.mean((2, 3))))
+
+
+def tiny_models(spec: EnsembleSpec, seed: int = 0) -> dict[ModelKey, nn.Module]:
+    torch.manual_seed(seed)
+    models = {}
+    for key in spec.model_keys():
+        if key.stage == CLASSIFY:
+            models[key] = TinyClassifier()
+        else:
+            models[key] = TinySegmenter(head=key.arch == "seg_a")
+    return {key: model.eval() for key, model in models.items()}
+
+
+def spec_of(ensemble: dict) -> EnsembleSpec:
+    return EnsembleSpec.from_dict(ensemble, "ensemble.json")
+
+
+def torch_predictor(spec: EnsembleSpec, models: dict[ModelKey, nn.Module]) -> Predictor:
+    modules = {key: TTAModule(model, spec.passes).eval() for key, model in models.items()}
+    return Predictor(spec, TorchBackend(modules, CPU))
+
+
+def radiographs(n: int, seed: int = 1) -> list[np.ndarray]:
+    """Smooth random images of a few sizes (one square at the segmenters' side)."""
+    rng = np.random.default_rng(seed)
+    shapes = [(40, 36), (24, 24), (50, 64), (33, 30)]
+    images = []
+    for k in range(n):
+        noise = rng.random((8, 8)).astype(np.float32)
+        image = cv2.resize(noise, shapes[k % len(shapes)][::-1], interpolation=cv2.INTER_CUBIC)
+        images.append(np.clip(image * 255, 0, 255).astype(np.uint8))
+    return images
+
+
+@pytest.fixture(scope="module")
+def ensemble():
+    spec = spec_of(ENSEMBLE)
+    models = tiny_models(spec)
+    return spec, models, torch_predictor(spec, models)
+
+
+# The export's tests take one kept segmenter member: six graphs rather than ten.
+EXPORTED = {**ENSEMBLE, "members": {"classify": ["best"], "segment": ["best"]}}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, ensemble):
+    """(the export folder, its manifest, the PyTorch predictor of the same models)."""
+    spec = spec_of(EXPORTED)
+    keys = set(spec.model_keys())
+    predictor = torch_predictor(spec, {k: m for k, m in ensemble[1].items() if k in keys})
+    folder = tmp_path_factory.mktemp("export")
+    manifest = write_export(EXPORTED, spec, predictor.backend.modules, folder, "sha256:test")
+    return folder, manifest, predictor
+
+
+def test_the_ensemble_runs_its_weighted_models_only(ensemble):
+    spec, models, _ = ensemble
+    assert spec.classifiers == ["tiny_cls"] and spec.segmenters == ["seg_a", "seg_b-round2"]
+    assert len(models) == 2 * 1 + 2 * 2 * 2  # folds x members, unused_cls not among them
+    head_only = copy.deepcopy(ENSEMBLE)
+    head_only["segmenter_weights"] = {"seg_a": 0.0, "seg_b-round2": 1.0}
+    assert spec_of(head_only).segmenters == ["seg_a", "seg_b-round2"]  # its head has weight
+
+
+def test_batches_give_the_per_image_reference(ensemble):
+    spec, models, predictor = ensemble
+    images = radiographs(7)
+    batched = list(predictor.predict_many(images, batch_size=3))
+    assert [p.image_id for p in batched] == [f"image_{k}" for k in range(7)]
+    for image, prediction in zip(images, batched, strict=True):
+        mask, probability, blended = reference_predict(spec, models, image)
+        assert prediction.mask.shape == image.shape and prediction.mask.dtype == bool
+        assert rle.encode(prediction.mask) == rle.encode(mask)
+        assert prediction.probability == pytest.approx(probability, abs=1e-6)
+        expected_map = cv2.resize(blended, image.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        assert np.array_equal(np.rint(prediction.probability_map * 255), expected_map)
+        assert prediction.probability_map.dtype == np.float32
+    assert any(p.found for p in batched) and not all(p.found for p in batched)
+    # One image at a time, the batch of one is the reference bit for bit.
+    single = predictor.predict(images[0])
+    assert single.probability == reference_predict(spec, models, images[0])[1]
+
+
+def test_uncertainty_is_the_gate_spread_over_folds_and_passes(ensemble):
+    spec, models, predictor = ensemble
+    image = radiographs(1)[0]
+    prediction = predictor.predict(image)
+    inputs = {side: predictor_inputs(spec, image, side) for side in (16, 24)}
+    values = np.zeros((spec.n_folds, len(spec.passes)))
+    for fold in range(spec.n_folds):
+        for source, weight in (("tiny_cls", 0.6), ("seg_a", 0.4)):
+            keys = [k for k in spec.model_keys() if k.arch == source and k.fold == fold]
+            per_member = []
+            for key in keys:
+                x = inputs[spec.sizes[key.stage]]
+                outputs = list(tta_outputs(models[key], x, spec.passes))
+                per_member.append([float((p if h is None else h).ravel()[0]) for p, h in outputs])
+            values[fold] += weight * np.mean(per_member, axis=0)
+    assert values.mean() == pytest.approx(prediction.probability, abs=1e-6)
+    assert prediction.uncertainty == pytest.approx(values.std(), abs=1e-6)
+    assert prediction.uncertainty > 0
+
+
+def predictor_inputs(spec: EnsembleSpec, image: np.ndarray, side: int) -> torch.Tensor:
+    from ptxseg.deploy.images import prepare
+
+    return torch.from_numpy(prepare(image, 0, spec, [side]).inputs[side][None])
+
+
+def test_without_a_gate_there_is_no_probability(ensemble):
+    _, models, _ = ensemble
+    ungated = copy.deepcopy(ENSEMBLE)
+    ungated["classifier_weights"] = {}
+    spec = spec_of(ungated)
+    keep = {k: m for k, m in models.items() if k in set(spec.model_keys())}
+    prediction = torch_predictor(spec, keep).predict(radiographs(1)[0])
+    assert (prediction.probability, prediction.calibrated_probability) == (None, None)
+    assert prediction.uncertainty is None
+    assert rle.encode(prediction.mask) == rle.encode(
+        reference_predict(spec, keep, radiographs(1)[0])[0]
+    )
+
+
+def test_calibration_applies_to_the_gate_probability(ensemble):
+    calibration = pytest.importorskip("ptxseg.scoring.calibration")
+    _, models, predictor = ensemble
+    image = radiographs(1)[0]
+    plain = predictor.predict(image)
+    assert plain.calibrated_probability == plain.probability  # no "calibration" key
+    calibrated = copy.deepcopy(ENSEMBLE)
+    calibrated["calibration"] = {"method": "temperature", "temperature": 2.5}
+    prediction = torch_predictor(spec_of(calibrated), models).predict(image)
+    expected = calibration.Calibrator.from_dict(calibrated["calibration"]).apply(
+        np.array([plain.probability])
+    )[0]
+    assert prediction.probability == plain.probability
+    assert prediction.calibrated_probability == pytest.approx(expected, abs=1e-7)
+    assert prediction.calibrated_probability != pytest.approx(plain.probability, abs=1e-3)
+    calibrated["calibration"] = {"method": "temperature"}
+    with pytest.raises(EnsembleSpecError, match=r"ensemble.json: calibration\.temperature"):
+        torch_predictor(spec_of(calibrated), models)
+
+
+def test_predict_many_streams_its_input(ensemble):
+    _, _, predictor = ensemble
+    drawn = []
+
+    def images():
+        for k, image in enumerate(radiographs(12)):
+            drawn.append(k)
+            yield image
+
+    stream = predictor.predict_many(images(), batch_size=2)
+    next(stream)
+    assert len(drawn) <= 4  # this batch and the one read ahead, not the twelve
+    assert len(list(stream)) == 11
+
+
+def test_inputs_paths_and_arrays(ensemble, tmp_path):
+    _, _, predictor = ensemble
+    image = radiographs(1)[0]
+    write_png(tmp_path / "chest.png", image)
+    from_file = predictor.predict(tmp_path / "chest.png")
+    from_array = predictor.predict(image)
+    assert (from_file.image_id, from_file.source) == ("chest", str(tmp_path / "chest.png"))
+    assert from_array.source is None and from_file.probability == from_array.probability
+    deep = predictor.predict(image.astype(np.uint16) * 200)  # stretched over its own range
+    assert deep.mask.shape == image.shape
+    with pytest.raises(ValueError, match=r"image 0: expected a 2-D grey image"):
+        predictor.predict(np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(FileNotFoundError, match="nothing.png"):
+        predictor.predict(tmp_path / "nothing.png")
+    with pytest.raises(ValueError, match="batch_size"):
+        next(predictor.predict_many([image], batch_size=0))
+
+
+def test_spec_errors_name_the_file_and_key():
+    broken = copy.deepcopy(ENSEMBLE)
+    del broken["preprocessing"]["stats"]["24"]
+    with pytest.raises(EnsembleSpecError, match=r"ensemble.json: key 'preprocessing.stats.24'"):
+        spec_of(broken)
+    broken = copy.deepcopy(ENSEMBLE)
+    broken["classifier_weights"]["head:seg_c"] = 0.1
+    with pytest.raises(EnsembleSpecError, match="'head:seg_c' names no segmenter"):
+        spec_of(broken)
+    broken = copy.deepcopy(ENSEMBLE)
+    broken["preprocessing"]["tta"] = ["rotate"]
+    with pytest.raises(EnsembleSpecError, match="unknown TTA mode"):
+        spec_of(broken)
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+
+def test_stacked_flips_equal_the_passes_one_by_one(ensemble):
+    spec, models, _ = ensemble
+    x = torch.randn(3, 1, 24, 24, generator=torch.Generator().manual_seed(0))
+    model = models[ModelKey("segment", "seg_a", 0, "best")]
+    with torch.no_grad():
+        one_by_one = TTAModule(model, spec.passes)(x)
+        stacked = TTAModule(model, spec.passes, stack_flips=True)(x)
+    assert [tuple(t.shape) for t in one_by_one] == [(3, 24, 24), (3,), (3, 4)]
+    for a, b in zip(one_by_one, stacked, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_onnx_export_predicts_as_pytorch(exported):
+    folder, manifest, predictor = exported
+    spec = predictor.spec
+    assert json.loads((folder / MANIFEST).read_text()) == manifest
+    assert len(manifest["models"]) == len(spec.model_keys())
+    for entry in manifest["models"]:
+        assert sha256(folder / entry["file"]) == entry["sha256"]
+    assert manifest["tta_passes"] == [["none", 1.0], ["hflip", 1.0], ["none", 1.5], ["hflip", 1.5]]
+    assert manifest["ptxseg_version"] == ptxseg.__version__
+    assert manifest["preprocessing"] == EXPORTED["preprocessing"]
+    onnx = Predictor.from_export(folder)
+    images = radiographs(6)
+    for a, b in zip(predictor.predict_many(images, 4), onnx.predict_many(images, 4), strict=True):
+        assert abs(a.probability - b.probability) <= 1e-3
+        assert abs(a.uncertainty - b.uncertainty) <= 1e-3
+        assert np.abs(a.probability_map - b.probability_map).max() <= 1 / 255 + 1e-6
+        assert rle.encode(a.mask) == rle.encode(b.mask)
+
+
+def test_export_without_torch_in_a_subprocess(exported):
+    folder, _, _ = exported
+    code = (
+        "import sys, numpy as np, ptxseg\n"
+        f"p = ptxseg.Predictor.from_export({str(folder)!r})\n"
+        "print(p.predict(np.full((30, 30), 80, np.uint8)).probability)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert 0 <= float(result.stdout) <= 1
+
+
+def copy_export(folder: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    target.mkdir()
+    for path in folder.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def test_a_damaged_export_names_the_file(exported, tmp_path):
+    folder, manifest, _ = exported
+    copy = copy_export(folder, tmp_path)
+    name = manifest["models"][1]["file"]
+    (copy / name).write_bytes((copy / name).read_bytes()[:-100])
+    with pytest.raises(ExportError, match=rf"{name}: sha256 \w+ differs from manifest.json's"):
+        Predictor.from_export(copy)
+    # Damaged and the manifest's digest made to match: onnxruntime refuses it, named.
+    edited = json.loads((copy / MANIFEST).read_text())
+    edited["models"][1]["sha256"] = sha256(copy / name)
+    (copy / MANIFEST).write_text(json.dumps(edited))
+    with pytest.raises(ExportError, match=rf"{name}: onnxruntime cannot load it"):
+        Predictor.from_export(copy)
+    (copy / name).unlink()
+    with pytest.raises(ExportError, match=rf"{name}: model file missing from the export"):
+        Predictor.from_export(copy)
+
+
+def test_an_export_without_its_manifest(exported, tmp_path):
+    with pytest.raises(
+        ExportError, match="manifest.json not found: .* is not a ptxseg ONNX export"
+    ):
+        Predictor.from_export(tmp_path)
+    with pytest.raises(ExportError, match="no such folder"):
+        Predictor.from_export(tmp_path / "absent")
+    folder, _, _ = exported
+    copy = copy_export(folder, tmp_path)
+    edited = json.loads((copy / MANIFEST).read_text())
+    left_out = onnx_name(ModelKey("segment", "seg_a", 1, "best"))
+    edited["models"] = [m for m in edited["models"] if m["file"] != left_out]
+    (copy / MANIFEST).write_text(json.dumps(edited))
+    with pytest.raises(ExportError, match="no model file listed for segment/seg_a/fold1/best"):
+        Predictor.from_export(copy)
+    del edited["cascade"]
+    (copy / MANIFEST).write_text(json.dumps(edited))
+    with pytest.raises(EnsembleSpecError, match=r"manifest.json: key 'cascade' missing"):
+        Predictor.from_export(copy)
+
+
+def test_import_ptxseg_is_light():
+    code = (
+        "import sys, ptxseg\n"
+        "assert 'torch' not in sys.modules and 'ptxseg.deploy' not in sys.modules\n"
+        "assert ptxseg.Predictor.__name__ == 'Predictor'\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def test_files_of_ptxseg_predict(ensemble, tmp_path):
+    _, _, predictor = ensemble
+    images = radiographs(5)
+    predictions = list(predictor.predict_many(images))
+    _, timings = write_predictions(iter(predictions), tmp_path, total=5, quiet=True)
+    table = pd.read_csv(tmp_path / "predictions.csv", dtype=str, keep_default_na=False)
+    assert tuple(table.columns) == COLUMNS and len(table) == 5
+    assert timings.images == 5 and timings.per_image is not None
+    for prediction, row in zip(predictions, table.itertuples(), strict=True):
+        assert isinstance(prediction, Prediction)
+        mask = read_grey(tmp_path / f"{row.ImageId}_mask.png") > 0
+        assert np.array_equal(mask, prediction.mask) and rle.encode(mask) == row.EncodedPixels
+        assert float(row.uncertainty) == pytest.approx(prediction.uncertainty, abs=1e-6)
+        assert float(row.calibrated_probability) == round(prediction.probability, 4)
+        probability = read_grey(tmp_path / f"{row.ImageId}_probability.png")
+        assert np.array_equal(probability, np.rint(prediction.probability_map * 255))
+        assert (tmp_path / f"{row.ImageId}_overlay.png").is_file()
