@@ -1,7 +1,7 @@
 """The ``ptxseg`` command: what a user runs outside the DAG.
 
 ptxseg predict IMAGE... [--results results | --model DIR] [--out predictions] [--device auto]
-               [--batch-size 8] [--quiet]
+               [--batch-size 8] [--quiet] [--dicom-out DIR [--dicom-probability]]
 ptxseg export [--results results] --out DIR
 ptxseg validate SUBMISSION [--index results/data/siim_index.csv]
 """
@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from ptxseg.layout import RESULTS
 
@@ -26,6 +27,14 @@ def _predict(args: argparse.Namespace) -> int:
     from ptxseg.deploy import Predictor
     from ptxseg.deploy.files import write_predictions
 
+    dicom = None
+    if args.dicom_out is not None:  # every DICOM source checked before any image is predicted
+        from ptxseg.deploy.dicom_files import DicomOutputs
+
+        dicom = DicomOutputs(Path(args.dicom_out), args.dicom_probability)
+        dicom.check(args.images)
+    elif args.dicom_probability:
+        raise ValueError("--dicom-probability needs --dicom-out DIR")
     if args.model is not None:
         predictor = Predictor.from_export(args.model)
     else:
@@ -37,6 +46,7 @@ def _predict(args: argparse.Namespace) -> int:
         total=len(args.images),
         quiet=args.quiet,
         started=started,
+        dicom=dicom,
     )
     found = sum(r["EncodedPixels"] != "-1" for r in rows)
     log.info("models loaded in %.1f s; %s", loaded, timings)
@@ -106,6 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=_positive, default=8, help="images per batch (default: 8)"
     )
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict.add_argument(
+        "--dicom-out",
+        help="for DICOM inputs, also write a DICOM SEG and a Secondary Capture per image here",
+    )
+    predict.add_argument(
+        "--dicom-probability",
+        action="store_true",
+        help="with --dicom-out, also a Parametric Map of the pixel probabilities",
+    )
     predict.set_defaults(run=_predict)
     export = commands.add_parser(
         "export", help="write the trained ensemble as ONNX models and a manifest.json"

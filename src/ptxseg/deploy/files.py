@@ -12,12 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ptxseg.deploy.dicom_files import DicomOutputs
 from ptxseg.deploy.prediction import Prediction
 from ptxseg.io import atomic, rle
+from ptxseg.io.dicom_outputs import outline_overlay
 from ptxseg.io.png import encode_png, write_png
 
 log = logging.getLogger(__name__)
@@ -35,17 +36,9 @@ PROGRESS_FROM = 4  # images; fewer get no progress bar
 
 
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The radiograph in grey with the predicted region tinted red and outlined."""
-    colour = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if mask.any():
-        tint = colour.copy()
-        tint[mask] = (0.6 * tint[mask] + 0.4 * np.array([0, 0, 255])).astype(np.uint8)
-        contours, _ = cv2.findContours(
-            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
-        )
-        cv2.drawContours(tint, contours, -1, (0, 0, 255), max(1, image.shape[0] // 512))
-        colour = tint
-    return colour
+    """The radiograph in grey with the predicted region tinted red and outlined (BGR), as the
+    DICOM Secondary Capture draws it."""
+    return outline_overlay(image, mask)
 
 
 def _rounded(value: float | None) -> float | str:
@@ -96,8 +89,10 @@ def write_predictions(
     total: int | None = None,
     quiet: bool = False,
     started: float | None = None,
+    dicom: DicomOutputs | None = None,
 ) -> tuple[list[dict], Timings]:
-    """Write every prediction's files and predictions.csv (atomically, once all are done)."""
+    """Write every prediction's files and predictions.csv (atomically, once all are done); with
+    ``dicom``, a DICOM input's SEG, Secondary Capture (and Parametric Map) too."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter() if started is None else started
@@ -111,6 +106,8 @@ def write_predictions(
         writer.writeheader()
         for prediction in predictions:
             write_images(prediction, out)
+            if dicom is not None:
+                dicom.write(prediction)
             rows.append(row(prediction))
             writer.writerow(rows[-1])
             first = time.perf_counter() if first is None else first
