@@ -26,7 +26,10 @@ def _predict(args: argparse.Namespace) -> int:
     # Imported here: `ptxseg validate` and `--help` stay fast; --model never imports torch.
     from ptxseg.deploy import Predictor
     from ptxseg.deploy.files import write_predictions
+    from ptxseg.deploy.images import image_id_of
 
+    for path in args.images:  # every input's identifier checked before any model is loaded
+        image_id_of(path)
     dicom = None
     if args.dicom_out is not None:  # every DICOM source checked before any image is predicted
         from ptxseg.deploy.dicom_files import DicomOutputs

@@ -61,6 +61,7 @@ def test_a_wider_threshold_grid_reruns_the_ensemble_and_what_reads_it(finished, 
         "ensemble": 1,
         "submission": 1,
         "report": 1,
+        "model_card": 1,
     }
 
 
@@ -89,6 +90,7 @@ def test_segmenter_epochs_rerun_the_segmenters_and_downstream_only(finished, tmp
         "ensemble": 1,
         "submission": 1,
         "report": 1,
+        "model_card": 1,
     }
 
 

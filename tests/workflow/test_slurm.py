@@ -69,7 +69,13 @@ def test_every_rule_runs_as_a_slurm_job_and_the_submission_is_valid(slurm_run):
     for line in sbatch:
         by_rule.setdefault(re.search(r"--allowed-rules '?(\w+)", line)[1], []).append(line)
     assert set(by_rule) == set(run.expected)
-    gpu_rules = {*GPU_RULES, "predict_classifier", "predict_segmenter"}
+    gpu_rules = {
+        *GPU_RULES,
+        "predict_classifier",
+        "predict_segmenter",
+        "pseudo_label_nih",  # the tiny config's NIH second round
+        "train_segmenter_round2",
+    }
     for rule, lines in by_rule.items():
         for line in lines:
             assert ("--gpus=1" in line) == (rule in gpu_rules), f"{rule}: {line[:400]}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 
 from ptxseg.data.ids import check_image_id
 from ptxseg.data.intensity import scale_intensities
@@ -34,12 +35,29 @@ class PreparedImage:
     inputs: dict[int, np.ndarray]  # side -> (1, side, side) float32, scaled as in training
 
 
+def _is_dicom(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+    return path.suffix.lower() == ".dcm" or head[128:132] == b"DICM"
+
+
+def image_id_of(path: str | os.PathLike) -> str:
+    """A file's ImageId from its header alone (a DICOM's SOPInstanceUID, else the file name's
+    stem), checked: ``ptxseg predict`` looks at every input this way before loading any model, so a
+    missing file or a hostile identifier stops it at once."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if _is_dicom(path):
+        uid = pydicom.dcmread(path, stop_before_pixels=True).get("SOPInstanceUID")
+        return check_image_id(str(uid) if uid else path.stem, str(path))
+    return check_image_id(path.stem, str(path))
+
+
 def read_any(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     """A DICOM (by its header) or any image OpenCV reads, as uint8 grey, with its ImageId."""
     path = Path(path)
-    with open(path, "rb") as handle:
-        head = handle.read(132)
-    if path.suffix.lower() == ".dcm" or head[128:132] == b"DICM":
+    if _is_dicom(path):
         image, header = read_image(path)
         image_id = header.sop_instance_uid or path.stem
     else:
