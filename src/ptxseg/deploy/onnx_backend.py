@@ -60,6 +60,10 @@ class OnnxBackend:
         where = str(folder / MANIFEST)
         spec = EnsembleSpec.from_dict(manifest, where)
         entries = {_key(e, where): e for e in manifest["models"]}
+        options = ort.SessionOptions()
+        # Each session's arena keeps its peak activations for good: with tens of fold models that
+        # was 2 GiB more at the demo's peak (8.3 against 6.4 GiB), for no measurable speed.
+        options.enable_cpu_mem_arena = False
         sessions = {}
         for key in spec.model_keys():
             if key not in entries:
@@ -67,7 +71,7 @@ class OnnxBackend:
             path = checked_file(folder, entries[key])
             try:
                 sessions[key] = ort.InferenceSession(
-                    str(path), providers=providers or ["CPUExecutionProvider"]
+                    str(path), options, providers=providers or ["CPUExecutionProvider"]
                 )
             except Exception as error:  # onnxruntime raises its own types for a bad file
                 raise ExportError(f"{path}: onnxruntime cannot load it ({error})") from error
