@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -78,7 +79,7 @@ def test_export_writes_the_ensemble_models_and_manifest(results, exported):
     assert heads[0] == ["maps", "head", "head_passes"]  # the tiny segmenters have a head
 
 
-def test_onnx_predicts_as_pytorch_on_the_test_images(results, exported, images):
+def test_onnx_predicts_as_pytorch_on_the_test_images(results, exported, images, tmp_path):
     pytorch = list(Predictor.from_results(results, device="cpu").predict_many(images, 3))
     onnx = list(Predictor.from_export(exported).predict_many(images, 4))
     assert [p.image_id for p in onnx] == [p.image_id for p in pytorch]
@@ -87,17 +88,41 @@ def test_onnx_predicts_as_pytorch_on_the_test_images(results, exported, images):
         assert abs(a.uncertainty - b.uncertainty) <= 1e-3
         assert np.abs(a.probability_map - b.probability_map).max() <= 1 / 255 + 1e-6
         assert rle.encode(a.mask) == rle.encode(b.mask), a.image_id
+    # The same under a cascade that draws masks (the tiny run's draws none): the export's models
+    # with the manifest's cascade changed, the results' with ensemble.json's.
+    level = int(np.median([np.rint(p.probability_map * 255).max() for p in pytorch]))
+    drawing = drawing_results(results, tmp_path / "results", level)
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for path in exported.glob("*.onnx"):
+        (copy / path.name).symlink_to(path)
+    manifest = json.loads((exported / "manifest.json").read_text())
+    manifest["cascade"] = json.loads((drawing / "ensemble" / "ensemble.json").read_text())[
+        "cascade"
+    ]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    pytorch = Predictor.from_results(drawing, device="cpu").predict_many(images, 3)
+    onnx = Predictor.from_export(copy).predict_many(images, 4)
+    masks = [(rle.encode(a.mask), rle.encode(b.mask)) for a, b in zip(pytorch, onnx, strict=True)]
+    assert all(a == b for a, b in masks)
+    assert 0 < sum(a != "-1" for a, _ in masks) < len(masks)
+
+
+def drawing_results(results: Path, folder: Path, level: int) -> Path:
+    """The tiny run's models under a cascade that draws masks (the tiny run's own draws none):
+    top and bottom at ``level``, no minimum area."""
+    folder.mkdir()
+    for part in ("classify", "segment"):
+        (folder / part).symlink_to(results / part)
+    ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
+    ensemble["cascade"] = {"gate": 0.0, "top": level / 255, "min_area": 0.0, "bottom": level / 255}
+    (folder / "ensemble").mkdir()
+    (folder / "ensemble" / "ensemble.json").write_text(json.dumps(ensemble))
+    return folder
 
 
 def test_predict_cli_gives_the_old_per_image_rle(results, images, tmp_path):
     """The batched command against the per-image loop it replaced, on the same models."""
-    run = ptxseg(
-        "predict", *images, "--results", results, "--out", tmp_path, "--device", "cpu",
-        "--batch-size", 4,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert "time to the first image" in run.stdout
-    rows = pd.read_csv(tmp_path / "predictions.csv", dtype=str, keep_default_na=False)
     spec = EnsembleSpec.from_results(results)
     layout = Layout(str(results))
     models = {
@@ -106,12 +131,28 @@ def test_predict_cli_gives_the_old_per_image_rle(results, images, tmp_path):
         ).eval()
         for key in spec.model_keys()
     }
-    for path, row in zip(images, rows.itertuples(), strict=True):
-        image, image_id = read_any(path)
-        mask, probability, _ = reference_predict(spec, models, image)
+    decoded = [read_any(path) for path in images]
+    blended = [reference_predict(spec, models, image)[2] for image, _ in decoded]
+    level = int(np.median([b.max() for b in blended]))  # about half the images reach it
+    drawing = drawing_results(results, tmp_path / "results", level)
+    run = ptxseg(
+        "predict", *images, "--results", drawing, "--out", tmp_path / "out", "--device", "cpu",
+        "--batch-size", 4,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "time to the first image" in run.stdout
+    rows = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype=str, keep_default_na=False)
+    spec = EnsembleSpec.from_results(drawing)
+    for (image, image_id), row in zip(decoded, rows.itertuples(), strict=True):
+        mask, probability, map_ = reference_predict(spec, models, image)
         assert row.ImageId == image_id
         assert row.EncodedPixels == rle.encode(mask), image_id
         assert float(row.classifier_probability) == pytest.approx(probability, abs=1e-4)
+        written = read_grey(tmp_path / "out" / f"{image_id}_probability.png")
+        expected = cv2.resize(map_, image.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        assert np.abs(written.astype(int) - expected).max() <= 1, image_id
+    drawn = (rows["EncodedPixels"] != "-1").sum()
+    assert 0 < drawn < len(rows), rows["EncodedPixels"].tolist()
 
 
 def test_predict_with_model_writes_what_results_writes(results, exported, images, tmp_path):
