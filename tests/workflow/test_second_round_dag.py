@@ -9,6 +9,7 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
 from dag import ROOT, full_config_with_stand_ins, job_counts, snakemake, write_config
 
 from ptxseg.data.siim import read_index
@@ -54,6 +55,9 @@ def test_no_siim_image_is_a_candidate_and_each_fold_is_labelled_by_its_own_model
     assert len(overlap) > 0  # the demo plants NIH images that are SIIM images
     candidates = pd.read_csv(results / "pseudo_labels" / "candidates.csv", dtype=str)
     assert not set(candidates["image_id"]) & set(overlap["nih_image_id"])
+    # The config file's keys reached the rules: the sample's size, the bands and the cap.
+    pseudo = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())["pseudo_labels"]
+    assert len(candidates) == pseudo["candidates"]
     folds = pd.read_csv(results / "data" / "siim_folds.csv", dtype={"image_id": str})
     for fold in sorted(set(folds["fold"])):
         folder = results / "pseudo_labels" / f"fold{fold}"
@@ -63,6 +67,12 @@ def test_no_siim_image_is_a_candidate_and_each_fold_is_labelled_by_its_own_model
         assert set(labels["image_id"]) == set(candidates["image_id"])
         kept = labels[labels["kept"] != ""]
         assert all((folder / m).is_file() for m in kept["mask"])
+        assert len(kept) <= pseudo["max_images"]
+        positive = kept[kept["kept"] == "positive"].astype({"probability": float})
+        empty = kept[kept["kept"] == "empty"].astype({"probability": float})
+        assert (positive["probability"] >= pseudo["positive_min_probability"]).all()
+        assert (empty["probability"] <= pseudo["empty_max_probability"]).all()
+        assert (kept["confidence"].astype(float) >= pseudo["min_confidence"]).all()
         # Round 2's OOF predictions: the fold's held-out SIIM images, as round 1's.
         held_out = set(folds.loc[folds["fold"] == fold, "image_id"])
         for name in ("unet_resnet34", round2_name("unet_resnet34")):
