@@ -90,26 +90,18 @@ def test_mixed_batches_hold_the_share_and_every_labelled_image_once():
 def _pseudo_labels(root: Path, size: int = 64, n: int = 6) -> NihImages:
     """NIH candidates at ``size`` and a fold's labels.csv: even ones positive, odd ones empty,
     the last one left out as uncertain."""
-    folder = root / "nih_candidates"
-    (folder / str(size)).mkdir(parents=True)
     labels_dir = root / "pseudo" / "fold0"
     (labels_dir / "masks").mkdir(parents=True)
     rng = np.random.default_rng(1)
-    rows, labels = [], []
+    ids = [f"0000010{k}_000" for k in range(n)]
+    manifest = _write_candidates(
+        root / "nih_candidates",
+        {i: rng.integers(60, 200, (size, size)).astype(np.uint8) for i in ids},
+        size,
+    )
+    labels = []
     cv2.imwrite(str(labels_dir / "masks" / "empty.png"), np.zeros((size, size), np.uint8))
-    for k in range(n):
-        image_id = f"0000010{k}_000"
-        image = rng.integers(60, 200, (size, size)).astype(np.uint8)
-        cv2.imwrite(str(folder / str(size) / f"{image_id}.png"), image)
-        rows.append(
-            {
-                "image_id": image_id,
-                "split": "nih",
-                "size": size,
-                "image": f"{size}/{image_id}.png",
-                "mask": "",
-            }
-        )
+    for k, image_id in enumerate(ids):
         kept = "" if k == n - 1 else ("positive" if k % 2 == 0 else "empty")
         mask = ""
         if kept == "positive":
@@ -120,12 +112,29 @@ def _pseudo_labels(root: Path, size: int = 64, n: int = 6) -> NihImages:
         elif kept == "empty":
             mask = "masks/empty.png"
         labels.append({"image_id": image_id, "kept": kept, "mask": mask, "why": "x"})
-    pd.DataFrame(rows).to_csv(folder / f"manifest_{size}.csv", index=False)
     pd.DataFrame(labels).to_csv(labels_dir / "labels.csv", index=False)
-    return NihImages(folder / f"manifest_{size}.csv", size, labels_dir / "labels.csv")
+    return NihImages(manifest, size, labels_dir / "labels.csv")
 
 
-def _train_round2(root, repacks, nih, name, settings=ROUND2, stop_after_epoch=None):
+def _write_candidates(folder: Path, images: dict[str, np.ndarray], size: int) -> Path:
+    """A candidates' repack as repack_nih writes it: PNGs at ``size`` and their manifest."""
+    (folder / str(size)).mkdir(parents=True, exist_ok=True)
+    for image_id, image in images.items():
+        cv2.imwrite(str(folder / str(size) / f"{image_id}.png"), image)
+    manifest = folder / f"manifest_{size}.csv"
+    pd.DataFrame(
+        {
+            "image_id": list(images),
+            "split": "nih",
+            "size": size,
+            "image": [f"{size}/{i}.png" for i in images],
+            "mask": "",
+        }
+    ).to_csv(manifest, index=False)
+    return manifest
+
+
+def _train_round2(root, repacks, nih, name, settings=ROUND2, stop_after_epoch=None, **extra):
     return train_fold(
         kind="segmenter",
         arch="unet_resnet34",
@@ -140,6 +149,7 @@ def _train_round2(root, repacks, nih, name, settings=ROUND2, stop_after_epoch=No
         state_path=root / "checkpoints" / f"{name}.pt",
         stop_after_epoch=stop_after_epoch,
         nih=nih,
+        **extra,
     )
 
 
@@ -230,21 +240,7 @@ def test_a_second_round_from_round_one_starts_from_its_weights(tmp_path, monkeyp
         return original(model, *args, **kwargs)
 
     monkeypatch.setattr(run_module, "fit", spy)
-    train_fold(
-        kind="segmenter",
-        arch="unet_resnet34",
-        fold=0,
-        folds_csv=tmp_path / "folds.csv",
-        manifest_csv=repacks[64][0],
-        stats_json=repacks[64][1],
-        size=64,
-        settings=replace(ROUND2, epochs=1),
-        weights=str(path),
-        options=SMALL,
-        out_dir=tmp_path / "init",
-        state_path=tmp_path / "checkpoints" / "init.pt",
-        nih=nih,
-    )
+    _train_round2(tmp_path, repacks, nih, "init", replace(ROUND2, epochs=1), weights=str(path))
     assert seen["bias"] == pytest.approx(0.25)
 
 
@@ -311,26 +307,11 @@ class BrightMap(torch.nn.Module):
 
 def _candidates(root: Path, n: int = 6, size: int = 64) -> Path:
     """NIH candidates at ``size``: the first half bright, the rest dark."""
-    folder = root / "bright_dark"
-    (folder / str(size)).mkdir(parents=True)
-    rows = []
-    for k in range(n):
-        image_id = f"0000020{k}_000"
-        value = 230 if k < n // 2 else 20
-        cv2.imwrite(
-            str(folder / str(size) / f"{image_id}.png"), np.full((size, size), value, np.uint8)
-        )
-        rows.append(
-            {
-                "image_id": image_id,
-                "split": "nih",
-                "size": size,
-                "image": f"{size}/{image_id}.png",
-                "mask": "",
-            }
-        )
-    pd.DataFrame(rows).to_csv(folder / f"manifest_{size}.csv", index=False)
-    return folder / f"manifest_{size}.csv"
+    images = {
+        f"0000020{k}_000": np.full((size, size), 230 if k < n // 2 else 20, np.uint8)
+        for k in range(n)
+    }
+    return _write_candidates(root / "bright_dark", images, size)
 
 
 def _label(root: Path, candidates: Path, segmenters: dict, bands: Bands, siim_images=()) -> dict:

@@ -16,15 +16,12 @@ import numpy as np
 import pandas as pd
 
 from ptxseg.scoring.calibration import (
+    FITS,
     Calibrator,
     choose_calibration,
     cross_fitted,
     expected_calibration_error,
-    fit_isotonic,
-    fit_temperature,
 )
-
-FITS = {"none": lambda p, y: Calibrator(), "temperature": fit_temperature, "isotonic": fit_isotonic}
 
 
 @dataclass(frozen=True)

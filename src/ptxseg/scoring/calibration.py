@@ -232,7 +232,8 @@ def fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibrator:
     )
 
 
-_FIT = {"none": lambda p, y: Calibrator(), "temperature": fit_temperature, "isotonic": fit_isotonic}
+# Each method by name: how it is fitted (also the ensemble's, for a method named in the config).
+FITS = {"none": lambda p, y: Calibrator(), "temperature": fit_temperature, "isotonic": fit_isotonic}
 
 
 def _bins(p: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -333,7 +334,7 @@ def _cross_fitted(
         if problem:
             return {}, f"without fold {k}: {problem}"
         for method in METHODS:
-            predictions[method][held_out] = _FIT[method](p[train], y[train]).apply(p[held_out])
+            predictions[method][held_out] = FITS[method](p[train], y[train]).apply(p[held_out])
     return predictions, ""
 
 
@@ -408,7 +409,7 @@ def choose_calibration(
         row["reason"] = "lowest cross-fitted " + score if row["method"] == best else ""
         if row["method"] == chosen and chosen != best:
             row["reason"] = f"within one standard error of {best}'s {score}, and simpler"
-    calibrator = _FIT[chosen](p, y)
+    calibrator = FITS[chosen](p, y)
     log.info(
         "calibration: %s by cross-fitted %s over %d folds", chosen, score, np.unique(folds).size
     )
