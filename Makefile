@@ -48,7 +48,7 @@ format: install
 	$(BIN)/ruff format src tests benchmarks workflow/scripts
 	$(BIN)/snakefmt Snakefile workflow/rules
 
-# The CPU benchmarks (bench_gpu.py needs a GPU; run it by hand on one).
+# The CPU benchmarks (the GPU ones: benchmarks/gpu_check.sh on a machine with a GPU, README "On a GPU").
 CPU_BENCHMARKS := rle repack dag submission loader memory demo
 
 bench: install

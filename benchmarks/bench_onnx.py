@@ -8,6 +8,11 @@ checks that it never imported torch). The images are the results' SIIM test DICO
 (32 px models: a smoke run, not a measurement; give the demo's ``results/`` for figures).
 
     python benchmarks/bench_onnx.py [RESULTS] [--images 55] [--batch-size 8] [--export DIR]
+        [--device cpu|cuda] [--providers CUDAExecutionProvider CPUExecutionProvider] [--json F]
+
+``--device`` is PyTorch's device, ``--providers`` onnxruntime's execution providers in order of
+preference (CPU by default; a provider the installed onnxruntime lacks is refused, naming those it
+has).
 """
 
 from __future__ import annotations
@@ -56,15 +61,25 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def child(backend: str, source: str, images: list[str], batch_size: int) -> dict:
+def child(
+    backend: str, source: str, images: list[str], batch_size: int, device: str, providers: list
+) -> dict:
     """One backend's figures (run in its own process)."""
     started = time.perf_counter()
     from ptxseg.deploy import Predictor
 
     if backend == "onnx":
-        predictor = Predictor.from_export(source)
+        import onnxruntime
+
+        missing = sorted(set(providers) - set(onnxruntime.get_available_providers()))
+        if missing:
+            raise SystemExit(
+                f"onnxruntime {onnxruntime.__version__} lacks {', '.join(missing)} (it has "
+                f"{', '.join(onnxruntime.get_available_providers())})"
+            )
+        predictor = Predictor.from_export(source, providers=providers)
     else:
-        predictor = Predictor.from_results(source, device="cpu")
+        predictor = Predictor.from_results(source, device=device)
     loaded = time.perf_counter()
     first, found = None, 0
     for prediction in predictor.predict_many(images, batch_size=batch_size):
@@ -80,15 +95,19 @@ def child(backend: str, source: str, images: list[str], batch_size: int) -> dict
         "peak_gib": peak_gib(),
         "found": found,
         "torch_imported": "torch" in sys.modules,
+        "device": device if backend == "torch" else ",".join(providers),
     }
 
 
-def run_child(backend: str, source: Path, images: list[str], batch_size: int) -> dict:
+def run_child(
+    backend: str, source: Path, images: list[str], batch_size: int, device: str, providers: list
+) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json") as listing:
         json.dump(images, listing)
         listing.flush()
         command = [sys.executable, __file__, "--child", backend, str(source)]
         command += ["--listing", listing.name, "--batch-size", str(batch_size)]
+        command += ["--device", device, *(["--providers", *providers] if providers else [])]
         result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(f"{backend} child failed:\n{result.stderr[-3000:]}")
@@ -97,7 +116,7 @@ def run_child(backend: str, source: Path, images: list[str], batch_size: int) ->
 
 def report(figures: dict) -> str:
     return (
-        f"{figures['backend']:>7}: models loaded {figures['load_s']:.1f} s, first image "
+        f"{figures['backend']:>7} ({figures['device']}): models loaded {figures['load_s']:.1f} s, first image "
         f"{figures['first_s']:.1f} s, then {figures['per_image_s']:.3f} s an image, "
         f"{figures['images_per_s']:.2f} images/s, peak {figures['peak_gib']:.2f} GiB"
     )
@@ -111,34 +130,54 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=55)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--export", type=Path, help="export folder (reused if it has a manifest)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--providers", nargs="+", default=["CPUExecutionProvider"])
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--backends", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"]
+    )
     parser.add_argument("--child", choices=["torch", "onnx"], help=argparse.SUPPRESS)
     parser.add_argument("--listing", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         images = json.loads(args.listing.read_text())
-        print(json.dumps(child(args.child, str(args.results), images, args.batch_size)))
+        figures = child(
+            args.child, str(args.results), images, args.batch_size, args.device, args.providers
+        )
+        print(json.dumps(figures))
         return 0
     results = args.results or build_tiny_ensemble(Path(tempfile.mkdtemp(prefix="bench_onnx_")))
-    export = args.export or Path(tempfile.mkdtemp(prefix="bench_onnx_export_"))
-    if not (export / "manifest.json").is_file():
-        started = time.perf_counter()
-        from ptxseg.deploy.export import export_onnx
-
-        manifest = export_onnx(results, export)
-        print(f"export: {len(manifest['models'])} models in {time.perf_counter() - started:.0f} s")
     images = test_images(results, args.images)
     print(f"{len(images)} images (the test DICOMs, cycled), batches of {args.batch_size}")
-    torch_figures = run_child("torch", results, images, args.batch_size)
-    onnx_figures = run_child("onnx", export, images, args.batch_size)
-    print(report(torch_figures))
-    print(report(onnx_figures))
-    assert not onnx_figures["torch_imported"], "the ONNX path imported torch"
-    assert onnx_figures["found"] == torch_figures["found"], (onnx_figures, torch_figures)
-    print(
-        f"RATIO onnxruntime vs PyTorch images/s: "
-        f"{onnx_figures['images_per_s'] / torch_figures['images_per_s']:.2f}x; time to the first "
-        f"image {onnx_figures['first_s'] / torch_figures['first_s']:.2f} of PyTorch's"
-    )
+    figures = {}
+    if "torch" in args.backends:
+        figures["torch"] = run_child("torch", results, images, args.batch_size, args.device, [])
+        print(report(figures["torch"]))
+    if "onnx" in args.backends:
+        export = args.export or Path(tempfile.mkdtemp(prefix="bench_onnx_export_"))
+        if not (export / "manifest.json").is_file():
+            started = time.perf_counter()
+            from ptxseg.deploy.export import export_onnx
+
+            manifest = export_onnx(results, export)
+            print(
+                f"export: {len(manifest['models'])} models in {time.perf_counter() - started:.0f} s"
+            )
+        figures["onnx"] = run_child(
+            "onnx", export, images, args.batch_size, args.device, args.providers
+        )
+        print(report(figures["onnx"]))
+        assert not figures["onnx"]["torch_imported"], "the ONNX path imported torch"
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    if len(figures) == 2:
+        torch_figures, onnx_figures = figures["torch"], figures["onnx"]
+        assert onnx_figures["found"] == torch_figures["found"], (onnx_figures, torch_figures)
+        print(
+            f"RATIO onnxruntime vs PyTorch images/s: "
+            f"{onnx_figures['images_per_s'] / torch_figures['images_per_s']:.2f}x; time to the "
+            f"first image {onnx_figures['first_s'] / torch_figures['first_s']:.2f} of PyTorch's"
+        )
     return 0
 
 

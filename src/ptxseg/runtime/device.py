@@ -33,6 +33,8 @@ def pick_device(requested: str = "auto") -> torch.device:
         if index is not None:
             log.info("claimed GPU %d of this machine (CUDA_VISIBLE_DEVICES=%d)", index, index)
     if requested != "cpu" and torch.cuda.is_available():
+        # Said in every job's log: a GPU run's logs show where each job ran.
+        log.info("device: cuda (%s)", torch.cuda.get_device_name())
         return torch.device("cuda")
     if requested == "cuda":
         log.warning(
