@@ -123,3 +123,37 @@ def recipe_cycle_ends(recipe: dict) -> list[int]:
         schedule["cycle_epochs"],
         schedule["cycle_mult"],
     )
+
+
+def resolution_keys(config: dict) -> dict:
+    """The config's keys that must agree with ``segment.size``, as a config fragment: the size
+    itself, every recipe's progressive-resizing ``stages`` (they end at it) and recipe-level
+    ``crop`` (it must fit in it), in the segment recipe, the architectures' overrides, the second
+    round's recipe and the ablation's levers; and the segmenters' names (their size rules). What
+    the compound-scaling search rescales in best.yaml (`ptxseg.report.scaling.best_fragment`)."""
+
+    def of(recipe: dict | None) -> dict:
+        recipe = recipe or {}
+        kept = {key: recipe[key] for key in ("stages",) if recipe.get(key)}
+        if (recipe.get("crop") or {}).get("size"):
+            kept["crop"] = recipe["crop"]
+        return {"recipe": kept} if kept else {}
+
+    segment = config["segment"]
+    keys: dict = {
+        "segment": {
+            "size": segment["size"],
+            **of(segment.get("recipe")),
+            "archs": {arch: of(entry.get("recipe")) for arch, entry in segment["archs"].items()},
+        }
+    }
+    pseudo = of((config.get("pseudo_labels") or {}).get("recipe"))
+    if pseudo:
+        keys["pseudo_labels"] = pseudo
+    levers = {
+        name: of(lever.get("recipe"))
+        for name, lever in ((config.get("ablation") or {}).get("levers") or {}).items()
+    }
+    if any(levers.values()):
+        keys["ablation"] = {"levers": {k: v for k, v in levers.items() if v}}
+    return keys

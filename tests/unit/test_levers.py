@@ -25,7 +25,8 @@ from ptxseg.models import build_model
 from ptxseg.models.parts import encoder_of
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.options import Runtime
-from ptxseg.runtime.predict import scaled_side, tta_passes, tta_predict
+from ptxseg.runtime.predict import mark_trained, model_passes, scaled_side, tta_passes, tta_predict
+from ptxseg.runtime.tta import passes_for, trained_scales
 from ptxseg.train.loop import Members, fit
 from ptxseg.train.run import train_fold
 from ptxseg.train.schedules import ScheduleSpec
@@ -57,6 +58,25 @@ def test_tta_passes_are_flips_times_scales():
         tta_passes(["rotate"])
     assert scaled_side(128, 0.75, 32) == 96 and scaled_side(128, 1.25, 32) == 160
     assert scaled_side(64, 0.1, 32) == 32  # never below one multiple
+
+
+def test_a_model_takes_the_scale_passes_its_training_covered():
+    """One rule (runtime.tta.passes_for): flips always, scales within the span of the training
+    scales; a model trained at one size takes the flips at scale 1."""
+    passes = tta_passes(["none", "hflip", 0.75, 1.0])
+    flips = [("none", 1.0), ("hflip", 1.0)]
+    assert trained_scales({"size": 32}) == (1.0,)
+    staged = {"size": 1024, "stages": [{"size": 512}, {"size": 1024}]}
+    assert trained_scales(staged) == (0.5, 1.0)
+    assert passes_for(passes, trained_scales(staged)) == passes
+    assert passes_for(passes, (1.0,)) == flips
+    assert passes_for(tta_passes(["hflip", 2.0]), (1.0,)) == [("hflip", 1.0)]  # none kept
+    assert passes_for(passes, None) == passes  # a model that records nothing: all
+    # The rule is the model's: tta_predict averages the passes it takes.
+    model = mark_trained(IdentityMap(), {"size": 64})
+    assert model_passes(model, passes) == flips
+    maps, _ = tta_predict(model, torch.full((1, 1, 64, 64), 0.3), passes, CPU)
+    assert torch.allclose(maps, torch.tensor(0.3), atol=1e-5)
 
 
 def test_scale_tta_with_an_identity_model_returns_the_input_map():

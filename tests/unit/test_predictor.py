@@ -28,7 +28,7 @@ from ptxseg.deploy.torch_backend import TorchBackend
 from ptxseg.deploy.tta_module import TTAModule
 from ptxseg.io import rle
 from ptxseg.io.png import read_grey, write_png
-from ptxseg.runtime.predict import tta_outputs
+from ptxseg.runtime.predict import mark_trained, tta_outputs
 
 ENSEMBLE = {
     # A classifier, a segmenter head and a classifier of weight 0 (never loaded) in the gate; a
@@ -43,7 +43,7 @@ ENSEMBLE = {
         "classify_size": 16,
         "segment_size": 24,
         "n_folds": 2,
-        "tta": ["none", "hflip", 1.0, 1.5],
+        "tta": ["none", "hflip", 0.75, 1.0],
     },
 }
 
@@ -79,10 +79,13 @@ def tiny_models(spec: EnsembleSpec, seed: int = 0) -> dict[ModelKey, nn.Module]:
     torch.manual_seed(seed)
     models = {}
     for key in spec.model_keys():
-        if key.stage == CLASSIFY:
-            models[key] = TinyClassifier()
-        else:
-            models[key] = TinySegmenter(head=key.arch == "seg_a")
+        if key.stage == CLASSIFY:  # trained at one size: the flips only
+            models[key] = mark_trained(TinyClassifier(), {"size": 16})
+        else:  # trained 12 -> 24 px: the 0.75 passes too
+            stages = [{"size": 12}, {"size": 24}]
+            models[key] = mark_trained(
+                TinySegmenter(head=key.arch == "seg_a"), {"size": 24, "stages": stages}
+            )
     return {key: model.eval() for key, model in models.items()}
 
 
@@ -162,7 +165,9 @@ def test_uncertainty_is_the_gate_spread_over_folds_and_passes(ensemble):
     image = radiographs(1)[0]
     prediction = predictor.predict(image)
     inputs = {side: predictor_inputs(spec, image, side) for side in (16, 24)}
-    values = np.zeros((spec.n_folds, len(spec.passes)))
+    # The classifier takes 2 passes (flips), the segmenter's head 4 (flips x 0.75, 1.0): each
+    # model's scales are averaged per flip, so the spread is over (fold, flip).
+    values = np.zeros((spec.n_folds, spec.n_flips))
     for fold in range(spec.n_folds):
         for source, weight in (("tiny_cls", 0.6), ("seg_a", 0.4)):
             keys = [k for k in spec.model_keys() if k.arch == source and k.fold == fold]
@@ -170,7 +175,9 @@ def test_uncertainty_is_the_gate_spread_over_folds_and_passes(ensemble):
             for key in keys:
                 x = inputs[spec.sizes[key.stage]]
                 outputs = list(tta_outputs(models[key], x, spec.passes))
-                per_member.append([float((p if h is None else h).ravel()[0]) for p, h in outputs])
+                assert len(outputs) == (2 if key.stage == CLASSIFY else 4)
+                by_pass = [float((p if h is None else h).ravel()[0]) for p, h in outputs]
+                per_member.append(np.reshape(by_pass, (-1, spec.n_flips)).mean(axis=0))
             values[fold] += weight * np.mean(per_member, axis=0)
     assert values.mean() == pytest.approx(prediction.probability, abs=1e-6)
     assert prediction.uncertainty == pytest.approx(values.std(), abs=1e-6)
@@ -287,7 +294,12 @@ def test_onnx_export_predicts_as_pytorch(exported):
     assert len(manifest["models"]) == len(spec.model_keys())
     for entry in manifest["models"]:
         assert sha256(folder / entry["file"]) == entry["sha256"]
-    assert manifest["tta_passes"] == [["none", 1.0], ["hflip", 1.0], ["none", 1.5], ["hflip", 1.5]]
+    assert manifest["tta_passes"] == [
+        ["none", 0.75],
+        ["hflip", 0.75],
+        ["none", 1.0],
+        ["hflip", 1.0],
+    ]
     assert manifest["ptxseg_version"] == ptxseg.__version__
     assert manifest["preprocessing"] == EXPORTED["preprocessing"]
     onnx = Predictor.from_export(folder)

@@ -6,6 +6,7 @@ import functools
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +39,8 @@ from ptxseg.models.scaled_unet.model import (
 )
 from ptxseg.report.figures import plot_score_vs_flops
 from ptxseg.report.scaling import COLUMNS, select_best, summarise
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Every convolution's FLOPs scale exactly with the area at any side that is a multiple of 32, so
 # the law is measured at the smallest side, where a forward pass is quickest.
@@ -343,9 +346,64 @@ def test_regularisation_grows_with_phi_and_reaches_best_yaml():
     assert b2.drop_path_rate == pytest.approx(0.2 + 2 * 0.3 / 7, abs=1e-4)
     table = summarise(_rows(), base_resolution=256, measure=lambda d, w, r: (7, 8 * 10**9))
     best = table[table["label"] == "B1"].iloc[0]
-    text = best_fragment(table, best, {"dropout_rate": 0.2, "drop_path_rate": None})
+    keys = {"segment": {"size": 256, "archs": {}}}
+    text = best_fragment(table, best, keys, {"dropout_rate": 0.2, "drop_path_rate": None})
     fragment = yaml.safe_load(text)
     b1_entry = fragment["segment"]["archs"]["scaled_unet_b1"]
     assert b1_entry["recipe"] == {"dropout_rate": scaled_rate(0.2, 1)}
     assert f'"dropout_rate": {scaled_rate(0.2, 2)}' in text  # B2's entry, in a comment
     validate(fragment)  # the fragment validates as it is
+
+
+def _best_yaml_over(config_path, rows):
+    """best.yaml as the search writes it for ``rows`` and the config file, merged over that
+    config the way Snakemake merges a second --configfile, and validated."""
+    import yaml
+    from snakemake.utils import update_config
+
+    from ptxseg import config as cfg
+    from ptxseg.recipes import resolution_keys
+    from ptxseg.report.scaling import best_fragment
+
+    config = cfg.load(config_path, cfg.load_schema())
+    table = summarise(rows, base_resolution=256, measure=lambda d, w, r: (7, 8 * 10**9))
+    best = table[table["label"] == "B1"].iloc[0]
+    fragment = yaml.safe_load(best_fragment(table, best, resolution_keys(config)))
+    merged = yaml.safe_load(Path(config_path).read_text())
+    update_config(merged, fragment)
+    return fragment, cfg.validate(merged, cfg.load_schema())
+
+
+def test_best_yaml_validates_beside_the_full_config_and_keeps_its_stages():
+    """full.yaml's 512 -> 1024 stages (512 crops) with gamma 1.15: 1024 x 1.15 = 1184 for the
+    last stage, 608 (1184 / 2, to a multiple of 32) for the first and the crops."""
+    row = {"params": 1000, "flops": 10**9, "train_seconds": 60.0}
+    rows = [
+        {**row, "alpha": 1.0, "beta": 1.0, "gamma": 1.0, "phi": 0, "oof_score": 0.80},
+        {**row, "alpha": 1.2, "beta": 1.1, "gamma": 1.15, "phi": 1, "oof_score": 0.85},
+        {**row, "alpha": 1.4, "beta": 1.0, "gamma": 1.1, "phi": 1, "oof_score": 0.83},
+    ]
+    fragment, merged = _best_yaml_over(ROOT / "configs" / "full.yaml", rows)
+    segment = merged["segment"]
+    assert segment["size"] == 1184 and "scaled_unet_b1" in segment["archs"]
+    assert {"unet_resnet34", "attention_unet"} <= set(segment["archs"])  # the config's stay
+    stages = segment["recipe"]["stages"]
+    assert [s["size"] for s in stages] == [608, 1184]
+    assert stages[1]["crop"] == {"size": 608, "positive_share": 0.6}
+    assert [s["epochs"] for s in stages] == [30, 10] and stages[1]["freeze_encoder_epochs"] == 2
+    second = merged["pseudo_labels"]["recipe"]["stages"]
+    assert [s["size"] for s in second] == [1184] and second[0]["crop"]["size"] == 608
+    assert set(fragment) == {"segment", "pseudo_labels"}
+
+
+def test_best_yaml_without_stages_scales_the_config_size_not_the_search_size():
+    """tiny.yaml (no stages, segment.size 32): B1's multiplier applies to 32, not to the
+    search's base resolution, so the other segmenters are not retrained at B1's search side."""
+    row = {"params": 1000, "flops": 10**9, "train_seconds": 60.0}
+    rows = [
+        {**row, "alpha": 1.0, "beta": 1.0, "gamma": 1.0, "phi": 0, "oof_score": 0.80},
+        {**row, "alpha": 1.0, "beta": 1.0, "gamma": 2.0, "phi": 1, "oof_score": 0.85},
+    ]
+    fragment, merged = _best_yaml_over(ROOT / "configs" / "tiny.yaml", rows)
+    assert merged["segment"]["size"] == 64 and "stages" not in fragment["segment"].get("recipe", {})
+    assert set(merged["segment"]["archs"]) == {"unet_resnet34", "scaled_unet_b1"}

@@ -14,6 +14,7 @@ import yaml
 from dag import ROOT, snakemake
 
 from ptxseg.config import validate
+from ptxseg.models.scaled_unet.compound import scaled_resolution
 from ptxseg.report.build import SECTIONS
 
 pytestmark = pytest.mark.workflow
@@ -135,15 +136,17 @@ def test_scaling_search_runs_on_the_tiny_grid(tiny_run):
     best = yaml.safe_load(best_yaml.read_text())
     assert set(best) == {"segment"} and set(best["segment"]["archs"]) == {"scaled_unet_b1"}
     b1 = trained[trained["label"] == "B1"].iloc[0]
-    assert best["segment"]["size"] == int(b1["resolution"])
+    tiny = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    # B1's resolution multiplier applies to the config's segment.size, not the search's side.
+    assert best["segment"]["size"] == scaled_resolution(tiny["segment"]["size"], b1["gamma"], 1)
     validate(best)
-    # ... and, named after a config, adds B1 as a segmenter at its resolution (repacked on demand).
+    # ... and, named after a config, adds B1 as a segmenter at that size (repacked on demand).
     result = snakemake(
         tiny_run, "-n", "--nolock", "--configfile", ROOT / "configs" / "tiny.yaml", best_yaml
     )
     assert "train_segmenter" in result.stdout and "scaled_unet_b1" in result.stdout
     size = best["segment"]["size"]
     assert f"results/repack/siim/manifest_{size}.csv" in result.stdout  # trains at B1's side
-    tiny_sizes = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())["repack"]["sizes"]
+    tiny_sizes = tiny["repack"]["sizes"]
     if size not in tiny_sizes:  # which candidate wins depends on the run: repacked on demand
         assert f"results/repack/siim/{size}" in result.stdout

@@ -6,6 +6,7 @@
 
 rule augsearch_point:
     input:
+        **augsearch_stage_repacks(),
         **siim_repack(config["segment"]["size"]),
         folds=L.data("siim_folds.csv"),
         index=L.data("siim_index.csv"),

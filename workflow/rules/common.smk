@@ -27,6 +27,7 @@ from ptxseg.recipes import (
     member_names,
     positive_only,
     recipe_for,
+    resolution_keys,
     round2_archs,
     segmenter_names,
     segmenter_recipe,
@@ -250,6 +251,11 @@ def augsearch_points():
     """Every (n, m) point of the RandAugment search's grid, by name (n<N>_m<M>)."""
     search = config["augsearch"]
     return [augsearch_point(n, m) for n in search["n"] for m in search["m"]]
+
+
+def augsearch_stage_repacks():
+    """The stage repacks of the searched segmenter's recipe: every point trains its stages."""
+    return repacks_of_stages(augsearch_arch_params()["recipe"])
 
 
 def augsearch_arch_params():

@@ -69,5 +69,7 @@ rule scaling_summary:
             key: config["scaling"]["recipe"][key]
             for key in ("dropout_rate", "drop_path_rate")
         },
+        # best.yaml scales segment.size by B1's multiplier; the stages and crops keep their ratio.
+        resolution_keys=resolution_keys(config),
     script:
         "../scripts/scaling_summary.py"

@@ -4,6 +4,7 @@ from ptxseg.logs import to_file
 from ptxseg.runtime.options import Runtime
 from ptxseg.train.augsearch_job import train_point
 from ptxseg.train.held_out import OneFold
+from ptxseg.train.run import stage_repacks
 from ptxseg.train.settings import FitSettings
 
 if __name__ == "__main__":
@@ -19,6 +20,7 @@ if __name__ == "__main__":
             inputs.rle,
             inputs.index,
             p.grid,
+            stage_repacks(inputs),
         )
         train_point(
             data,

@@ -14,6 +14,7 @@ if __name__ == "__main__":
             out.plot,
             out.best,
             out.search,
+            p.resolution_keys,
             rates=p.rates,
         )
         build_scaling_report(out.summary, out.search, out.plot, out.report)

@@ -37,7 +37,7 @@ os.environ.setdefault(
 
 import albumentations as A
 
-__all__ = ["CroppedAugment", "check_crop", "crop_transform", "with_crop"]
+__all__ = ["CroppedAugment", "check_crop", "crop_transform", "plain", "with_crop"]
 
 DEFAULT_POSITIVE_SHARE = 0.5  # the schema's default for crop.positive_share
 
@@ -109,6 +109,14 @@ def with_crop(augment, crop: dict | None, where: str = "crop"):
         _share(crop.get("positive_share", DEFAULT_POSITIVE_SHARE), where),
     )
     return CroppedAugment([cropping] if augment is None else [cropping, augment], p=1.0)
+
+
+def plain(crop: dict | None) -> dict | None:
+    """The same crop placed uniformly anywhere (``positive_share`` 0): for images without a mask
+    (the mean teacher's unlabelled NIH images), which the region-biased crop cannot place."""
+    if not crop or crop.get("size") is None:
+        return crop
+    return {**crop, "positive_share": 0.0}
 
 
 def check_crop(crop: dict | None, image_size: int, where: str = "crop") -> None:

@@ -60,7 +60,8 @@ class ModelOutput:
 class ArchitectureMean:
     """The running mean of one architecture's fold models on a batch."""
 
-    def __init__(self, n_folds: int) -> None:
+    def __init__(self, n_folds: int, n_flips: int = 1) -> None:
+        self.n_flips = n_flips
         self.total: np.ndarray | None = None
         self.count = 0
         self.heads: list[np.ndarray] = []
@@ -71,8 +72,10 @@ class ArchitectureMean:
         self.count += 1
         if output.head is not None:
             self.heads.append(output.head)
-        if output.passes is not None:
-            self.fold_passes[key.fold].append(output.passes)
+        if output.passes is not None:  # (B, scales x flips) -> (B, flips), scales averaged
+            passes = output.passes
+            by_flip = passes.reshape(len(passes), -1, self.n_flips).mean(axis=1, dtype=np.float32)
+            self.fold_passes[key.fold].append(by_flip)
 
     def mean(self) -> np.ndarray:
         return self.total / self.count
@@ -89,7 +92,10 @@ class ArchitectureMean:
         return per_image.mean(axis=1).astype(np.float32)
 
     def by_fold_and_pass(self) -> np.ndarray:
-        """(B, folds, passes): each fold's members averaged, per TTA pass."""
+        """(B, folds, flips): each fold's members averaged, per TTA flip. A model's scale passes
+        of one flip are averaged first: models trained at one size take only the flips
+        (`ptxseg.runtime.tta.passes_for`), so the gate's sources line up, and as every flip has
+        as many scales, the mean over (fold, flip) is still the mean over every pass."""
         return np.stack([np.mean(f, axis=0) for f in self.fold_passes], axis=1)
 
 

@@ -137,6 +137,7 @@ def write_export(
                 "sha256": sha256(path),
                 "input": {"name": INPUT_NAME, "shape": ["batch", 1, side, side]},
                 "outputs": names,
+                "tta_passes": [list(p) for p in modules[key].passes],  # those it was trained for
             }
         )
     manifest = {

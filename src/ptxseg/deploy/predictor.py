@@ -89,6 +89,8 @@ class Predictor:
             side = self.spec.sizes[stage]
             inputs = np.stack([prepared.inputs[side] for prepared in batch])
             for key, output in zip(keys, self.backend.outputs(keys, inputs), strict=True):
-                mean = means.setdefault((stage, key.arch), ArchitectureMean(self.spec.n_folds))
+                mean = means.setdefault(
+                    (stage, key.arch), ArchitectureMean(self.spec.n_folds, self.spec.n_flips)
+                )
                 mean.add(key, output)
         return predictions(self.spec, batch, means, self._calibrate)

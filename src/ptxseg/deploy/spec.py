@@ -138,7 +138,14 @@ class EnsembleSpec:
 
     @property
     def passes(self) -> list[tuple[str, float]]:
+        """The configured passes; each model takes those its training covered
+        (`ptxseg.runtime.predict.model_passes`)."""
         return tta_passes(self.tta)
+
+    @property
+    def n_flips(self) -> int:
+        """The flips of every model's passes (all of them take every flip)."""
+        return len(dict.fromkeys(flip for flip, _ in self.passes))
 
     @property
     def classifiers(self) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ptxseg.runtime.predict import tta_outputs
+from ptxseg.runtime.predict import model_passes, tta_outputs
 
 
 class TTAModule(torch.nn.Module):
@@ -27,7 +27,7 @@ class TTAModule(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.model = model
-        self.passes = list(passes)
+        self.passes = model_passes(model, passes)  # those its training covered
         self.stack_flips = stack_flips
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -27,7 +27,7 @@ from ptxseg.models import build_model
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device
 from ptxseg.runtime.options import Runtime
-from ptxseg.runtime.predict import quantise_probabilities
+from ptxseg.runtime.predict import mark_trained, quantise_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,13 @@ COPY_CHUNK = 64  # images copied from the scratch map into the compressed file a
 
 
 def load_member(path: str | os.PathLike, device: torch.device) -> torch.nn.Module:
-    """A kept model, rebuilt from the architecture and options recorded in its file."""
+    """A kept model, rebuilt from the architecture and options recorded in its file, with the
+    scales it was trained at (`ptxseg.runtime.predict.mark_trained`)."""
     meta = checkpoint.load(path).get("meta", {})
     if "arch" not in meta:
         raise ValueError(f"{path}: no architecture recorded in the model file's meta")
-    return build_model(meta["arch"], 1, weights=str(path), **meta.get("options", {})).to(device)
+    model = build_model(meta["arch"], 1, weights=str(path), **meta.get("options", {}))
+    return mark_trained(model, meta).to(device)  # its sizes decide its TTA passes
 
 
 def test_dataset(

@@ -2,7 +2,8 @@
 
 Every candidate's training job (`ptxseg.train.scaling_job.train_candidate`) leaves a row.json;
 `write_summary` reads them all and writes summary.csv (the candidates with B0, B1 and B2
-labelled), score_vs_flops.png, best.yaml (the config entries of the chosen B1 and B2) and
+labelled), score_vs_flops.png, best.yaml (the config entries of the chosen B1, its resolution
+multiplier applied to the config's segment.size and stages, and B2 in a comment) and
 search.json (the choice, with a warning for every multiplier chosen on the edge of its grid).
 """
 
@@ -21,6 +22,7 @@ import yaml
 
 from ptxseg.grids import edge_warnings
 from ptxseg.io import atomic
+from ptxseg.models.catalog import CATALOG
 from ptxseg.models.flops import measure_scaled_unet
 from ptxseg.models.scaled_unet.compound import (
     AXES,
@@ -29,6 +31,7 @@ from ptxseg.models.scaled_unet.compound import (
     check_phi,
     compound,
     flops_factor,
+    scaled_resolution,
 )
 from ptxseg.report.figures import plot_score_vs_flops
 from ptxseg.train.scaling_job import scaled_rate
@@ -163,34 +166,94 @@ def summarise(
     return table.sort_values(["phi", "flops", "name"], kind="stable").reset_index(drop=True)
 
 
-def best_fragment(table: pd.DataFrame, best: pd.Series, rates: dict | None = None) -> str:
-    """best.yaml: a config fragment that validates as it is and adds the searched B1 as a segmenter
-    at its own resolution (``snakemake --configfile my.yaml results/scaling/best.yaml``; a stage's
-    size is repacked on demand), with the search recipe's dropout and drop path rates grown to its
-    phi. B2, a stage of its own size, is in a comment."""
+def size_multiple(archs: Iterable[str]) -> int:
+    """The side every one of ``archs`` accepts: the least common multiple of their size rules."""
+    return math.lcm(*(CATALOG[arch][2] for arch in archs))
+
+
+def scaled_resolution_keys(keys: dict, gamma: float, phi: int) -> dict:
+    """The config's resolution keys (`ptxseg.recipes.resolution_keys`) at step ``phi`` of the
+    searched resolution multiplier: ``segment.size`` times ``gamma**phi``, and every stage and
+    crop keeping its ratio to it (512 -> 1024 with 512 crops becomes S/2 -> S with S/2 crops),
+    each rounded to a side every segmenter of the config and the scaled U-Net accept. The search
+    ran at ``scaling.base_resolution`` (a cheap stand-in for the recipe's own size); what carries
+    over to the recipe is the multiplier, as EfficientNet's B1 takes B0's resolution times gamma."""
+    size = int(keys["segment"]["size"])
+    multiple = size_multiple([*keys["segment"].get("archs", {}), "scaled_unet_b1"])
+    target = scaled_resolution(size, gamma, phi, multiple)
+
+    def side(value: int) -> int:
+        return max(multiple, math.floor(value * target / size / multiple + 0.5) * multiple)
+
+    def crop(entry: dict, limit: int) -> dict:
+        if not entry.get("size"):
+            return dict(entry)
+        return {**entry, "size": min(side(entry["size"]), limit)}
+
+    def stage(entry: dict) -> dict:
+        scaled = {**entry, "size": side(entry["size"])}
+        if entry.get("crop"):
+            scaled["crop"] = crop(entry["crop"], scaled["size"])
+        return scaled
+
+    def walk(node: dict) -> dict:
+        out = {}
+        for key, value in node.items():
+            if key == "stages":
+                out[key] = [stage(entry) for entry in value]
+            elif key == "crop":
+                out[key] = crop(value, target)
+            elif isinstance(value, dict):
+                if inner := walk(value):
+                    out[key] = inner
+            else:
+                out[key] = value
+        return out
+
+    scaled = walk(keys)
+    scaled["segment"]["size"] = target
+    return scaled
+
+
+def best_fragment(
+    table: pd.DataFrame, best: pd.Series, resolution_keys: dict, rates: dict | None = None
+) -> str:
+    """best.yaml: a config fragment that adds the searched B1 as a segmenter and validates beside
+    the config it was searched for (``snakemake --configfile my.yaml results/scaling/best.yaml``;
+    a stage's size is repacked on demand). Its resolution multiplier gamma is applied to that
+    config's ``segment.size`` and every stage and crop keeps its ratio to it
+    (`scaled_resolution_keys`; ``resolution_keys`` is `ptxseg.recipes.resolution_keys` of the
+    config), so a staged recipe keeps its stages; the search recipe's dropout and drop path rates
+    grow to B1's phi. B2 is in a comment."""
     options = {"alpha": float(best["alpha"]), "beta": float(best["beta"])}
+    gamma = float(best["gamma"])
 
     def regularised(phi: int) -> dict:
         grown = {k: scaled_rate(v, phi) for k, v in (rates or {}).items() if v is not None}
         return {"recipe": grown} if grown else {}
 
+    def sides(keys: dict) -> str:
+        stages = keys["segment"].get("recipe", {}).get("stages")
+        size = keys["segment"]["size"]
+        return f"{' -> '.join(str(s['size']) for s in stages)} px" if stages else f"{size} px"
+
+    b1 = scaled_resolution_keys(resolution_keys, gamma, 1)
     lines = [
         "# The compound-scaling search's B1 as a segmenter: name this file after your config",
-        "# (--configfile my.yaml results/scaling/best.yaml); it sets segment.size to B1's resolution.",
+        "# (--configfile my.yaml results/scaling/best.yaml). B1's resolution multiplier "
+        f"(gamma {gamma:g}) scales",
+        f"# segment.size {resolution_keys['segment']['size']} to {b1['segment']['size']}; "
+        f"stages and crops keep their ratio to it ({sides(b1)}).",
     ]
-    rows = {label: table[table["label"] == label] for label in ("B1", "B2")}
-    if len(rows["B2"]):
+    if len(table[table["label"] == "B2"]):
+        b2 = scaled_resolution_keys(resolution_keys, gamma, 2)
         lines.append(
-            f"# B2: segment.size {int(rows['B2']['resolution'].iloc[0])}, "
+            f"# B2: segment.size {b2['segment']['size']} ({sides(b2)}), "
             f"segment.archs.scaled_unet_b2: {json.dumps({'options': options, **regularised(2)})}"
         )
-    fragment = {
-        "segment": {
-            "size": int(rows["B1"]["resolution"].iloc[0]),
-            "archs": {"scaled_unet_b1": {"weights": "none", "options": options, **regularised(1)}},
-        }
-    }
-    return "\n".join(lines) + "\n" + yaml.safe_dump(fragment, sort_keys=False)
+    entry = {"weights": "none", "options": options, **regularised(1)}
+    b1["segment"]["archs"] = {**b1["segment"].get("archs", {}), "scaled_unet_b1": entry}
+    return "\n".join(lines) + "\n" + yaml.safe_dump(b1, sort_keys=False)
 
 
 def write_summary(
@@ -202,6 +265,7 @@ def write_summary(
     out_png: str | os.PathLike,
     out_best: str | os.PathLike,
     out_search: str | os.PathLike,
+    resolution_keys: dict,
     rates: dict | None = None,
 ):
     """summary.csv, the score-against-FLOPs plot, the config entries of the chosen B1 and B2, and
@@ -227,7 +291,7 @@ def write_summary(
             "warnings": warnings,
         },
     )
-    atomic.write_text(out_best, best_fragment(table, best, rates))
+    atomic.write_text(out_best, best_fragment(table, best, resolution_keys, rates))
     log.info(
         "scaling: best %s (alpha %.2f beta %.2f gamma %.2f), OOF %.4f",
         best["name"],

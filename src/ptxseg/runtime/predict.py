@@ -20,13 +20,15 @@ from torch.utils.data import DataLoader, Dataset
 from ptxseg.data.datasets import worker_init
 from ptxseg.models.outputs import split_logits
 from ptxseg.runtime.precision import autocast
-from ptxseg.runtime.tta import TTA_MODES, scaled_side, tta_passes
+from ptxseg.runtime.tta import TTA_MODES, passes_for, scaled_side, trained_scales, tta_passes
 from ptxseg.scoring.thresholds import quantise_probabilities
 
 # Defined in torch-free modules (the ONNX prediction path reads them); importable from here too.
 __all__ = [
     "TTA_MODES",
     "Predicted",
+    "mark_trained",
+    "model_passes",
     "ordered_batches",
     "predict_batches",
     "quantise_probabilities",
@@ -74,6 +76,21 @@ def ordered_batches(
     )
 
 
+def mark_trained(model: torch.nn.Module, meta: dict) -> torch.nn.Module:
+    """Record on ``model`` the scales it was trained at (its meta's size and stages), which
+    decide its TTA passes (`model_passes`)."""
+    model.trained_scales = trained_scales(meta)
+    return model
+
+
+def model_passes(
+    model: torch.nn.Module, passes: Sequence[tuple[str, float]]
+) -> list[tuple[str, float]]:
+    """The TTA passes ``model`` takes of ``passes`` (`ptxseg.runtime.tta.passes_for` with the
+    scales `mark_trained` recorded; all of them for a model that records none)."""
+    return passes_for(passes, getattr(model, "trained_scales", None))
+
+
 @torch.no_grad()
 def predict_batches(
     model: torch.nn.Module,
@@ -112,13 +129,14 @@ def tta_outputs(
     channels_last: bool = False,
     stack_flips: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Each TTA pass's probabilities (classifier (B, K), segmenter maps (B, H, W) flipped and
+    """Each TTA pass the model takes (`model_passes`), its probabilities (classifier (B, K), segmenter maps (B, H, W) flipped and
     resized back to the input's size) and the head's (B,) or None, pass by pass.
 
     ``stack_flips``: the flips of one scale go through the model as one batch (an exported graph
     then holds the model once per scale, not once per pass); equal to the passes one by one up
     to float rounding.
     """
+    passes = model_passes(model, passes)
     multiple = int(getattr(model, "size_multiple", 1))
     size = tuple(images.shape[-2:])
     for scale, group in itertools.groupby(passes, key=lambda p: p[1]):
@@ -150,11 +168,12 @@ def tta_predict(
     amp: bool = False,
     channels_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One batch's probabilities averaged over the TTA ``passes`` (`tta_passes`): classifier
+    """One batch's probabilities averaged over the TTA ``passes`` (`tta_passes`) the model takes
+    (`model_passes`): classifier
     (B, K), segmenter maps (B, H, W) flipped and resized back; the head's (B,) or None."""
-    total, head_total = None, None
+    total, head_total, count = None, None, len(model_passes(model, passes))
     for probabilities, head in tta_outputs(model, images, passes, device, amp, channels_last):
         total = probabilities if total is None else total + probabilities
         if head is not None:
             head_total = head if head_total is None else head_total + head
-    return total / len(passes), None if head_total is None else head_total / len(passes)
+    return total / count, None if head_total is None else head_total / count

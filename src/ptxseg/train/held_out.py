@@ -25,8 +25,9 @@ from ptxseg.train.settings import FitSettings
 @dataclass(frozen=True)
 class OneFold:
     """What a search job trains on and is scored against: one held-out fold of the SIIM folds,
-    one repacked size, the label file and the index (for each image's own size), and the grid
-    its triplet is tuned on."""
+    one repacked size, the label file and the index (for each image's own size), the grid
+    its triplet is tuned on, and the repacks of a staged recipe's earlier stages (size ->
+    (manifest, stats); progressive resizing ends at ``size``)."""
 
     fold: int
     folds_csv: str | os.PathLike
@@ -36,6 +37,7 @@ class OneFold:
     rle_csv: str | os.PathLike
     index_csv: str | os.PathLike
     tuning_grid: dict
+    stage_repacks: dict[int, tuple[str | os.PathLike, str | os.PathLike]] | None = None
 
 
 def train_and_score(
@@ -68,6 +70,7 @@ def train_and_score(
         weights_dir=weights_dir,
         out_dir=out_dir,
         state_path=state_path,
+        stage_repacks=data.stage_repacks,
     )
     seconds = time.perf_counter() - started
     return {**score_held_out(data, out_dir, input_size), "train_seconds": round(seconds, 1)}

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ptxseg.data.crops import check_crop, with_crop
+from ptxseg.data.crops import check_crop, plain, with_crop
 from ptxseg.data.datasets import Joined, RepackedImages
 from ptxseg.data.nih import pretraining_findings
 from ptxseg.data.pseudo_labels import read_pseudo_labels
@@ -45,7 +45,7 @@ from ptxseg.layout import (
 from ptxseg.models import build_model, drop_path_models, get_spec, set_batchnorm_momentum
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device, seed_everything
-from ptxseg.runtime.predict import quantise_probabilities
+from ptxseg.runtime.predict import mark_trained, model_passes, quantise_probabilities, tta_passes
 from ptxseg.train.kept import remove_training_state
 from ptxseg.train.loop import Members, Task, fit
 from ptxseg.train.mean_teacher import MeanTeacher
@@ -276,6 +276,7 @@ def train_fold(
     meta = {"arch": arch, "kind": kind, "fold": fold, "size": size, "options": built_with}
     if settings.stages:
         meta["stages"] = [asdict(stage) for stage in settings.stages]
+    mark_trained(model, meta)  # its stages' sizes decide its TTA passes
     epochs_before, histories = 0, []
     for k, (stage_size, stage) in enumerate(plan):
         last = k == len(plan) - 1
@@ -314,6 +315,8 @@ def train_fold(
         "images_held_out": len(job.val_set),
         "epochs": sum(len(h) for h in histories),
         "members": _write_oof(job, plan[-1][1], device, out_dir, held_rows, segmenter),
+        # The TTA passes its OOF (and test) predictions take: those its training covered.
+        "tta": [list(p) for p in model_passes(model, tta_passes(settings.runtime.tta))],
     }
     if settings.stages:
         summary["stages"] = [
@@ -363,10 +366,8 @@ def _stage_job(
         )
     segmenter = kind == "segmenter"
     check_crop(settings.crop, input_size or size)
-    augment = with_crop(
-        build_augment(settings.augment, f"{'segment' if segmenter else 'classify'}.recipe.augment"),
-        settings.crop,
-    )
+    where = f"{'segment' if segmenter else 'classify'}.recipe.augment"
+    augment = with_crop(build_augment(settings.augment, where), settings.crop)
     manifest_csv, stats_json = repacks[size]
     train_set, held_out, train_rows, held_rows = _siim_split(
         folds_csv, manifest_csv, stats_json, size, fold, segmenter, augment, input_size
@@ -374,7 +375,10 @@ def _stage_job(
     positive = {"positive": train_rows["has_pneumothorax"].to_numpy() == 1} if segmenter else {}
     task = _task(kind, settings, device, **positive)
     if nih is not None:
-        train_set = _second_round(task, model, train_set, nih, settings, size, stats_json, augment)
+        unlabelled_augment = with_crop(build_augment(settings.augment, where), plain(settings.crop))
+        train_set = _second_round(
+            task, model, train_set, nih, settings, size, stats_json, augment, unlabelled_augment
+        )
     job = FitJob(model, train_set, held_out, task, meta)
     return job, held_rows
 
@@ -388,11 +392,13 @@ def _second_round(
     size: int,
     stats_json,
     augment,
+    unlabelled_augment,
 ) -> RepackedImages | Joined:
     """A second round's training set and task: the fold's pseudo-labels after its SIIM images,
     woven into every batch at ``pseudo_share``; or the mean teacher on the unlabelled NIH
     candidates. NIH images are read at the segment size, resized to a stage's, and scaled with the
-    SIIM statistics of the stage's size."""
+    SIIM statistics of the stage's size. The unlabelled images have no mask to place a crop by:
+    ``unlabelled_augment`` cuts the stage's crop uniformly anywhere (`ptxseg.data.crops.plain`)."""
     mean, std = read_stats(stats_json, size)
     resize = size if size != nih.size else None
     if settings.mean_teacher is not None:
@@ -403,7 +409,7 @@ def _second_round(
             [Path(nih.candidates_manifest).parent / p for p in manifest["image"]],
             mean=mean,
             std=std,
-            augment=augment,
+            augment=unlabelled_augment,
             resize=resize,
         )
         task.consistency = MeanTeacher(
@@ -611,12 +617,13 @@ def pretrain_nih(
     device = _start(settings)
     train_set, val_set = _nih_split(nih_index, manifest_csv, stats_json, size, findings, settings)
     built_with = _built_with(arch, options, settings)
+    meta = dict(arch=arch, kind="nih", size=size, findings=findings, options=built_with)
     job = FitJob(
-        _model(arch, len(findings), settings, weights, weights_dir, built_with),
+        mark_trained(_model(arch, len(findings), settings, weights, weights_dir, built_with), meta),
         train_set,
         val_set,
         _task("classifier", settings, device, names=findings),
-        dict(arch=arch, kind="nih", size=size, findings=findings, options=built_with),
+        meta,
     )
     history = _fit(job, settings, device, Path(out_dir), state_path)
     best_row = history.loc[
