@@ -348,10 +348,12 @@ def _map_job(workdir: Path, kind: str, paths, what: Drawn, truth: _Truth, seed, 
     return _MapJob(files, ids, rles, truth.size, seed * 1000 + k)
 
 
-def _probabilities(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """An image-level probability of some skill (AUC ~0.8-0.95) at the labels."""
-    logit = rng.uniform(1.5, 2.5) * (labels - 0.5) * 2 + rng.normal(0, 1.5, len(labels))
-    return 1 / (1 + np.exp(-logit))
+def _probabilities(labels, members: list[str], rng: np.random.Generator) -> dict:
+    """Image-level probabilities of one job's members at the labels: a shared score of some skill
+    (AUC ~0.8-0.9), each member's a little noise away from it, as members of one model are."""
+    labels = np.asarray(labels, dtype=np.float64)
+    shared = rng.uniform(1.0, 2.0) * (labels - 0.5) * 2 + rng.normal(0, 1.5, len(labels))
+    return {m: 1 / (1 + np.exp(-(shared + rng.normal(0, 0.3, len(labels))))) for m in members}
 
 
 def _members_of(job, member_of) -> list[str]:
@@ -372,15 +374,17 @@ def _draw_oof_ids(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> N
     """A segmenter fold's OOF image order, with each member's head probability where it has one."""
     table = truth.held_out(what.fold).copy()
     if _has_head(config, what.name):
-        for member in _members_of(job, oof_maps_member):
-            table[probability_column(member)] = _probabilities(table["has_pneumothorax"], rng)
+        members = _members_of(job, oof_maps_member)
+        for member, p in _probabilities(table["has_pneumothorax"], members, rng).items():
+            table[probability_column(member)] = p
     atomic.write_csv(path, table)
 
 
 def _draw_classifier_oof(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> None:
     table = truth.held_out(what.fold).copy()
-    for member in _members_of(job, model_member):
-        table[probability_column(member)] = _probabilities(table["has_pneumothorax"], rng)
+    members = _members_of(job, model_member)
+    for member, p in _probabilities(table["has_pneumothorax"], members, rng).items():
+        table[probability_column(member)] = p
     atomic.write_csv(path, table)
 
 
