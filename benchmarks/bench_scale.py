@@ -3,13 +3,16 @@
 1. A synthetic release in the real formats and counts (12,047 train + 3,205 test JPEG-baseline
    DICOMs at 1024, 22 % positive with multi-region rows; an NIH label file of 112,120 rows with
    ``--nih-images`` PNGs rendered; see scale_release.py).
-2. The data stages of configs/full.yaml on it, through Snakemake: index, folds, repack at
-   256/512/1024, NIH index, repack and the NIH/SIIM overlap.
-3. Synthetic model outputs in the formats and sizes the training and prediction rules of the full
-   config write (3 segmenters x 5 folds x 5 kept members of OOF maps at 512 px, 15 test map files,
-   4 classifiers' probabilities), then the stages after training through Snakemake: the OOF search,
-   the submission and the report.
-4. One training fold of a small segmenter (the compound-scaled U-Net's B0 at 256 px) on the
+2. The config's DAG, from a forced dry run (scale_dag.py): the jobs that read or write kept
+   model files (training, prediction, pseudo-labelling) are drawn, the jobs downstream of them
+   are the stages after training, the others the data stages.
+3. The data stages of configs/full.yaml on the release, through Snakemake (index, folds, repacks,
+   NIH index, repack and overlap, the second round's NIH candidates).
+4. Synthetic files, in the package's formats and at the config's sizes, for every output of a
+   drawn job that a later stage reads (OOF maps of every kept member of both rounds, test maps,
+   head and classifier probabilities, metrics, summaries, pseudo-label counts, benchmarks; see
+   scale_release.py), then the stages after training through Snakemake on them.
+5. One training fold of a small segmenter (the compound-scaled U-Net's B0 at 256 px) on the
    full-size index for ``--train-steps`` steps, writing its OOF maps for the whole held-out fold:
    the loader and the OOF writing at that size.
 
@@ -20,6 +23,7 @@ their raw size, in this same run. With ``--images N`` every count is scaled by N
 NIH rules' figures are also extrapolated to all 112,120 images from their cost per image.
 
     python benchmarks/bench_scale.py [--images 15252] [--nih-images 20000] [--workdir DIR]
+                                     [--archs N]
 """
 
 from __future__ import annotations
