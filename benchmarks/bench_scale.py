@@ -3,13 +3,16 @@
 1. A synthetic release in the real formats and counts (12,047 train + 3,205 test JPEG-baseline
    DICOMs at 1024, 22 % positive with multi-region rows; an NIH label file of 112,120 rows with
    ``--nih-images`` PNGs rendered; see scale_release.py).
-2. The data stages of configs/full.yaml on it, through Snakemake: index, folds, repack at
-   256/512/1024, NIH index, repack and the NIH/SIIM overlap.
-3. Synthetic model outputs in the formats and sizes the training and prediction rules of the full
-   config write (3 segmenters x 5 folds x 5 kept members of OOF maps at 512 px, 15 test map files,
-   4 classifiers' probabilities), then the stages after training through Snakemake: the OOF search,
-   the submission and the report.
-4. One training fold of a small segmenter (the compound-scaled U-Net's B0 at 256 px) on the
+2. The config's DAG, from a forced dry run (scale_dag.py): the jobs that read or write kept
+   model files (training, prediction, pseudo-labelling) are drawn, the jobs downstream of them
+   are the stages after training, the others the data stages.
+3. The data stages of configs/full.yaml on the release, through Snakemake (index, folds, repacks,
+   NIH index, repack and overlap, the second round's NIH candidates).
+4. Synthetic files, in the package's formats and at the config's sizes, for every output of a
+   drawn job that a later stage reads (OOF maps of every kept member of both rounds, test maps,
+   head and classifier probabilities, metrics, summaries, pseudo-label counts, benchmarks; see
+   scale_release.py), then the stages after training through Snakemake on them.
+5. One training fold of a small segmenter (the compound-scaled U-Net's B0 at 256 px) on the
    full-size index for ``--train-steps`` steps, writing its OOF maps for the whole held-out fold:
    the loader and the OOF writing at that size.
 
@@ -20,6 +23,7 @@ their raw size, in this same run. With ``--images N`` every count is scaled by N
 NIH rules' figures are also extrapolated to all 112,120 images from their cost per image.
 
     python benchmarks/bench_scale.py [--images 15252] [--nih-images 20000] [--workdir DIR]
+                                     [--archs N]
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +44,7 @@ import pandas as pd
 import psutil
 import scale_release
 import yaml
+from scale_dag import Job, dry_run, memory_by_rule, outputs_by_rule, plan, rules_of
 from snakemake_run import ROOT, snakemake_command
 
 from ptxseg.io import maps
@@ -49,16 +53,6 @@ from ptxseg.layout import RESULTS
 FULL_CONFIG = ROOT / "configs" / "full.yaml"
 
 
-def data_targets(config: dict) -> list[str]:
-    """The data stage's end points: folds, every SIIM size's repack, the NIH pretraining index."""
-    return [
-        RESULTS.data("siim_folds.csv"),
-        *(RESULTS.repack_stats("siim", size) for size in config["repack"]["sizes"]),
-        RESULTS.data("nih_pretrain_index.csv"),
-    ]
-
-
-POST_RULES = ["ensemble", "submission", "report"]
 # Targets of the issue at the full size: memory of the OOF search and of the report; time of the
 # SIIM repack on this machine's 2 cores.
 TARGETS = {"ensemble": ("peak_gib", 8.0), "report": ("peak_gib", 2.0)}
@@ -73,21 +67,10 @@ def snakemake(workdir: Path, config: Path, *args, cores: int = 2) -> None:
         sys.exit(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
 
 
-def rule_outputs(workdir: Path, config: Path) -> dict[str, list[Path]]:
-    """Output files by rule, from Snakemake's own summary (no layout rebuilt here)."""
-    command = snakemake_command(workdir, config, "--detailed-summary")
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    outputs: dict[str, list[Path]] = {}
-    for line in result.stdout.splitlines()[1:]:
-        fields = line.split("\t")
-        if len(fields) > 2 and (workdir / fields[0]).exists():
-            outputs.setdefault(fields[2], []).append(workdir / fields[0])
-    return outputs
-
-
-def rule_rows(workdir: Path, config: Path, rules: list[str]) -> list[dict]:
-    outputs = rule_outputs(workdir, config)
-    memory = rule_memory(workdir, config)
+def rule_rows(workdir: Path, jobs: list[Job], rules: list[str]) -> list[dict]:
+    """Per rule of ``rules``: its jobs' benchmark files, its outputs' size, its mem_mb (all as the
+    dry run's ``jobs`` name them)."""
+    outputs, memory = outputs_by_rule(jobs), memory_by_rule(jobs)
     rows = []
     for rule in rules:
         tsvs = sorted((workdir / RESULTS.benchmarks_of(rule)).glob("*.tsv"))
@@ -100,26 +83,16 @@ def rule_rows(workdir: Path, config: Path, rules: list[str]) -> list[dict]:
                 "jobs": len(frames),
                 "wall_s": sum(float(f["s"]) for f in frames),
                 "peak_gib": max(float(f["max_rss"]) for f in frames) * 2**20 / GIB,
-                "disk_gb": sum(scale_release.file_size(p) for p in outputs.get(rule, [])) / 1e9,
-                "mem_mb": memory[rule],
+                "disk_gb": sum(
+                    scale_release.file_size(workdir / p)
+                    for p in outputs.get(rule, [])
+                    if (workdir / p).exists()
+                )
+                / 1e9,
+                "mem_mb": memory.get(rule, 0),
             }
         )
     return rows
-
-
-def rule_memory(workdir: Path, config: Path) -> dict[str, int]:
-    """Every rule's mem_mb as Snakemake resolves it for the config (a forced dry run), so that
-    no mapping of rules to resource groups is kept here beside the rules'."""
-    command = snakemake_command(workdir, config, "-n", "--forceall", "--nolock")
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    memory: dict[str, int] = {}
-    rule = None
-    for line in result.stdout.splitlines():
-        if found := re.match(r"\s*(?:local)?rule (\w+):", line):
-            rule = found[1]
-        elif rule and (found := re.search(r"\bmem_mb=(\d+)", line)):
-            memory.setdefault(rule, int(found[1]))
-    return memory
 
 
 TRAIN_FOLD = r"""
@@ -171,7 +144,8 @@ def measured(command: list[str]) -> tuple[float, float, str]:
 
 def training_fold(results: Path, full: dict, steps: int, memory: dict[str, int]) -> dict:
     recipe = json.loads(json.dumps(full["segment"]["recipe"]))
-    recipe.update(epochs=1, batch_size=4, snapshots=0, steps_per_epoch=steps)
+    # One stage at 256 px: the recipe's progressive stages (to 1024) are not what this measures.
+    recipe.update(epochs=1, batch_size=4, snapshots=0, steps_per_epoch=steps, stages=[])
     recipe["swa"] = {"enabled": False}
     recipe["schedule"] = {"name": "constant", "warmup_epochs": 0}
     from ptxseg.config import validate
@@ -198,32 +172,27 @@ def training_fold(results: Path, full: dict, steps: int, memory: dict[str, int])
     }
 
 
-def checkpoint_plan(full: dict) -> dict[str, float]:
-    """GB of kept model files the full config writes, from each architecture's state dict (the
-    models are built, untrained), and the largest resume state one job holds while it runs
-    (model, AdamW's two moments, the SWA copy: ~4 models)."""
+def checkpoint_plan(config: dict, drawn: list[Job]) -> dict[str, float]:
+    """GB of kept model files the config writes: every model file among the training jobs'
+    outputs in the dry run, at its architecture's state-dict size (the models are built,
+    untrained), by stage; and the largest resume state one job holds while it runs (model,
+    AdamW's two moments, the SWA copy: ~4 models)."""
     from ptxseg.config import validate
+    from ptxseg.layout import model_member, round1_arch, training_job_of
     from ptxseg.models import build_model
-    from ptxseg.recipes import member_names, recipe_for
 
-    config = validate(json.loads(json.dumps(full)))
-    folds = config["folds"]["n_folds"]
-    plan = {"pretrain": 0.0, "classify": 0.0, "segment": 0.0}
-    largest = 0.0
-    for stage in plan:
-        archs = config[stage]["archs"]
-        for arch in archs:
-            options = archs[arch].get("options", {}) if stage != "pretrain" else {}
-            model = build_model(arch, 1, weights="none", **options)
-            size = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 1e9
-            kept = (
-                1
-                if stage == "pretrain"
-                else folds * len(member_names(recipe_for(config, stage, arch)))
-            )
-            plan[stage] += kept * size
-            largest = max(largest, 4 * size)
-    plan["largest resume state"] = largest
+    config = validate(json.loads(json.dumps(config)))
+    sizes: dict[tuple[str, str], float] = {}
+    plan: dict[str, float] = {}
+    for path in (p for job in drawn for p in job.output if model_member(p) is not None):
+        stage, name, _ = training_job_of(path)
+        key = (stage, round1_arch(name))
+        if key not in sizes:
+            entry = config[stage]["archs"][key[1]] if stage != "pretrain" else {}
+            model = build_model(key[1], 1, weights="none", **entry.get("options", {}))
+            sizes[key] = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        plan[stage] = plan.get(stage, 0.0) + sizes[key] / 1e9
+    plan["largest resume state"] = 4 * max(sizes.values(), default=0) / 1e9
     return plan
 
 
@@ -234,7 +203,7 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         print(
             f"{r['rule']:58s} {r['jobs']:4d} {r['wall_s']:9.1f} {r['peak_gib']:9.2f} "
-            f"{r['disk_gb']:8.2f} {r['mem_mb']:7d}"
+            f"{r['disk_gb']:8.2f} {r['mem_mb'] or '-':>7}"
         )
 
 
@@ -247,6 +216,12 @@ def main() -> int:
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--archs",
+        type=int,
+        default=None,
+        help="keep the first N architectures of each training stage (default: all of them)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
@@ -285,50 +260,73 @@ def rehearse(work: Path, args) -> int:
             "labels_csv": str(release.nih / "Data_Entry_2017.csv"),
         },
     )
+    if args.archs:
+        keep_archs(config, args.archs)
     config_path = scale_release.dump_config(config, work / "rehearsal.yaml")
     results_dir = work / "run"
     results_dir.mkdir()
 
-    snakemake(results_dir, config_path, *data_targets(config), cores=args.workers)
-    data_rules = [
-        "index_siim",
-        "folds_siim",
-        "repack_siim",
-        "fingerprint_siim",
-        "index_nih",
-        "repack_nih",
-        "exclude_siim_from_nih",
-    ]
-    rows = rule_rows(results_dir, config_path, data_rules)
+    # What to run and what to draw: the config's own DAG (scale_dag).
+    jobs = dry_run(results_dir, config_path)
+    stages = plan(jobs)
+    print(
+        f"DAG of {len(jobs)} jobs: data {rules_of(stages.data)}; drawn {rules_of(stages.drawn)}; "
+        f"after training {rules_of(stages.post)}"
+    )
+    data_outputs = [p for job in stages.data for p in job.output]
+    snakemake(results_dir, config_path, *data_outputs, cores=args.workers)
+    rows = rule_rows(results_dir, jobs, rules_of(stages.data))
 
     started = time.perf_counter()
     from ptxseg.config import validate
 
     outputs = scale_release.write_model_outputs(
-        results_dir / "results", validate(config), release.siim / "test-rle.csv", seed, args.workers
+        results_dir,
+        stages.drawn_inputs(),
+        validate(json.loads(json.dumps(config))),
+        release.siim / "test-rle.csv",
+        seed,
+        args.workers,
     )
     print(
-        f"synthetic model outputs: {outputs['map_files']} map files in {time.perf_counter() - started:.0f} s"
+        f"synthetic model outputs of {len(stages.drawn)} jobs: {outputs['map_files']} map files, "
+        f"{sum(outputs['files'].values())} files in all, in {time.perf_counter() - started:.0f} s"
     )
+    for kind, count in outputs["files"].items():
+        print(f"  {count:5d} {kind}")
+    post_rules = rules_of(stages.post)
+    post_outputs = [p for job in stages.post for p in job.output]
     snakemake(
-        results_dir,
-        config_path,
-        RESULTS.report,
-        "--allowed-rules",
-        *POST_RULES,
-        cores=args.workers,
+        results_dir, config_path, *post_outputs, "--allowed-rules", *post_rules, cores=args.workers
     )
-    rows += rule_rows(results_dir, config_path, POST_RULES)
-    memory = rule_memory(results_dir, config_path)
-    rows.append(training_fold(results_dir / "results", full, args.train_steps, memory))
+    rows += rule_rows(results_dir, jobs, post_rules)
+    rows.append(
+        training_fold(results_dir / "results", full, args.train_steps, memory_by_rule(jobs))
+    )
 
     print()
     print_table(rows)
-    report(rows, results_dir / "results", release, outputs, args, full)
+    report(rows, results_dir / "results", release, outputs, args, config, stages)
     return 0
 
 
-def report(rows, results: Path, release, outputs, args, full) -> None:
+def keep_archs(config: dict, n: int) -> None:
+    """The first ``n`` architectures of each training stage (a count, for a machine or a search
+    that cannot take them all; every lever of the recipe stays). Pretraining keeps those a kept
+    classifier starts from as well."""
+    for stage in ("classify", "segment"):
+        config[stage]["archs"] = dict(list(config[stage]["archs"].items())[:n])
+    seeds = [a for a, entry in config["classify"]["archs"].items() if entry.get("weights") == "nih"]
+    pretrain = config["pretrain"]["archs"]
+    config["pretrain"]["archs"] = [a for a in pretrain if a in pretrain[:n] or a in seeds]
+    if config["pseudo_labels"].get("archs"):
+        kept = config["segment"]["archs"]
+        config["pseudo_labels"]["archs"] = [
+            a for a in config["pseudo_labels"]["archs"] if a in kept
+        ]
+
+
+def report(rows, results: Path, release, outputs, args, config, stages) -> None:
     by_rule = {r["rule"]: r for r in rows}
     scale = (scale_release.REAL_TRAIN + scale_release.REAL_TEST) / args.images
     nih_scale = scale_release.REAL_NIH_ROWS / max(release.nih_images, 1)
@@ -364,7 +362,7 @@ def report(rows, results: Path, release, outputs, args, full) -> None:
         f"synthetic maps: {levels[0]:.1%} of pixels at level 0, {levels[:3].sum():.1%} at 0-2, "
         f"{levels[128:].sum():.2%} at 128 or more"
     )
-    size = full["segment"]["size"]
+    size = config["segment"]["size"]
     for kind, ratio in scale_release.compression_by_kind(results, size).items():
         print(
             f"  maps of {kind}, stored/raw: {ratio:.3f}: the full config's "
@@ -387,12 +385,13 @@ def report(rows, results: Path, release, outputs, args, full) -> None:
                 f"RATIO {rule} peak memory / {limit:g} GiB target: {by_rule[rule][key] / limit:.2f}"
             )
     for r in rows:
-        print(
-            f"RATIO {r['rule'].split()[0]} peak memory / its mem_mb: {r['peak_gib'] * GIB / 2**20 / r['mem_mb']:.2f}"
-        )
+        if r["mem_mb"]:  # a rule with no resources of its own has none in the dry run
+            print(
+                f"RATIO {r['rule'].split()[0]} peak memory / its mem_mb: {r['peak_gib'] * GIB / 2**20 / r['mem_mb']:.2f}"
+            )
     print()
-    print("Checkpoints of the full config (kept model files, from the architectures' sizes):")
-    for name, gb in checkpoint_plan(full).items():
+    print("Checkpoints of the config (its DAG's kept model files, from the architectures' sizes):")
+    for name, gb in checkpoint_plan(config, stages.drawn).items():
         print(f"  {name:24s} {gb:7.2f} GB")
     ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
     print(

@@ -21,7 +21,8 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import fields as dataclass_fields
+from pathlib import Path, PurePath
 
 import cv2
 import numpy as np
@@ -29,6 +30,8 @@ import pandas as pd
 
 from ptxseg.data.demo import DemoSpec, write_nih_demo, write_siim_demo
 from ptxseg.data.findings import FINDINGS
+from ptxseg.data.pseudo_labels import Bands, select
+from ptxseg.data.pseudo_labels import write_summary as write_pseudo_label_summary
 from ptxseg.data.repack import read_manifest, resize_mask
 from ptxseg.data.siim import labels_by_image
 from ptxseg.io import atomic, maps, rle
@@ -37,13 +40,18 @@ from ptxseg.layout import (
     METRICS,
     OOF_CSV,
     OOF_IDS,
+    RESULTS,
     SUMMARY,
-    Layout,
     fold_name,
-    job_name,
+    fold_of,
+    model_member,
+    oof_maps_member,
     probability_column,
+    round1_arch,
+    training_job_of,
 )
 from ptxseg.parallel import parallel_map
+from ptxseg.recipes import segmenter_recipe
 
 # The real release (SIIM-ACR stage 2 with labels; NIH ChestX-ray14), measured on the real label
 # files: 2,669 of 12,047 train images positive, 624 of them with several regions.
@@ -208,129 +216,276 @@ def compression_by_kind(folder: Path, size: int, images: int = 64, seed: int = 0
     return ratios
 
 
+class DrawError(ValueError):
+    """A file a later stage reads that the rehearsal does not know how to draw."""
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """What a file to draw is, as the layout names it: its kind, and the training job (stage,
+    architecture by its results name, fold, member) or the fold it belongs to."""
+
+    kind: str
+    stage: str | None = None
+    name: str | None = None
+    fold: int | None = None
+    member: str | None = None
+
+
+def drawn_kind(path: str, job) -> Drawn:
+    """What ``path``, written by the dry-run job ``job``, is: the layout is asked whether the file
+    is each kind the rehearsal draws. Anything else is a `DrawError` naming the rule and file."""
+    layout = RESULTS
+    if path in job.benchmark:
+        return Drawn("benchmark")
+    stage, name, fold = training_job_of(path)
+    if fold is None and path in (layout.pretrain_file(name, f) for f in (METRICS, SUMMARY)):
+        return Drawn(f"pretrain {PurePath(path).name}", "pretrain", name)
+    member = oof_maps_member(path)
+    if fold is not None and member and path == layout.oof_maps(name, fold, member):
+        return Drawn("segment OOF maps", "segment", name, fold, member)
+    for file in (OOF_IDS, OOF_CSV, METRICS, SUMMARY):
+        if fold is not None and path == layout.fold_file(stage, name, fold, file):
+            return Drawn(f"{stage} {file}", stage, name, fold)
+    name, fold = PurePath(path).parent.name, _fold_in(path)
+    if path == layout.test_ids(name):
+        return Drawn("segment test ids", "segment", name)
+    if path == layout.test_probabilities(name):
+        return Drawn("classify test probabilities", "classify", name)
+    if fold is not None and path == layout.test_maps(name, fold):
+        return Drawn("segment test maps", "segment", name, fold)
+    if fold is not None and path == layout.pseudo_label_file(fold, SUMMARY):
+        return Drawn("pseudo-label summary", fold=fold)
+    raise DrawError(f"rule {job.rule}: the rehearsal cannot draw {path} (a file of no known kind)")
+
+
+def _fold_in(path: str) -> int | None:
+    try:
+        return fold_of(path)
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Truth:
+    """What the drawn outputs are drawn from: the folds, the true masks, the test images."""
+
+    folds: pd.DataFrame
+    masks: dict[str, str]  # train image -> its repacked mask PNG at the segmenters' size
+    test_ids: list[str]
+    test_rles: dict
+    size: int
+    workdir: Path  # the dry run's paths are relative to it
+
+    def held_out(self, fold: int) -> pd.DataFrame:
+        return self.folds.loc[self.folds["fold"] == fold, ["image_id", "has_pneumothorax"]]
+
+
 def write_model_outputs(
-    results: Path, config: dict, test_rle_csv: Path, seed: int, workers: int
+    workdir: Path, drawn: dict, config: dict, test_rle_csv: Path, seed: int, workers: int
 ) -> dict:
-    """What the train_*, predict_* and pretrain_nih rules of ``config`` write, drawn not trained.
+    """Every file of ``drawn`` (path, relative to ``workdir``, -> the dry-run job that writes it:
+    what the stages after training read of the training and prediction jobs), drawn not trained.
 
-    Returns the raw (uncompressed uint8) size of the maps written, for the compression ratio.
+    Returns the raw (uncompressed uint8) size of the maps written, for the compression ratio, and
+    the count of files of each kind.
     """
-    layout = Layout(str(results))
-    folds = pd.read_csv(layout.data("siim_folds.csv"), dtype={"image_id": str})
+    kinds = {path: drawn_kind(path, job) for path, job in drawn.items()}
+    unknown = [(p, k) for p, k in kinds.items() if k.kind not in DRAWERS and "maps" not in k.kind]
+    if unknown:
+        path, kind = unknown[0]
+        raise DrawError(f"rule {drawn[path].rule}: no drawer for {path} ({kind.kind})")
     size = config["segment"]["size"]
-    manifest_csv = Path(layout.repack_manifest("siim", size))
-    at_size = read_manifest(manifest_csv).set_index("image_id")
-    root = manifest_csv.parent
-    test_ids = sorted(at_size.index[at_size["split"] == "test"])
-    test_rles = labels_by_image(test_rle_csv)
-    n_folds = config["folds"]["n_folds"]
-    members = _members(config["segment"]["recipe"])
-    jobs = []
-    for a, arch in enumerate(config["segment"]["archs"]):
-        for fold in range(n_folds):
-            held = folds[folds["fold"] == fold]
-            out = Path(layout.fold_dir("segment", arch, fold))
-            out.mkdir(parents=True, exist_ok=True)
-            atomic.write_csv(out / OOF_IDS, held[["image_id", "has_pneumothorax"]])
-            _fold_summary(out, arch, fold, size, len(held), members, config["segment"]["recipe"])
-            _benchmark(layout, "train_segmenter", job_name(arch, fold))
-            ids = tuple(held["image_id"])
-            jobs.append(
-                _MapJob(
-                    tuple(layout.oof_maps(arch, fold, m) for m in members),
-                    ids,
-                    tuple(str(root / at_size.loc[i, "mask"]) for i in ids),
-                    size,
-                    seed * 1000 + a * 10 + fold,
-                )
-            )
-        Path(layout.test_ids(arch)).parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_csv(layout.test_ids(arch), pd.DataFrame({"image_id": test_ids}))
-        _benchmark(layout, "predict_segmenter", job_name(arch))
-        jobs.append(
-            _MapJob(
-                tuple(layout.test_maps(arch, k) for k in range(n_folds)),
-                tuple(test_ids),
-                tuple(tuple(test_rles[i]) for i in test_ids),
-                size,
-                seed * 1000 + a * 10 + 9,
-            )
-        )
-    for _ in parallel_map(_write_map_files, jobs, workers, chunksize=1, desc="synthetic maps"):
+    manifest_csv = workdir / RESULTS.repack_manifest("siim", size)
+    at_size = read_manifest(manifest_csv)
+    train = at_size[at_size["split"] == "train"]
+    truth = _Truth(
+        pd.read_csv(workdir / RESULTS.data("siim_folds.csv"), dtype={"image_id": str}),
+        {
+            i: str(manifest_csv.parent / m)
+            for i, m in zip(train["image_id"], train["mask"], strict=True)
+        },
+        sorted(at_size.loc[at_size["split"] == "test", "image_id"]),
+        labels_by_image(test_rle_csv),
+        size,
+        workdir,
+    )
+    jobs = list(dict.fromkeys(drawn.values()))  # each job once, in the plan's order
+    map_jobs = []
+    for k, job in enumerate(jobs):
+        rng = np.random.default_rng([seed, k])
+        mine = {p: kind for p, kind in kinds.items() if drawn[p] is job}
+        for kind in ("segment OOF maps", "segment test maps"):
+            if paths := [p for p, d in mine.items() if d.kind == kind]:
+                map_jobs.append(_map_job(workdir, kind, paths, mine[paths[0]], truth, seed, k))
+        for path, what in mine.items():
+            if "maps" not in what.kind:
+                target = workdir / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                DRAWERS[what.kind](target, what, job, config, truth, rng)
+    for _ in parallel_map(_write_map_files, map_jobs, workers, chunksize=1, desc="synthetic maps"):
         pass
-    _classifier_outputs(layout, config, folds, test_ids, seed)
-    _pretrain_outputs(layout, config)
-    raw = sum(len(j.image_ids) * len(j.paths) * size * size for j in jobs)
-    return {"maps_raw_bytes": raw, "map_files": sum(len(j.paths) for j in jobs)}
+    by_kind: dict[str, int] = {}
+    for what in kinds.values():
+        by_kind[what.kind] = by_kind.get(what.kind, 0) + 1
+    return {
+        "maps_raw_bytes": sum(len(j.image_ids) * len(j.paths) * j.size**2 for j in map_jobs),
+        "map_files": sum(len(j.paths) for j in map_jobs),
+        "files": by_kind,
+    }
 
 
-def _benchmark(layout: Layout, rule: str, job: str) -> None:
+def _map_job(workdir: Path, kind: str, paths, what: Drawn, truth: _Truth, seed, k) -> _MapJob:
+    """One job's map files over the same images: its OOF members' or its folds' test maps."""
+    for path in paths:
+        (workdir / path).parent.mkdir(parents=True, exist_ok=True)
+    files = tuple(str(workdir / p) for p in paths)
+    if kind == "segment OOF maps":
+        ids = tuple(truth.held_out(what.fold)["image_id"])
+        return _MapJob(files, ids, tuple(truth.masks[i] for i in ids), truth.size, seed * 1000 + k)
+    ids = tuple(truth.test_ids)
+    rles = tuple(tuple(truth.test_rles[i]) for i in ids)
+    return _MapJob(files, ids, rles, truth.size, seed * 1000 + k)
+
+
+def _probabilities(labels, members: list[str], rng: np.random.Generator) -> dict:
+    """Image-level probabilities of one job's members at the labels: a shared score of some skill
+    (AUC ~0.8-0.9), each member's a little noise away from it, as members of one model are."""
+    labels = np.asarray(labels, dtype=np.float64)
+    shared = rng.uniform(1.0, 2.0) * (labels - 0.5) * 2 + rng.normal(0, 1.5, len(labels))
+    return {m: 1 / (1 + np.exp(-(shared + rng.normal(0, 0.3, len(labels))))) for m in members}
+
+
+def _members_of(job, member_of) -> list[str]:
+    """The members of a job's outputs of one kind (model files, OOF maps), in its order."""
+    return [m for p in job.output if (m := member_of(p)) is not None]
+
+
+def _has_head(config: dict, name: str) -> bool:
+    return bool(segmenter_recipe(config, name)["head"]["enabled"])
+
+
+def _draw_benchmark(path: Path, what, job, config, truth, rng) -> None:
     """A drawn job's benchmark file (the report's run-time table reads one per job)."""
-    path = Path(layout.benchmark(rule, job))
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("s\tmax_rss\n0.0\t0.0\n")
 
 
-def _members(recipe: dict) -> list[str]:
-    from ptxseg.recipes import member_names
+def _draw_oof_ids(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> None:
+    """A segmenter fold's OOF image order, with each member's head probability where it has one."""
+    table = truth.held_out(what.fold).copy()
+    if _has_head(config, what.name):
+        members = _members_of(job, oof_maps_member)
+        for member, p in _probabilities(table["has_pneumothorax"], members, rng).items():
+            table[probability_column(member)] = p
+    atomic.write_csv(path, table)
 
-    return member_names(recipe)
+
+def _draw_classifier_oof(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> None:
+    table = truth.held_out(what.fold).copy()
+    members = _members_of(job, model_member)
+    for member, p in _probabilities(table["has_pneumothorax"], members, rng).items():
+        table[probability_column(member)] = p
+    atomic.write_csv(path, table)
 
 
-def _fold_summary(out: Path, arch, fold, size, held_out, members, recipe) -> None:
-    epochs = recipe["epochs"]
-    history = pd.DataFrame(
+def _draw_test_ids(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> None:
+    """A segmenter's test image order, with each fold's head probability where it has one."""
+    table = pd.DataFrame({"image_id": truth.test_ids})
+    if _has_head(config, what.name):
+        for fold in sorted(f for p in job.output if (f := _fold_in(p)) is not None):
+            table[fold_name(fold)] = rng.random(len(table))
+    atomic.write_csv(path, table)
+
+
+def _draw_test_probabilities(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> None:
+    """A classifier's test probabilities, one column per fold of the models the job reads."""
+    folds = sorted({training_job_of(p)[2] for p in job.input if model_member(p) is not None})
+    table = pd.DataFrame({"image_id": truth.test_ids})
+    for fold in folds:
+        table[fold_name(fold)] = rng.random(len(table))
+    atomic.write_csv(path, table)
+
+
+def _draw_metrics(path: Path, what: Drawn, job, config, truth, rng) -> None:
+    """A drawn training job's metrics table (the report draws its curves)."""
+    atomic.write_csv(path, _history("competition" if what.stage == "segment" else "auc"))
+
+
+def _draw_summary(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> None:
+    summary = {
+        "arch": round1_arch(what.name),
+        "kind": {"segment": "segmenter", "classify": "classifier"}.get(what.stage, "nih"),
+        "synthetic": "scale rehearsal: drawn, not trained",
+    }
+    if what.stage == "segment":
+        recipe = segmenter_recipe(config, what.name)
+        summary.update(
+            fold=what.fold,
+            size=truth.size,
+            images_held_out=len(truth.held_out(what.fold)),
+            epochs=sum(s["epochs"] for s in recipe["stages"]) or recipe["epochs"],
+            members={m: {"competition": 0.8} for m in _members_of(job, oof_maps_member)},
+            stages=[
+                {"size": s["size"], "epochs": s["epochs"], "freeze_encoder_epochs": 0}
+                for s in recipe["stages"]
+            ],
+        )
+    elif what.stage == "classify":
+        summary.update(fold=what.fold, size=config["classify"]["size"], epochs=3)
+    else:
+        summary.update(epochs=3, findings=list(FINDINGS))
+    atomic.write_json(path, summary)
+
+
+def _draw_pseudo_label_summary(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> None:
+    """A fold's pseudo-label counts: drawn candidates' predictions through the package's own
+    selection (``select``) and summary writer, over the candidates the data stage sampled."""
+    size = config["segment"]["size"]
+    manifest = RESULTS.repack_manifest("nih_candidates", size)
+    if manifest not in job.input:
+        raise DrawError(f"rule {job.rule}: {path} drawn from {manifest}, not among its inputs")
+    ids = read_manifest(truth.workdir / manifest)["image_id"].drop_duplicates()
+    kind = rng.choice(3, len(ids), p=[0.3, 0.5, 0.2])  # confident positive, empty, uncertain
+    probability = np.select(
+        [kind == 0, kind == 1],
+        [rng.uniform(0.9, 1, len(ids)), rng.uniform(0, 0.05, len(ids))],
+        rng.uniform(0.05, 0.9, len(ids)),
+    )
+    candidates = pd.DataFrame(
         {
-            "epoch": range(1, epochs + 1),
-            "lr": np.linspace(3e-4, 1e-6, epochs),
-            "train_loss": np.linspace(1.0, 0.3, epochs),
-            "val_loss": np.linspace(0.9, 0.4, epochs),
-            "competition": np.linspace(0.75, 0.84, epochs),
-            "images": 0,
-            "seconds": 0.0,
-            "snapshot": 0,
+            "image_id": ids.to_numpy(),
+            "probability": probability,
+            "confidence": np.where(kind < 2, rng.uniform(0.95, 1, len(ids)), 0.9),
+            "mask_pixels": np.where(kind == 0, 1000, 0),
         }
     )
-    atomic.write_csv(out / METRICS, history)
-    atomic.write_json(
-        out / SUMMARY,
-        {
-            "arch": arch,
-            "kind": "segmenter",
-            "fold": fold,
-            "size": size,
-            "images_held_out": held_out,
-            "epochs": epochs,
-            "members": {m: {"competition": 0.8} for m in members},
-            "synthetic": "scale rehearsal: drawn, not trained",
-        },
+    pseudo = config["pseudo_labels"]
+    bands = Bands(**{f.name: pseudo[f.name] for f in dataclass_fields(Bands)})
+    models: dict[str, dict[str, list[str]]] = {"segment": {}, "classify": {}}
+    for p in job.input:
+        if model_member(p) is not None:
+            stage, name, _ = training_job_of(p)
+            models[stage].setdefault(name, []).append(p)
+    write_pseudo_label_summary(
+        path, what.fold, select(candidates, bands), models["segment"], models["classify"]
     )
 
 
-def _classifier_outputs(layout: Layout, config: dict, folds, test_ids, seed) -> None:
-    rng = np.random.default_rng([seed, 7])
-    members = _members(config["classify"]["recipe"])
-    labels = folds["has_pneumothorax"].to_numpy()
-    for arch in config["classify"]["archs"]:
-        skill = rng.uniform(1.5, 2.5)
-        for fold in range(config["folds"]["n_folds"]):
-            held = folds["fold"].to_numpy() == fold
-            table = folds.loc[held, ["image_id", "has_pneumothorax"]].copy()
-            for m in members:
-                logit = skill * (labels[held] - 0.5) * 2 + rng.normal(0, 1.5, held.sum())
-                table[probability_column(m)] = 1 / (1 + np.exp(-logit))
-            atomic.write_csv(layout.fold_file("classify", arch, fold, OOF_CSV), table)
-            atomic.write_csv(layout.fold_file("classify", arch, fold, METRICS), _history("auc"))
-            atomic.write_json(
-                layout.fold_file("classify", arch, fold, SUMMARY),
-                {"arch": arch, "fold": fold, "synthetic": True},
-            )
-            _benchmark(layout, "train_classifier", job_name(arch, fold))
-        test = pd.DataFrame({"image_id": test_ids})
-        for fold in range(config["folds"]["n_folds"]):
-            test[fold_name(fold)] = rng.random(len(test_ids))
-        atomic.write_csv(layout.test_probabilities(arch), test)
-        _benchmark(layout, "predict_classifier", job_name(arch))
+# Each kind of file a later stage reads, and how it is drawn (the maps: in `_map_job`).
+DRAWERS = {
+    "benchmark": _draw_benchmark,
+    "segment oof_ids.csv": _draw_oof_ids,
+    "classify oof.csv": _draw_classifier_oof,
+    "segment test ids": _draw_test_ids,
+    "classify test probabilities": _draw_test_probabilities,
+    "segment metrics.csv": _draw_metrics,
+    "classify metrics.csv": _draw_metrics,
+    "pretrain metrics.csv": _draw_metrics,
+    "segment summary.json": _draw_summary,
+    "classify summary.json": _draw_summary,
+    "pretrain summary.json": _draw_summary,
+    "pseudo-label summary": _draw_pseudo_label_summary,
+}
 
 
 def _history(metric: str, epochs: int = 3) -> pd.DataFrame:
@@ -345,15 +500,6 @@ def _history(metric: str, epochs: int = 3) -> pd.DataFrame:
             "snapshot": 0,
         }
     )
-
-
-def _pretrain_outputs(layout: Layout, config: dict) -> None:
-    for arch in config["pretrain"]["archs"]:
-        atomic.write_json(
-            layout.pretrain_file(arch, SUMMARY), {"arch": arch, "epochs": 0, "synthetic": True}
-        )
-        atomic.write_csv(layout.pretrain_file(arch, METRICS), _history("auc"))
-        _benchmark(layout, "pretrain_nih", job_name(arch))
 
 
 def dump_config(config: dict, path: Path) -> Path:

@@ -27,6 +27,8 @@ _SNAPSHOT = re.compile(r"^snapshot(\d+)$")
 _FOLD = re.compile(r"^fold(\d+)$")
 _PROBABILITY = "prob_"
 _POINT = re.compile(r"^n(\d+)_m(\d+)$")
+_MODEL = re.compile(r"^model_(\w+)\.pt$")  # model_file's names
+_OOF_MAPS = re.compile(rf"^oof_(\w+){re.escape(MAPS_SUFFIX)}$")  # oof_maps_file's names
 
 
 def snapshot_member(k: int) -> str:
@@ -52,6 +54,18 @@ def model_file(folder: str | PurePath, member: str) -> str:
 def oof_maps_file(folder: str | PurePath, member: str) -> str:
     """A segmenter member's OOF probability maps in a training job's folder."""
     return f"{folder}/oof_{member}{MAPS_SUFFIX}"
+
+
+def model_member(path: str | PurePath) -> str | None:
+    """The member of a kept model file (``model_file``); None for any other file."""
+    found = _MODEL.match(PurePath(path).name)
+    return found[1] if found else None
+
+
+def oof_maps_member(path: str | PurePath) -> str | None:
+    """The member of a segmenter's OOF map file (``oof_maps_file``); None for any other file."""
+    found = _OOF_MAPS.match(PurePath(path).name)
+    return found[1] if found else None
 
 
 def augsearch_point(n: int | str, m: int | str) -> str:

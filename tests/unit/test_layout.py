@@ -56,6 +56,17 @@ def test_member_names_and_columns_round_trip():
     assert layout.fold_columns(["image_id", "fold10", "fold2", "folder"]) == ["fold2", "fold10"]
 
 
+def test_model_and_map_files_name_their_member():
+    results = Layout()
+    for member in ("best", "swa", "ema", layout.snapshot_member(2)):
+        assert layout.model_member(results.model("segment", "a-round2", 3, member)) == member
+        assert layout.model_member(results.model("pretrain", "x", None, member)) == member
+        assert layout.oof_maps_member(results.oof_maps("a-round2", 3, member)) == member
+    assert layout.model_member(results.oof_maps("a", 0, "best")) is None
+    assert layout.oof_maps_member(results.test_maps("a", 0)) is None
+    assert layout.oof_maps_member(results.fold_file("segment", "a", 0, layout.OOF_IDS)) is None
+
+
 def test_training_files_name_their_job():
     results = Layout()
     metrics = results.fold_file("classify", "densenet169", 4, layout.METRICS)

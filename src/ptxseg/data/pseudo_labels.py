@@ -109,6 +109,34 @@ def select(candidates: pd.DataFrame, bands: Bands, siim_images: Iterable[str] = 
     return table
 
 
+def write_summary(
+    path: str | os.PathLike,
+    fold: int,
+    table: pd.DataFrame,
+    segmenters: dict[str, list],
+    classifiers: dict[str, list],
+) -> dict:
+    """A fold's summary.json of `select`'s ``table``: candidates, kept positives and empty images,
+    why the others were left out, and the models (architecture -> member files) that labelled it."""
+    summary = {
+        "fold": fold,
+        "candidates": len(table),
+        "positive": int((table["kept"] == KEPT_POSITIVE).sum()),
+        "empty": int((table["kept"] == KEPT_EMPTY).sum()),
+        "left_out": {
+            str(k): int(v) for k, v in table.loc[table["kept"] == "", "why"].value_counts().items()
+        },
+        "segmenters": sorted(segmenters),
+        "classifiers": sorted(classifiers),
+        # The model files that labelled the fold (fold isolation is checked on these).
+        "models": [
+            str(p) for files in (segmenters, classifiers) for ps in files.values() for p in ps
+        ],
+    }
+    atomic.write_json(path, summary)
+    return summary
+
+
 def _counts(positives: int, empties: int, bands: Bands, capped: bool) -> tuple[int, int]:
     """How many of each kind to keep: the most the positive share allows from what there is,
     then (``capped``) at most ``max_images`` in all, the share kept."""

@@ -24,7 +24,14 @@ import pandas as pd
 import torch
 
 from ptxseg.data.datasets import RepackedImages
-from ptxseg.data.pseudo_labels import KEPT_EMPTY, KEPT_POSITIVE, Bands, pixel_confidence, select
+from ptxseg.data.pseudo_labels import (
+    KEPT_EMPTY,
+    KEPT_POSITIVE,
+    Bands,
+    pixel_confidence,
+    select,
+    write_summary,
+)
 from ptxseg.data.repack import read_manifest, read_stats
 from ptxseg.infer.test_set import load_member
 from ptxseg.io import atomic
@@ -197,22 +204,7 @@ def pseudo_label_fold(
             path.unlink()
     write_png(masks_dir / EMPTY_MASK, np.zeros((segment_size, segment_size), dtype=np.uint8))
     atomic.write_csv(labels_csv, table)
-    summary = {
-        "fold": fold,
-        "candidates": len(table),
-        "positive": int(positive.sum()),
-        "empty": int(empty.sum()),
-        "left_out": {
-            str(k): int(v) for k, v in table.loc[table["kept"] == "", "why"].value_counts().items()
-        },
-        "segmenters": sorted(segmenters),
-        "classifiers": sorted(classifiers),
-        # The model files that labelled the fold (fold isolation is checked on these).
-        "models": [
-            str(p) for files in (segmenters, classifiers) for ps in files.values() for p in ps
-        ],
-    }
-    atomic.write_json(summary_json, summary)
+    summary = write_summary(summary_json, fold, table, segmenters, classifiers)
     log.info(
         "fold %d: %d NIH candidates -> %d pseudo-positives, %d pseudo-empty (%s left out)",
         fold,
