@@ -41,7 +41,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from ptxseg.data.repack import Normalisation, read_manifest, resize_image, resize_mask
-from ptxseg.ensemble.blend import BlendSearch, blend_uint8, one_at_a_time
+from ptxseg.ensemble.blend import BlendSearch, ScoreMany, blend_uint8, one_at_a_time
 from ptxseg.ensemble.calibrate import calibrate_gate
 from ptxseg.grids import edge_warnings
 from ptxseg.io import atomic, maps
@@ -808,11 +808,9 @@ def _image_level(
     names = list(sources)
     if classifiers:  # the classifiers alone, as before the heads could join
         only = [k for k, name in enumerate(names) if name in classifiers]
-        auc = blend.run(
-            len(only), one_at_a_time(lambda w: _blend_auc(labels, matrix[:, only] @ w))
-        ).score
+        auc = blend.run(len(only), gate_objective(labels, matrix[:, only])).score
         rows.append(_auc_row("classifier", "blend", len(labels), auc))
-    chosen = blend.run(len(names), one_at_a_time(lambda w: _blend_auc(labels, matrix @ w)))
+    chosen = blend.run(len(names), gate_objective(labels, matrix))
     weights, best_auc = chosen.weights, chosen.score
     rows.append(_auc_row("gate", "blend", len(labels), best_auc))
     log.info(
@@ -823,8 +821,10 @@ def _image_level(
     return dict(zip(names, map(float, weights), strict=True)), matrix @ weights, rows
 
 
-def _blend_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(np.nan_to_num(_auc(labels, scores), nan=-1))
+def gate_objective(labels: np.ndarray, matrix: np.ndarray) -> ScoreMany:
+    """The gate's blend objective: the OOF ROC AUC of ``matrix @ weights`` (images x sources)
+    against ``labels``, -1 where the labels hold one class only."""
+    return one_at_a_time(lambda w: float(np.nan_to_num(_auc(labels, matrix @ w), nan=-1)))
 
 
 def _auc_row(kind: str, level: str, images: int, score: float, **where) -> dict:
