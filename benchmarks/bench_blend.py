@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -257,6 +258,7 @@ def bootstrap_se(images_a: pd.DataFrame, images_b: pd.DataFrame, draws: int = 20
 
 def real_run(results: Path, steps: int, max_candidates: int, rle: Path | None) -> None:
     inputs = run_inputs(results, rle)
+    logging.getLogger("ptxseg").setLevel(logging.ERROR)  # the run's own edge-of-grid warnings
     searches = {
         "greedy": BlendSearch(method="greedy", steps=steps),
         "exhaustive": BlendSearch(

@@ -477,7 +477,7 @@ def _segmenter_stage(
         rows += per_arch[arch].rows("architecture", at_size, arch=arch)
     log.info(
         "segmenter blend weights %s (%s search at %dpx, %d blends scored)",
-        dict(zip(archs, result.weights, strict=True)),
+        dict(zip(archs, map(float, result.weights), strict=True)),
         blend.method,
         small,
         result.evaluations,
