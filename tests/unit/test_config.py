@@ -96,6 +96,8 @@ def test_full_config_is_the_real_recipe():
     assert full["data"]["source"] == "files"
     assert full["repack"]["sizes"] == [256, 512, 1024]
     assert full["folds"]["n_folds"] == 5
+    # Ten gate sources: the exhaustive grid would refuse them, greedy selection does not.
+    assert full["ensemble"]["blend"]["method"] == "greedy"
 
 
 def test_load_names_the_file(tmp_path):
