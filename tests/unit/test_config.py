@@ -72,6 +72,10 @@ def test_the_removed_weight_step_says_where_the_grid_step_went():
         "grid_step": 0.1,
         "max_candidates": 10000,
     }
+    from ptxseg.ensemble.blend import BlendSearch
+
+    # The library's defaults are the schema's.
+    assert BlendSearch.from_config(blend) == BlendSearch()
 
 
 def test_every_fault_is_listed_at_once():
