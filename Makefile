@@ -49,7 +49,7 @@ format: install
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 # The CPU benchmarks (the GPU ones: benchmarks/gpu_check.sh on a machine with a GPU, README "On a GPU").
-CPU_BENCHMARKS := rle repack dag submission loader memory demo
+CPU_BENCHMARKS := rle repack dag submission loader memory blend demo
 
 bench: install
 	for name in $(CPU_BENCHMARKS); do $(BIN)/python benchmarks/bench_$$name.py || exit 1; done

@@ -39,6 +39,7 @@ MOVED = {
     "train.device": "runtime.device",
     "train.num_workers": "runtime.num_workers",
     "train.checkpoint_every_s": "runtime.checkpoint_every_s",
+    "ensemble.weight_step": "ensemble.blend.grid_step",
 }
 
 
@@ -272,7 +273,8 @@ def _check_members(config: dict) -> list[str]:
 
 
 def _check_searches(config: dict) -> list[str]:
-    """The RandAugment search trains a segmenter of the segment stage, on one of its folds."""
+    """The RandAugment search trains a segmenter of the segment stage, on one of its folds; the
+    blend's simplex grid step divides 1."""
     search, segment = config.get("augsearch", {}), config.get("segment", {})
     archs, problems = list(segment.get("archs", {})), []
     if search.get("arch") is not None and search["arch"] not in archs:
@@ -280,6 +282,9 @@ def _check_searches(config: dict) -> list[str]:
             f"config key 'augsearch.arch' is {search['arch']!r}, which is not one of segment.archs "
             f"({', '.join(archs) or 'none'})"
         )
+    step = config.get("ensemble", {}).get("blend", {}).get("grid_step")
+    if step is not None and abs(round(1 / step) * step - 1) > 1e-9:
+        problems.append(f"config key 'ensemble.blend.grid_step' is {step}, which does not divide 1")
     for key in ("augsearch", "scaling"):
         fold, n_folds = config.get(key, {}).get("fold"), config.get("folds", {}).get("n_folds")
         if fold is not None and n_folds is not None and fold >= n_folds:

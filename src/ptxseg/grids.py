@@ -4,7 +4,8 @@ A value chosen on the edge of its grid may only be the best of what was tried: t
 past it. Such a choice is reported, naming the config key to widen, unless the edge is a natural
 bound of the quantity (a probability of 0 or 1, an area of 0, a scaling multiplier of 1), past which
 nothing can be searched. Blend weights live on a simplex whose edges (a weight of 0 or 1) are all
-natural bounds, so they never warn; a finer ``ensemble.weight_step`` refines them instead.
+natural bounds, so they never warn; more ``ensemble.blend.steps`` (greedy) or a finer
+``ensemble.blend.grid_step`` (exhaustive) refines them instead.
 """
 
 from __future__ import annotations

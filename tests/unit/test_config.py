@@ -56,6 +56,28 @@ def test_wrong_type_or_value_names_the_key(raw, key):
         cfg.validate(raw, SCHEMA)
 
 
+def test_the_removed_weight_step_says_where_the_grid_step_went():
+    with pytest.raises(cfg.ConfigError) as error:
+        cfg.validate({"ensemble": {"weight_step": 0.1}}, SCHEMA)
+    assert "'ensemble.weight_step' is unknown; it moved to 'ensemble.blend.grid_step'" in str(
+        error.value
+    )
+    with pytest.raises(cfg.ConfigError, match=r"'ensemble.blend.grid_step' is 0.3, which does not"):
+        cfg.validate({"ensemble": {"blend": {"method": "exhaustive", "grid_step": 0.3}}}, SCHEMA)
+    blend = cfg.validate({}, SCHEMA)["ensemble"]["blend"]
+    assert blend == {
+        "method": "greedy",
+        "steps": 10,
+        "sorted_init": 1,
+        "grid_step": 0.1,
+        "max_candidates": 10000,
+    }
+    from ptxseg.ensemble.blend import BlendSearch
+
+    # The library's defaults are the schema's.
+    assert BlendSearch.from_config(blend) == BlendSearch()
+
+
 def test_every_fault_is_listed_at_once():
     with pytest.raises(cfg.ConfigError) as error:
         cfg.validate({"seed": "x", "folds": {"n_foldz": 3}}, SCHEMA)
@@ -78,6 +100,8 @@ def test_full_config_is_the_real_recipe():
     assert full["data"]["source"] == "files"
     assert full["repack"]["sizes"] == [256, 512, 1024]
     assert full["folds"]["n_folds"] == 5
+    # Ten gate sources: the exhaustive grid would refuse them, greedy selection does not.
+    assert full["ensemble"]["blend"]["method"] == "greedy"
 
 
 def test_load_names_the_file(tmp_path):

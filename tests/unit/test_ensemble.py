@@ -10,7 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ptxseg.ensemble.blend import blend_uint8, search_weights, simplex_grid, weighted_mean
+from ptxseg.ensemble.blend import (
+    BlendSearch,
+    blend_uint8,
+    exhaustive_search,
+    one_at_a_time,
+    simplex_grid,
+    weighted_mean,
+)
 from ptxseg.ensemble.search import Grid, SegmenterFold, run_search
 from ptxseg.ensemble.submission import (
     PredictionFiles,
@@ -79,9 +86,9 @@ def test_blend_weights_recover_the_better_model():
         h = Histograms.of(blend_uint8([noise, good], weights), truth)
         return cascade_scores(h, TOPS, AREAS, BOTTOMS).max()
 
-    weights, best, tried = search_weights(2, score, 0.1)
-    assert weights[1] >= 0.9 and best > 0.9
-    assert len(tried) == 11
+    result = exhaustive_search(2, one_at_a_time(score), 0.1)
+    assert result.weights[1] >= 0.9 and result.score > 0.9
+    assert result.evaluations == 11
 
 
 # ----------------------------------------------------------------------------- thresholds
@@ -238,7 +245,6 @@ def search(tmp_path, segmenters, classifiers, grid, **kwargs):
         grid=grid,
         rle_csv=tmp_path / "train-rle.csv",
         index_csv=tmp_path / "siim_index.csv",
-        weight_step=0.1,
         search_size=16,
         out_json=tmp_path / "e.json",
         out_scores=tmp_path / "s.csv",
@@ -316,6 +322,87 @@ def test_run_search_on_oof_files(tmp_path):
         assert row.dice_native == pytest.approx(
             competition_score(predicted[None], labels_64[k][None])
         )
+
+
+def test_both_blend_searches_run_on_oof_files_and_leave_no_scratch(tmp_path):
+    """Greedy and exhaustive pick the good architecture over pure noise, say how they searched in
+    ensemble.json, and leave no scratch maps behind."""
+    truth, good, noise = synthetic_oof(n=30)
+    segmenters, classifiers = write_oof(tmp_path, truth, {"noise_net": noise, "good_net": good}, {})
+    grid = Grid(gates=(0.0,), tops=tuple(TOPS), min_areas=tuple(AREAS), bottoms=tuple(BOTTOMS))
+    greedy = search(tmp_path, segmenters, classifiers, grid, blend=BlendSearch(steps=3), chunk=7)
+    exhaustive = search(
+        tmp_path, segmenters, classifiers, grid, blend=BlendSearch(method="exhaustive")
+    )
+    assert greedy["segmenter_weights"] == {"noise_net": 0.0, "good_net": 1.0}
+    assert exhaustive["segmenter_weights"]["good_net"] >= 0.9
+    record = greedy["weight_search"]
+    assert (record["method"], record["steps"], record["evaluations"]) == ("greedy", 3, 3 * 2)
+    assert len(record["tried"]) == 6 and record["size"] == 16
+    assert exhaustive["weight_search"]["evaluations"] == 11  # 2 architectures at 0.1
+    # The blend the search scored is the architecture's own score at the search size.
+    best = max(t["score"] for t in exhaustive["weight_search"]["tried"])
+    assert max(t["score"] for t in record["tried"]) == pytest.approx(best)
+    assert not list(tmp_path.glob(".blend_search_*"))
+
+
+def test_the_blend_keys_reach_the_search_from_the_config_file(tmp_path, monkeypatch):
+    """ensemble.blend written in a config file, validated as the Snakefile does, through the rule's
+    entry point (search_rule) to the weights it chooses and to ensemble.json."""
+    from types import SimpleNamespace
+
+    import yaml
+    from dag import ROOT
+
+    from ptxseg import config as cfg
+    from ptxseg.ensemble import search as search_module
+
+    truth, good, noise = synthetic_oof(n=20)
+    labels = truth.any((1, 2))
+    rng = np.random.default_rng(1)
+    probabilities = {"coin": rng.random(20), "seer": np.where(labels, 0.8, 0.2)}
+    segmenters, classifiers = write_oof(
+        tmp_path, truth, {"noise_net": noise, "good_net": good}, probabilities
+    )
+    raw = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    raw.setdefault("ensemble", {})["blend"] = {"method": "greedy", "steps": 4, "sorted_init": 2}
+    raw["ensemble"]["grid"] = {
+        "gate": [0.0, 0.5],
+        "top": TOPS,
+        "min_area": AREAS,
+        "bottom": BOTTOMS,
+    }
+    raw["ensemble"]["members"] = {"classify": ["best"], "segment": ["best"]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    config = cfg.load(tmp_path / "config.yaml", cfg.load_schema())
+    monkeypatch.setattr(search_module, "preprocessing", lambda *args: {})
+    params = SimpleNamespace(
+        ensemble=config["ensemble"], size=32, classify_size=32, n_folds=2, tta=["none"],
+        normalisation=config["repack"], positive_only=[],
+    )  # fmt: skip
+    files = SimpleNamespace(
+        manifest=tmp_path / "repack" / "manifest.csv",
+        rle=tmp_path / "train-rle.csv",
+        index=tmp_path / "siim_index.csv",
+        stats=None,
+        classify_stats=None,
+    )
+    outputs = SimpleNamespace(
+        ensemble=tmp_path / "e.json", scores=tmp_path / "s.csv", grid=tmp_path / "g.csv",
+        images=tmp_path / "i.csv", maps=tmp_path / f"blend{SUFFIX}",
+    )  # fmt: skip
+    seen = []
+    real = search_module.BlendSearch.run
+    monkeypatch.setattr(
+        search_module.BlendSearch, "run", lambda self, *a: seen.append(self) or real(self, *a)
+    )
+    result = search_module.search_rule(params, files, outputs, classifiers, segmenters)
+    wanted = BlendSearch(method="greedy", steps=4, sorted_init=2)
+    assert seen == [wanted] * 3  # the classifiers' blend, the gate's, the segmenters'
+    record = json.loads((tmp_path / "e.json").read_text())["weight_search"]
+    assert {k: record[k] for k in wanted.as_dict()} == wanted.as_dict()
+    assert record["evaluations"] == 2 + 1 + (4 - 2) * 2  # singles, the two best, 2 steps of 2
+    assert result["classifier_weights"]["seer"] >= 0.5
 
 
 def test_search_warns_when_a_choice_sits_on_the_edge_of_its_grid(tmp_path, caplog):

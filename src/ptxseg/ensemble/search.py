@@ -2,13 +2,16 @@
 
 1. The image-level probability (the cascade's gate): each classifier's OOF probability and each
    segmenter head's (where the segmenters have a classification head) is the mean of its kept
-   members; the weights of all these sources maximise the OOF ROC AUC over a simplex grid, so the
-   heads are used alone, blended with the classifiers, or not at all, as the OOF says.
+   members; the weights of all these sources maximise the OOF ROC AUC (``ensemble.blend``:
+   greedy ensemble selection, or the exhaustive simplex grid), so the heads are used alone,
+   blended with the classifiers, or not at all, as the OOF says.
 2. Segmenters (first pass over the maps): every single model and every architecture (its members
-   averaged into one map per image) is scored; every candidate blend of the architectures is
-   scored at ``search_size`` with its own best triplet, and the best blend is kept. Segmenters
-   trained on positive images only (``positive_only``) draw masks only behind the gate, so every
-   score that involves them is taken with a gate above 0.
+   averaged into one map per image) is scored, and each architecture's mean map is kept at
+   ``search_size`` in a scratch file; the blend search then scores its candidate blends of the
+   architectures on those small maps, each with its own best triplet, one pass over them per
+   batch of candidates (greedy: one pass a step), and the best blend is kept. Segmenters trained on
+   positive images only (``positive_only``) draw masks only behind the gate, so every score that
+   involves them is taken with a gate above 0.
 3. The cascade (second pass): the chosen blend is written to one map file, and the gate and the
    triplet thresholds are searched together at the segmenters' size; the best cascade without a
    gate and the best behind a gate above 0 are kept beside it, to show what the gate adds.
@@ -24,9 +27,11 @@ edge of their grid are reported as warnings naming the key to widen.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +41,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from ptxseg.data.repack import Normalisation, read_manifest, resize_image, resize_mask
-from ptxseg.ensemble.blend import blend_uint8, search_weights, simplex_grid
+from ptxseg.ensemble.blend import BlendSearch, ScoreMany, blend_uint8, one_at_a_time
 from ptxseg.ensemble.calibrate import calibrate_gate
 from ptxseg.grids import edge_warnings
 from ptxseg.io import atomic, maps
@@ -318,7 +323,7 @@ def run_search(
     grid: Grid,
     rle_csv: str | os.PathLike,
     index_csv: str | os.PathLike,
-    weight_step: float = 0.1,
+    blend: BlendSearch | None = None,
     search_size: int = 256,
     out_json: str | os.PathLike,
     out_scores: str | os.PathLike,
@@ -337,7 +342,9 @@ def run_search(
     files. ``members``: which kept models of each kind enter the ensemble ('classify', 'segment').
     ``rle_csv``/``index_csv``: the label file and the SIIM index, for the score at each image's
     own size. ``positive_only``: segmenters trained on positive images only, scored behind the gate.
+    ``blend``: how the gate's and the segmenters' blend weights are searched (default: greedy).
     """
+    blend = blend or BlendSearch()
     inputs = SearchInputs(
         OofLayout({arch: segmenter_oof(arch, folds) for arch, folds in segmenters.items()}),
         TruthMasks(manifest_csv, size),
@@ -352,7 +359,7 @@ def run_search(
         if (table := head_oof(arch, folds, members["segment"])) is not None
     }
     cls_weights, cls_probability, scores = _image_level(
-        classifiers, heads, members, inputs.oof.ids, weight_step
+        classifiers, heads, members, inputs.oof.ids, blend
     )
     unknown = sorted(set(positive_only) - set(inputs.oof.archs))
     if unknown:
@@ -368,10 +375,11 @@ def run_search(
         inputs,
         members["segment"],
         grid,
-        weight_step,
+        blend,
         search_size,
         chunk,
         Gating(cls_probability, list(positive_only), gated),
+        Path(out.maps).parent,
     )
     scores += rows
     needs_gate = any(
@@ -444,37 +452,87 @@ def _segmenter_stage(
     inputs: SearchInputs,
     kept: list[str],
     grid: Grid,
-    weight_step: float,
+    blend: BlendSearch,
     search_size: int,
     chunk: int,
     gating: Gating | None = None,
+    scratch: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, dict, list[dict]]:
-    """First pass: single models, architectures and every candidate blend at the search size;
-    the blend weights that score best there."""
+    """First pass: single models and architectures scored, the architectures' mean maps kept at
+    the search size (in a scratch folder under ``scratch``); then the blend search over them."""
     at_size = f"{inputs.size} px"
     archs = inputs.oof.archs
     small = min(search_size, inputs.size)
-    candidates = simplex_grid(len(archs), weight_step)
-    singles, per_arch, per_blend = _score_models_and_blends(
-        inputs.oof, inputs.truth, kept, grid, small, candidates, chunk, gating or Gating()
-    )
+    gating = gating or Gating()
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=".blend_search_") as folder:
+        small_maps = SmallMaps(Path(folder), archs, len(inputs.oof.ids), small)
+        singles, per_arch = _score_models(
+            inputs.oof, inputs.truth, kept, grid, small_maps, chunk, gating
+        )
+        result = blend.run(len(archs), small_maps.scorer(grid, gating, chunk))
     rows: list[dict] = []
     for (arch, fold, member), rows_of in singles.items():
         rows += rows_of.rows("single", at_size, arch=arch, fold=fold, member=member)
     for arch in archs:
         rows += per_arch[arch].rows("architecture", at_size, arch=arch)
-    blend_scores = {
-        tuple(w): float(a.scores().max()) for w, a in zip(candidates, per_blend, strict=True)
-    }
-    weights, _, tried = search_weights(len(archs), lambda w: blend_scores[tuple(w)], weight_step)
     log.info(
-        "segmenter blend weights %s (searched at %dpx over %d points)",
-        dict(zip(archs, weights, strict=True)),
+        "segmenter blend weights %s (%s search at %dpx, %d blends scored)",
+        dict(zip(archs, map(float, result.weights), strict=True)),
+        blend.method,
         small,
-        len(tried),
+        result.evaluations,
     )
-    weight_search = {"size": small, "tried": [{"weights": w, "score": s} for w, s in tried]}
-    return weights, weight_search, rows
+    weight_search = {
+        "size": small,
+        **blend.as_dict(),
+        "evaluations": result.evaluations,
+        "tried": [{"weights": w, "score": s} for w, s in result.tried],
+    }
+    return result.weights, weight_search, rows
+
+
+@dataclass
+class SmallMaps:
+    """Each architecture's mean OOF maps and the true masks at the search size, in scratch map
+    files (layout order), written by the first pass and read by every batch of the blend search."""
+
+    folder: Path
+    archs: list[str]
+    images: int
+    size: int
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}{maps.SUFFIX}"
+
+    @property
+    def names(self) -> list[str]:
+        return [*(f"arch{k}" for k in range(len(self.archs))), "truth"]
+
+    def scorer(self, grid: Grid, gating: Gating, chunk: int):
+        """The blend search's objective: one pass over the small maps scores a batch of candidate
+        weight vectors, each blend with its own best triplet (behind the gate where a
+        positives-only segmenter has weight)."""
+
+        def score_many(candidates: np.ndarray) -> list[float]:
+            accumulators = []
+            for weights in candidates:
+                used = [a for a, w in zip(self.archs, weights, strict=True) if w > 0]
+                accumulators.append(CascadeGrid(*grid.triplet, gating.gates_for(used)))
+            files = [maps.MapFile(self.path(name)) for name in self.names]
+            try:
+                for start in range(0, self.images, chunk):
+                    rows = slice(start, min(start + chunk, self.images))
+                    *arch_small, truth = (f.read(rows) for f in files)
+                    probability = _part(gating.probability, start, rows.stop - start)
+                    for weights, accumulator in zip(candidates, accumulators, strict=True):
+                        h = Histograms.of(blend_uint8(arch_small, weights), truth > 0)
+                        accumulator.add(h, probability)  # gate 0 passes every image
+            finally:
+                for f in files:
+                    f.close()
+            return [float(a.scores().max()) for a in accumulators]
+
+        return score_many
 
 
 def _cascade_stage(
@@ -657,47 +715,42 @@ def _write_outputs(
     )
 
 
-def _score_models_and_blends(
+def _score_models(
     layout: OofLayout,
     truth_masks: TruthMasks,
     kept: list[str],
     grid: Grid,
-    small: int,
-    candidates: np.ndarray,
+    small: SmallMaps,
     chunk: int,
     gating: Gating,
-) -> tuple[dict, dict, list]:
-    """One pass over every kept model's maps: the score grids of each single model (per fold),
-    each architecture (its kept members averaged) and each candidate blend at ``small`` px;
-    behind the gate wherever a positives-only segmenter is involved."""
+) -> tuple[dict, dict]:
+    """One pass over every kept model's maps: the score grids of each single model (per fold) and
+    each architecture (its kept members averaged), behind the gate for a positives-only segmenter;
+    each architecture's mean maps and the true masks written at ``small.size`` for the blend search."""
     for arch in layout.archs:
         for fold in layout.folds:
             layout.seg[arch].files(fold, kept)  # every kept member is there, or say which is not
     singles: dict[tuple, ScoreRows] = {}
     per_arch = {arch: ScoreRows(grid, gating.gates_for([arch])) for arch in layout.archs}
-    per_blend = []
-    for weights in candidates:
-        used = [a for a, w in zip(layout.archs, weights, strict=True) if w > 0]
-        per_blend.append(CascadeGrid(*grid.triplet, gating.gates_for(used)))
-    for fold, position, rows, chunk_ids in layout.chunks(chunk):
-        truth = truth_masks.stack(chunk_ids)
-        truth_small = np.stack([resize_mask(t, small) > 0 for t in truth])
-        probability = _part(gating.probability, position, len(chunk_ids))
-        arch_small = []
-        for arch in layout.archs:
-            stacks = {}
-            for member in sorted(layout.seg[arch].folds[fold][1]):
-                stacks[member] = layout.seg[arch].member_rows(fold, member, rows)
-                key = (arch, fold, member)
-                single = singles.setdefault(key, ScoreRows(grid, gating.gates_for([arch])))
-                single.add(Histograms.of(stacks[member], truth), probability)
-            mean = blend_uint8([stacks[m] for m in kept], [1.0] * len(kept))
-            per_arch[arch].add(Histograms.of(mean, truth), probability)
-            arch_small.append(np.stack([resize_image(m, small) for m in mean]))
-        for weights, accumulator in zip(candidates, per_blend, strict=True):
-            h = Histograms.of(blend_uint8(arch_small, weights), truth_small)
-            accumulator.add(h, probability)  # gate 0 passes every image
-    return singles, per_arch, per_blend
+    shape = (small.images, small.size, small.size)
+    with contextlib.ExitStack() as stack:
+        out = [stack.enter_context(maps.create(small.path(n), shape)) for n in small.names]
+        for fold, position, rows, chunk_ids in layout.chunks(chunk):
+            truth = truth_masks.stack(chunk_ids)
+            probability = _part(gating.probability, position, len(chunk_ids))
+            where = slice(position, position + len(chunk_ids))
+            for k, arch in enumerate(layout.archs):
+                stacks = {}
+                for member in sorted(layout.seg[arch].folds[fold][1]):
+                    stacks[member] = layout.seg[arch].member_rows(fold, member, rows)
+                    key = (arch, fold, member)
+                    single = singles.setdefault(key, ScoreRows(grid, gating.gates_for([arch])))
+                    single.add(Histograms.of(stacks[member], truth), probability)
+                mean = blend_uint8([stacks[m] for m in kept], [1.0] * len(kept))
+                per_arch[arch].add(Histograms.of(mean, truth), probability)
+                out[k][where] = np.stack([resize_image(m, small.size) for m in mean])
+            out[-1][where] = np.stack([resize_mask(t, small.size) for t in truth])
+    return singles, per_arch
 
 
 def _write_blend(
@@ -735,7 +788,7 @@ def _image_level(
     heads: dict[str, pd.DataFrame],
     members: dict,
     ids: list[str],
-    weight_step: float,
+    blend: BlendSearch,
 ) -> tuple[dict, np.ndarray | None, list[dict]]:
     """The image-level sources (classifiers and segmenter heads): their weights by OOF AUC, the
     blended probability per OOF image (the cascade's gate), and score rows: each source per fold
@@ -755,13 +808,10 @@ def _image_level(
     names = list(sources)
     if classifiers:  # the classifiers alone, as before the heads could join
         only = [k for k, name in enumerate(names) if name in classifiers]
-        _, auc, _ = search_weights(
-            len(only), lambda w: _blend_auc(labels, matrix[:, only] @ w), weight_step
-        )
+        auc = blend.run(len(only), gate_objective(labels, matrix[:, only])).score
         rows.append(_auc_row("classifier", "blend", len(labels), auc))
-    weights, best_auc, _ = search_weights(
-        len(names), lambda w: _blend_auc(labels, matrix @ w), weight_step
-    )
+    chosen = blend.run(len(names), gate_objective(labels, matrix))
+    weights, best_auc = chosen.weights, chosen.score
     rows.append(_auc_row("gate", "blend", len(labels), best_auc))
     log.info(
         "image-level probability (the gate): OOF AUC %.4f with %s",
@@ -771,8 +821,10 @@ def _image_level(
     return dict(zip(names, map(float, weights), strict=True)), matrix @ weights, rows
 
 
-def _blend_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(np.nan_to_num(_auc(labels, scores), nan=-1))
+def gate_objective(labels: np.ndarray, matrix: np.ndarray) -> ScoreMany:
+    """The gate's blend objective: the OOF ROC AUC of ``matrix @ weights`` (images x sources)
+    against ``labels``, -1 where the labels hold one class only."""
+    return one_at_a_time(lambda w: float(np.nan_to_num(_auc(labels, matrix @ w), nan=-1)))
 
 
 def _auc_row(kind: str, level: str, images: int, score: float, **where) -> dict:
@@ -850,7 +902,7 @@ def search_rule(params, inputs, outputs, classifiers: dict, segmenters: dict) ->
         grid=Grid.from_config(params.ensemble["grid"]),
         rle_csv=inputs.rle,
         index_csv=inputs.index,
-        weight_step=params.ensemble["weight_step"],
+        blend=BlendSearch.from_config(params.ensemble["blend"]),
         search_size=params.ensemble["search_size"],
         out_json=outputs.ensemble,
         out_scores=outputs.scores,

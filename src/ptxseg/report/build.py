@@ -450,9 +450,10 @@ def scores_section(inputs: ReportInputs) -> tuple[Section, Section]:
                 for t in search["tried"]
             ]
         ).sort_values("score", ascending=False)
+        method = search.get("method", "exhaustive")  # runs before ensemble.blend: the grid
         weights.details(
-            f"All {len(tried)} blends tried (scored at {search['size']} px, each with its own best "
-            "triplet)",
+            f"All {len(tried)} blends the {method} search scored (at {search['size']} px, each "
+            "with its own best triplet)",
             tried,
         )
     return section, weights
