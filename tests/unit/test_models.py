@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 
 import pytest
 import torch
+from imagenet_files import LEGACY, REFERENCES
 from torch import nn
 
 from ptxseg.models import (
@@ -275,71 +275,6 @@ def test_missing_checkpoint_fails_fast(tmp_path):
 # ---------------------------------------------------------------- ImageNet files
 
 
-def _densenet_reference():
-    from torchvision.models import densenet169
-
-    state = densenet169(weights=None).state_dict()
-    # Write it the way the official (2017) file is: old 'norm.1'-style layer keys, and no
-    # BatchNorm 'num_batches_tracked' buffers (which BatchNorm fills in when loading).
-    old = {
-        re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v
-        for k, v in state.items()
-        if not k.endswith("num_batches_tracked")
-    }
-    assert any(".norm.1." in k for k in old)
-    return old, state
-
-
-def _xception_reference():
-    from pretrainedmodels.models.xception import Xception
-
-    state = Xception(num_classes=1000).state_dict()
-    # Cadene's earlier export stored pointwise weights as matrices: the key fix must restore them.
-    old = {k: v[:, :, 0, 0] if k.endswith("pointwise.weight") else v for k, v in state.items()}
-    return old, state
-
-
-def _irv2_reference():
-    from pretrainedmodels.models.inceptionresnetv2 import InceptionResNetV2
-
-    state = InceptionResNetV2(num_classes=1001).state_dict()
-    return state, state
-
-
-def _timm_b4_reference():
-    import timm
-
-    state = timm.create_model("efficientnet_b4", pretrained=False).state_dict()
-    assert state["classifier.weight"].shape == (1000, 1792)
-    return state, state
-
-
-def _resnet34_reference():
-    from torchvision.models import resnet34
-
-    state = resnet34(weights=None).state_dict()
-    return state, state
-
-
-def _lukemelas_b4_reference():
-    from segmentation_models_pytorch.encoders._efficientnet import EfficientNet, get_model_params
-
-    state = EfficientNet(*get_model_params("efficientnet-b4", None)).state_dict()
-    assert state["_fc.weight"].shape == (1000, 1792)
-    return state, state
-
-
-REFERENCES = {
-    "densenet169": _densenet_reference,
-    "xception": _xception_reference,
-    "inceptionresnetv2": _irv2_reference,
-    "efficientnet_b4": _timm_b4_reference,
-    "unet_resnet34": _resnet34_reference,
-    "attention_unet": _resnet34_reference,
-    "unet_efficientnet_b4": _lukemelas_b4_reference,
-}
-
-
 @pytest.fixture
 def empty_hub(tmp_path, monkeypatch):
     """torch's hub cache pointed at an empty folder, so a real cache cannot interfere."""
@@ -359,10 +294,10 @@ def test_imagenet_file_loads_into_backbone(tmp_path, empty_hub, name, options):
     file_state, expected = REFERENCES[name]()
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()
-    # The 2017-18 files (torchvision DenseNet, Cadene's) are in torch's legacy, pre-zip format.
-    legacy = name in ("densenet169", "xception", "inceptionresnetv2")
     torch.save(
-        file_state, weights_dir / spec.imagenet.file_name, _use_new_zipfile_serialization=not legacy
+        file_state,
+        weights_dir / spec.imagenet.file_name,
+        _use_new_zipfile_serialization=name not in LEGACY,
     )
     model = build_model(name, weights="imagenet", weights_dir=weights_dir, **options)
     target = model.net.get_submodule(spec.imagenet.submodule).state_dict()
@@ -375,7 +310,7 @@ def test_imagenet_file_loads_into_backbone(tmp_path, empty_hub, name, options):
 def test_imagenet_file_found_in_hub_cache(empty_hub):
     spec = get_spec("unet_resnet34")
     (empty_hub / "checkpoints").mkdir()
-    state, _ = _resnet34_reference()
+    state, _ = REFERENCES["unet_resnet34"]()
     torch.save(state, empty_hub / "checkpoints" / spec.imagenet.file_name)
     assert (
         imagenet_weight_file("unet_resnet34") == empty_hub / "checkpoints" / "resnet34-b627a593.pth"
