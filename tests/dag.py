@@ -15,6 +15,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
 
+# What Snakemake reads when it runs from the repository root: the Snakefile, its rules, schemas
+# and scripts, the embedded default config and the shipped ones, the conda environment files.
+CHECKOUT_FILES = ("Snakefile", "config.yaml", "configs", "workflow", "envs")
+
 
 def snakemake_command(workdir, *args) -> list[str]:
     """This checkout's Snakefile, run by this interpreter in ``workdir``."""
@@ -28,6 +32,22 @@ def snakemake_command(workdir, *args) -> list[str]:
         str(workdir),
         *map(str, args),
     ]
+
+
+def checkout_copy(dest) -> Path:
+    """The files of ``CHECKOUT_FILES`` copied to ``dest``, for a test that runs Snakemake the way a
+    user does from the repository root (shipped configs named relative to it, the Snakefile found
+    there): it runs in the copy, never in the checkout, whose results/ and .snakemake/ hold the
+    user's own runs (`make demo` before `make test` would make a dry run there plan nothing)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in CHECKOUT_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, dest / name)
+    return dest
 
 
 def snakemake(workdir, *args, check=True, timeout=600):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dag import ROOT, job_counts, snakemake
+from dag import ROOT, checkout_copy, job_counts, snakemake
 
 from ptxseg.layout import Layout
 
@@ -107,7 +107,9 @@ def test_the_report_reruns_when_a_file_it_reads_changes(finished, tmp_path):
 @pytest.mark.parametrize("name", ["config.yaml", "configs/tiny.yaml", "configs/full.yaml"])
 def test_a_shipped_config_named_on_the_command_line_is_used_alone(name, tmp_path):
     """From the repository root, where config.yaml (the demo default) lies: nothing of it may leak
-    into the named config; --config still overrides single keys."""
+    into the named config; --config still overrides single keys. The root is a copy: the
+    checkout's own results/ (a finished `make demo`) would leave nothing to plan."""
+    checkout = checkout_copy(tmp_path / "checkout")
     config = yaml.safe_load((ROOT / name).read_text())
     overrides = []
     if config["data"]["source"] == "files":  # the real downloads: stand-ins with their layout
@@ -136,7 +138,7 @@ def test_a_shipped_config_named_on_the_command_line_is_used_alone(name, tmp_path
             name,
             *(["--config", *overrides] if overrides else []),
         ],
-        cwd=ROOT,
+        cwd=checkout,
         capture_output=True,
         text=True,
         timeout=300,
