@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from dag import ROOT, built_once, snakemake
+from dag import ROOT, RUN_FOLDERS, built_once, run_state, snakemake, state_changes
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -108,7 +108,39 @@ def pytest_runtest_logreport(report):
             _outcomes[report.nodeid] = report.outcome
 
 
+# No test reads or writes the checkout's results/ and .snakemake/ (the user's own runs: `make demo`
+# then `make test` must pass, and the tests must leave the demo as it was). Every entry there is
+# recorded (mtime and size) when the session starts and compared when it ends; a difference fails
+# the session and is listed. In the process that runs the whole session: under pytest-xdist the
+# controller, whose session spans every worker's (a per-test check could not say which of two
+# workers' tests wrote). A snakemake run in the checkout alongside `make test` would trip it too.
+_checkout: dict = {}
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # not a pytest-xdist worker
+        _checkout["before"] = run_state(ROOT)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if "before" in _checkout:
+        changes = state_changes(_checkout["before"], run_state(ROOT))
+        _checkout["changes"] = changes
+        if changes and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter):
+    changes = _checkout.get("changes")
+    if changes:
+        shown = "\n  ".join(changes[:20]) + (
+            f"\n  ... {len(changes) - 20} more" if changes[20:] else ""
+        )
+        terminalreporter.write_line(
+            f"FAILED: the tests changed the checkout's {' and '.join(RUN_FOLDERS)} "
+            f"({ROOT}); tests run Snakemake in temporary folders only:\n  {shown}",
+            red=True,
+        )
     if _outcomes:
         passed = sum(outcome == "passed" for outcome in _outcomes.values())
         terminalreporter.write_line(

@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository
 # What Snakemake reads when it runs from the repository root: the Snakefile, its rules, schemas
 # and scripts, the embedded default config and the shipped ones, the conda environment files.
 CHECKOUT_FILES = ("Snakefile", "config.yaml", "configs", "workflow", "envs")
+# What a run in the checkout writes: the user's own runs (`make demo`), never a test's.
+RUN_FOLDERS = ("results", ".snakemake")
 
 
 def snakemake_command(workdir, *args) -> list[str]:
@@ -48,6 +50,31 @@ def checkout_copy(dest) -> Path:
         else:
             shutil.copy2(source, dest / name)
     return dest
+
+
+def run_state(root=ROOT) -> dict[str, tuple[int, int]]:
+    """Every entry under ``root``'s results/ and .snakemake/ (the folders too) -> its modification
+    time (ns) and size: a file written, added or removed there changes it (conftest.py compares
+    the checkout's before and after the test session)."""
+    state = {}
+    for name in RUN_FOLDERS:
+        for folder, _, files in os.walk(Path(root) / name):
+            for path in (folder, *(os.path.join(folder, file) for file in files)):
+                try:
+                    stat = os.lstat(path)
+                except FileNotFoundError:  # removed while walked: absent from the state
+                    continue
+                state[os.path.relpath(path, root)] = (stat.st_mtime_ns, stat.st_size)
+    return state
+
+
+def state_changes(before: dict, after: dict) -> list[str]:
+    """The entries added, removed or changed between two `run_state`s, sorted."""
+    return sorted(
+        [f"added {p}" for p in after.keys() - before.keys()]
+        + [f"removed {p}" for p in before.keys() - after.keys()]
+        + [f"changed {p}" for p in before.keys() & after.keys() if before[p] != after[p]]
+    )
 
 
 def snakemake(workdir, *args, check=True, timeout=600):
