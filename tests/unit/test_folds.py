@@ -196,6 +196,7 @@ def test_the_summary_counts_the_images_that_share_a_patient(tmp_path):
     assert summary == fold_summary(folds, "patient")
     assert summary["images"] == len(per_patient.index.repeat(per_patient))
     assert summary["images_sharing_a_group"] == per_patient[per_patient > 1].sum()
+    assert summary["images_sharing_a_nih_patient"] == summary["images_sharing_a_group"] > 0
     assert summary["groups"] == summary["nih_patients"] == len(per_patient)
     assert summary["images_grouped_by_nih_patient"] == summary["images"]
     assert sum(summary["images_per_fold"].values()) == summary["images"]

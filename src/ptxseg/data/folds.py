@@ -168,9 +168,10 @@ def make_folds(
 
 def fold_summary(folds: pd.DataFrame, group_by: str) -> dict:
     """What the grouping did: images, groups, how many images share a group with another image,
-    and how many took their patient from NIH."""
+    how many took their patient from NIH and how many of those share that NIH patient."""
     sizes = folds.groupby("group")["image_id"].size()
     nih = folds[folds["group_source"] == "nih"]
+    per_nih_patient = nih.groupby("group_patient")["image_id"].size()
     return {
         "group_by": group_by,
         "images": len(folds),
@@ -179,7 +180,8 @@ def fold_summary(folds: pd.DataFrame, group_by: str) -> dict:
         "groups_of_several_images": int((sizes > 1).sum()),
         "largest_group": int(sizes.max()) if len(sizes) else 0,
         "images_grouped_by_nih_patient": len(nih),
-        "nih_patients": int(nih["group_patient"].nunique()),
+        "nih_patients": len(per_nih_patient),
+        "images_sharing_a_nih_patient": int(per_nih_patient[per_nih_patient > 1].sum()),
         "images_per_fold": {
             str(fold): int(count)
             for fold, count in folds["fold"].value_counts().sort_index().items()
@@ -211,7 +213,7 @@ def write_folds(
     log.info(
         "grouped by %s: %d train images in %d groups; %d images share their group with another "
         "(%d groups of several, the largest %d); %d images took their patient from NIH "
-        "(%d NIH patients), the rest their SIIM PatientID",
+        "(%d NIH patients; %d images share theirs with another), the rest their SIIM PatientID",
         group_by,
         summary["images"],
         summary["groups"],
@@ -220,6 +222,7 @@ def write_folds(
         summary["largest_group"],
         summary["images_grouped_by_nih_patient"],
         summary["nih_patients"],
+        summary["images_sharing_a_nih_patient"],
     )
     table = folds.groupby("fold")["has_pneumothorax"].agg(["size", "mean"]).round(3)
     log.info("folds (images, positive rate):\n%s", table.to_string())
