@@ -193,11 +193,27 @@ def test_a_share_of_the_siim_images_is_in_the_nih_set(siim_demo, nih_demo):
             name: int(positive and name == "Pneumothorax") for name in found.index
         }
         headers[row["image_index"]] = source
-    # One SIIM patient is one NIH patient, with follow-up numbers.
-    patients = {}
+    # One SIIM patient is one NIH patient, with follow-up numbers; and two SIIM patients are one
+    # NIH patient (SIIM's re-anonymisation): a NIH patient has train images of two SIIM patients.
+    patients, siim_of_nih = {}, {}
     for name, source in headers.items():
-        patients.setdefault(source.PatientID, set()).add(labels.loc[name, "patient_id"])
+        nih_id = labels.loc[name, "patient_id"]
+        patients.setdefault(source.PatientID, set()).add(nih_id)
+        siim_of_nih.setdefault(nih_id, set()).add(source.PatientID)
     assert all(len(nih_ids) == 1 for nih_ids in patients.values())
+    assert max(len(siim_ids) for siim_ids in siim_of_nih.values()) == 2
+    train_of_nih = {}
+    for row in copies:
+        if row["siim_split"] == "train":
+            nih_id = labels.loc[row["image_index"], "patient_id"]
+            train_of_nih.setdefault(nih_id, set()).add(headers[row["image_index"]].PatientID)
+    assert any(len(siim_ids) == 2 for siim_ids in train_of_nih.values())
+    follow_ups = (
+        labels.loc[list(headers)]
+        .groupby("patient_id")["follow_up"]
+        .apply(lambda numbers: sorted(map(int, numbers)))
+    )
+    assert all(numbers == list(range(len(numbers))) for numbers in follow_ups)
     own = set(labels.index) - set(headers)
     assert not {labels.loc[n, "patient_id"] for n in own} & {
         labels.loc[n, "patient_id"] for n in headers

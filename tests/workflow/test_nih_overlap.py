@@ -11,6 +11,7 @@ import pytest
 import torch
 from dag import job_counts, snakemake, write_config
 
+from ptxseg.data import siim
 from ptxseg.data.findings import FINDINGS
 from ptxseg.data.nih import read_index
 
@@ -47,6 +48,31 @@ def test_the_overlap_rule_finds_the_planted_copies(run):
     log = (results / "logs" / "exclude_siim_from_nih" / "exclude_siim_from_nih.log").read_text()
     assert "8 of 30 SIIM images (test 2, train 6) match 8 NIH images" in log
     assert "NIH images for pretraining: 16 of 24 (8 removed as SIIM images" in log
+
+
+def test_the_folds_keep_each_nih_patient_in_one_fold(run):
+    """folds_siim groups by the NIH patient the overlap found (configs/tiny.yaml: group_by:
+    patient), and the demo has NIH patients whose SIIM images carry different SIIM PatientIDs."""
+    results = run[0] / "results"
+    found = pd.read_csv(results / "data" / "nih_siim_overlap.csv", dtype=str)
+    folds = pd.read_csv(results / "data" / "siim_folds.csv", dtype=str, keep_default_na=False)
+    index = siim.read_index(results / "data" / "siim_index.csv")
+    train = found[found["siim_split"] == "train"].merge(
+        folds, left_on="siim_image_id", right_on="image_id"
+    )
+    train = train.merge(index[["image_id", "patient_id"]], on="image_id")
+    assert len(train) == 6  # every matched train image has its fold
+    assert (train["group_source"] == "nih").all()
+    assert (train["group_patient"] == train["nih_patient_id"]).all()
+    assert (train.groupby("nih_patient_id")["fold"].nunique() == 1).all()
+    assert (train.groupby("nih_patient_id")["patient_id"].nunique() > 1).any()
+    assert set(folds["group_source"]) == {"nih", "siim"}
+    per_patient = train.groupby("nih_patient_id").size()
+    summary = json.loads((results / "data" / "siim_folds_summary.json").read_text())
+    assert summary["images_grouped_by_nih_patient"] == 6
+    assert summary["images_sharing_a_nih_patient"] == per_patient[per_patient > 1].sum() > 0
+    log = (results / "logs" / "folds_siim" / "folds_siim.log").read_text()
+    assert f"{summary['images_sharing_a_group']} images share their group with another" in log
 
 
 def test_pretraining_learns_the_findings_the_config_file_keeps(run):

@@ -33,8 +33,9 @@ from ptxseg.recipes import (
     segmenter_recipe,
 )
 
-# The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier: its rules
-# get this priority, so it starts before the segmenters take the cores.
+# The NIH chain (demo, index, repack, pretraining) gates every pretrained classifier, and with the
+# SIIM fingerprints it gates the folds (grouped by NIH patient), so every training: its rules get
+# this priority, so it starts before the segmenters take the cores.
 NIH_CHAIN_PRIORITY = 10
 N_FOLDS = config["folds"]["n_folds"]
 # Every segmenter by its results name: segment.archs, then their second rounds where planned.

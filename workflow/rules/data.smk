@@ -71,15 +71,21 @@ rule index_siim:
         "../scripts/index_siim.py"
 
 
+# Grouped by the NIH patient each SIIM image's content matches (SIIM re-anonymised its PatientIDs
+# per image): the folds wait for the overlap, which needs SIIM fingerprints, never the folds.
 rule folds_siim:
     input:
         index=L.data("siim_index.csv"),
+        overlap=L.data("nih_siim_overlap.csv"),
     output:
         folds=L.data("siim_folds.csv"),
+        # How many SIIM images share a patient, and how many took it from NIH.
+        summary=L.data("siim_folds_summary.json"),
     log:
         L.log("folds_siim", "folds_siim"),
     benchmark:
         L.benchmark("folds_siim", "folds_siim")
+    priority: NIH_CHAIN_PRIORITY
     conda:
         "../../envs/ptxseg.yaml"
     resources:
@@ -129,6 +135,7 @@ rule fingerprint_siim:
         L.log("fingerprint_siim", "fingerprint_siim"),
     benchmark:
         L.benchmark("fingerprint_siim", "fingerprint_siim")
+    priority: NIH_CHAIN_PRIORITY
     conda:
         "../../envs/ptxseg.yaml"
     threads: resources_of("repack")["threads"]

@@ -11,4 +11,6 @@ if __name__ == "__main__":
             folds["n_folds"],
             folds["group_by"],
             snakemake.params.seed,
+            overlap_path=snakemake.input.overlap,
+            summary_path=snakemake.output.summary,
         )

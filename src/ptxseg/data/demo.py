@@ -7,6 +7,8 @@ NIH: 8-bit PNGs (a few RGBA, as in the real set) and ``Data_Entry_2017.csv`` in 
 As in the real releases, where every SIIM image is a NIH image, a share of the SIIM images
 (``nih_overlap``, train and test) is also in the NIH set: the PNG the DICOM was made from, under a
 NIH-style name, labelled 'Pneumothorax' or 'No Finding'; ``siim_copies.csv`` is the answer key.
+The copies of two SIIM patients are one NIH patient's follow-ups, as SIIM's re-anonymisation gave
+one person's radiographs different PatientIDs: the NIH Patient ID is the one that groups them.
 Every image is rendered from its own seed, so the result does not depend on the worker count, and
 the NIH set is written without reading the SIIM files (it renders its copies from the SIIM plan).
 """
@@ -233,11 +235,16 @@ def _plan_nih(spec: DemoSpec, seed: int, out_dir: Path) -> tuple[list[_NihImage]
         )
     rng = np.random.default_rng([seed, 4])
     owners = _patients(rng, n_own, spec.max_images_per_patient) if n_own else []
-    # Copies of one SIIM patient's images are one NIH patient's follow-ups, numbered after the rest.
+    # Copies of one SIIM patient's images are one NIH patient's follow-ups, numbered after the rest;
+    # and, as SIIM gave each image its own PatientID, two SIIM patients (in the order of their first
+    # copy, train first) are one NIH patient: only the NIH Patient ID knows they are one person.
     first_copy_patient = owners[-1] + 1 if owners else 0
-    copy_owner = {}
+    siim_patients: dict[str, int] = {}
     for plan in copies:
-        copy_owner.setdefault(plan.patient_id, first_copy_patient + len(copy_owner))
+        siim_patients.setdefault(plan.patient_id, len(siim_patients))
+    copy_owner = {
+        patient: first_copy_patient + rank // 2 for patient, rank in siim_patients.items()
+    }
     n_rgba = min(spec.nih_rgba, spec.nih_images)
     rgba = set()
     if n_rgba and copies:  # one of them a copy, so the content match meets the quirk too
