@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass
-from dataclasses import fields as dataclass_fields
 from pathlib import Path, PurePath
 
 import cv2
@@ -455,12 +454,12 @@ def _draw_pseudo_label_summary(path: Path, what: Drawn, job, config, truth: _Tru
         {
             "image_id": ids.to_numpy(),
             "probability": probability,
-            "confidence": np.where(kind < 2, rng.uniform(0.95, 1, len(ids)), 0.9),
             "mask_pixels": np.where(kind == 0, 1000, 0),
+            "region_confidence": np.where(kind == 0, rng.uniform(0.95, 1, len(ids)), np.nan),
+            "max_pixel": np.where(kind == 1, rng.uniform(0, 0.2, len(ids)), 0.9),
         }
     )
-    pseudo = config["pseudo_labels"]
-    bands = Bands(**{f.name: pseudo[f.name] for f in dataclass_fields(Bands)})
+    bands = Bands.from_config(config["pseudo_labels"])
     models: dict[str, dict[str, list[str]]] = {"segment": {}, "classify": {}}
     for p in job.input:
         if model_member(p) is not None:

@@ -328,7 +328,6 @@ def _label(root: Path, candidates: Path, segmenters: dict, bands: Bands, siim_im
         segment_size=64,
         classify_size=64,
         bands=bands,
-        pixel_threshold=0.5,
         siim_images=list(siim_images),
         labels_csv=out / "labels.csv",
         summary_json=out / "summary.json",
@@ -347,9 +346,8 @@ def test_a_fold_is_pseudo_labelled_at_the_share_under_the_cap_with_its_masks(tmp
 
     monkeypatch.setattr(module, "load_member", lambda path, device: BrightMap())
     candidates = _candidates(tmp_path)
-    summary = _label(
-        tmp_path, candidates, {"a": ["m.pt"]}, Bands(0.9, 0.05, 0.9, 0.5, max_images=4)
-    )
+    bands = Bands(positive_min_probability=0.9, min_confidence=0.9, max_images=4)
+    summary = _label(tmp_path, candidates, {"a": ["m.pt"]}, bands)
     table = _labels(tmp_path)
     assert (summary["positive"], summary["empty"], summary["candidates"]) == (2, 2, 6)
     assert table["kept"].tolist() == ["positive"] * 2 + [""] + ["empty"] * 2 + [""]
@@ -364,19 +362,26 @@ def test_a_fold_is_pseudo_labelled_at_the_share_under_the_cap_with_its_masks(tmp
     assert summary["models"] == ["m.pt"]
 
 
-def test_a_blend_of_a_sure_and_an_unsure_model_is_left_out_as_uncertain(tmp_path):
+def test_a_blend_of_a_sure_and_an_unsure_model_is_left_out_as_unsure(tmp_path):
     nih = _pseudo_labels(tmp_path, n=6)
     sure = _export(tmp_path / "sure.pt", 6.0)  # p = 0.9975 everywhere
-    _label(tmp_path, nih.candidates_manifest, {"a": [sure], "b": [sure]}, Bands(0.9, 0.05, 0.9))
+    bands = Bands(positive_min_probability=0.9, min_confidence=0.9)
+    _label(tmp_path, nih.candidates_manifest, {"a": [sure], "b": [sure]}, bands)
     table = _labels(tmp_path)
     # Confident positives everywhere but no empty image: the share leaves nothing to keep.
     assert (table["kept"] == "").all() and set(table["why"]) == {"over the positive share"}
     assert (table["probability"] > 0.99).all() and (table["mask_pixels"] == 64 * 64).all()
-    # Blended with an unsure model (p = 0.5): the mean map is 0.749, confidence too low.
+    # Blended with an unsure model (p = 0.5): the mean map is 0.749, under the cascade's top...
     unsure = _export(tmp_path / "unsure.pt", 0.0)
-    _label(tmp_path, nih.candidates_manifest, {"a": [sure], "b": [unsure]}, Bands(0.7, 0.05, 0.9))
+    bands = Bands(positive_min_probability=0.7, min_confidence=0.9)
+    _label(tmp_path, nih.candidates_manifest, {"a": [sure], "b": [unsure]}, bands)
     table = _labels(tmp_path)
-    assert table["confidence"].round(2).eq(0.75).all() and set(table["why"]) == {"uncertain"}
+    assert set(table["why"]) == {"no mask from the cascade"} and (table["mask_pixels"] == 0).all()
+    # ... and where a lower top draws it, the region is as unsure as its pixels.
+    _label(tmp_path, nih.candidates_manifest, {"a": [sure], "b": [unsure]}, replace(bands, top=0.7))
+    table = _labels(tmp_path)
+    assert table["region_confidence"].round(2).eq(0.75).all()
+    assert set(table["why"]) == {"unsure region"}
 
 
 def test_a_siim_image_among_the_candidates_stops_the_pseudo_labelling(tmp_path):
@@ -412,6 +417,63 @@ def test_the_second_round_keys_reach_its_settings_from_the_config_file():
     settings = FitSettings.from_config(recipe, 0, Runtime()).for_round2(teacher["pseudo_labels"])
     assert settings.pseudo_share == 0 and settings.mean_teacher.consistency_weight == 3.0
     assert round2_archs(_config({"enabled": False})) == []
+
+
+class SpeckAndRegion(torch.nn.Module):
+    """A 'segmenter' sure of a 20 x 20 region (p 0.9) and a 2-pixel speck (p 0.99) on every
+    image, both on a background at 0.02 and symmetric (the flip TTA leaves them), with an
+    image-level head at 0.95."""
+
+    size_multiple = 32
+
+    def forward(self, x):
+        logits = torch.full_like(x, -4.0)
+        logits[..., 10:30, 22:42] = 2.2
+        logits[..., 50, 31:33] = 4.6
+        return logits, torch.full((len(x), 1), 3.0)
+
+
+def test_the_pseudo_label_keys_reach_the_labelling_from_the_config_file(tmp_path, monkeypatch):
+    """The rule's params are the BAND_KEYS of the config; Bands reads each of them."""
+    import ptxseg.infer.pseudo_labels as module
+    from ptxseg.data.pseudo_labels import BAND_KEYS
+
+    schema = config_module.load_schema()["properties"]["pseudo_labels"]["properties"]
+    assert set(BAND_KEYS) <= set(schema)
+    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert "for key in BAND_KEYS" in common
+    assert "bands=pseudo_label_bands()" in (ROOT / "workflow" / "rules" / "pseudo.smk").read_text()
+    tiny = _config({})["pseudo_labels"]
+    assert Bands.from_config(tiny) == Bands(**{k: tiny[k] for k in BAND_KEYS})
+    assert (Bands.from_config(tiny).top, Bands.from_config(tiny).min_area) == (0.5, 512)
+
+    monkeypatch.setattr(module, "load_member", lambda path, device: SpeckAndRegion())
+    candidates = _candidates(tmp_path, n=2)
+
+    def labelled(**keys) -> pd.Series:
+        bands = Bands.from_config(_config(keys)["pseudo_labels"])
+        _label(tmp_path, candidates, {"a": ["m.pt"]}, bands)
+        return _labels(tmp_path).iloc[0]
+
+    # top 0.95: only the speck reaches it, and 2 pixels are under min_area (2 at 64 px: 512).
+    row = labelled(top=0.95, min_area=1024, positive_min_probability=0.9, min_confidence=0.9)
+    assert row["why"] == "no mask from the cascade"
+    # min_area 512 (2 pixels): the speck alone makes the cascade draw, at the bottom threshold
+    # pixel_threshold 0.5: the region and the speck.
+    row = labelled(top=0.95, min_area=512, positive_min_probability=0.9, min_confidence=0.9)
+    assert row["mask_pixels"] == 400 + 2 and row["region_confidence"] > 0.9
+    # pixel_threshold 0.95: the speck alone; a gate above the head's 0.95: nothing.
+    assert labelled(top=0.95, min_area=512, pixel_threshold=0.95)["mask_pixels"] == 2
+    row = labelled(top=0.5, min_area=0, positive_min_probability=0.96, empty_max_probability=0.5)
+    assert row["mask_pixels"] == 0 and row["why"] == "uncertain"
+    # min_confidence above the region's: unsure.
+    row = labelled(top=0.5, min_area=0, positive_min_probability=0.9, min_confidence=0.99)
+    assert row["why"] == "unsure region"
+    # As an empty image (head 0.95 under an empty band up to 0.96), its pixels keep it out
+    # unless empty_max_pixel lets them through.
+    keys = {"positive_min_probability": 0.97, "empty_max_probability": 0.96}
+    assert labelled(**keys, empty_max_pixel=0.98)["why"] == "a pixel above empty_max_pixel"
+    assert labelled(**keys, empty_max_pixel=0.995)["why"] == "over the positive share"
 
 
 def test_the_config_refuses_a_second_round_of_an_unknown_arch_or_crossed_bands():

@@ -72,7 +72,10 @@ def test_no_siim_image_is_a_candidate_and_each_fold_is_labelled_by_its_own_model
         empty = kept[kept["kept"] == "empty"].astype({"probability": float})
         assert (positive["probability"] >= pseudo["positive_min_probability"]).all()
         assert (empty["probability"] <= pseudo["empty_max_probability"]).all()
-        assert (kept["confidence"].astype(float) >= pseudo["min_confidence"]).all()
+        positive = positive.astype({"region_confidence": float, "mask_pixels": int})
+        assert (positive["region_confidence"] >= pseudo["min_confidence"]).all()
+        assert (positive["mask_pixels"] > 0).all()
+        assert (empty.astype({"max_pixel": float})["max_pixel"] <= pseudo["empty_max_pixel"]).all()
         # Round 2's OOF predictions: the fold's held-out SIIM images, as round 1's.
         held_out = set(folds.loc[folds["fold"] == fold, "image_id"])
         for name in ("unet_resnet34", round2_name("unet_resnet34")):

@@ -18,6 +18,7 @@ from ptxseg.layout import (
     round1_arch,
     round2_name,
 )
+from ptxseg.data.pseudo_labels import BAND_KEYS
 from ptxseg.models.scaled_unet.compound import candidate_shape, candidates, source_size
 from ptxseg.recipes import (
     ablation_arch,
@@ -386,6 +387,12 @@ def round2_arch_params(wildcards):
         **arch_params("segment")(wildcards),
         "recipe": segmenter_recipe(config, round2_name(wildcards.arch)),
     }
+
+
+def pseudo_label_bands():
+    """The pseudo_labels keys the labelling reads: its bands and its cascade (ptxseg's Bands)."""
+    pseudo = config["pseudo_labels"]
+    return {key: pseudo[key] for key in BAND_KEYS}
 
 
 def round2_params():

@@ -73,17 +73,7 @@ rule pseudo_label_nih:
         runtime=resources_of("predict")["runtime"],
         gpu=resources_of("predict").get("gpu", 0),
     params:
-        bands={
-            key: config["pseudo_labels"][key]
-            for key in (
-                "positive_min_probability",
-                "empty_max_probability",
-                "min_confidence",
-                "positive_share",
-                "max_images",
-            )
-        },
-        pixel_threshold=config["pseudo_labels"]["pixel_threshold"],
+        bands=pseudo_label_bands(),
         segment_size=config["segment"]["size"],
         classify_size=config["classify"]["size"],
         train=config["train"],

@@ -2,26 +2,39 @@
 positives to empty images, under a cap.
 
 The first round's blend gives every NIH image an image-level probability (is there a
-pneumothorax?) and a pixel confidence (the mean over the map of max(p, 1 - p): near 1 where every
-pixel is clearly in or out). An image is a candidate positive when both its probability and its
-confidence are high and its mask is not empty, a candidate empty image when its probability is low
-and its confidence high; everything else is left out as uncertain. The kept set then holds
-positives and empty images at ``positive_share`` (the 3rd place of SIIM-ACR pseudo-labelled at a
-0.5 ratio), the most confident first, at most ``max_images`` in all. An NIH image that is a SIIM
-image (the overlap match) never reaches this function: the caller passes only the others, and
-`select` refuses any id it is told is a SIIM image, so the OOF scores cannot leak.
+pneumothorax?) and a map. Confidence is measured where the label is decided, never over the whole
+map, whose background would decide it (a map with 3 % of its pixels at 0.55 and the rest at 0
+averages 0.957 in max(p, 1 - p)):
 
-Plain pandas and numpy: the predictions are made elsewhere (``ptxseg.infer.pseudo_labels``), this
-decides on their numbers, samples the candidates and reads the kept labels back for training.
+- a candidate positive must first be a positive of the run's cascade (``ptxseg.scoring``'s
+  ``binarise``: gate ``positive_min_probability``, at least ``min_area`` pixels at ``top``, the
+  mask every pixel at ``pixel_threshold``); its ``mask_pixels`` are that mask's. Then its
+  ``region_confidence``, the mean of max(p, 1 - p) over the mask and a ring of ``border_pixels``
+  around it, must reach ``min_confidence``: the region is sure of itself (a region at 0.55 scores
+  0.55) and its edge is sharp (a map that fades slowly into the background scores low in the
+  ring), while the background far from it does not count;
+- a candidate empty image must have no pixel above ``empty_max_pixel`` (``max_pixel``, the map's
+  highest probability): a faint region, however small against the background, is one.
+
+Everything else is left out with its reason. The kept set then holds positives and empty images
+at ``positive_share`` (the 3rd place of SIIM-ACR pseudo-labelled at a 0.5 ratio), the most
+confident first, at most ``max_images`` in all. An NIH image that is a SIIM image (the overlap
+match) never reaches this function: the caller passes only the others, and `select` refuses any
+id it is told is a SIIM image, so the OOF scores cannot leak.
+
+Plain pandas and numpy: the predictions and the cascade are run elsewhere
+(``ptxseg.infer.pseudo_labels``), this measures their maps, decides on their numbers, samples the
+candidates and reads the kept labels back for training.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -29,16 +42,31 @@ from ptxseg.io import atomic
 
 KEPT_POSITIVE, KEPT_EMPTY = "positive", "empty"
 # Why an image was left out, in the table's "why" column.
-UNCERTAIN, OVER_RATIO, OVER_CAP = "uncertain", "over the positive share", "over the cap"
+UNCERTAIN = "uncertain"  # its probability lies between the two bands
+NO_MASK = "no mask from the cascade"  # positive band, fewer than min_area pixels at top
+UNSURE_REGION = "unsure region"  # positive band, region and ring under min_confidence
+NOT_EMPTY = "a pixel above empty_max_pixel"  # empty band, but a region (faint or small) in the map
+OVER_RATIO, OVER_CAP = "over the positive share", "over the cap"
+
+# The ring around a region whose pixels count in its confidence: 16 pixels of a 1024 x 1024 map
+# (4 at 256), about the width of the edge a segmenter blurs; at least one pixel.
+BORDER_1024 = 16
+# Each candidate's measures, the columns `select` decides on.
+MEASURES = ("probability", "mask_pixels", "region_confidence", "max_pixel")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Bands:
-    """The confidence bands of the two kinds of pseudo-label."""
+    """The bands of the two kinds of pseudo-label and the cascade a positive must pass; the
+    fields are the config's ``pseudo_labels`` keys of the same names."""
 
-    positive_min_probability: float = 0.9
+    positive_min_probability: float = 0.9  # also the cascade's gate
     empty_max_probability: float = 0.05
-    min_confidence: float = 0.95  # mean pixel confidence, for both kinds
+    min_confidence: float = 0.95  # a positive's region_confidence
+    empty_max_pixel: float = 0.2  # an empty image's max_pixel
+    top: float = 0.8  # the cascade's top threshold
+    min_area: float = 2048.0  # pixels of a 1024 x 1024 image at ``top``
+    pixel_threshold: float = 0.5  # the cascade's bottom threshold: a positive's mask
     positive_share: float = 0.5  # positives among the kept images
     max_images: int | None = None  # None: no cap
 
@@ -54,20 +82,45 @@ class Bands:
         if self.max_images is not None and self.max_images < 1:
             raise ValueError(f"max_images must be at least 1 or None, got {self.max_images}")
 
+    @classmethod
+    def from_config(cls, pseudo_labels: dict) -> Bands:
+        """The bands of a validated config's ``pseudo_labels`` section (or the rule's params)."""
+        return cls(**{f.name: pseudo_labels[f.name] for f in fields(cls)})
 
-def pixel_confidence(maps: np.ndarray) -> np.ndarray:
-    """Per map (uint8 probabilities, (N, H, W)): the mean of max(p, 1 - p) over its pixels."""
-    p = maps.reshape(len(maps), -1).astype(np.float32) / 255.0
-    return np.maximum(p, 1.0 - p).mean(axis=1)
+
+BAND_KEYS = tuple(f.name for f in fields(Bands))  # the pseudo_labels keys the labelling reads
+
+
+def border_pixels(size: int) -> int:
+    """The width of the ring around a region that its confidence covers, at a map's size."""
+    return max(1, round(BORDER_1024 * size / 1024))
+
+
+def region_confidence(probability_map: np.ndarray, mask: np.ndarray) -> float:
+    """The mean of max(p, 1 - p) over ``mask`` and the ring of `border_pixels` around it
+    (``probability_map`` uint8); NaN where the mask is empty."""
+    if not mask.any():
+        return float("nan")
+    width = border_pixels(max(mask.shape))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    around = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+    p = probability_map[around].astype(np.float32) / 255.0
+    return float(np.maximum(p, 1.0 - p).mean())
+
+
+def max_pixel(maps: np.ndarray) -> np.ndarray:
+    """Per map (uint8, (N, H, W)): its highest probability."""
+    return maps.reshape(len(maps), -1).max(axis=1).astype(np.float32) / 255.0
 
 
 def select(candidates: pd.DataFrame, bands: Bands, siim_images: Iterable[str] = ()) -> pd.DataFrame:
     """The candidates' table with ``kept`` ('positive', 'empty' or '') and ``why``.
 
-    ``candidates``: image_id, probability, confidence, mask_pixels (of the pseudo-mask). Images
-    in ``siim_images`` are refused with an error: they must have been removed before prediction.
+    ``candidates``: image_id and the `MEASURES` (``mask_pixels``: the cascade's mask, 0 where the
+    cascade drew none). Images in ``siim_images`` are refused with an error: they must have been
+    removed before prediction.
     """
-    missing = {"image_id", "probability", "confidence", "mask_pixels"} - set(candidates)
+    missing = {"image_id", *MEASURES} - set(candidates)
     if missing:
         raise ValueError(f"pseudo-label candidates lack column(s) {sorted(missing)}")
     leaked = sorted(set(candidates["image_id"]) & set(siim_images))
@@ -77,25 +130,26 @@ def select(candidates: pd.DataFrame, bands: Bands, siim_images: Iterable[str] = 
             "the NIH images matched to SIIM images must be left out before pseudo-labelling"
         )
     table = candidates.copy()
-    confident = table["confidence"] >= bands.min_confidence
-    positive = (
-        confident
-        & (table["probability"] >= bands.positive_min_probability)
-        & (table["mask_pixels"] > 0)
-    )
-    empty = confident & (table["probability"] <= bands.empty_max_probability)
     table["kept"], table["why"] = "", UNCERTAIN
+    in_positive_band = table["probability"] >= bands.positive_min_probability
+    drawn = in_positive_band & (table["mask_pixels"] > 0)
+    sure = table["region_confidence"].fillna(0) >= bands.min_confidence
+    table.loc[in_positive_band & ~drawn, "why"] = NO_MASK
+    table.loc[drawn & ~sure, "why"] = UNSURE_REGION
+    positive = drawn & sure
+    in_empty_band = table["probability"] <= bands.empty_max_probability
+    clear = table["max_pixel"] <= bands.empty_max_pixel
+    table.loc[in_empty_band & ~clear, "why"] = NOT_EMPTY
+    empty = in_empty_band & clear
     # The most confident first: positives by probability, empty images by 1 - probability.
     # Stable sorts: ties keep the candidates' order, so reruns keep the same images.
     positives = (
         table[positive]
-        .sort_values(["probability", "confidence"], ascending=False, kind="stable")
+        .sort_values(["probability", "region_confidence"], ascending=False, kind="stable")
         .index
     )
     empties = (
-        table[empty]
-        .sort_values(["probability", "confidence"], ascending=[True, False], kind="stable")
-        .index
+        table[empty].sort_values(["probability", "max_pixel"], ascending=True, kind="stable").index
     )
     kept = _counts(len(positives), len(empties), bands, capped=True)
     allowed = _counts(len(positives), len(empties), bands, capped=False)

@@ -8,6 +8,13 @@ classifiers and its segmenters' heads). Equal weights, not the ensemble's: those
 every fold's OOF predictions, fold k's held-out images included (and the search comes after the
 second round in the DAG). Without any image-level source the map's maximum stands in.
 
+A positive's mask is the cascade's (``ptxseg.scoring.thresholds.binarise``, the function the
+submission and ``ptxseg predict`` run), with the thresholds of the config's ``pseudo_labels`` keys:
+gate ``positive_min_probability``, ``top``, ``min_area``, bottom ``pixel_threshold``. Not the
+ensemble's searched cascade: ``ensemble.json`` is fitted on every fold's OOF predictions, this
+fold's held-out images included, and it comes after the second round in the DAG (a cycle). The
+measures each image is judged on are ``ptxseg.data.pseudo_labels``'s.
+
 Every model is loaded once; each batch of candidates goes through all of them, so memory is flat
 in the number of candidates and only the positive candidates' masks are written.
 """
@@ -28,7 +35,8 @@ from ptxseg.data.pseudo_labels import (
     KEPT_EMPTY,
     KEPT_POSITIVE,
     Bands,
-    pixel_confidence,
+    max_pixel,
+    region_confidence,
     select,
     write_summary,
 )
@@ -40,6 +48,7 @@ from ptxseg.parallel import progress
 from ptxseg.runtime.device import pick_device
 from ptxseg.runtime.options import Runtime
 from ptxseg.runtime.predict import ordered_batches, quantise_probabilities, tta_passes, tta_predict
+from ptxseg.scoring.thresholds import Cascade, binarise
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +90,12 @@ def _predict(
     batch_size: int,
     masks_dir: Path,
     bands: Bands,
-    pixel_threshold: float,
 ) -> pd.DataFrame:
     passes = tta_passes(runtime.tta)
     n = len(segment_set)
     probability = np.full(n, np.nan, dtype=np.float32)
-    confidence = np.zeros(n, dtype=np.float32)
+    confidence = np.full(n, np.nan, dtype=np.float32)
+    highest = np.zeros(n, dtype=np.float32)
     pixels = np.zeros(n, dtype=np.int64)
     sources = np.zeros(n, dtype=np.float32)
     counts = np.zeros(n, dtype=np.int64)
@@ -108,29 +117,51 @@ def _predict(
                 sources[index] += head.float().cpu().numpy()
                 counts[index] += 1
         maps = quantise_probabilities((blended / len(segmenters)).float().cpu().numpy())
-        confidence[index] = pixel_confidence(maps)
-        masks = maps >= round(pixel_threshold * 255)
-        pixels[index] = masks.reshape(len(masks), -1).sum(axis=1)
         for k, i in enumerate(index):
             had = counts[i] > 0
             probability[i] = sources[i] / counts[i] if had else maps[k].max() / 255.0
-            if (
-                probability[i] >= bands.positive_min_probability
-                and confidence[i] >= bands.min_confidence
-                and pixels[i] > 0
-            ):  # a candidate positive: its mask is kept until the selection decides
+            mask, measures = measure(maps[k], float(probability[i]), bands)
+            pixels[i], confidence[i] = measures["mask_pixels"], measures["region_confidence"]
+            highest[i] = measures["max_pixel"]
+            if pixels[i] > 0 and confidence[i] >= bands.min_confidence:
+                # a candidate positive: its mask is kept until the selection decides
                 write_png(
-                    masks_dir / f"{segment_set.image_ids[i]}.png", masks[k].astype(np.uint8) * 255
+                    masks_dir / f"{segment_set.image_ids[i]}.png", mask.astype(np.uint8) * 255
                 )
     return pd.DataFrame(
         {
             "image_id": segment_set.image_ids,
             "probability": probability.round(6),
-            "confidence": confidence.round(6),
             "mask_pixels": pixels,
+            "region_confidence": confidence.round(6),
+            "max_pixel": highest.round(6),
             "image_sources": counts,
         }
     )
+
+
+def pseudo_label_cascade(bands: Bands) -> Cascade:
+    """The cascade a pseudo-positive must pass: the bands' gate and triplet thresholds."""
+    return Cascade(
+        gate=bands.positive_min_probability,
+        top=bands.top,
+        min_area=bands.min_area,
+        bottom=bands.pixel_threshold,
+    )
+
+
+def measure(
+    probability_map: np.ndarray, probability: float, bands: Bands
+) -> tuple[np.ndarray, dict]:
+    """One candidate's pseudo-mask (the cascade's, empty where it draws none) and the measures
+    `select` decides on (``probability_map`` uint8, ``probability`` the image's)."""
+    mask = binarise(probability_map, pseudo_label_cascade(bands), probability)
+    return mask, {
+        "probability": probability,
+        "mask_pixels": int(mask.sum()),
+        "region_confidence": region_confidence(probability_map, mask),
+        "max_pixel": float(max_pixel(probability_map[None])[0]),
+    }
 
 
 def pseudo_label_fold(
@@ -144,7 +175,6 @@ def pseudo_label_fold(
     segment_size: int,
     classify_size: int,
     bands: Bands,
-    pixel_threshold: float,
     siim_images: Sequence[str],
     labels_csv: str | os.PathLike,
     summary_json: str | os.PathLike,
@@ -153,7 +183,8 @@ def pseudo_label_fold(
 ) -> dict:
     """Label fold ``fold``'s NIH candidates with its first-round models (``segmenters`` and
     ``classifiers``: architecture -> that fold's kept member files); write labels.csv (every
-    candidate: probability, confidence, mask_pixels, kept, why, mask) with the kept masks in
+    candidate: probability, mask_pixels, region_confidence, max_pixel, image_sources, kept, why,
+    mask) with the kept masks in
     ``masks/`` beside it, and a summary of the counts."""
     if not segmenters:
         raise ValueError(f"fold {fold}: no first-round segmenter to pseudo-label with")
@@ -191,7 +222,6 @@ def pseudo_label_fold(
         batch_size,
         masks_dir,
         bands,
-        pixel_threshold,
     )
     table = select(candidates, bands, siim_images)
     table["mask"] = ""
