@@ -7,6 +7,9 @@ import time
 import pytest
 from dag import files_config, snakemake, train_first_segmenter_fold, write_config
 
+from ptxseg.data.folds import patient_groups, read_overlap
+from ptxseg.data.siim import read_index
+
 pytestmark = pytest.mark.workflow
 
 
@@ -60,8 +63,18 @@ def test_more_folds_than_positive_patients(tmp_path, data):
     )
     assert result.returncode != 0
     log = (tmp_path / "results" / "logs" / "folds_siim" / "folds_siim.log").read_text()
-    assert "folds.n_folds is 7, but there are only 4 positive" in log
-    assert (tmp_path / "results" / "data" / "siim_index.csv").exists()  # the finished step is kept
+    # The counts in the message are the positive and negative patient groups of what the run kept.
+    data_dir = tmp_path / "results" / "data"
+    index = read_index(data_dir / "siim_index.csv")  # the finished steps are kept
+    train = index[index["split"] == "train"].reset_index(drop=True)
+    groups = patient_groups(train, read_overlap(data_dir / "nih_siim_overlap.csv"))["group"]
+    labels = train["has_pneumothorax"].astype(int)
+    positive, negative = groups[labels == 1].nunique(), groups[labels == 0].nunique()
+    assert positive < 7 and negative > 0
+    assert (
+        f"folds.n_folds is 7, but there are only {positive} positive and {negative} negative groups"
+        in log
+    )
     assert not (tmp_path / "results" / "data" / "siim_folds.csv").exists()
 
 
