@@ -1,0 +1,184 @@
+"""configs/full.yaml as one: every rule it plans, every lever as shipped, on a handful of demo images.
+
+Only counts and sizes shrink, through tests/workflow/full_structure.yaml (tests/structure.py says
+how); `weights: imagenet` loads stand-ins of the official files. The run asks for `all` and the
+optional targets (the RandAugment search, the compound-scaling search, the ablation), then
+`ptxseg export` and `ptxseg predict --dicom-out` on its outputs, then the mean-teacher variant of
+the second round. A lever that breaks the full config, or a key full.yaml gains that the override
+does not place, fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import structure
+import yaml
+from dag import ROOT, snakemake, snakemake_command
+from imagenet_files import write_stand_in
+
+from ptxseg.config import validate
+from ptxseg.data.siim import read_index
+from ptxseg.ensemble.submission import validate_submission
+from ptxseg.layout import RESULTS, SUMMARY, round2_name
+
+pytestmark = pytest.mark.workflow
+
+OVERRIDE = Path(__file__).with_name("full_structure.yaml")
+OPTIONAL = [
+    "results/augsearch/summary.csv",
+    "results/scaling/summary.csv",
+    "results/ablation/summary.csv",
+]
+
+
+def shipped() -> dict:
+    return structure.load(ROOT / "configs" / "full.yaml")
+
+
+def test_the_override_places_every_key_of_the_full_config_and_keeps_the_levers():
+    full, override = shipped(), structure.load(OVERRIDE)
+    assert structure.unplaced(full, override) == [], (
+        "configs/full.yaml has keys that tests/workflow/full_structure.yaml does not place "
+        "(add each to sizes, areas, counts, replaced or kept)"
+    )
+    assert structure.stale(full, override) == []
+    derived = structure.derive(full, override, weights="/weights")
+    assert structure.kept_values_differ(full, derived, override) == []
+    config = validate(derived)
+    assert config["segment"]["size"] * override["factor"] == full["segment"]["size"]
+
+
+def test_a_key_the_full_config_gains_is_refused_until_placed():
+    full, override = shipped(), structure.load(OVERRIDE)
+    full["segment"]["recipe"]["new_lever"] = {"enabled": True}
+    assert structure.unplaced(full, override) == ["segment.recipe.new_lever.enabled"]
+
+
+def _imagenet_stand_ins(config: dict, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = []
+    if config["pretrain"]["weights"] == "imagenet":
+        wanted += [(arch, {}) for arch in config["pretrain"]["archs"]]
+    for stage in ("classify", "segment"):
+        for arch, entry in config[stage]["archs"].items():
+            if entry.get("weights") == "imagenet":
+                wanted.append((arch, entry.get("options") or {}))
+    for arch, options in wanted:
+        write_stand_in(arch, folder, options)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """The full config's structure: `all` and the optional targets, run once."""
+    workdir = tmp_path_factory.mktemp("full_structure")
+    derived = structure.derive(
+        shipped(), structure.load(OVERRIDE), weights=str(workdir / "weights")
+    )
+    _imagenet_stand_ins(derived, workdir / "weights")
+    config = workdir / "full_structure.yaml"
+    config.write_text(yaml.safe_dump(derived))
+    run = snakemake(
+        workdir, "--cores", 2, "all", *OPTIONAL, "--configfile", config, check=False, timeout=1800
+    )
+    assert run.returncode == 0, run.stderr[-6000:]
+    return workdir, config, run.stderr
+
+
+def _planned_rules(workdir: Path, config: Path, *targets: str) -> set[str]:
+    command = snakemake_command(workdir, "-n", "--forceall", *targets, "--configfile", config)
+    dry = subprocess.run(command, capture_output=True, text=True, check=True)
+    return set(re.findall(r"^(?:local)?rule (\w+):", dry.stdout, re.MULTILINE)) - {"all"}
+
+
+def test_every_rule_the_full_config_plans_runs_to_the_end(full_run):
+    workdir, config, output = full_run
+    planned = _planned_rules(workdir, config, "all", *OPTIONAL)
+    # The levers' own rules are in the plan: both rounds, heads, the searches, the model card.
+    for rule in (
+        "pretrain_nih",
+        "train_classifier",
+        "train_segmenter",
+        "pseudo_label_nih",
+        "train_segmenter_round2",
+        "ensemble",
+        "submission",
+        "model_card",
+        "augsearch_point",
+        "scaling_candidate",
+    ):
+        assert rule in planned, rule
+    ran = set(re.findall(r"^(?:local)?rule (\w+):", output, re.MULTILINE)) - {"all"}
+    assert planned <= ran, f"planned but never run: {sorted(planned - ran)}"
+    results = workdir / "results"
+    index = read_index(results / "data" / "siim_index.csv")
+    validate_submission(results / "submission.csv", index[index["split"] == "test"])
+    for target in OPTIONAL:
+        assert len(pd.read_csv(workdir / target)) > 0, target
+    ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
+    round2 = [name for name in ensemble["segmenter_weights"] if name.endswith("-round2")]
+    assert len(round2) == 3  # every architecture's second round reaches the blend
+    heads = [name for name in ensemble["classifier_weights"] if name.startswith("head:")]
+    assert len(heads) == 6  # a head per segmenter of both rounds reaches the gate's search
+    # The last stage keeps the members the ensemble asks for: best, SWA, three snapshots.
+    fold = results / "segment" / "unet_efficientnet_b4" / "fold0"
+    assert sorted(p.stem for p in fold.glob("model_*.pt")) == sorted(
+        f"model_{m}" for m in ("best", "swa", "snapshot0", "snapshot1", "snapshot2")
+    )
+    assert (results / "model_card.md").stat().st_size > 0
+
+
+def ptxseg(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ptxseg.cli", *map(str, args)], capture_output=True, text=True
+    )
+
+
+def test_export_and_dicom_predict_run_on_the_full_configs_outputs(full_run, tmp_path):
+    workdir, _, _ = full_run
+    results = workdir / "results"
+    export = tmp_path / "export"
+    run = ptxseg("export", "--results", results, "--out", export)
+    assert run.returncode == 0, run.stderr[-4000:]
+    manifest = json.loads((export / "manifest.json").read_text())
+    assert len(manifest["models"]) > 0
+    index = read_index(results / "data" / "siim_index.csv")
+    dicoms = [str(workdir / p) for p in index[index["split"] == "test"]["path"]]
+    out, dicom_out = tmp_path / "out", tmp_path / "dicom"
+    run = ptxseg(
+        "predict", *dicoms, "--model", export, "--out", out, "--dicom-out", dicom_out, "--quiet"
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    predictions = pd.read_csv(out / "predictions.csv", dtype=str, keep_default_na=False)
+    assert len(predictions) == len(dicoms)
+    assert len(list(dicom_out.iterdir())) == 2 * len(dicoms)  # a SEG and a capture each
+
+
+def test_the_mean_teacher_variant_trains_every_second_round(full_run):
+    """The 5th place's mean teacher instead of pseudo-labels: every second-round fold retrains
+    (what follows it, prediction and the ensemble, is the rules that ran above)."""
+    workdir, config, _ = full_run
+    derived = yaml.safe_load(config.read_text())
+    derived["pseudo_labels"]["mean_teacher"] = {"enabled": True}
+    teacher = workdir / "mean_teacher.yaml"
+    teacher.write_text(yaml.safe_dump(derived))
+    targets = [
+        RESULTS.fold_file("segment", round2_name(arch), fold, SUMMARY)
+        for arch in derived["segment"]["archs"]
+        for fold in range(derived["folds"]["n_folds"])
+    ]
+    run = snakemake(
+        workdir, "--cores", 2, *targets, "--configfile", teacher, check=False, timeout=1200
+    )
+    assert run.returncode == 0, run.stderr[-6000:]
+    ran = re.findall(r"^(?:local)?rule (\w+):", run.stderr, re.MULTILINE)
+    assert ran.count("train_segmenter_round2") == len(targets)
+    assert "pseudo_label_nih" not in ran and "train_segmenter" not in ran
+    for target in targets:
+        assert json.loads((workdir / target).read_text())["images_held_out"] > 0
