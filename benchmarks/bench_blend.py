@@ -34,14 +34,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from ptxseg.ensemble.blend import BlendSearch, exhaustive_search, simplex_grid, simplex_size
-from ptxseg.ensemble.search import (
-    Gating,
-    Grid,
-    SmallMaps,
-    gate_objective,
-    oof_files,
-    run_search,
-)
+from ptxseg.ensemble.oof import Gating, Grid, SmallMaps, gate_objective, oof_files
+from ptxseg.ensemble.search import run_search
 from ptxseg.io import maps
 from ptxseg.layout import Layout, head_arch
 

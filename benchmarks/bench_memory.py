@@ -24,7 +24,7 @@ CHILD = r"""
 import sys, time, numpy as np, pandas as pd, cv2
 from pathlib import Path
 from ptxseg.ensemble.submission import PredictionFiles, write_submission
-from ptxseg.scoring.thresholds import Cascade
+from ptxseg.scoring.cascade import Cascade
 from ptxseg.io import maps
 from ptxseg.layout import Layout, fold_name
 root, n, size, step = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

@@ -395,8 +395,10 @@ def report(rows, results: Path, release, outputs, args, config, stages) -> None:
         print(f"  {name:24s} {gb:7.2f} GB")
     ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
     print(
-        f"OOF cascade {ensemble['oof']['cascade']:.4f} at {ensemble['oof']['cascade_scored_at']}, "
-        f"{ensemble['oof']['cascade_at_size']:.4f} at {ensemble['oof']['size']} px (synthetic maps)"
+        f"OOF cascade {ensemble['oof']['cascade']:.4f} at {ensemble['oof']['cascade_scored_at']} "
+        f"(cross-fitted; in-sample {ensemble['oof']['cascade_in_sample']:.4f}, "
+        f"{ensemble['oof']['cascade_in_sample_at_size']:.4f} at {ensemble['oof']['size']} px; "
+        "synthetic maps)"
     )
 
 

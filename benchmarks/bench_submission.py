@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ptxseg.io import rle
-from ptxseg.scoring.thresholds import Cascade, binarise
+from ptxseg.scoring.cascade import Cascade, binarise
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from bench_rle import loop_encode

@@ -12,13 +12,12 @@ import pytest
 
 from ptxseg.ensemble.blend import (
     BlendSearch,
-    blend_uint8,
     exhaustive_search,
     one_at_a_time,
     simplex_grid,
-    weighted_mean,
 )
-from ptxseg.ensemble.search import Grid, SegmenterFold, run_search
+from ptxseg.ensemble.oof import Grid, SegmenterFold
+from ptxseg.ensemble.search import run_search
 from ptxseg.ensemble.submission import (
     PredictionFiles,
     SubmissionError,
@@ -29,14 +28,8 @@ from ptxseg.io import rle
 from ptxseg.io.maps import SUFFIX, read_rows
 from ptxseg.io.maps import write as write_maps
 from ptxseg.io.png import write_png
-from ptxseg.scoring.thresholds import (
-    Cascade,
-    Histograms,
-    best_cascade,
-    binarise,
-    cascade_sums,
-    level,
-)
+from ptxseg.scoring.cascade import Cascade, binarise, blend_maps, level, weighted_mean
+from ptxseg.scoring.thresholds import Histograms, best_cascade, cascade_sums
 from ptxseg.train.metrics import competition_score
 
 # ----------------------------------------------------------------------------- blending
@@ -59,7 +52,7 @@ def test_simplex_grid():
 def test_weighted_mean_and_uint8_blend():
     a, b = np.full((2, 2), 200, np.uint8), np.full((2, 2), 100, np.uint8)
     assert np.allclose(weighted_mean([a, b], [3, 1]), 175)
-    assert blend_uint8([a, b], [0.5, 0.5]).dtype == np.uint8
+    assert blend_maps([a, b], [0.5, 0.5]).dtype == np.uint8
     with pytest.raises(ValueError):
         weighted_mean([a], [0])
 
@@ -83,7 +76,7 @@ def test_blend_weights_recover_the_better_model():
     truth, good, noise = synthetic_oof()
 
     def score(weights):
-        h = Histograms.of(blend_uint8([noise, good], weights), truth)
+        h = Histograms.of(blend_maps([noise, good], weights), truth)
         return cascade_scores(h, TOPS, AREAS, BOTTOMS).max()
 
     result = exhaustive_search(2, one_at_a_time(score), 0.1)
@@ -271,8 +264,15 @@ def test_run_search_on_oof_files(tmp_path):
     assert result["segmenter_weights"]["good_net"] >= 0.9
     assert result["classifier_weights"]["seer"] >= 0.9
     oof = result["oof"]
-    assert oof["cascade_at_size"] >= oof["best_architecture"]
+    assert oof["cascade_in_sample_at_size"] >= oof["best_architecture"]
+    assert oof["cascade_in_sample"] > oof["all_empty"] + 0.3
+    # The headline is the cross-fitted score, with its interval, beside the in-sample one.
+    assert oof["cascade_estimate"] == "other folds"
+    assert oof["cascade_in_sample_estimate"] == "same images"
+    low, high = oof["cascade_interval"]
+    assert low <= oof["cascade"] <= high and oof["cascade_confidence"] == 0.95
     assert oof["cascade"] > oof["all_empty"] + 0.3
+    assert [f["fold"] for f in oof["nested_folds"]] == [0, 1]
     assert json.loads((tmp_path / "e.json").read_text()) == json.loads(json.dumps(result))
     scores = pd.read_csv(tmp_path / "s.csv")
     assert set(scores["level"]) == {
@@ -280,6 +280,7 @@ def test_run_search_on_oof_files(tmp_path):
         "architecture",
         "blend",
         "cascade",
+        "cascade_nested",  # each fold by the choices made on the other
         "all_empty",
         "cascade_ungated",  # the same blend without a gate
         "cascade_gated",  # and behind its best gate above 0
@@ -300,14 +301,26 @@ def test_run_search_on_oof_files(tmp_path):
     cascade = scores[scores["level"] == "cascade"].set_index("scored_at")["score"]
     native = "64x64 px (each image's own size, train-rle.csv)"
     assert set(cascade.index) == {"32 px", native}
-    assert cascade["32 px"] == pytest.approx(oof["cascade_at_size"])
-    assert cascade[native] == pytest.approx(oof["cascade"]) and oof["cascade_scored_at"] == native
+    assert cascade["32 px"] == pytest.approx(oof["cascade_in_sample_at_size"])
+    assert cascade[native] == pytest.approx(oof["cascade_in_sample"])
+    assert oof["cascade_scored_at"] == native
+    nested = scores[scores["level"] == "cascade_nested"].iloc[0]
+    assert nested["scored_at"] == native and nested["score"] == pytest.approx(oof["cascade"])
+    assert [nested["interval_low"], nested["interval_high"]] == pytest.approx([low, high])
+    # Every row says what its number was chosen on.
+    selected = scores.set_index(["level", "metric"])["selected_on"]
+    assert selected[("cascade_nested", "competition")] == "other folds"
+    assert set(selected[("cascade", "competition")]) == {"same images"}
+    assert set(selected[("single", "competition_default")]) == {"nothing chosen"}
+    assert set(selected[("single", "competition_tuned")]) == {"same images"}
     grid_table = pd.read_csv(tmp_path / "g.csv")
     assert len(grid_table) == 2 * len(TOPS) * len(AREAS) * len(BOTTOMS)
-    assert grid_table["score"].max() == pytest.approx(oof["cascade_at_size"])
+    assert grid_table["score"].max() == pytest.approx(oof["cascade_in_sample_at_size"])
     images = pd.read_csv(tmp_path / "i.csv", dtype={"image_id": str})
-    assert len(images) == 40 and images["dice"].mean() == pytest.approx(oof["cascade_at_size"])
-    assert images["dice_native"].mean() == pytest.approx(oof["cascade"])
+    assert len(images) == 40
+    assert images["dice"].mean() == pytest.approx(oof["cascade_in_sample_at_size"])
+    assert images["dice_native"].mean() == pytest.approx(oof["cascade_in_sample"])
+    assert images["dice_native_nested"].mean() == pytest.approx(oof["cascade"])
     assert (images.loc[images["truth_pixels"] == 0, "dice"].isin([0.0, 1.0])).all()
     # The native score is the competition's: each blended map binarised at 64 px against the
     # mask decoded from the label file, image by image.
@@ -398,7 +411,9 @@ def test_the_blend_keys_reach_the_search_from_the_config_file(tmp_path, monkeypa
     )
     result = search_module.search_rule(params, files, outputs, classifiers, segmenters)
     wanted = BlendSearch(method="greedy", steps=4, sorted_init=2)
-    assert seen == [wanted] * 3  # the classifiers' blend, the gate's, the segmenters'
+    # The classifiers' blend, the gate's, the segmenters'; then the gate's and the segmenters'
+    # again without each of the 2 folds (the cross-fitted headline).
+    assert seen == [wanted] * (3 + 2 * 2)
     record = json.loads((tmp_path / "e.json").read_text())["weight_search"]
     assert {k: record[k] for k in wanted.as_dict()} == wanted.as_dict()
     assert record["evaluations"] == 2 + 1 + (4 - 2) * 2  # singles, the two best, 2 steps of 2
@@ -446,7 +461,8 @@ def peak_rss_of_search(folder, segmenters) -> int:
     # VmHWM, the peak of this process's own memory map: ru_maxrss would carry over the peak of
     # the forking pytest process, as Linux keeps it across exec.
     script = f"""
-from ptxseg.ensemble.search import Grid, SegmenterFold, run_search
+from ptxseg.ensemble.oof import Grid, SegmenterFold
+from ptxseg.ensemble.search import run_search
 from pathlib import Path
 root = Path({str(folder)!r})
 run_search(

@@ -12,7 +12,7 @@ import pytest
 from test_ensemble import AREAS, BOTTOMS, TOPS, search, synthetic_oof, write_oof
 
 from ptxseg.ensemble.calibrate import calibrate_gate
-from ptxseg.ensemble.search import Grid
+from ptxseg.ensemble.oof import Grid
 from ptxseg.ensemble.submission import PredictionFiles, write_details
 from ptxseg.layout import Layout
 from ptxseg.scoring.calibration import Calibrator, expected_calibration_error

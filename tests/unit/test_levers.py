@@ -19,7 +19,7 @@ from torch import nn
 
 from ptxseg import config as config_module
 from ptxseg.data.repack import read_manifest
-from ptxseg.ensemble.search import Grid
+from ptxseg.ensemble.oof import Grid
 from ptxseg.layout import METRICS, head_source, model_file
 from ptxseg.models import build_model
 from ptxseg.models.parts import encoder_of

@@ -291,10 +291,35 @@ def test_oof_numbers_on_the_card_are_computed_from_the_files(tmp_path):
     assert "| 0 | 4 | 2 | 0.6250 | 0.5000 | 0.2500 | 1.0000 |" in card
     assert "| 1 | 2 | 1 | 0.6000 | 0.5000 | 0.2000 | 1.0000 |" in card
     assert "score 0.6125 ± 0.0177" in card
-    assert "pooled over all images 0.6167" in card  # (1 + 0 + .5 + 1 + 1 + .2) / 6
-    assert "at 1024x1024 px (each image's own size" in card
-    assert "scores.csv, 6 images): 0.6125" in card
-    assert "over 6 OOF images" in card and "6 OOF images in 2 folds" in card
+    assert "pooled over all 6 images 0.6167" in card  # (1 + 0 + .5 + 1 + 1 + .2) / 6
+    assert "chosen on these same images (optimistic" in card  # no cross-fitted estimate here
+    assert "chosen on all 6 images and scored on the same images, so optimistic): 0.6125" in card
+    assert "6 OOF images in 2 folds" in card
+
+
+def test_the_card_leads_with_the_cross_fitted_score_and_its_interval(tmp_path):
+    """Where the search scored each fold by choices made on the others, that is the headline;
+    the in-sample score follows, labelled as chosen on its own images."""
+    nested = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]  # fold 0: 0.5, fold 1: 0.5
+    inputs = _write_run(tmp_path / "results")
+    images = pd.read_csv(inputs["images"]).assign(dice_native_nested=nested)
+    images.to_csv(inputs["images"], index=False)
+    ensemble = json.loads(Path(inputs["ensemble"]).read_text())
+    ensemble["oof"] = {
+        "cascade": 0.5,
+        "cascade_interval": [0.1667, 0.8333],
+        "cascade_confidence": 0.95,
+        "cascade_scored_at": OWN,
+        "cascade_in_sample": 0.6125,
+    }
+    atomic.write_json(inputs["ensemble"], ensemble)
+    card = write_model_card(**{**inputs, "demo": False})
+    section = card[card.index("## OOF scores") : card.index("## Calibration")]
+    assert "**Headline: 0.5000** (95 % bootstrap interval over images 0.1667-0.8333)" in section
+    assert "| 0 | 4 | 2 | 0.5000 | 0.5000 | 0.0000 | 1.0000 |" in section
+    assert "pooled over all 6 images 0.5000" in section
+    assert section.index("Headline") < section.index("In-sample") < len(section)
+    assert "cross-fitted (each fold scored by choices made without it)" in card
 
 
 def test_changing_an_input_number_changes_the_card_accordingly(tmp_path):

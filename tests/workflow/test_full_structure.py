@@ -3,8 +3,9 @@
 Only counts and sizes shrink, through tests/workflow/full_structure.yaml (tests/structure.py says
 how); `weights: imagenet` loads stand-ins of the official files. The run asks for `all` and the
 optional targets (the RandAugment search, the compound-scaling search, the ablation), then
-`ptxseg export` and `ptxseg predict --dicom-out` on its outputs, then the mean-teacher variant of
-the second round. A lever that breaks the full config, or a key full.yaml gains that the override
+`ptxseg export` and `ptxseg predict --dicom-out` on its outputs with the cascade's thresholds
+lowered until masks are drawn (predict's rows must equal the submission's: one cascade), then the
+mean-teacher variant of the second round. A lever that breaks the full config, or a key full.yaml gains that the override
 does not place, fails here.
 """
 
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import structure
@@ -25,8 +28,9 @@ from imagenet_files import write_stand_in
 
 from ptxseg.config import validate
 from ptxseg.data.siim import read_index
-from ptxseg.ensemble.submission import validate_submission
-from ptxseg.layout import RESULTS, SUMMARY, round2_name
+from ptxseg.ensemble.submission import PredictionFiles, validate_submission, write_submission
+from ptxseg.io import maps, rle
+from ptxseg.layout import RESULTS, SUMMARY, Layout, round2_name
 
 pytestmark = pytest.mark.workflow
 
@@ -140,23 +144,61 @@ def ptxseg(*args) -> subprocess.CompletedProcess:
     )
 
 
-def test_export_and_dicom_predict_run_on_the_full_configs_outputs(full_run, tmp_path):
-    workdir, _, _ = full_run
+def _drawing_cascade(results: Path, ensemble: dict) -> dict:
+    """The run's cascade with its thresholds lowered to where the test maps draw masks: top and
+    bottom at the 90th percentile of the first blended segmenter's test pixels, no minimum area,
+    no gate (a few epochs on 16 images rarely draw a mask at the searched thresholds)."""
+    arch = next(a for a, w in ensemble["segmenter_weights"].items() if w > 0)
+    stack = maps.read_rows(Layout(str(results)).test_maps(arch, 0), slice(None))
+    threshold = float(np.percentile(stack, 90)) / 255
+    return {"gate": 0.0, "top": threshold, "min_area": 0.0, "bottom": threshold}
+
+
+def test_export_and_dicom_predict_draw_what_the_submission_draws(full_run, tmp_path):
+    """`ptxseg export` and `ptxseg predict --dicom-out` run on the full config's outputs, and, one
+    cascade, predict on the test DICOMs (PyTorch from the results, and the ONNX export) writes
+    submission.csv's rows, byte for byte, at thresholds where masks are drawn."""
+    workdir, config, _ = full_run
     results = workdir / "results"
-    export = tmp_path / "export"
-    run = ptxseg("export", "--results", results, "--out", export)
-    assert run.returncode == 0, run.stderr[-4000:]
-    manifest = json.loads((export / "manifest.json").read_text())
-    assert len(manifest["models"]) > 0
+    ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
+    ensemble["cascade"] = _drawing_cascade(results, ensemble)
+    drawn = workdir / "drawn"  # a results folder whose ensemble draws: the run's files, linked
+    drawn.mkdir()
+    for entry in results.iterdir():
+        if entry.name != "ensemble":
+            (drawn / entry.name).symlink_to(entry)
+    shutil.copytree(results / "ensemble", drawn / "ensemble")
+    (drawn / "ensemble" / "ensemble.json").write_text(json.dumps(ensemble))
     index = read_index(results / "data" / "siim_index.csv")
-    dicoms = [str(workdir / p) for p in index[index["split"] == "test"]["path"]]
-    out, dicom_out = tmp_path / "out", tmp_path / "dicom"
-    run = ptxseg(
-        "predict", *dicoms, "--model", export, "--out", out, "--dicom-out", dicom_out, "--quiet"
+    test = index[index["split"] == "test"]
+    n_folds = yaml.safe_load(config.read_text())["folds"]["n_folds"]
+    files = PredictionFiles.at(
+        Layout(str(results)),
+        [s for s in ensemble["classifier_weights"] if not s.startswith("head:")],
+        list(ensemble["segmenter_weights"]),
+        n_folds,
     )
+    submission = tmp_path / "submission.csv"
+    write_submission(test, files, ensemble, submission)
+    expected = pd.read_csv(submission, dtype=str, keep_default_na=False)
+    assert (expected["EncodedPixels"] != rle.EMPTY).any(), "the cascade drew no mask"
+    dicoms = [str(workdir / p) for p in test["path"]]
+    export = tmp_path / "export"
+    run = ptxseg("export", "--results", drawn, "--out", export)
     assert run.returncode == 0, run.stderr[-4000:]
-    predictions = pd.read_csv(out / "predictions.csv", dtype=str, keep_default_na=False)
-    assert len(predictions) == len(dicoms)
+    assert len(json.loads((export / "manifest.json").read_text())["models"]) > 0
+    dicom_out = tmp_path / "dicom"
+    for source, extra in (
+        (["--results", drawn], []),
+        (["--model", export], ["--dicom-out", dicom_out]),
+    ):
+        out = tmp_path / source[0].strip("-")
+        run = ptxseg("predict", *dicoms, *source, "--out", out, *extra, "--quiet")
+        assert run.returncode == 0, run.stderr[-4000:]
+        predicted = pd.read_csv(out / "predictions.csv", dtype=str, keep_default_na=False)
+        assert len(predicted) == len(dicoms)
+        rows = predicted.set_index("ImageId").loc[expected["ImageId"], "EncodedPixels"]
+        assert rows.tolist() == expected["EncodedPixels"].tolist(), source[0]
     assert len(list(dicom_out.iterdir())) == 2 * len(dicoms)  # a SEG and a capture each
 
 

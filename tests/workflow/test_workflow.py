@@ -157,11 +157,17 @@ def test_tiny_run_ends_in_a_valid_submission(tiny_run):
     side, size = tiny["data"]["demo"]["image_size"], tiny["segment"]["size"]
     native = f"{side}x{side} px (each image's own size, train-rle.csv)"
     assert set(cascade.index) == {native, f"{size} px"}
-    assert cascade[native] == pytest.approx(ensemble["oof"]["cascade"])
-    assert cascade[f"{size} px"] == pytest.approx(ensemble["oof"]["cascade_at_size"])
+    assert cascade[native] == pytest.approx(ensemble["oof"]["cascade_in_sample"])
+    assert cascade[f"{size} px"] == pytest.approx(ensemble["oof"]["cascade_in_sample_at_size"])
     assert scores["scored_at"].notna().all()
     images = pd.read_csv(results / "ensemble" / "oof_images.csv", dtype={"image_id": str})
-    assert images["dice_native"].mean() == pytest.approx(ensemble["oof"]["cascade"])
+    assert images["dice_native"].mean() == pytest.approx(ensemble["oof"]["cascade_in_sample"])
+    # The headline is cross-fitted: each fold's images by the choices made on the other folds.
+    nested = scores[scores["level"] == "cascade_nested"].iloc[0]
+    assert nested["scored_at"] == native and nested["selected_on"] == "other folds"
+    assert images["dice_native_nested"].mean() == pytest.approx(ensemble["oof"]["cascade"])
+    low, high = ensemble["oof"]["cascade_interval"]
+    assert low <= ensemble["oof"]["cascade"] <= high
     # A choice on the edge of its grid, unless that edge is a natural bound, is a warning that
     # names the key to widen.
     for name, (low, high) in {"top": (0, 1), "min_area": (0, None), "bottom": (0, 1)}.items():

@@ -1,4 +1,5 @@
-from ptxseg.ensemble.search import oof_files, search_rule
+from ptxseg.ensemble.oof import oof_files
+from ptxseg.ensemble.search import search_rule
 from ptxseg.layout import RESULTS
 from ptxseg.logs import to_file
 

@@ -1,9 +1,10 @@
 """From each fold model's output on a batch to the batch's predictions: the architectures' means,
 the gate's blend, its spread, the calibration, the segmenters' blend and the cascade.
 
-One implementation for both backends, in NumPy (no torch). The sums run in the order the
-per-image PyTorch prediction summed them (models in order, float32, then divided by their count),
-so the PyTorch backend gives the same maps, bit for bit, as one image at a time did.
+One implementation for both backends, in NumPy (no torch), by the steps of the cascade every
+path shares (``ptxseg.scoring.cascade``): a model's map quantised to uint8, a fold's members'
+rounded mean, the folds' float32 mean, the blend rounded once; a source's members' then folds'
+mean. So predict draws what the submission draws from the same models' outputs.
 """
 
 from __future__ import annotations
@@ -17,9 +18,18 @@ import numpy as np
 from ptxseg.deploy.images import PreparedImage
 from ptxseg.deploy.prediction import Prediction
 from ptxseg.deploy.spec import CLASSIFY, SEGMENT, EnsembleSpec, ModelKey
-from ptxseg.ensemble.blend import weighted_mean
 from ptxseg.layout import head_arch
-from ptxseg.scoring.thresholds import binarise, quantise_probabilities
+from ptxseg.scoring.cascade import (
+    MemberSum,
+    ProbabilitySum,
+    architecture_map,
+    binarise,
+    blend_maps,
+    folds_probability,
+    gate_probability,
+    quantise_probabilities,
+    weighted_mean,
+)
 
 # The output names of an exported model, in the order its graph returns them (and the PyTorch
 # TTA module too): a classifier's, a segmenter's, a segmenter's with a classification head.
@@ -58,38 +68,46 @@ class ModelOutput:
 
 
 class ArchitectureMean:
-    """The running mean of one architecture's fold models on a batch."""
+    """One architecture's fold models on a batch, by the cascade's steps
+    (`ptxseg.scoring.cascade`): per fold, its members' quantised maps summed or their
+    probabilities (and heads') summed; then the folds' mean, as the submission takes it."""
 
     def __init__(self, n_folds: int, n_flips: int = 1) -> None:
         self.n_flips = n_flips
-        self.total: np.ndarray | None = None
-        self.count = 0
-        self.heads: list[np.ndarray] = []
+        self.maps: dict[int, MemberSum] = {}
+        self.probabilities: dict[int, ProbabilitySum] = {}
+        self.heads: dict[int, ProbabilitySum] = {}
         self.fold_passes: list[list[np.ndarray]] = [[] for _ in range(n_folds)]
 
     def add(self, key: ModelKey, output: ModelOutput) -> None:
-        self.total = output.main if self.total is None else self.total + output.main
-        self.count += 1
+        main = output.main
+        if main.ndim == 3:  # a segmenter's maps
+            running = self.maps.setdefault(key.fold, MemberSum(main.shape))
+            running.add(quantise_probabilities(main))
+        else:  # a classifier's probabilities: its first class
+            running = self.probabilities.setdefault(key.fold, ProbabilitySum(len(main)))
+            running.add(main[:, 0])
+        running.next_member()
         if output.head is not None:
-            self.heads.append(output.head)
+            head = self.heads.setdefault(key.fold, ProbabilitySum(len(output.head)))
+            head.add(output.head)
+            head.next_member()
         if output.passes is not None:  # (B, scales x flips) -> (B, flips), scales averaged
             passes = output.passes
             by_flip = passes.reshape(len(passes), -1, self.n_flips).mean(axis=1, dtype=np.float32)
             self.fold_passes[key.fold].append(by_flip)
 
-    def mean(self) -> np.ndarray:
-        return self.total / self.count
+    def map(self) -> np.ndarray:
+        """A segmenter's map: the mean of its folds' uint8 maps, float32 (0-255)."""
+        return architecture_map([self.maps[fold].mean() for fold in sorted(self.maps)])
 
     def probability(self) -> np.ndarray:
-        """A classifier's mean probability of its first class (B,)."""
-        return self.mean()[:, 0]
+        """A classifier's probability (B,): its folds' mean of their members' mean."""
+        return _folds_mean(self.probabilities)
 
     def head(self) -> np.ndarray | None:
-        """The head's mean over the models (B,), averaged in float64 as one image at a time was."""
-        if not self.heads:
-            return None
-        per_image = np.ascontiguousarray(np.stack(self.heads).T, dtype=np.float64)
-        return per_image.mean(axis=1).astype(np.float32)
+        """The head's probability (B,) as `probability`; None without a head."""
+        return _folds_mean(self.heads) if self.heads else None
 
     def by_fold_and_pass(self) -> np.ndarray:
         """(B, folds, flips): each fold's members averaged, per TTA flip. A model's scale passes
@@ -97,6 +115,10 @@ class ArchitectureMean:
         (`ptxseg.runtime.tta.passes_for`), so the gate's sources line up, and as every flip has
         as many scales, the mean over (fold, flip) is still the mean over every pass."""
         return np.stack([np.mean(f, axis=0) for f in self.fold_passes], axis=1)
+
+
+def _folds_mean(by_fold: dict[int, ProbabilitySum]) -> np.ndarray:
+    return folds_probability(np.stack([by_fold[f].mean() for f in sorted(by_fold)], axis=1))
 
 
 @dataclass
@@ -129,7 +151,7 @@ def gate(spec: EnsembleSpec, means: dict[tuple[str, str], ArchitectureMean]) -> 
         by_pass.append(mean.by_fold_and_pass())
         weights.append(weight)
     spread = weighted_mean(by_pass, weights).astype(np.float64).std(axis=(1, 2))
-    return Gate(weighted_mean(sources, weights), spread)
+    return Gate(gate_probability(sources, weights), spread)
 
 
 def predictions(
@@ -141,10 +163,8 @@ def predictions(
     """The batch's predictions from its architectures' means."""
     gated = gate(spec, means)
     archs = spec.segmenters
-    maps = [means[(SEGMENT, arch)].mean() for arch in archs]
-    blended = quantise_probabilities(
-        weighted_mean(maps, [spec.segmenter_weights[a] for a in archs])
-    )
+    maps = [means[(SEGMENT, arch)].map() for arch in archs]
+    blended = blend_maps(maps, [spec.segmenter_weights[a] for a in archs])
     calibrated = None
     if gated is not None:
         calibrated = gated.probability if calibrate is None else calibrate(gated.probability)

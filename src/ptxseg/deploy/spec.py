@@ -16,7 +16,7 @@ from typing import Any
 from ptxseg.data.repack import Normalisation
 from ptxseg.layout import Layout, fold_name, head_arch, head_source
 from ptxseg.runtime.tta import tta_passes
-from ptxseg.scoring.thresholds import Cascade
+from ptxseg.scoring.cascade import Cascade
 
 CLASSIFY, SEGMENT = "classify", "segment"
 

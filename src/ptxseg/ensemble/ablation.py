@@ -3,7 +3,7 @@ the ablated segmenter (the baseline's: the segment stage's own folds, the same r
 
 from __future__ import annotations
 
-from ptxseg.ensemble.search import SegmenterFold, oof_files
+from ptxseg.ensemble.oof import SegmenterFold, oof_files
 from ptxseg.layout import Layout
 
 

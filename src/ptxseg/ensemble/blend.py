@@ -66,23 +66,6 @@ def _compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
             yield (first, *rest)
 
 
-def weighted_mean(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """Weighted mean of same-shaped arrays in float32 (uint8 maps stay in their 0-255 scale)."""
-    weights = np.asarray(weights, dtype=np.float64)
-    total = weights.sum()
-    if total <= 0:
-        raise ValueError("weights must not all be zero")
-    out = np.zeros(np.shape(arrays[0]), dtype=np.float32)
-    for array, weight in zip(arrays, weights, strict=True):
-        if weight:
-            out += np.float32(weight / total) * np.asarray(array, dtype=np.float32)
-    return out
-
-
-def blend_uint8(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    return np.rint(weighted_mean(arrays, weights)).astype(np.uint8)
-
-
 def one_at_a_time(score: Callable[[np.ndarray], float]) -> ScoreMany:
     """A batch objective from a per-candidate one (an AUC, a metric on blends held in memory)."""
     return lambda candidates: [float(score(weights)) for weights in candidates]

@@ -15,9 +15,13 @@
 3. The cascade (second pass): the chosen blend is written to one map file, and the gate and the
    triplet thresholds are searched together at the segmenters' size; the best cascade without a
    gate and the best behind a gate above 0 are kept beside it, to show what the gate adds.
-4. The result (third pass): the chosen cascade's masks, each drawn at its image's own size
-   (1024 x 1024 for SIIM), against the masks decoded from ``train-rle.csv``: the competition's
-   own way of scoring, and the score the pipeline reports.
+4. The in-sample result (third pass): the chosen cascade's masks, each drawn at its image's own
+   size (1024 x 1024 for SIIM), against the masks decoded from ``train-rle.csv``: the
+   competition's own way of scoring, but on the images every choice above was made on.
+5. The headline (``ensemble.nested``): steps 1-3 again for each fold on the other folds' images,
+   and that fold's images scored at their own size by those choices, with a bootstrap interval.
+   Every score row says what it was chosen on (``selected_on``: the same images, the other
+   folds, or nothing).
 
 Every pass reads the maps ``chunk`` images at a time and keeps only per-image numbers and the
 score grids, so its memory is set by the chunk size, not by the number of images. Every score
@@ -32,33 +36,56 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
-from ptxseg.data.repack import Normalisation, read_manifest, resize_image, resize_mask
-from ptxseg.ensemble.blend import BlendSearch, ScoreMany, blend_uint8, one_at_a_time
+from ptxseg.data.repack import Normalisation, resize_image, resize_mask
+from ptxseg.ensemble.blend import BlendSearch
 from ptxseg.ensemble.calibrate import calibrate_gate
+from ptxseg.ensemble.nested import (
+    NestedEstimate,
+    allowed_gates,
+    cross_fitted,
+    positives_only_weighed,
+)
+from ptxseg.ensemble.oof import (
+    CHUNK,
+    GRID_KEYS,
+    Gating,
+    Grid,
+    ImageSources,
+    OofLayout,
+    ScoreRows,
+    SearchInputs,
+    SearchOutputs,
+    SegmenterFold,
+    SmallMaps,
+    TruthMasks,
+    classifier_oof,
+    gate_objective,
+    head_oof,
+    part,
+    roc_auc,
+    segmenter_oof,
+)
 from ptxseg.grids import edge_warnings
 from ptxseg.io import atomic, maps
-from ptxseg.io.png import read_grey
 from ptxseg.layout import (
-    OOF_CSV,
-    OOF_IDS,
-    Layout,
     head_arch,
     head_source,
-    oof_maps_file,
     probability_column,
     probability_members,
 )
+from ptxseg.scoring.cascade import (
+    Cascade,
+    blend_maps,
+    members_map,
+)
 from ptxseg.scoring.native import NativeTruth, native_outcomes
 from ptxseg.scoring.thresholds import (
-    Cascade,
     CascadeGrid,
     Histograms,
     image_outcomes,
@@ -67,250 +94,6 @@ from ptxseg.scoring.thresholds import (
 log = logging.getLogger(__name__)
 
 IMAGE_LEVEL = "image level"  # where classifier scores are computed: one probability an image
-CHUNK = 32  # images per read: 15 kept models x 32 maps at 512 px are ~120 MB
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Candidate thresholds; ``min_areas`` in pixels of a 1024 x 1024 image."""
-
-    gates: tuple[float, ...]
-    tops: tuple[float, ...]
-    min_areas: tuple[float, ...]
-    bottoms: tuple[float, ...]
-
-    @classmethod
-    def from_config(cls, grid: dict) -> Grid:
-        return cls(
-            tuple(grid["gate"]), tuple(grid["top"]), tuple(grid["min_area"]), tuple(grid["bottom"])
-        )
-
-    @property
-    def triplet(self) -> tuple[list, list, list]:
-        return list(self.tops), list(self.min_areas), list(self.bottoms)
-
-
-DEFAULT_CASCADE = Cascade(gate=0.0, top=0.5, min_area=0.0, bottom=0.5)
-# Natural bounds: a chosen value there cannot be beaten by widening the grid past it.
-GRID_KEYS = {
-    "gate": ("ensemble.grid.gate", 0.0, 1.0),
-    "top": ("ensemble.grid.top", 0.0, 1.0),
-    "min_area": ("ensemble.grid.min_area", 0.0, None),
-    "bottom": ("ensemble.grid.bottom", 0.0, 1.0),
-}
-
-
-@dataclass
-class SegmenterOof:
-    """One architecture's OOF maps: per fold, the image ids and the kept members' map files."""
-
-    arch: str
-    folds: dict[int, tuple[list[str], dict[str, Path]]]
-
-    def files(self, fold: int, members: list[str]) -> list[Path]:
-        _, files = self.folds[fold]
-        missing = [m for m in members if m not in files]
-        if missing:
-            raise ValueError(
-                f"{self.arch} fold {fold}: no OOF maps for member(s) {missing}; "
-                f"kept: {sorted(files)}"
-            )
-        return [files[m] for m in members]
-
-    def member_rows(self, fold: int, member: str, rows) -> np.ndarray:
-        return maps.read_rows(self.folds[fold][1][member], rows)
-
-    def mean_rows(self, fold: int, members: list[str], rows) -> np.ndarray:
-        """The members' mean map of the given rows of ``fold``, as uint8."""
-        stacks = [maps.read_rows(path, rows) for path in self.files(fold, members)]
-        return blend_uint8(stacks, [1.0] * len(stacks))
-
-
-@dataclass(frozen=True)
-class SegmenterFold:
-    """The files of one segmenter fold job the search reads: its OOF image order and maps."""
-
-    ids_csv: Path
-    maps: dict[str, Path]  # kept member -> its OOF maps
-
-    @classmethod
-    def in_folder(cls, folder: str | os.PathLike, members: list[str]) -> SegmenterFold:
-        """The members' files in a fold job's folder, by the names ``ptxseg.layout`` gives them."""
-        return cls(Path(folder) / OOF_IDS, {m: Path(oof_maps_file(folder, m)) for m in members})
-
-
-def oof_files(
-    layout: Layout,
-    classify_archs: list[str],
-    segment_archs: list[str],
-    n_folds: int,
-    kept: list[str],
-) -> tuple[dict[str, dict[int, str]], dict[str, dict[int, SegmenterFold]]]:
-    """The OOF files of every fold job, where ``layout`` puts them: classifier CSVs and segmenter
-    files (of the ``kept`` members, each scored on its own as well)."""
-    classifiers = {
-        arch: {k: layout.fold_file("classify", arch, k, OOF_CSV) for k in range(n_folds)}
-        for arch in classify_archs
-    }
-    segmenters = {
-        arch: {
-            k: SegmenterFold.in_folder(layout.fold_dir("segment", arch, k), kept)
-            for k in range(n_folds)
-        }
-        for arch in segment_archs
-    }
-    return classifiers, segmenters
-
-
-def head_oof(arch: str, folds: dict[int, SegmenterFold], members: list[str]) -> pd.DataFrame | None:
-    """image_id, fold, label, the kept members' mean head probability and each member's, over
-    every fold; None where the segmenter has no classification head."""
-    frames = []
-    for fold, files in folds.items():
-        table = pd.read_csv(files.ids_csv, dtype={"image_id": str})
-        if not all(probability_column(m) in table for m in members):
-            return None
-        frames.append(_probabilities_of(table, fold, members))
-    return pd.concat(frames, ignore_index=True)
-
-
-def _probabilities_of(table: pd.DataFrame, fold: int, members: list[str]) -> pd.DataFrame:
-    """One fold's image_id, label, fold, the members' mean probability and each member's."""
-    frame = table[["image_id", "has_pneumothorax"]].copy()
-    frame["fold"] = fold
-    frame["probability"] = table[[probability_column(m) for m in members]].mean(axis=1)
-    for m in probability_members(table.columns):
-        frame[probability_column(m)] = table[probability_column(m)]
-    return frame
-
-
-def segmenter_oof(arch: str, folds: dict[int, SegmenterFold]) -> SegmenterOof:
-    read = {}
-    for fold, files in folds.items():
-        ids = pd.read_csv(files.ids_csv, dtype={"image_id": str})["image_id"].tolist()
-        read[fold] = (ids, dict(files.maps))
-    return SegmenterOof(arch, read)
-
-
-def classifier_oof(fold_csvs: dict[int, str | os.PathLike], members: list[str]) -> pd.DataFrame:
-    """image_id, fold, label and the members' mean probability, over every fold."""
-    frames = []
-    for fold, path in fold_csvs.items():
-        table = pd.read_csv(path, dtype={"image_id": str})
-        missing = [m for m in members if probability_column(m) not in table]
-        if missing:
-            raise ValueError(f"{path}: no OOF column for member(s) {missing}")
-        frames.append(_probabilities_of(table, fold, members))
-    return pd.concat(frames, ignore_index=True)
-
-
-def _auc(labels, scores) -> float:
-    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
-
-
-class TruthMasks:
-    """True masks of the OOF images at the segmenters' size, read from the repacked PNGs on request."""
-
-    def __init__(self, manifest_csv: str | os.PathLike, size: int) -> None:
-        manifest = read_manifest(manifest_csv)
-        rows = manifest[(manifest["size"] == size) & (manifest["split"] == "train")]
-        self.paths = dict(zip(rows["image_id"], rows["mask"], strict=True))
-        self.root = Path(manifest_csv).parent  # the manifest's paths are relative to its folder
-
-    def stack(self, image_ids: list[str]) -> np.ndarray:
-        return np.stack([read_grey(self.root / self.paths[i]) > 127 for i in image_ids])
-
-
-class ScoreRows:
-    """A set of maps scored at the default binarisation (0.5, no area) and with its own best
-    triplet; behind the best of ``gates`` where given (maps of positives-only segmenters)."""
-
-    def __init__(self, grid: Grid, gates: list[float] | None = None) -> None:
-        self.tuned = CascadeGrid(*grid.triplet, gates)
-        self.default = CascadeGrid(
-            [DEFAULT_CASCADE.top], [DEFAULT_CASCADE.min_area], [DEFAULT_CASCADE.bottom], gates
-        )
-
-    def add(self, h: Histograms, probability: np.ndarray | None = None) -> None:
-        """Without ``gates`` the grids' one gate is 0, which passes every image."""
-        self.tuned.add(h, probability)
-        self.default.add(h, probability)
-
-    def rows(self, level: str, scored_at: str, **where) -> list[dict]:
-        tuned, tuned_score = self.tuned.best()
-        base = {"kind": "segmenter", "level": level, **where, "images": self.tuned.images}
-        return [
-            {
-                **base,
-                "metric": "competition_default",
-                "score": float(self.default.scores().ravel()[0]),
-                "scored_at": scored_at,
-            },
-            {
-                **base,
-                "metric": "competition_tuned",
-                "score": tuned_score,
-                "scored_at": scored_at,
-                **{f"cascade_{k}": v for k, v in tuned.as_dict().items()},
-            },
-        ]
-
-
-@dataclass
-class OofLayout:
-    """The segmenters' OOF maps, aligned: every architecture lists the same images per fold."""
-
-    seg: dict[str, SegmenterOof]
-
-    def __post_init__(self) -> None:
-        self.archs = list(self.seg)
-        first = self.seg[self.archs[0]]
-        self.folds = sorted(first.folds)
-        for arch in self.archs[1:]:
-            for fold in self.folds:
-                if self.seg[arch].folds[fold][0] != first.folds[fold][0]:
-                    raise ValueError(
-                        f"OOF image order of {arch} fold {fold} differs from {self.archs[0]}'s"
-                    )
-        self.ids = [i for fold in self.folds for i in self.fold_ids(fold)]
-        self.fold_of = [fold for fold in self.folds for _ in self.fold_ids(fold)]
-
-    def fold_ids(self, fold: int) -> list[str]:
-        return self.seg[self.archs[0]].folds[fold][0]
-
-    def chunks(self, chunk: int) -> Iterator[tuple[int, int, slice, list[str]]]:
-        """(fold, position of the chunk's first image over all folds, rows in the fold, ids)."""
-        position = 0
-        for fold in self.folds:
-            ids = self.fold_ids(fold)
-            for start in range(0, len(ids), chunk):
-                stop = min(start + chunk, len(ids))
-                yield fold, position + start, slice(start, stop), ids[start:stop]
-            position += len(ids)
-
-
-@dataclass(frozen=True)
-class SearchOutputs:
-    """Where the search writes: the choice, the score table, the cascade grid, the per-image
-    outcomes and the blended OOF maps."""
-
-    json: str | os.PathLike
-    scores: str | os.PathLike
-    grid: str | os.PathLike
-    images: str | os.PathLike
-    maps: str | os.PathLike
-
-
-@dataclass
-class SearchInputs:
-    """The OOF ground of the search, opened once: maps aligned over architectures, true masks at
-    the segmenters' size, the classifiers' OOF files and the label file for native scoring."""
-
-    oof: OofLayout
-    truth: TruthMasks
-    classifiers: dict[str, dict[int, str]]
-    native: NativeTruth
-    size: int
 
 
 def run_search(
@@ -358,9 +141,10 @@ def run_search(
         for arch, folds in segmenters.items()
         if (table := head_oof(arch, folds, members["segment"])) is not None
     }
-    cls_weights, cls_probability, scores = _image_level(
-        classifiers, heads, members, inputs.oof.ids, blend
-    )
+    cls_weights, sources, scores = _image_level(classifiers, heads, members, inputs.oof.ids, blend)
+    cls_probability = None
+    if sources is not None:
+        cls_probability = sources.probability(list(cls_weights.values()))
     unknown = sorted(set(positive_only) - set(inputs.oof.archs))
     if unknown:
         raise ValueError(f"positives-only segmenter(s) {unknown} are not among {inputs.oof.archs}")
@@ -371,25 +155,31 @@ def run_search(
             "masks only behind the gate: the ensemble needs an image-level probability "
             "(classifiers or a segmenter head) and a gate above 0 in ensemble.grid.gate"
         )
-    seg_weights, weight_search, rows = _segmenter_stage(
-        inputs,
-        members["segment"],
-        grid,
-        blend,
-        search_size,
-        chunk,
-        Gating(cls_probability, list(positive_only), gated),
-        Path(out.maps).parent,
-    )
+    kept = members["segment"]
+    small_size = min(search_size, inputs.size)
+    with tempfile.TemporaryDirectory(dir=Path(out.maps).parent, prefix=".blend_search_") as folder:
+        small = SmallMaps(Path(folder), inputs.oof.archs, len(inputs.oof.ids), small_size)
+        seg_weights, weight_search, rows = _segmenter_stage(
+            inputs,
+            kept,
+            grid,
+            blend,
+            small,
+            chunk,
+            Gating(cls_probability, list(positive_only), gated),
+        )
+        # The headline: every choice made again without each fold, that fold scored by it.
+        nested = cross_fitted(inputs, kept, grid, blend, small, sources, list(positive_only), chunk)
     scores += rows
-    needs_gate = any(
-        w > 0 and a in positive_only for a, w in zip(inputs.oof.archs, seg_weights, strict=True)
-    )
+    needs_gate = positives_only_weighed(inputs.oof.archs, seg_weights, positive_only)
     cascade, blend_rows, at_size, chosen = _cascade_stage(
-        inputs, members["segment"], seg_weights, grid, cls_probability, out, chunk, needs_gate
+        inputs, kept, seg_weights, grid, cls_probability, out, chunk, needs_gate
     )
     outcomes, native, all_empty = _native_stage(inputs, cascade, cls_probability, out, chunk)
     scores += [*blend_rows, native, at_size, all_empty]
+    if nested is not None:
+        outcomes["dice_native_nested"] = nested.dice
+        scores.append(_nested_row(nested, native))
     calibrated = None
     if cls_probability is not None:  # the gate's calibration, on every OOF image's own label
         gate = calibrate_gate(
@@ -414,19 +204,22 @@ def run_search(
         "preprocessing": preprocessing or {},
         "warnings": chosen["warnings"],
         "weight_search": weight_search,
-        "oof": _oof_summary(scores, native, at_size, len(inputs.oof.ids), size),
+        "oof": _oof_summary(scores, nested, native, at_size, len(inputs.oof.ids), size),
     }
     if calibrated is not None:
         result["calibration"] = gate.calibrator.to_dict()
         # NaN (a method the inputs could not score) as null: ensemble.json stays strict JSON.
         choice = gate.choice.astype(object).where(gate.choice.notna(), None)
         result["calibration_choice"] = choice.to_dict("records")
+    scores = [{**row, "selected_on": selected_on(row)} for row in scores]
     _write_outputs(out, result, scores, chosen, inputs.oof, cls_probability, outcomes, calibrated)
     log.info(
-        "OOF cascade %.4f at %s (%.4f at %d px; all-empty %.4f, best architecture %.4f) with %s",
+        "OOF cascade %.4f at %s, each fold by choices made on the others (in-sample %.4f; %.4f "
+        "at %d px; all-empty %.4f, best architecture %.4f) with %s",
         result["oof"]["cascade"],
         result["oof"]["cascade_scored_at"],
-        result["oof"]["cascade_at_size"],
+        result["oof"]["cascade_in_sample"],
+        result["oof"]["cascade_in_sample_at_size"],
         size,
         result["oof"]["all_empty"],
         result["oof"]["best_architecture"],
@@ -435,41 +228,25 @@ def run_search(
     return result
 
 
-@dataclass(frozen=True)
-class Gating:
-    """How the first pass scores maps of positives-only segmenters: behind the best of ``gates``
-    (those above 0) on the image-level ``probability``."""
-
-    probability: np.ndarray | None = None
-    positive_only: list[str] = field(default_factory=list)
-    gates: list[float] = field(default_factory=list)
-
-    def gates_for(self, archs_used: list[str]) -> list[float] | None:
-        return self.gates if set(archs_used) & set(self.positive_only) else None
-
-
 def _segmenter_stage(
     inputs: SearchInputs,
     kept: list[str],
     grid: Grid,
     blend: BlendSearch,
-    search_size: int,
+    small_maps: SmallMaps,
     chunk: int,
     gating: Gating | None = None,
-    scratch: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, dict, list[dict]]:
-    """First pass: single models and architectures scored, the architectures' mean maps kept at
-    the search size (in a scratch folder under ``scratch``); then the blend search over them."""
+    """First pass: single models and architectures scored, the architectures' mean maps written
+    at the search size into ``small_maps``; then the blend search over them."""
     at_size = f"{inputs.size} px"
     archs = inputs.oof.archs
-    small = min(search_size, inputs.size)
+    small = small_maps.size
     gating = gating or Gating()
-    with tempfile.TemporaryDirectory(dir=scratch, prefix=".blend_search_") as folder:
-        small_maps = SmallMaps(Path(folder), archs, len(inputs.oof.ids), small)
-        singles, per_arch = _score_models(
-            inputs.oof, inputs.truth, kept, grid, small_maps, chunk, gating
-        )
-        result = blend.run(len(archs), small_maps.scorer(grid, gating, chunk))
+    singles, per_arch = _score_models(
+        inputs.oof, inputs.truth, kept, grid, small_maps, chunk, gating
+    )
+    result = blend.run(len(archs), small_maps.scorer(grid, gating, chunk))
     rows: list[dict] = []
     for (arch, fold, member), rows_of in singles.items():
         rows += rows_of.rows("single", at_size, arch=arch, fold=fold, member=member)
@@ -491,50 +268,6 @@ def _segmenter_stage(
     return result.weights, weight_search, rows
 
 
-@dataclass
-class SmallMaps:
-    """Each architecture's mean OOF maps and the true masks at the search size, in scratch map
-    files (layout order), written by the first pass and read by every batch of the blend search."""
-
-    folder: Path
-    archs: list[str]
-    images: int
-    size: int
-
-    def path(self, name: str) -> Path:
-        return self.folder / f"{name}{maps.SUFFIX}"
-
-    @property
-    def names(self) -> list[str]:
-        return [*(f"arch{k}" for k in range(len(self.archs))), "truth"]
-
-    def scorer(self, grid: Grid, gating: Gating, chunk: int):
-        """The blend search's objective: one pass over the small maps scores a batch of candidate
-        weight vectors, each blend with its own best triplet (behind the gate where a
-        positives-only segmenter has weight)."""
-
-        def score_many(candidates: np.ndarray) -> list[float]:
-            accumulators = []
-            for weights in candidates:
-                used = [a for a, w in zip(self.archs, weights, strict=True) if w > 0]
-                accumulators.append(CascadeGrid(*grid.triplet, gating.gates_for(used)))
-            files = [maps.MapFile(self.path(name)) for name in self.names]
-            try:
-                for start in range(0, self.images, chunk):
-                    rows = slice(start, min(start + chunk, self.images))
-                    *arch_small, truth = (f.read(rows) for f in files)
-                    probability = _part(gating.probability, start, rows.stop - start)
-                    for weights, accumulator in zip(candidates, accumulators, strict=True):
-                        h = Histograms.of(blend_uint8(arch_small, weights), truth > 0)
-                        accumulator.add(h, probability)  # gate 0 passes every image
-            finally:
-                for f in files:
-                    f.close()
-            return [float(a.scores().max()) for a in accumulators]
-
-        return score_many
-
-
 def _cascade_stage(
     inputs: SearchInputs,
     kept: list[str],
@@ -553,7 +286,7 @@ def _cascade_stage(
     # Gate 0 is always scored, so the report can show what the gate adds.
     gates = sorted(set(configured) | {0.0})
     above = [g for g in configured if g > 0]
-    allowed = above if needs_gate else configured
+    allowed = allowed_gates(configured, needs_gate)
     blend_rows, cascade_grid = _write_blend(
         inputs.oof,
         inputs.truth,
@@ -665,13 +398,39 @@ def _native_stage(
     return outcomes, native, all_empty
 
 
-def _oof_summary(scores: list[dict], native: dict, at_size: dict, images: int, size: int) -> dict:
-    """The headline OOF numbers: the cascade at its images' own size first."""
+def _oof_summary(
+    scores: list[dict],
+    nested: NestedEstimate | None,
+    native: dict,
+    at_size: dict,
+    images: int,
+    size: int,
+) -> dict:
+    """The headline OOF numbers: the cascade at its images' own size, each fold scored by choices
+    made on the other folds, with its interval; then the same cascade chosen on these images.
+    Without a cross-fitted estimate (one fold) the headline is the in-sample score, labelled so."""
+    headline = {
+        "cascade": native["score"],
+        "cascade_interval": None,
+        "cascade_confidence": None,
+        "cascade_estimate": IN_SAMPLE,
+        "nested_folds": [],
+    }
+    if nested is not None:
+        headline = {
+            "cascade": nested.score,
+            "cascade_interval": [nested.low, nested.high],
+            "cascade_confidence": nested.confidence,
+            "cascade_estimate": NESTED,
+            "nested_folds": [choice.as_dict() for choice in nested.folds],
+        }
     return {
         "images": images,
-        "cascade": native["score"],
+        **headline,
         "cascade_scored_at": native["scored_at"],
-        "cascade_at_size": at_size["score"],
+        "cascade_in_sample": native["score"],
+        "cascade_in_sample_at_size": at_size["score"],
+        "cascade_in_sample_estimate": IN_SAMPLE,
         "size": size,
         "all_empty": next(r["score"] for r in scores if r["level"] == "all_empty"),
         "blend_default": next(
@@ -684,6 +443,39 @@ def _oof_summary(scores: list[dict], native: dict, at_size: dict, images: int, s
             for r in scores
             if r["level"] == "architecture" and r["metric"] == "competition_tuned"
         ),
+    }
+
+
+# How a score relates to the choices (scores.csv's ``selected_on``, ensemble.json's estimates).
+IN_SAMPLE = "same images"  # chosen on the images it scores: optimistic
+NESTED = "other folds"  # each fold scored by choices made without it
+NOTHING = "nothing chosen"  # fixed settings, or one model's own output
+
+# The levels and metrics whose scores were maximised on their own images.
+_CHOSEN_LEVELS = {"blend", "cascade", "cascade_ungated", "cascade_gated"}
+
+
+def selected_on(row: dict) -> str:
+    """Whether a score row's number was used to choose something on the same images: blends,
+    cascades, tuned thresholds and the gate (its weights by this AUC; its calibration's method
+    by the cross-fitted Brier score of these images, though each fold's map is fitted on the
+    others) were; the cross-fitted cascade was not."""
+    if row["level"] == "cascade_nested":
+        return NESTED
+    chosen = row["level"] in _CHOSEN_LEVELS or row["metric"] == "competition_tuned"
+    return IN_SAMPLE if chosen or row["kind"] == "gate" else NOTHING
+
+
+def _nested_row(nested: NestedEstimate, native: dict) -> dict:
+    return {
+        "kind": "segmenter",
+        "level": "cascade_nested",
+        "metric": "competition",
+        "images": len(nested.dice),
+        "score": nested.score,
+        "scored_at": native["scored_at"],
+        "interval_low": nested.low,
+        "interval_high": nested.high,
     }
 
 
@@ -737,7 +529,7 @@ def _score_models(
         out = [stack.enter_context(maps.create(small.path(n), shape)) for n in small.names]
         for fold, position, rows, chunk_ids in layout.chunks(chunk):
             truth = truth_masks.stack(chunk_ids)
-            probability = _part(gating.probability, position, len(chunk_ids))
+            probability = part(gating.probability, position, len(chunk_ids))
             where = slice(position, position + len(chunk_ids))
             for k, arch in enumerate(layout.archs):
                 stacks = {}
@@ -746,7 +538,7 @@ def _score_models(
                     key = (arch, fold, member)
                     single = singles.setdefault(key, ScoreRows(grid, gating.gates_for([arch])))
                     single.add(Histograms.of(stacks[member], truth), probability)
-                mean = blend_uint8([stacks[m] for m in kept], [1.0] * len(kept))
+                mean = members_map([stacks[m] for m in kept])
                 per_arch[arch].add(Histograms.of(mean, truth), probability)
                 out[k][where] = np.stack([resize_image(m, small.size) for m in mean])
             out[-1][where] = np.stack([resize_mask(t, small.size) for t in truth])
@@ -771,16 +563,12 @@ def _write_blend(
     with maps.create(out_maps, (len(layout.ids), size, size)) as blended_out:
         for fold, position, rows, chunk_ids in layout.chunks(chunk):
             means = [layout.seg[arch].mean_rows(fold, kept, rows) for arch in layout.archs]
-            blended = blend_uint8(means, weights)
+            blended = blend_maps(means, weights)
             h = Histograms.of(blended, truth_masks.stack(chunk_ids))
             blend_rows.add(h)
-            cascade_grid.add(h, _part(classifier, position, len(chunk_ids)))
+            cascade_grid.add(h, part(classifier, position, len(chunk_ids)))
             blended_out[slice(position, position + len(chunk_ids))] = blended
     return blend_rows, cascade_grid
-
-
-def _part(values: np.ndarray | None, start: int, count: int) -> np.ndarray | None:
-    return None if values is None else values[start : start + count]
 
 
 def _image_level(
@@ -789,10 +577,10 @@ def _image_level(
     members: dict,
     ids: list[str],
     blend: BlendSearch,
-) -> tuple[dict, np.ndarray | None, list[dict]]:
+) -> tuple[dict, ImageSources | None, list[dict]]:
     """The image-level sources (classifiers and segmenter heads): their weights by OOF AUC, the
-    blended probability per OOF image (the cascade's gate), and score rows: each source per fold
-    and member and over all folds, the classifiers' own blend, and the gate's blend."""
+    sources themselves (whose blend by the weights is the cascade's gate), and score rows: each
+    source per fold and member and over all folds, the classifiers' own blend, and the gate's."""
     sources = {
         arch: classifier_oof(files, members["classify"]).set_index("image_id").loc[ids]
         for arch, files in classifiers.items()
@@ -806,11 +594,12 @@ def _image_level(
         rows += _source_rows(name, table)
     matrix = np.stack([sources[a]["probability"].to_numpy() for a in sources], axis=1)
     names = list(sources)
+    ground = ImageSources(names, matrix, labels)
     if classifiers:  # the classifiers alone, as before the heads could join
         only = [k for k, name in enumerate(names) if name in classifiers]
         auc = blend.run(len(only), gate_objective(labels, matrix[:, only])).score
         rows.append(_auc_row("classifier", "blend", len(labels), auc))
-    chosen = blend.run(len(names), gate_objective(labels, matrix))
+    chosen = ground.choose(blend)
     weights, best_auc = chosen.weights, chosen.score
     rows.append(_auc_row("gate", "blend", len(labels), best_auc))
     log.info(
@@ -818,13 +607,7 @@ def _image_level(
         best_auc,
         dict(zip(names, map(float, weights), strict=True)),
     )
-    return dict(zip(names, map(float, weights), strict=True)), matrix @ weights, rows
-
-
-def gate_objective(labels: np.ndarray, matrix: np.ndarray) -> ScoreMany:
-    """The gate's blend objective: the OOF ROC AUC of ``matrix @ weights`` (images x sources)
-    against ``labels``, -1 where the labels hold one class only."""
-    return one_at_a_time(lambda w: float(np.nan_to_num(_auc(labels, matrix @ w), nan=-1)))
+    return dict(zip(names, map(float, weights), strict=True)), ground, rows
 
 
 def _auc_row(kind: str, level: str, images: int, score: float, **where) -> dict:
@@ -848,7 +631,7 @@ def _source_rows(name: str, table: pd.DataFrame) -> list[dict]:
     for fold in sorted(set(table["fold"])):
         part = table[table["fold"] == fold]
         for member in probability_members(table.columns):
-            score = _auc(part["has_pneumothorax"], part[probability_column(member)])
+            score = roc_auc(part["has_pneumothorax"], part[probability_column(member)])
             rows.append(
                 _auc_row(kind, "single", len(part), score, arch=arch, fold=fold, member=member)
             )
@@ -857,7 +640,7 @@ def _source_rows(name: str, table: pd.DataFrame) -> list[dict]:
             kind,
             "architecture",
             len(table),
-            _auc(table["has_pneumothorax"], table["probability"]),
+            roc_auc(table["has_pneumothorax"], table["probability"]),
             arch=arch,
         )
     )
@@ -878,7 +661,7 @@ def _native_outcomes(
     with maps.MapFile(blend_path) as blended:
         for start, stack in blended.chunks(chunk):
             chunk_ids = ids[start : start + len(stack)]
-            probabilities = _part(classifier, start, len(stack))
+            probabilities = part(classifier, start, len(stack))
             h = Histograms.of(stack, truth_masks.stack(chunk_ids))
             parts.append(
                 {

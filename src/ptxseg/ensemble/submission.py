@@ -17,13 +17,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ptxseg.ensemble.blend import weighted_mean
 from ptxseg.io import atomic, rle
 from ptxseg.io.atomic import atomic_open
 from ptxseg.io.maps import read_rows
 from ptxseg.layout import Layout, fold_columns, head_source
 from ptxseg.scoring.calibration import Calibrator
-from ptxseg.scoring.thresholds import Cascade, binarise
+from ptxseg.scoring.cascade import (
+    Cascade,
+    architecture_map,
+    binarise,
+    blend_maps,
+    folds_probability,
+    gate_probability,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +64,7 @@ class PredictionFiles:
     def open(self, image_ids: list[str]) -> tuple[dict, dict]:
         """(arch -> (map files, rows of ``image_ids``), image-level source -> fold mean)."""
         maps, by_fold = self._open(image_ids)
-        return maps, {source: p.mean(axis=1) for source, p in by_fold.items()}
+        return maps, {source: folds_probability(p) for source, p in by_fold.items()}
 
     def _open(self, image_ids: list[str]) -> tuple[dict, dict]:
         """As `open`, each image-level source's probabilities per fold, (images, folds)."""
@@ -83,6 +89,22 @@ class PredictionFiles:
             probabilities[arch] = table.loc[image_ids, folds].to_numpy()
         return maps, probabilities
 
+    def gate(self, image_ids: list[str], gate_weights: dict[str, float]) -> np.ndarray | None:
+        """The gate's probability per image, as the cascade takes it (each source's members' then
+        folds' mean, blended by ``gate_weights``); None without a gate."""
+        if not gate_weights:
+            return None
+        _, probabilities = self.open(image_ids)
+        missing = [a for a in gate_weights if a not in probabilities]
+        if missing:
+            raise SubmissionError(
+                f"no test probabilities for the gate's source(s) {missing} (a segmenter head's "
+                "are written by predict_segmenter beside its maps)"
+            )
+        return gate_probability(
+            [probabilities[a] for a in gate_weights], list(gate_weights.values())
+        )
+
     def gate_by_fold(self, image_ids: list[str], gate_weights: dict[str, float]) -> np.ndarray:
         """The gate's blended probability of each image by each fold's models, (images, folds)."""
         _, by_fold = self._open(image_ids)
@@ -101,21 +123,12 @@ def cascade_rows(
     ensemble: dict,
     chunk: int = 32,
 ) -> Iterator[tuple[str, str]]:
-    """(ImageId, EncodedPixels) per test image: blended, gated, binarised at the image's own size."""
+    """(ImageId, EncodedPixels) per test image: blended, gated, binarised at the image's own size
+    (`ptxseg.scoring.cascade`, as every path that draws a mask)."""
     cascade = Cascade(**ensemble["cascade"])
     seg_weights, cls_weights = ensemble["segmenter_weights"], ensemble["classifier_weights"]
-    maps, probabilities = predictions.open(image_ids)
-    classifier = None
-    missing = [a for a in cls_weights if a not in probabilities]
-    if missing:
-        raise SubmissionError(
-            f"no test probabilities for the gate's source(s) {missing} (a segmenter head's are "
-            "written by predict_segmenter beside its maps)"
-        )
-    if cls_weights:
-        classifier = weighted_mean(
-            [probabilities[a] for a in cls_weights], list(cls_weights.values())
-        )
+    maps, _ = predictions.open(image_ids)
+    classifier = predictions.gate(image_ids, cls_weights)
     archs = list(seg_weights)
     for start in range(0, len(image_ids), chunk):
         stop = min(start + chunk, len(image_ids))
@@ -123,10 +136,8 @@ def cascade_rows(
         for arch in archs:
             files, rows = maps[arch]
             index = rows[start:stop]
-            per_arch.append(
-                weighted_mean([read_rows(f, index) for f in files], [1.0] * len(files))
-            )  # fold mean
-        blended = np.rint(weighted_mean(per_arch, [seg_weights[a] for a in archs])).astype(np.uint8)
+            per_arch.append(architecture_map([read_rows(f, index) for f in files]))
+        blended = blend_maps(per_arch, [seg_weights[a] for a in archs])
         for k in range(stop - start):
             i = start + k
             mask = binarise(
@@ -222,7 +233,7 @@ def write_details(
     gate = ensemble["classifier_weights"]
     if gate:
         by_fold = predictions.gate_by_fold(image_ids, gate)
-        probability = by_fold.mean(axis=1)
+        probability = predictions.gate(image_ids, gate)
         calibrator = Calibrator.from_dict(ensemble.get("calibration", {"method": "none"}))
         table["probability"] = probability.round(6)
         table["calibrated_probability"] = calibrator.apply(probability).round(6)

@@ -4,11 +4,12 @@ Fold k's second round must learn only from labels that fold k's held-out SIIM im
 its own first-round models never saw them, another fold's did. So every segmenter of fold k (each
 architecture's kept members averaged, with TTA, as the test maps are made) is blended with equal
 weights, and the image probability is the equal-weight mean of fold k's image-level sources (its
-classifiers and its segmenters' heads). Equal weights, not the ensemble's: those are searched on
+classifiers and its segmenters' heads), each step the cascade's own (``ptxseg.scoring.cascade``,
+as the submission and ``ptxseg predict`` take them). Equal weights, not the ensemble's: those are searched on
 every fold's OOF predictions, fold k's held-out images included (and the search comes after the
 second round in the DAG). Without any image-level source the map's maximum stands in.
 
-A positive's mask is the cascade's (``ptxseg.scoring.thresholds.binarise``, the function the
+A positive's mask is the cascade's (``ptxseg.scoring.cascade.binarise``, the function the
 submission and ``ptxseg predict`` run), with the thresholds of the config's ``pseudo_labels`` keys:
 gate ``positive_min_probability``, ``top``, ``min_area``, bottom ``pixel_threshold``. Not the
 ensemble's searched cascade: ``ensemble.json`` is fitted on every fold's OOF predictions, this
@@ -47,8 +48,17 @@ from ptxseg.io.png import write_png
 from ptxseg.parallel import progress
 from ptxseg.runtime.device import pick_device
 from ptxseg.runtime.options import Runtime
-from ptxseg.runtime.predict import ordered_batches, quantise_probabilities, tta_passes, tta_predict
-from ptxseg.scoring.thresholds import Cascade, binarise
+from ptxseg.runtime.predict import ordered_batches, tta_passes, tta_predict
+from ptxseg.scoring.cascade import (
+    Cascade,
+    MemberSum,
+    ProbabilitySum,
+    architecture_map,
+    binarise,
+    blend_maps,
+    gate_probability,
+    quantise_probabilities,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +76,28 @@ def _dataset(manifest, root: Path, size: int, stats_json, resize: int) -> Repack
     )
 
 
-def _mean_over_models(
+def _fold_outputs(
     models: Sequence[torch.nn.Module], images: torch.Tensor, passes, device, runtime: Runtime
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The models' mean probability (TTA averaged) and mean head probability (None: no head)."""
-    total, heads = None, []
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One architecture's members of the fold on a batch, by the cascade's steps: a segmenter's
+    uint8 fold map (B, H, W) and its head's mean (None: no head), or a classifier's mean
+    probability (B,) and None."""
+    running, heads = None, None
     for model in models:
         p, head = tta_predict(model, images, passes, device, runtime.amp, runtime.channels_last)
-        total = p if total is None else total + p
+        p = p.float().cpu().numpy()
+        if p.ndim == 3:
+            running = MemberSum(p.shape) if running is None else running
+            running.add(quantise_probabilities(p))
+        else:
+            running = ProbabilitySum(len(p)) if running is None else running
+            running.add(p[:, 0])
+        running.next_member()
         if head is not None:
-            heads.append(head)
-    return total / len(models), (torch.stack(heads).mean(0) if heads else None)
+            heads = ProbabilitySum(len(head)) if heads is None else heads
+            heads.add(head.float().cpu().numpy())
+            heads.next_member()
+    return running.mean(), (None if heads is None else heads.mean())
 
 
 @torch.no_grad()
@@ -97,29 +118,35 @@ def _predict(
     confidence = np.full(n, np.nan, dtype=np.float32)
     highest = np.zeros(n, dtype=np.float32)
     pixels = np.zeros(n, dtype=np.int64)
-    sources = np.zeros(n, dtype=np.float32)
-    counts = np.zeros(n, dtype=np.int64)
-    if classify_set is not None:  # image-level sources at the classifiers' size
-        for batch in ordered_batches(classify_set, batch_size, runtime.num_workers, device):
-            images, index = batch["image"].to(device), batch["index"].numpy()
-            for models in classifiers.values():
-                p, _ = _mean_over_models(models, images, passes, device, runtime)
-                sources[index] += p[:, 0].float().cpu().numpy()
-                counts[index] += 1
+    # Image-level sources per candidate: the classifiers' (at their size), then the heads'.
+    sources: list[np.ndarray] = []
+    if classify_set is not None:
+        for models in classifiers.values():
+            column = np.zeros(n, dtype=np.float32)
+            for batch in ordered_batches(classify_set, batch_size, runtime.num_workers, device):
+                images, index = batch["image"].to(device), batch["index"].numpy()
+                column[index] = _fold_outputs(models, images, passes, device, runtime)[0]
+            sources.append(column)
+    image_sources = np.zeros(n, dtype=np.int64)
     batches = ordered_batches(segment_set, batch_size, runtime.num_workers, device)
     for batch in progress(batches, len(batches), "pseudo-labels"):
         images, index = batch["image"].to(device), batch["index"].numpy()
-        blended = None
+        fold_maps, heads = [], []
         for models in segmenters.values():
-            p, head = _mean_over_models(models, images, passes, device, runtime)
-            blended = p if blended is None else blended + p
+            fold_map, head = _fold_outputs(models, images, passes, device, runtime)
+            fold_maps.append(architecture_map([fold_map]))  # this fold's models only
             if head is not None:
-                sources[index] += head.float().cpu().numpy()
-                counts[index] += 1
-        maps = quantise_probabilities((blended / len(segmenters)).float().cpu().numpy())
+                heads.append(head)
+        maps = blend_maps(fold_maps, [1.0] * len(fold_maps))
+        batch_sources = [column[index] for column in sources] + heads
+        image_sources[index] = len(batch_sources)
+        gate = (
+            gate_probability(batch_sources, [1.0] * len(batch_sources))
+            if batch_sources
+            else maps.reshape(len(maps), -1).max(axis=1) / np.float32(255)
+        )
         for k, i in enumerate(index):
-            had = counts[i] > 0
-            probability[i] = sources[i] / counts[i] if had else maps[k].max() / 255.0
+            probability[i] = gate[k]
             mask, measures = measure(maps[k], float(probability[i]), bands)
             pixels[i], confidence[i] = measures["mask_pixels"], measures["region_confidence"]
             highest[i] = measures["max_pixel"]
@@ -135,7 +162,7 @@ def _predict(
             "mask_pixels": pixels,
             "region_confidence": confidence.round(6),
             "max_pixel": highest.round(6),
-            "image_sources": counts,
+            "image_sources": image_sources,
         }
     )
 

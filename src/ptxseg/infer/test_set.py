@@ -1,11 +1,13 @@
 """Test-set prediction of one architecture: every fold model (its kept members averaged) in turn.
 
 Segmenters write one compressed uint8 map file per fold (see ``ptxseg.layout``; images in the order of
-``ids.csv``; see ``ptxseg.io.maps``). The members' running mean goes batch by batch through an
-uncompressed scratch memory map beside the output (a compressed chunk rewritten in place would
-leave dead space in the file), which is then copied into the map file a chunk at a time, so
-memory does not grow with the number of test images. Classifiers write one probability column
-per fold into a CSV.
+``ids.csv``; see ``ptxseg.io.maps``): the members' mean by the cascade's own steps
+(``ptxseg.scoring.cascade``: each member's map quantised, their integer sum, its rounded mean).
+The sum goes member by member through an uncompressed uint16 scratch memory map beside the output
+(a compressed chunk rewritten in place would leave dead space in the file; two bytes a pixel, as
+the exact sum needs), whose mean is then copied into the map file a chunk at a time, so memory
+does not grow with the number of test images. Classifiers write one probability column per fold
+into a CSV.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from ptxseg.models import build_model
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device
 from ptxseg.runtime.options import Runtime
-from ptxseg.runtime.predict import mark_trained, quantise_probabilities
+from ptxseg.runtime.predict import mark_trained
+from ptxseg.scoring.cascade import MemberSum, ProbabilitySum, quantise_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -68,33 +71,30 @@ def _member_average(
     batch_size: int,
     device: torch.device,
     runtime: Runtime,
-    shape: tuple[int, ...],
-    out: np.ndarray,
+    running: MemberSum | ProbabilitySum,
 ) -> np.ndarray | None:
-    """Average the members' probabilities into ``out`` (float32 accumulators per batch, uint8
-    stored); return the members' mean head probability per image where the segmenters have a
+    """Add every member's predictions to ``running``, one model at a time (a segmenter's uint8 maps
+    to a `MemberSum`, a classifier's probabilities to a `ProbabilitySum`: the cascade's own
+    steps); return the members' mean head probability per image where the segmenters have a
     classification head (None otherwise)."""
-    total = np.zeros(shape, dtype=np.float32) if len(shape) == 1 else None
     head = None
-    for k, path in enumerate(models):
+    for path in models:
         model = load_member(path, device)
         for indices, probabilities, image_p in runtime.predict_batches(
             model, dataset, device, batch_size
         ):
-            if total is not None:  # classifier: a vector, averaged in float
-                total[indices] += probabilities[:, 0] / len(models)
-            else:  # segmenter: running mean in the uint8 file, weights k/(k+1) and 1/(k+1)
-                previous = out[indices].astype(np.float32) if k else 0.0
-                out[indices] = quantise_probabilities(
-                    (previous / 255.0 * k + probabilities) / (k + 1)
-                )
+            if isinstance(running, ProbabilitySum):
+                running.add(probabilities[:, 0], indices)
+            else:
+                running.add(quantise_probabilities(probabilities), indices)
             if image_p is not None:
-                head = np.zeros(len(dataset), dtype=np.float32) if head is None else head
-                head[indices] += image_p / len(models)
+                head = ProbabilitySum(len(dataset)) if head is None else head
+                head.add(image_p, indices)
+        running.next_member()
+        if head is not None:
+            head.next_member()
         del model
-    if total is not None:
-        out[:] = total
-    return head
+    return None if head is None else head.mean()
 
 
 def predict_classifier(
@@ -114,9 +114,9 @@ def predict_classifier(
     dataset = test_dataset(manifest_csv, stats_json, size)
     table = pd.DataFrame({"image_id": dataset.image_ids})
     for fold, models in sorted(fold_models.items()):
-        column = np.zeros(len(dataset), dtype=np.float32)
-        _member_average(models, dataset, batch_size, device, runtime, (len(dataset),), column)
-        table[fold_name(fold)] = column
+        running = ProbabilitySum(len(dataset))
+        _member_average(models, dataset, batch_size, device, runtime, running)
+        table[fold_name(fold)] = running.mean()
     atomic.write_csv(out_csv, table)
     log.info(
         "classifier test predictions: %d images x %d folds -> %s",
@@ -156,13 +156,14 @@ def predict_segmenter(
         # One scratch name per output: a killed job's leftover is overwritten by its rerun.
         scratch = path.parent / f".{path.name}.scratch"
         try:
-            running = np.memmap(scratch, dtype=np.uint8, mode="w+", shape=shape)
-            head = _member_average(models, dataset, batch_size, device, runtime, shape, running)
+            total = np.memmap(scratch, dtype=np.uint16, mode="w+", shape=shape)
+            running = MemberSum(out=total)
+            head = _member_average(models, dataset, batch_size, device, runtime, running)
             with maps.create(path, shape) as out:
                 for start in range(0, len(dataset), COPY_CHUNK):
                     rows = slice(start, min(start + COPY_CHUNK, len(dataset)))
-                    out[rows] = running[rows]
-            del running
+                    out[rows] = running.mean(rows)
+            del running, total
         finally:
             scratch.unlink(missing_ok=True)
         written.append(path)

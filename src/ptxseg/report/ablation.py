@@ -32,12 +32,13 @@ log = logging.getLogger(__name__)
 COLUMNS = (
     "lever",
     "changes",
-    "oof_score",  # the cascade at each image's own size (the competition's way)
+    "oof_score",  # the cascade at each image's own size, each fold by choices made on the others
     "scored_at",
-    "oof_score_at_size",  # the same cascade on the maps, where its thresholds were searched
+    "oof_score_in_sample",  # the cascade chosen on all folds, scored on the same images
+    "oof_score_at_size",  # that cascade on the maps, where its thresholds were searched
     "size",
     "gate_auc",  # the cascade's image-level probability (absent without an image-level source)
-    "ungated_score",  # the same blend's best cascade without a gate (the cascade if gate 0)
+    "ungated_score",  # the same blend's best cascade without a gate, in-sample (the cascade if gate 0)
     "all_empty",
     "delta",  # oof_score minus the baseline's
     "delta_se",  # standard error of the mean per-image difference of Dice to the baseline
@@ -93,7 +94,7 @@ def _ungated(scores: pd.DataFrame, result: dict) -> float:
     oof = result["oof"]
     score = _score(scores, level="cascade_ungated", scored_at=oof["cascade_scored_at"])
     if math.isnan(score) and result.get("cascade", {}).get("gate") == 0:
-        return float(oof["cascade"])
+        return float(oof["cascade_in_sample"])
     return score
 
 
@@ -109,7 +110,8 @@ def lever_row(layout: Layout, lever: str, override: Mapping | None, arch: str, n
         "changes": lever_changes(lever, override),
         "oof_score": float(oof["cascade"]),
         "scored_at": oof["cascade_scored_at"],
-        "oof_score_at_size": float(oof["cascade_at_size"]),
+        "oof_score_in_sample": float(oof["cascade_in_sample"]),
+        "oof_score_at_size": float(oof["cascade_in_sample_at_size"]),
         "size": int(oof["size"]),
         "gate_auc": _score(scores, kind="gate", level="blend", metric="auc"),
         "ungated_score": _ungated(scores, result),
@@ -120,7 +122,9 @@ def lever_row(layout: Layout, lever: str, override: Mapping | None, arch: str, n
             [layout.ablation_segmenter_file(lever, arch, k, METRICS) for k in folds],
         ),
     }
-    return row, images.set_index("image_id")["dice_native"], result.get("warnings", [])
+    # The per-image Dice the deltas compare: by the cross-fitted choices where the search made them.
+    column = "dice_native_nested" if "dice_native_nested" in images else "dice_native"
+    return row, images.set_index("image_id")[column], result.get("warnings", [])
 
 
 def summarise(

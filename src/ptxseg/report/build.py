@@ -28,7 +28,7 @@ from ptxseg.report import figures
 from ptxseg.report.calibration import reliability_diagram
 from ptxseg.report.second_round import pseudo_label_counts, round_comparison
 from ptxseg.scoring.calibration import expected_calibration_error, reliability_table
-from ptxseg.scoring.thresholds import Cascade, binarise
+from ptxseg.scoring.cascade import Cascade, binarise
 
 log = logging.getLogger(__name__)
 
@@ -277,35 +277,41 @@ def _spread(values: pd.Series) -> str:
 
 
 def result_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """The headline rows: the cascade (at each size it was scored at) and the same blend without
-    its gate, the blend, the best architecture, the all-empty baseline, and the AUC of the
-    classifiers and of the gate."""
+    """The headline rows: the cross-fitted cascade with its interval, then the cascade that
+    ships (in-sample, at each size it was scored at) and the same blend without its gate, the
+    blend, the best architecture, the all-empty baseline, and the AUC of the classifiers and of
+    the gate. ``chosen on`` is scores.csv's ``selected_on``: what each number's choices saw."""
     seg = scores[scores["kind"] == "segmenter"]
     rows = []
+
+    def add(what: str, row) -> None:
+        rows.append((what, row.score, row.scored_at, getattr(row, "selected_on", "")))
+
+    for r in seg[seg["level"] == "cascade_nested"].itertuples():
+        interval = f"{r.interval_low:.4f}-{r.interval_high:.4f}"
+        add(f"cascade, each fold by choices made on the others (95 % interval {interval})", r)
     for r in seg[seg["level"] == "cascade"].itertuples():
-        rows.append(("cascade (blend, gate, triplet)", r.score, r.scored_at))
+        add("cascade (blend, gate, triplet) chosen on all folds", r)
     for r in seg[seg["level"] == "cascade_ungated"].itertuples():
-        rows.append(("the same blend without a gate (its own best triplet)", r.score, r.scored_at))
+        add("the same blend without a gate (its own best triplet)", r)
     for r in seg[seg["level"] == "cascade_gated"].itertuples():
-        what = f"the same blend behind its best gate above 0 ({r.cascade_gate:g})"
-        rows.append((what, r.score, r.scored_at))
+        add(f"the same blend behind its best gate above 0 ({r.cascade_gate:g})", r)
     for r in seg[(seg["level"] == "blend") & (seg["metric"] == "competition_tuned")].itertuples():
-        rows.append(("segmenter blend, its own best triplet", r.score, r.scored_at))
+        add("segmenter blend, its own best triplet", r)
     arch = seg[(seg["level"] == "architecture") & (seg["metric"] == "competition_tuned")]
     if len(arch):
         best = arch.loc[arch["score"].idxmax()]
-        rows.append((f"best architecture ({best['arch']})", best["score"], best["scored_at"]))
+        add(f"best architecture ({best['arch']})", best)
     for r in seg[seg["level"] == "all_empty"].itertuples():
-        rows.append(("all-empty baseline (every image predicted empty)", r.score, r.scored_at))
+        add("all-empty baseline (every image predicted empty)", r)
     blend_auc = scores[(scores["kind"] == "classifier") & (scores["level"] == "blend")]
     for r in blend_auc.itertuples():
-        rows.append(("classifier blend (ROC AUC)", r.score, r.scored_at))
+        add("classifier blend (ROC AUC)", r)
     gate_auc = scores[(scores["kind"] == "gate") & (scores["level"] == "blend")]
     for r in gate_auc.itertuples():
-        rows.append(
-            ("the gate: classifiers and segmenter heads blended (ROC AUC)", r.score, r.scored_at)
-        )
-    return pd.DataFrame(rows, columns=["what", "score", "scored at"])
+        add("the gate: classifiers and segmenter heads blended (ROC AUC)", r)
+    table = pd.DataFrame(rows, columns=["what", "score", "scored at", "chosen on"])
+    return table if "selected_on" in scores else table.drop(columns="chosen on")
 
 
 def model_table(scores: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -348,6 +354,34 @@ def model_table(scores: pd.DataFrame, kind: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def headline_text(oof: dict) -> str:
+    """The OOF result in one paragraph: the cross-fitted headline with its interval first, then
+    the in-sample score of the cascade that ships, labelled as chosen on the images it scores."""
+    metric = (
+        f"Competition metric (mean Dice per image, empty vs empty = 1) on {oof['images']} OOF "
+        f"images at {oof['cascade_scored_at']} (the competition's way: each mask drawn at its "
+        "image's own size against the label file)."
+    )
+    in_sample = (
+        f"In-sample (blend, gate and thresholds chosen on these same images, so optimistic): "
+        f"{oof['cascade_in_sample']:.4f}, {oof['cascade_in_sample_at_size']:.4f} on the "
+        f"{oof['size']} px maps where the thresholds were searched"
+    )
+    if oof.get("cascade_interval"):
+        low, high = oof["cascade_interval"]
+        lead = (
+            f"Cascade {oof['cascade']:.4f} ({100 * oof['cascade_confidence']:.0f} % bootstrap "
+            f"interval {low:.4f}-{high:.4f}), each fold's images scored by the choices made on the "
+            "other folds only. "
+        )
+    else:
+        lead = f"Cascade {oof['cascade']:.4f} (no cross-fitted estimate: one fold). "
+    return (
+        f"{lead}{metric} {in_sample}; best single architecture "
+        f"{oof['best_architecture']:.4f}; all-empty baseline {oof['all_empty']:.4f}."
+    )
+
+
 def scores_section(inputs: ReportInputs) -> tuple[Section, Section]:
     section, weights = (
         Section("scores", "Out-of-fold scores"),
@@ -361,13 +395,7 @@ def scores_section(inputs: ReportInputs) -> tuple[Section, Section]:
         return section, weights
     oof = ensemble["oof"]
     section.warnings(ensemble.get("warnings", []))
-    section.text(
-        f"Competition metric (mean Dice per image, empty vs empty = 1) on {oof['images']} OOF images. "
-        f"Cascade {oof['cascade']:.4f} at {oof['cascade_scored_at']} (the competition's way: each "
-        f"mask drawn at its image's own size against the label file), {oof['cascade_at_size']:.4f} "
-        f"on the {oof['size']} px maps where its thresholds were searched; best single architecture "
-        f"{oof['best_architecture']:.4f}; all-empty baseline {oof['all_empty']:.4f}."
-    )
+    section.text(headline_text(oof))
     section.table(result_table(scores))
     section.text(
         "The winners' levers of SIIM-ACR, each switched on alone against this recipe, have a page of "

@@ -51,11 +51,12 @@ def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def fold_scores(images: pd.DataFrame) -> pd.DataFrame:
+def fold_scores(images: pd.DataFrame, column: str = "dice_native") -> pd.DataFrame:
     """Per fold of ``oof_images.csv``: images, positives (a non-empty true mask at the image's own
-    size), the competition score (mean ``dice_native``), the all-empty baseline (the share of
-    empty true masks: an empty prediction scores 1 on them, 0 elsewhere), and the score on the
-    positive and on the empty images."""
+    size), the competition score (the mean of ``column``: ``dice_native`` by the choices made on
+    all folds, ``dice_native_nested`` by those made without the fold), the all-empty baseline (the
+    share of empty true masks: an empty prediction scores 1 on them, 0 elsewhere), and the score
+    on the positive and on the empty images."""
     rows = []
     for fold, part in images.groupby("fold", sort=True):
         positive = part["truth_pixels_native"] > 0
@@ -64,12 +65,12 @@ def fold_scores(images: pd.DataFrame) -> pd.DataFrame:
                 "fold": int(fold),
                 "images": len(part),
                 "positives": int(positive.sum()),
-                "score": float(part["dice_native"].mean()),
+                "score": float(part[column].mean()),
                 "all-empty baseline": float((~positive).mean()),
-                "score on positives": float(part.loc[positive, "dice_native"].mean())
+                "score on positives": float(part.loc[positive, column].mean())
                 if positive.any()
                 else float("nan"),
-                "score on empties": float(part.loc[~positive, "dice_native"].mean())
+                "score on empties": float(part.loc[~positive, column].mean())
                 if (~positive).any()
                 else float("nan"),
             }
@@ -375,31 +376,52 @@ def _preprocessing(pre: dict, segmenter_size: Any) -> list[str]:
     return ["", "Preprocessing and prediction: " + "; ".join(facts) + "."]
 
 
-def oof_scores(images: pd.DataFrame, scores: pd.DataFrame) -> list[str]:
-    per_fold = fold_scores(images)
+def oof_scores(images: pd.DataFrame, scores: pd.DataFrame, ensemble: dict) -> list[str]:
+    """The headline first: each fold scored by the choices made on the other folds (where the run
+    has it), then the same cascade chosen on all folds, labelled as chosen on its own images."""
+    oof = ensemble.get("oof", {})
+    nested = "dice_native_nested" in images and oof.get("cascade_interval") is not None
+    column = "dice_native_nested" if nested else "dice_native"
+    per_fold = fold_scores(images, column)
     mean, std = fold_spread(per_fold)
     base_mean, base_std = fold_spread(per_fold, "all-empty baseline")
     cascade = own_size_cascade(scores)
-    scored_at = str(cascade["scored_at"]) if cascade is not None else "each image's own size"
+    scored_at = oof.get("cascade_scored_at", "each image's own size")
     lines = [
         "## OOF scores at each image's own size",
         "",
         "OOF (out-of-fold): every image is predicted by the models of the fold that held it out, "
         "never by a model that trained on it.",
         "",
-        f"The competition score (mean Dice per image, 1 for an empty mask predicted empty) of the "
-        f"cascade's masks drawn at {scored_at}, over {len(images)} OOF images:",
+    ]
+    if nested:
+        low, high = oof["cascade_interval"]
+        lines += [
+            f"**Headline: {_number(float(oof['cascade']))}** "
+            f"({100 * oof['cascade_confidence']:.0f} % bootstrap interval over images "
+            f"{_number(low)}-{_number(high)}): the competition score (mean Dice per image, 1 for "
+            f"an empty mask predicted empty) at {scored_at}, each fold's images scored by the "
+            "blend weights, gate and thresholds the search chose on the other folds' images "
+            "only. Per fold:",
+        ]
+    else:
+        lines.append(
+            f"The competition score (mean Dice per image, 1 for an empty mask predicted empty) of "
+            f"the cascade's masks drawn at {scored_at}, chosen on these same images (optimistic: "
+            "this run has no cross-fitted estimate):"
+        )
+    lines += [
         "",
         markdown_table(per_fold),
         "",
         f"Over the {len(per_fold)} folds: score {_number(mean)} ± {_number(std)} (mean ± "
         f"standard deviation), all-empty baseline {_number(base_mean)} ± {_number(base_std)}; "
-        f"pooled over all images {_number(float(images['dice_native'].mean()))}.",
+        f"pooled over all {len(images)} images {_number(float(images[column].mean()))}.",
     ]
     if cascade is not None:
         lines.append(
-            f"The ensemble search's score of the cascade (scores.csv, {cascade['images']} "
-            f"images): {_number(float(cascade['score']))}."
+            f"In-sample, the cascade that ships (chosen on all {cascade['images']} images and "
+            f"scored on the same images, so optimistic): {_number(float(cascade['score']))}."
         )
     else:
         lines.append("scores.csv has no cascade score at each image's own size.")
@@ -491,9 +513,17 @@ def limits(
         "",
         f"- {len(images)} OOF images in {folds} folds; every figure here is from this run's files "
         "only (the hardware, GPU or not, and run times are not part of this card).",
-        "- The blend weights, the gate and the thresholds were chosen on the same OOF images they "
-        "are scored on, so the OOF score is optimistic.",
     ]
+    if ensemble.get("oof", {}).get("cascade_interval") is not None:
+        lines.append(
+            "- The headline is cross-fitted (each fold scored by choices made without it); the "
+            "in-sample score beside it was chosen on the images it scores and is optimistic."
+        )
+    else:
+        lines.append(
+            "- The blend weights, the gate and the thresholds were chosen on the same OOF images "
+            "they are scored on, so the OOF score is optimistic."
+        )
     if "best" in {m for names in ensemble.get("members", {}).values() for m in names}:
         lines.append(
             "- The 'best' member of a fold model is chosen on its held-out fold, which leaks a "
@@ -588,7 +618,7 @@ def write_model_card(
             demo,
         ),
         recipe(blend, folded),
-        oof_scores(image_table, score_table),
+        oof_scores(image_table, score_table, blend),
         calibration(blend, score_table),
         second_round(counts, score_table),
         limits(image_table, index_table, blend, demo),

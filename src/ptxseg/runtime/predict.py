@@ -21,7 +21,7 @@ from ptxseg.data.datasets import worker_init
 from ptxseg.models.outputs import split_logits
 from ptxseg.runtime.precision import autocast
 from ptxseg.runtime.tta import TTA_MODES, passes_for, scaled_side, trained_scales, tta_passes
-from ptxseg.scoring.thresholds import quantise_probabilities
+from ptxseg.scoring.cascade import quantise_probabilities
 
 # Defined in torch-free modules (the ONNX prediction path reads them); importable from here too.
 __all__ = [

@@ -14,7 +14,7 @@ import numpy as np
 
 from ptxseg.data.siim import labels_by_image, read_index
 from ptxseg.io import maps, rle
-from ptxseg.scoring.thresholds import Cascade, binarise
+from ptxseg.scoring.cascade import Cascade, binarise
 
 
 class NativeTruth:

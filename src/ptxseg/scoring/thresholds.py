@@ -3,6 +3,7 @@
 Triplet rule (SIIM 1st place): an image is empty unless at least ``min_area`` pixels reach the
 ``top`` threshold; otherwise its mask is every pixel at or above the ``bottom`` threshold.
 Cascade: an image whose classifier probability is below ``gate`` is empty whatever its map says.
+The rule itself, applied to one image, is ``ptxseg.scoring.cascade.binarise``.
 
 Maps are uint8 (probability x 255). The search needs, per image, only how many pixels reach each
 of the 256 levels, overall and inside the true mask; from those histograms the competition score
@@ -12,68 +13,14 @@ image: a full grid over 12,000 images takes seconds.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from ptxseg.scoring.cascade import Cascade, area_at, level
+
 LEVELS = 256
-
-
-def level(probability: float) -> int:
-    """The uint8 level a probability threshold corresponds to (map >= level <=> p >= threshold)."""
-    return int(np.clip(round(probability * 255), 0, 255))
-
-
-def quantise_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    """Probabilities stored in a byte: a quarter of the memory of float32, resolution 1/255."""
-    return np.rint(np.clip(probabilities, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def area_at(min_area_1024: float, size_h: int, size_w: int | None = None) -> float:
-    """A minimum area given in pixels of a 1024 x 1024 image, at another map size."""
-    return min_area_1024 * size_h * (size_w or size_h) / (1024 * 1024)
-
-
-@dataclass(frozen=True)
-class Cascade:
-    """Thresholds as probabilities; ``min_area`` in pixels of a 1024 x 1024 image."""
-
-    gate: float = 0.0
-    top: float = 0.5
-    min_area: float = 0.0
-    bottom: float = 0.5
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def reaches_top(probability_map: np.ndarray, cascade: Cascade) -> bool:
-    """At least ``min_area`` pixels (scaled to the map's size), and at least one, at the top threshold."""
-    count = int(np.count_nonzero(probability_map >= level(cascade.top)))
-    return count >= max(area_at(cascade.min_area, *probability_map.shape[:2]), 1)
-
-
-def binarise(
-    probability_map: np.ndarray,
-    cascade: Cascade,
-    classifier_probability: float | None = None,
-    out_shape: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """The cascade's mask for one image: decided at the map's size, drawn at ``out_shape``.
-
-    The emptiness test counts pixels at the map's own size (where the thresholds were searched);
-    the mask itself is the map resized (bilinear) to ``out_shape`` and cut at the bottom threshold.
-    """
-    shape = out_shape or probability_map.shape
-    if classifier_probability is not None and classifier_probability < cascade.gate:
-        return np.zeros(shape, dtype=bool)
-    if not reaches_top(probability_map, cascade):
-        return np.zeros(shape, dtype=bool)
-    resized = probability_map
-    if tuple(shape) != probability_map.shape:
-        resized = cv2.resize(probability_map, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    return resized >= level(cascade.bottom)
 
 
 def histograms(maps: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,8 +16,9 @@ import pandas as pd
 from ptxseg.data.datasets import RepackedImages
 from ptxseg.io import maps
 from ptxseg.layout import BEST, OOF_IDS, oof_maps_file
+from ptxseg.scoring.cascade import Cascade
 from ptxseg.scoring.native import NativeTruth, native_score
-from ptxseg.scoring.thresholds import Cascade, CascadeGrid, Histograms
+from ptxseg.scoring.thresholds import CascadeGrid, Histograms
 from ptxseg.train.run import siim_held_out, train_fold
 from ptxseg.train.settings import FitSettings
 
