@@ -20,6 +20,7 @@ from torch import nn
 
 import ptxseg
 from ptxseg.deploy import Prediction, Predictor
+from ptxseg.deploy import export as export_module
 from ptxseg.deploy.export import onnx_name, write_export
 from ptxseg.deploy.files import COLUMNS, write_predictions
 from ptxseg.deploy.manifest import MANIFEST, ExportError, sha256
@@ -309,6 +310,31 @@ def test_onnx_export_predicts_as_pytorch(exported):
         assert abs(a.uncertainty - b.uncertainty) <= 1e-3
         assert np.abs(a.probability_map - b.probability_map).max() <= 1 / 255 + 1e-6
         assert rle.encode(a.mask) == rle.encode(b.mask)
+
+
+def test_an_architectures_other_models_are_its_first_graph_with_their_weights(
+    ensemble, tmp_path, monkeypatch
+):
+    """One trace per architecture: the other folds' graphs are the first's with their own weights
+    (checked against PyTorch like every graph), unless the weights do not map onto it."""
+    spec = spec_of(EXPORTED)
+    keys = set(spec.model_keys())
+    modules = torch_predictor(spec, {k: m for k, m in ensemble[1].items() if k in keys})
+    traced = []
+    real = export_module._trace
+    monkeypatch.setattr(
+        export_module, "_trace", lambda module, *a: traced.append(module) or real(module, *a)
+    )
+    manifest = write_export(EXPORTED, spec, modules.backend.modules, tmp_path, "sha256:test")
+    archs = {(m["stage"], m["arch"]) for m in manifest["models"]}
+    assert len(traced) == len(archs) < len(manifest["models"])
+    first, other = (tmp_path / m["file"] for m in manifest["models"][:2])
+    assert first.read_bytes() != other.read_bytes()  # fold 1's weights, not fold 0's
+    # A member whose weights do not map onto the graph is traced itself.
+    monkeypatch.setattr(export_module, "_swap_weights", lambda *a: False)
+    traced.clear()
+    write_export(EXPORTED, spec, modules.backend.modules, tmp_path / "again", "sha256:test")
+    assert len(traced) == len(manifest["models"])
 
 
 def test_export_without_torch_in_a_subprocess(exported):

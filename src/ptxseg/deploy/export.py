@@ -2,7 +2,9 @@
 
 Only the models prediction runs are written: the classifiers with gate weight above 0 and the
 segmenters whose maps or head have weight, every fold and kept member. Each graph is the fold model
-with its TTA (`TTAModule`): a dynamic batch axis, the stage's fixed image side. Every graph is
+with its TTA (`TTAModule`): a dynamic batch axis, the stage's fixed image side. An architecture's
+members and folds differ only in their weights: its first model is traced (tens of seconds each
+with torch.onnx's exporter), the others are that graph with their own weights written in. Every graph is
 checked against PyTorch with onnxruntime on a batch of another size before the manifest, written
 last, names it; an old manifest is removed first, so a failed export leaves no folder that looks
 complete.
@@ -58,31 +60,84 @@ def _inputs(batch: int, side: int, seed: int) -> torch.Tensor:
     return torch.randn(batch, 1, side, side, generator=generator)
 
 
-def _export_one(module: TTAModule, key: ModelKey, side: int, path: Path, opset: int) -> list[str]:
-    """Write ``module``'s graph to ``path`` (atomically) once onnxruntime gives its outputs;
-    returns their names. The graph stacks each scale's flips in one batch, so it holds the model
-    once per scale rather than once per pass (a smaller graph, exported and loaded faster)."""
+def _graph(module: TTAModule) -> TTAModule:
+    """The module as exported: each scale's flips stacked in one batch, so the graph holds the
+    model once per scale rather than once per pass (smaller, exported and loaded faster)."""
+    return TTAModule(module.model, module.passes, stack_flips=True).eval()
+
+
+def _trace(module: TTAModule, side: int, names: list[str], path: Path, opset: int) -> None:
+    """torch.onnx's exporter on ``module`` into ``path``. Without the exporter's optimiser, which
+    folds BatchNorm into the convolutions before it: every parameter and buffer stays an
+    initializer under its state_dict name, so another member's weights can be swapped in
+    (`_swap_weights`); onnxruntime folds them itself when it loads the graph."""
+    quiet = io.StringIO()  # the exporter prints its progress; the log says what matters
+    with contextlib.redirect_stdout(quiet), torch.no_grad():
+        torch.onnx.export(
+            _graph(module),
+            (_inputs(2, side, seed=0),),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=names,
+            opset_version=opset,
+            dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
+            external_data=False,
+            dynamo=True,
+            optimize=False,
+        )
+
+
+def _swap_weights(template: Path, module: TTAModule, path: Path) -> bool:
+    """``template``'s graph (the same architecture, side and passes) with ``module``'s weights
+    written into ``path``; False where an initializer or a weight has no counterpart (then the
+    member is traced itself). Seconds, where tracing takes tens of them."""
+    import onnx
+    from onnx import numpy_helper
+
+    weights = {
+        name: tensor.detach().cpu().numpy()
+        for name, tensor in _graph(module).state_dict().items()
+        if tensor.is_floating_point()
+    }
+    graph = onnx.load(str(template))
+    initializers = {i.name: i for i in graph.graph.initializer}
+    if not set(weights) <= set(initializers):
+        return False  # a weight the exporter inlined: this member's graph must be traced
+    for name, value in weights.items():
+        old = initializers[name]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(old.data_type)
+        new = numpy_helper.from_array(value.astype(dtype), name)
+        if tuple(new.dims) != tuple(old.dims):
+            return False
+        old.CopyFrom(new)
+    onnx.save(graph, str(path))
+    return True
+
+
+def _export_one(
+    module: TTAModule,
+    key: ModelKey,
+    side: int,
+    path: Path,
+    opset: int,
+    template: Path | None = None,
+) -> list[str]:
+    """Write ``module``'s graph to ``path`` (atomically) once onnxruntime gives PyTorch's outputs
+    on a batch of another size; returns the outputs' names. ``template``: an exported graph of
+    the same architecture, side and passes whose weights are swapped for this member's (traced
+    afresh where that fails)."""
     import onnxruntime as ort
 
-    graph = TTAModule(module.model, module.passes, stack_flips=True).eval()
     example = _inputs(2, side, seed=0)
     with torch.no_grad():
         names = list(output_names(key.stage, len(module(example))))
     with atomic.replace_when_complete(path) as tmp:
-        quiet = io.StringIO()  # the exporter prints its progress; the log says what matters
-        with contextlib.redirect_stdout(quiet), torch.no_grad():
-            torch.onnx.export(
-                graph,
-                (example,),
-                str(tmp),
-                input_names=[INPUT_NAME],
-                output_names=names,
-                opset_version=opset,
-                dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
-                external_data=False,
-                dynamo=True,
-            )
-        check = _inputs(3, side, seed=1)
+        swapped = template is not None and _swap_weights(template, module, Path(tmp))
+        if not swapped:
+            _trace(module, side, names, Path(tmp), opset)
+        # A batch of another size than the trace's (2): the dynamic axis; a swapped graph's axis
+        # is its template's, already checked, so one image checks its weights.
+        check = _inputs(1 if swapped else 3, side, seed=1)
         with torch.no_grad():
             expected = [t.float().numpy() for t in module(check)]
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
@@ -92,7 +147,8 @@ def _export_one(module: TTAModule, key: ModelKey, side: int, path: Path, opset: 
             raise ExportError(
                 f"{path}: onnxruntime differs from PyTorch by {worst:.2e} (> {PARITY}) for {key}"
             )
-    log.info("exported %s -> %s (max |onnx - torch| %.1e)", key, path.name, worst)
+    how = f"weights into {template.name}" if swapped else "traced"
+    log.info("exported %s -> %s (%s; max |onnx - torch| %.1e)", key, path.name, how, worst)
     return names
 
 
@@ -123,10 +179,13 @@ def write_export(
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
     started, models = time.perf_counter(), []
+    templates: dict[tuple, Path] = {}  # one traced graph per architecture, side and passes
     for key in spec.model_keys():
         side = spec.sizes[key.stage]
         path = out / onnx_name(key)
-        names = _export_one(modules[key], key, side, path, opset)
+        shape = (key.stage, key.arch, side, tuple(map(tuple, modules[key].passes)))
+        names = _export_one(modules[key], key, side, path, opset, templates.get(shape))
+        templates.setdefault(shape, path)
         models.append(
             {
                 "stage": key.stage,
