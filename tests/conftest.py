@@ -76,6 +76,9 @@ def tiny_run(tmp_path_factory) -> Path:
 # mostly spent waiting on the scheduler, starts at once on one worker while the other takes the
 # rest; the workflow tests, which read the tiny run (the SLURM run in CI), come last.
 _ORDER = (
+    # The longest file first (one worker runs it while the other takes the rest): the full
+    # config's structure, then the SLURM cluster.
+    "tests/workflow/test_full_structure.py",
     "tests/workflow/test_slurm.py",
     "tests/faults/test_run_faults.py",
     "tests/faults/",

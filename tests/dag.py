@@ -187,39 +187,3 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
             build(folder)
             (folder / ".built").touch()
     return folder
-
-
-def full_levers_config(path, **sections) -> Path:
-    """configs/tiny.yaml with configs/full.yaml's levers on together, at tiny sizes: its segment
-    recipe's progressive-resizing stages and crop scaled from full's segment.size to 64 px (512 ->
-    1024 with 512 crops becomes 32 -> 64 with 32 crops), its scale TTA, its second round's 1024
-    stage (also scaled), and one RandAugment point. ``sections`` go on top (as `write_config`)."""
-    full = yaml.safe_load((ROOT / "configs" / "full.yaml").read_text())
-    tiny = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
-    size, ratio = 64, 64 / full["segment"]["size"]
-
-    def scaled(stages, epochs):
-        out = []
-        for stage in stages:
-            stage = {**stage, "size": round(stage["size"] * ratio), "epochs": epochs}
-            if stage.get("crop"):
-                stage["crop"] = {**stage["crop"], "size": round(stage["crop"]["size"] * ratio)}
-            if stage.get("freeze_encoder_epochs"):
-                stage["freeze_encoder_epochs"] = 1
-            out.append(stage)
-        out[-1]["epochs"] = 2  # the members (a snapshot, SWA from epoch 2) are kept in the last
-        return out
-
-    recipe = {**tiny["segment"]["recipe"], "stages": scaled(full["segment"]["recipe"]["stages"], 1)}
-    second = {"stages": scaled(full["pseudo_labels"]["recipe"]["stages"], 2)}
-    config = write_config(
-        path,
-        "configs/tiny.yaml",
-        repack={"sizes": [32, size]},
-        train={"tta": full["train"]["tta"]},
-        classify={"archs": {"densenet169": {"weights": "none"}}},
-        segment={"size": size, "recipe": recipe},
-        pseudo_labels={"recipe": second},
-        augsearch={"fold": 0, "n": [1], "m": [5]},
-    )
-    return write_config(path, path, **sections) if sections else config
