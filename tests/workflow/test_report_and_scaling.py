@@ -21,7 +21,8 @@ pytestmark = pytest.mark.workflow
 
 
 def sections_of(page: str) -> dict[str, str]:
-    return dict(re.findall(r"<section id='([a-z_]+)'>(.*?)</section>", page, re.S))
+    """Section id -> its HTML (the page's single quotes, or a browser's DOM's double quotes)."""
+    return dict(re.findall(r"<section id=[\'\"]([a-z_]+)[\'\"]>(.*?)</section>", page, re.S))
 
 
 def test_report_has_every_section_with_its_figures(tiny_run):
@@ -98,6 +99,38 @@ def test_report_opens_in_headless_chromium_without_console_errors(tiny_run, tmp_
     assert shot.is_file() and shot.stat().st_size > 20_000, result.stderr[-2000:]
     console = [line for line in result.stderr.splitlines() if "CONSOLE" in line]
     assert not [line for line in console if "ERROR" in line.upper()], console
+    # The page as the browser renders it leads with the headline, as scores.csv has it.
+    dom = subprocess.run(
+        [
+            executable,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            (tiny_run / "results" / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    first = sections_of(dom)["result"]
+    assert next(iter(sections_of(dom))) == "result"
+    scores = pd.read_csv(tiny_run / "results" / "ensemble" / "scores.csv")
+    seg = scores[(scores["kind"] == "segmenter") & (scores["metric"] == "competition")]
+    nested = seg[seg["level"] == "cascade_nested"].iloc[0]
+    in_sample = seg[(seg["level"] == "cascade") & (seg["scored_at"] == nested["scored_at"])]
+    baseline = seg[seg["level"] == "all_empty"].iloc[0]
+    for number in (
+        nested["score"],
+        nested["interval_low"],
+        nested["interval_high"],
+        in_sample["score"].iloc[0],
+        baseline["score"],
+    ):
+        assert f"{number:.4f}" in first, number
+    assert first.index(f"{nested['score']:.4f}") < first.index(f"{baseline['score']:.4f}")
+    assert "synthetic demo data" in first and "Config sha256" in first
 
 
 def test_scaling_search_runs_on_the_tiny_grid(tiny_run):

@@ -1,5 +1,7 @@
-"""One self-contained HTML page of what a run did and how well: data, training, OOF scores, blend,
-threshold search, example predictions, run times and (where run) the scaling search.
+"""One self-contained HTML page of what a run did and how well: first the result (the cross-fitted
+OOF score and its interval, the in-sample one, the baseline; the data source, config, commit and
+date), then data, training, OOF scores, blend, threshold search, example predictions, run times
+and (where run) the scaling search.
 
 Every figure is embedded as a base64 PNG, so the page opens anywhere without the results folder.
 A section whose inputs a run did not produce says so instead of failing.
@@ -26,6 +28,7 @@ from ptxseg.io.png import read_grey
 from ptxseg.layout import benchmark_rule_of, fold_name, training_job_of
 from ptxseg.report import figures
 from ptxseg.report.calibration import reliability_diagram
+from ptxseg.report.result import Headline, Provenance
 from ptxseg.report.second_round import pseudo_label_counts, round_comparison
 from ptxseg.scoring.calibration import expected_calibration_error, reliability_table
 from ptxseg.scoring.cascade import Cascade, binarise
@@ -33,6 +36,7 @@ from ptxseg.scoring.cascade import Cascade, binarise
 log = logging.getLogger(__name__)
 
 SECTIONS = (
+    "result",
     "data",
     "training",
     "scores",
@@ -683,11 +687,30 @@ def second_round_section(inputs: ReportInputs) -> list[Section]:
     return [section]
 
 
+def result_section(inputs: ReportInputs, provenance: Provenance | None) -> Section:
+    """What the run achieved, first: the headline and where it came from (`report.result`)."""
+    section = Section("result", "Result")
+    if provenance is not None:
+        section.text(provenance.text())
+    scores = _read(inputs.scores)
+    headline = None if scores is None else Headline.of(scores, _read(inputs.images))
+    if headline is None:
+        section.text("No ensemble in this run.")
+        return section
+    section.text(headline.text())
+    section.table(headline.table())
+    return section
+
+
 def build_report(
-    inputs: ReportInputs, out_html: str | os.PathLike, title: str = "ptxseg run"
+    inputs: ReportInputs,
+    out_html: str | os.PathLike,
+    title: str = "ptxseg run",
+    provenance: Provenance | None = None,
 ) -> list[str]:
     """Write the page of a run from its files; return the keys of its sections."""
     sections = [
+        result_section(inputs, provenance),
         data_section(inputs),
         training_section(inputs),
         *scores_section(inputs),

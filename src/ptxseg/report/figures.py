@@ -75,6 +75,8 @@ def training_curves(histories: dict[str, pd.DataFrame], metric: str, title: str)
                     table["epoch"],
                     table[column],
                     style,
+                    # one epoch is one point: a line through it draws nothing
+                    marker="o" if len(table) == 1 else None,
                     label=f"{label} {column}" if axis is axes[0] else label,
                 )
                 if "snapshot" in table and column in (metric, "lr"):
