@@ -147,7 +147,11 @@ def test_tiny_run_ends_in_a_valid_submission(tiny_run):
     assert sorted(table["ImageId"]) == sorted(test["image_id"])
     ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
     assert set(ensemble["cascade"]) == {"gate", "top", "min_area", "bottom"}
-    assert ensemble["oof"]["cascade"] >= ensemble["oof"]["all_empty"] - 1e-9
+    # The cascade chosen on these images can always draw nothing, so it is never below the
+    # all-empty baseline on them; the cross-fitted headline can be (it was, 0.462 vs 0.5, on
+    # 2026-12-07's tiny run): choices made on 8 images do not carry to the other 8.
+    assert ensemble["oof"]["cascade_in_sample"] >= ensemble["oof"]["all_empty"] - 1e-9
+    assert 0 <= ensemble["oof"]["cascade"] <= 1
     scores = pd.read_csv(results / "ensemble" / "scores.csv")
     assert {"single", "architecture", "blend", "cascade", "all_empty"} <= set(scores["level"])
     # The cascade's score at the images' own size (256 px demo images) beside its score on the
