@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -335,6 +336,14 @@ def test_an_architectures_other_models_are_its_first_graph_with_their_weights(
     traced.clear()
     write_export(EXPORTED, spec, modules.backend.modules, tmp_path / "again", "sha256:test")
     assert len(traced) == len(manifest["models"])
+    # So is one whose swapped graph does not give PyTorch's outputs (here: the template's own
+    # weights left in it), and the export still ends with every graph checked.
+    monkeypatch.setattr(
+        export_module, "_swap_weights", lambda template, module, path: shutil.copy(template, path)
+    )
+    traced.clear()
+    again = write_export(EXPORTED, spec, modules.backend.modules, tmp_path / "3", "sha256:test")
+    assert len(traced) == len(manifest["models"]) and len(again["models"]) == len(traced)
 
 
 def test_export_without_torch_in_a_subprocess(exported):
