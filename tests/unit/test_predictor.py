@@ -324,7 +324,9 @@ def test_an_architectures_other_models_are_its_first_graph_with_their_weights(
     traced = []
     real = export_module._trace
     monkeypatch.setattr(
-        export_module, "_trace", lambda module, *a: traced.append(module) or real(module, *a)
+        export_module,
+        "_trace",
+        lambda module, *a, **k: traced.append(module) or real(module, *a, **k),
     )
     manifest = write_export(EXPORTED, spec, modules.backend.modules, tmp_path, "sha256:test")
     archs = {(m["stage"], m["arch"]) for m in manifest["models"]}
