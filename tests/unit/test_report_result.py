@@ -52,6 +52,9 @@ def test_the_headline_is_the_cross_fitted_row_with_its_interval():
     # Without a cross-fitted row: the in-sample score at the images' own size, labelled so.
     plain = Headline.of(_scores(nested=False), IMAGES)
     assert not plain.cross_fitted and plain.score == 0.7125 and plain.low is None
+    # As the search writes scores.csv: the own-size cascade row before the map-size one.
+    swapped = _scores(nested=False).iloc[[1, 0, 2]]
+    assert Headline.of(swapped, IMAGES).score == 0.7125
     assert plain.table()["what"].iloc[0] == "OOF competition score (chosen on these images)"
     assert plain.positives_dice == 0.5
 

@@ -94,16 +94,7 @@ class PredictionFiles:
         folds' mean, blended by ``gate_weights``); None without a gate."""
         if not gate_weights:
             return None
-        _, probabilities = self.open(image_ids)
-        missing = [a for a in gate_weights if a not in probabilities]
-        if missing:
-            raise SubmissionError(
-                f"no test probabilities for the gate's source(s) {missing} (a segmenter head's "
-                "are written by predict_segmenter beside its maps)"
-            )
-        return gate_probability(
-            [probabilities[a] for a in gate_weights], list(gate_weights.values())
-        )
+        return _gate(self.open(image_ids)[1], gate_weights)
 
     def gate_by_fold(self, image_ids: list[str], gate_weights: dict[str, float]) -> np.ndarray:
         """The gate's blended probability of each image by each fold's models, (images, folds)."""
@@ -114,6 +105,17 @@ class PredictionFiles:
         weights = np.array(list(gate_weights.values()), dtype=np.float64)
         stacked = np.stack([by_fold[s] for s in gate_weights])  # (sources, images, folds)
         return np.tensordot(weights / weights.sum(), stacked, axes=1)
+
+
+def _gate(probabilities: dict[str, np.ndarray], gate_weights: dict[str, float]) -> np.ndarray:
+    """The gate's blend of the sources' probabilities `PredictionFiles.open` read."""
+    missing = [a for a in gate_weights if a not in probabilities]
+    if missing:
+        raise SubmissionError(
+            f"no test probabilities for the gate's source(s) {missing} (a segmenter head's "
+            "are written by predict_segmenter beside its maps)"
+        )
+    return gate_probability([probabilities[a] for a in gate_weights], list(gate_weights.values()))
 
 
 def cascade_rows(
@@ -127,8 +129,8 @@ def cascade_rows(
     (`ptxseg.scoring.cascade`, as every path that draws a mask)."""
     cascade = Cascade(**ensemble["cascade"])
     seg_weights, cls_weights = ensemble["segmenter_weights"], ensemble["classifier_weights"]
-    maps, _ = predictions.open(image_ids)
-    classifier = predictions.gate(image_ids, cls_weights)
+    maps, probabilities = predictions.open(image_ids)  # every file read once
+    classifier = _gate(probabilities, cls_weights) if cls_weights else None
     archs = list(seg_weights)
     for start in range(0, len(image_ids), chunk):
         stop = min(start + chunk, len(image_ids))

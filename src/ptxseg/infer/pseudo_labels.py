@@ -119,14 +119,14 @@ def _predict(
     highest = np.zeros(n, dtype=np.float32)
     pixels = np.zeros(n, dtype=np.int64)
     # Image-level sources per candidate: the classifiers' (at their size), then the heads'.
-    sources: list[np.ndarray] = []
-    if classify_set is not None:
-        for models in classifiers.values():
-            column = np.zeros(n, dtype=np.float32)
-            for batch in ordered_batches(classify_set, batch_size, runtime.num_workers, device):
-                images, index = batch["image"].to(device), batch["index"].numpy()
+    sources = [np.zeros(n, dtype=np.float32) for _ in classifiers]
+    if classify_set is not None:  # each batch read once, through every classifier
+        for batch in ordered_batches(classify_set, batch_size, runtime.num_workers, device):
+            images, index = batch["image"].to(device), batch["index"].numpy()
+            for column, models in zip(sources, classifiers.values(), strict=True):
                 column[index] = _fold_outputs(models, images, passes, device, runtime)[0]
-            sources.append(column)
+    else:
+        sources = []
     image_sources = np.zeros(n, dtype=np.int64)
     batches = ordered_batches(segment_set, batch_size, runtime.num_workers, device)
     for batch in progress(batches, len(batches), "pseudo-labels"):

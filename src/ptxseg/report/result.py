@@ -53,21 +53,16 @@ class Provenance:
 def commit_of(code_dir: str | Path) -> str:
     """The git commit of the code (with '+changes' where the work tree differs from it), or a
     note that it is not a git checkout."""
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(code_dir), *args]
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(code_dir), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(code_dir), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "not a git checkout"
     return f"commit {head}" + (" +changes" if dirty else "")
@@ -95,10 +90,13 @@ class Headline:
         cascade = seg[seg["level"] == IN_SAMPLE_LEVEL]
         if nested.empty and cascade.empty:
             return None
-        own = cascade["scored_at"].astype(str).tolist()
-        row = nested.iloc[0] if len(nested) else cascade[cascade["scored_at"] == own[-1]].iloc[0]
-        in_sample = cascade[cascade["scored_at"] == row["scored_at"]]["score"]
-        baseline = seg[seg["level"] == "all_empty"]["score"]
+        baseline = seg[seg["level"] == "all_empty"]
+        # At each image's own size: where the cross-fitted row and the all-empty baseline are
+        # scored (the in-sample cascade is scored there and on the maps, in either order).
+        own = nested["scored_at"].iloc[0] if len(nested) else baseline["scored_at"].iloc[0]
+        in_sample = cascade[cascade["scored_at"] == own]["score"]
+        row = nested.iloc[0] if len(nested) else cascade[cascade["scored_at"] == own].iloc[0]
+        baseline = baseline["score"]
         column = "dice_native_nested" if len(nested) else "dice_native"
         positives_dice, positives = None, 0
         if images is not None and column in images:
