@@ -39,9 +39,9 @@ def _predict(args: argparse.Namespace) -> int:
     elif args.dicom_probability:
         raise ValueError("--dicom-probability needs --dicom-out DIR")
     if args.model is not None:
-        predictor = Predictor.from_export(args.model)
+        predictor = Predictor.from_export(args.model, threads=args.threads)
     else:
-        predictor = Predictor.from_results(args.results, args.device)
+        predictor = Predictor.from_results(args.results, args.device, args.threads)
     loaded = time.perf_counter() - started
     rows, timings = write_predictions(
         predictor.predict_many(args.images, batch_size=args.batch_size),
@@ -117,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     predict.add_argument(
         "--batch-size", type=_positive, default=8, help="images per batch (default: 8)"
+    )
+    predict.add_argument(
+        "--threads",
+        type=_positive,
+        help="CPU threads (default: every core); the prediction job's threads and batch give "
+        "the submission's maps bit for bit",
     )
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.add_argument(

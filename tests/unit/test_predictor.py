@@ -439,3 +439,48 @@ def test_files_of_ptxseg_predict(ensemble, tmp_path):
         probability = read_grey(tmp_path / f"{row.ImageId}_probability.png")
         assert np.array_equal(probability, np.rint(prediction.probability_map * 255))
         assert (tmp_path / f"{row.ImageId}_overlay.png").is_file()
+
+
+def test_threads_reach_both_backends(exported, ensemble, tmp_path, monkeypatch):
+    """`ptxseg predict --threads N`: onnxruntime's threads per session; PyTorch's thread count
+    (the process's), which `--results` passes to `TorchBackend.load`."""
+    import onnxruntime as ort
+
+    from ptxseg import cli
+    from ptxseg.deploy import torch_backend
+
+    folder, _, _ = exported
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), radiographs(1)[0])
+    seen = []
+    session = ort.InferenceSession
+
+    def counted(path, options, **kwargs):
+        seen.append(options.intra_op_num_threads)
+        return session(path, options, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", counted)
+    args = ["predict", str(image), "--threads", "1", "--quiet"]
+    assert cli.main([*args, "--model", str(folder), "--out", str(tmp_path / "onnx")]) == 0
+    assert seen and set(seen) == {1}
+
+    class Loaded(Exception):
+        pass
+
+    def load(cls, results, spec, device, threads):
+        raise Loaded(threads)
+
+    monkeypatch.setattr(torch_backend.TorchBackend, "load", classmethod(load))
+    monkeypatch.setattr(torch_backend.EnsembleSpec, "from_results", lambda path: ensemble[0])
+    with pytest.raises(Loaded) as loaded:
+        cli.main([*args, "--results", str(tmp_path), "--out", str(tmp_path / "pt")])
+    assert loaded.value.args == (1,)
+    monkeypatch.undo()
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch_backend, "model_files", lambda results, spec: {})
+    try:
+        torch_backend.TorchBackend.load(tmp_path, ensemble[0], "cpu", 1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

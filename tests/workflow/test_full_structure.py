@@ -34,6 +34,7 @@ from ptxseg.layout import RESULTS, SUMMARY, Layout, round2_name
 
 pytestmark = pytest.mark.workflow
 
+CORES = 2  # the CI machine's, and Snakemake caps every rule's threads at them
 OVERRIDE = Path(__file__).with_name("full_structure.yaml")
 OPTIONAL = [
     "results/augsearch/summary.csv",
@@ -89,7 +90,15 @@ def full_run(tmp_path_factory):
     config = workdir / "full_structure.yaml"
     config.write_text(yaml.safe_dump(derived))
     run = snakemake(
-        workdir, "--cores", 2, "all", *OPTIONAL, "--configfile", config, check=False, timeout=1800
+        workdir,
+        "--cores",
+        CORES,
+        "all",
+        *OPTIONAL,
+        "--configfile",
+        config,
+        check=False,
+        timeout=1800,
     )
     assert run.returncode == 0, run.stderr[-6000:]
     return workdir, config, run.stderr
@@ -208,7 +217,10 @@ def drawn(full_run, tmp_path_factory):
     shapes = [
         (int(by_id.loc[i, "rows"]), int(by_id.loc[i, "columns"])) for i in expected["ImageId"]
     ]
-    return folder, expected, [str(workdir / p) for p in test["path"]], shapes
+    # In the order the test set's prediction took them (by ImageId): on a CPU, a model's float
+    # sums can depend on an image's place in the batch.
+    dicoms = [str(workdir / p) for p in test.sort_values("image_id")["path"]]
+    return folder, expected, dicoms, shapes
 
 
 def _predicted(out: Path, expected: pd.DataFrame, dicoms: list[str]) -> list[str]:
@@ -217,14 +229,31 @@ def _predicted(out: Path, expected: pd.DataFrame, dicoms: list[str]) -> list[str
     return predicted.set_index("ImageId").loc[expected["ImageId"], "EncodedPixels"].tolist()
 
 
-def test_dicom_predict_draws_what_the_submission_draws(drawn, tmp_path):
+def test_dicom_predict_draws_what_the_submission_draws(full_run, drawn, tmp_path):
     """One cascade: `ptxseg predict --dicom-out` on the test DICOMs, from the full config's
     results (PyTorch), writes submission.csv's rows byte for byte where masks are drawn, and a
     SEG and a capture per DICOM."""
+    _, config, _ = full_run
     folder, expected, dicoms, _ = drawn
     out, dicom_out = tmp_path / "out", tmp_path / "dicom"
+    # The prediction jobs' threads and one batch (the test images are fewer than either job's
+    # batch): byte for byte needs the same float sums (an SWA member's BatchNorm statistics from
+    # a handful of images amplify a change of summation order to a grey level or more).
+    threads = yaml.safe_load(config.read_text())["resources"]["predict"]["threads"]
     run = ptxseg(
-        "predict", *dicoms, "--results", folder, "--out", out, "--dicom-out", dicom_out, "--quiet"
+        "predict",
+        *dicoms,
+        "--results",
+        folder,
+        "--out",
+        out,
+        "--dicom-out",
+        dicom_out,
+        "--threads",
+        min(threads, CORES),
+        "--batch-size",
+        len(dicoms),
+        "--quiet",
     )
     assert run.returncode == 0, run.stderr[-4000:]
     assert _predicted(out, expected, dicoms) == expected["EncodedPixels"].tolist()
@@ -269,7 +298,7 @@ def test_the_mean_teacher_variant_trains_every_second_round(full_run):
         for arch in derived["segment"]["archs"]
     ]
     run = snakemake(
-        workdir, "--cores", 2, *targets, "--configfile", teacher, check=False, timeout=1200
+        workdir, "--cores", CORES, *targets, "--configfile", teacher, check=False, timeout=1200
     )
     assert run.returncode == 0, run.stderr[-6000:]
     ran = re.findall(r"^(?:local)?rule (\w+):", run.stderr, re.MULTILINE)

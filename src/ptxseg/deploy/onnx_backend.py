@@ -52,7 +52,12 @@ class OnnxBackend:
         self.names = {key: [o.name for o in s.get_outputs()] for key, s in sessions.items()}
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, providers: list[str] | None = None) -> OnnxBackend:
+    def load(
+        cls,
+        folder: str | os.PathLike,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+    ) -> OnnxBackend:
         import onnxruntime as ort
 
         folder = Path(folder)
@@ -64,6 +69,8 @@ class OnnxBackend:
         # Each session's arena keeps its peak activations for good: with tens of fold models that
         # was 2 GiB more at the demo's peak (8.3 against 6.4 GiB), for no measurable speed.
         options.enable_cpu_mem_arena = False
+        if threads is not None:
+            options.intra_op_num_threads = threads
         sessions = {}
         for key in spec.model_keys():
             if key not in entries:

@@ -51,21 +51,30 @@ class Predictor:
         self._calibrate = calibrator(spec)
 
     @classmethod
-    def from_results(cls, path: str | os.PathLike = "results", device: str = "auto") -> Predictor:
+    def from_results(
+        cls, path: str | os.PathLike = "results", device: str = "auto", threads: int | None = None
+    ) -> Predictor:
         """The ensemble of a results folder (ensemble.json and the fold models), with PyTorch on
-        ``device`` (auto: the GPU where one is visible)."""
+        ``device`` (auto: the GPU where one is visible) and ``threads`` CPU threads (None: PyTorch's
+        default, every core; this sets them for the whole process)."""
         from ptxseg.deploy.torch_backend import TorchBackend
 
         spec = EnsembleSpec.from_results(path)
-        return cls(spec, TorchBackend.load(path, spec, device))
+        return cls(spec, TorchBackend.load(path, spec, device, threads))
 
     @classmethod
-    def from_export(cls, path: str | os.PathLike, providers: list[str] | None = None) -> Predictor:
+    def from_export(
+        cls,
+        path: str | os.PathLike,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+    ) -> Predictor:
         """The ensemble of an `ptxseg export` folder, with onnxruntime (CPU unless ``providers``
-        says otherwise); PyTorch is not imported."""
+        says otherwise) and ``threads`` threads per model (None: onnxruntime's default); PyTorch
+        is not imported."""
         from ptxseg.deploy.onnx_backend import OnnxBackend
 
-        backend = OnnxBackend.load(path, providers)
+        backend = OnnxBackend.load(path, providers, threads)
         return cls(backend.spec, backend)
 
     def predict(self, image: ImageInput) -> Prediction:

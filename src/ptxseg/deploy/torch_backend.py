@@ -40,8 +40,16 @@ class TorchBackend:
 
     @classmethod
     def load(
-        cls, results: str | os.PathLike, spec: EnsembleSpec, device: str = "auto"
+        cls,
+        results: str | os.PathLike,
+        spec: EnsembleSpec,
+        device: str = "auto",
+        threads: int | None = None,
     ) -> TorchBackend:
+        if threads is not None:
+            # A CPU's float sums depend on how the work is split: the same thread count (and batch)
+            # as the test set's prediction job gives its maps bit for bit.
+            torch.set_num_threads(threads)
         torch_device = pick_device(device)
         modules = {
             key: TTAModule(load_member(path, torch_device), spec.passes).eval()
