@@ -261,9 +261,11 @@ def test_dicom_predict_draws_what_the_submission_draws(full_run, drawn, tmp_path
 
 
 @pytest.mark.xfail(
-    reason="ptxseg export on this run: an SWA member of unet_efficientnet_b4 (fold 0, round 1 or "
-    "2, it varied between runs) gives onnxruntime outputs up to 1.0 away from PyTorch's, traced "
-    "with and without the exporter's optimiser (2026-12-07); open in issue #32",
+    reason="an SWA member of unet_efficientnet_b4 here is ill-conditioned: its BatchNorm "
+    "statistics, recomputed over a handful of augmented crops with dropout and drop path on, give "
+    "logits of +-110 where its snapshots give +-0.2, so onnxruntime's other float sums (BatchNorm "
+    "folded into the convolutions) move its maps by up to 1.0; PyTorch with another thread count "
+    "moves them by 2e-4 (2026-12-07; issue #32)",
     strict=False,
 )
 def test_export_predicts_what_the_submission_draws(drawn, tmp_path):
