@@ -178,7 +178,7 @@ def _rows() -> tuple[ScoreRow, ...]:
         ScoreRow(Kind.GATE, Level.CALIBRATED, Metric.ECE, ScoredAt.image_level(), 20, 0.05,
                  member="isotonic"),
         ScoreRow(seg, Level.ARCHITECTURE, Metric.COMPETITION_TUNED, maps, 20, 0.7, arch="unet",
-                 cascade=tuned),
+                 cascade=tuned, all_empty=0.6),
         ScoreRow(seg, Level.CASCADE, Metric.COMPETITION, maps, 20, 0.76, cascade=tuned),
         ScoreRow(seg, Level.CASCADE, Metric.COMPETITION, OWN, 20, 0.75, cascade=tuned),
         ScoreRow(seg, Level.CASCADE_NESTED, Metric.COMPETITION, OWN, 20, 0.71, interval=(0.6, 0.8)),
@@ -260,3 +260,32 @@ def test_queries_select_rows_and_one_wants_exactly_one():
         table.one(level=Level.CASCADE)
     with pytest.raises(TypeError, match="unknown key"):
         table.select(scored_at=OWN)
+
+
+def test_a_model_that_draws_nothing_is_flagged_at_the_all_empty_baseline():
+    """ScoreRows carries each score's all-empty baseline of the same images; the report's model
+    table flags the folds where a member's best triplet scores exactly that."""
+    import numpy as np
+
+    from ptxseg.ensemble.oof import Grid, ScoreRows
+    from ptxseg.report.build import AT_BASELINE, model_table
+    from ptxseg.scoring.thresholds import Histograms
+
+    grid = Grid((0.0,), (0.5, 0.9), (0.0, 100.0), (0.5,))
+    truth = np.zeros((4, 32, 32), bool)
+    truth[:2, 8:20, 8:20] = True  # two positives, two empty images
+    maps = np.where(truth, 230, 10).astype(np.uint8)
+    at = ScoredAt.maps(32)
+    rows = []
+    for fold, drawn in enumerate((maps, np.zeros_like(maps), np.zeros_like(maps))):
+        scored = ScoreRows(grid)
+        scored.add(Histograms.of(drawn, truth))
+        rows += scored.rows(Level.SINGLE, at, arch="unet", fold=fold, member="best")
+    tuned = [r for r in rows if r.metric == Metric.COMPETITION_TUNED]
+    assert [r.all_empty for r in tuned] == [0.5, 0.5, 0.5]
+    assert [r.score for r in tuned] == [1.0, 0.5, 0.5]  # the empty maps draw nothing
+    assert [r.at_baseline for r in tuned] == [False, True, True]
+    table = ScoreTable(tuple(rows))
+    flagged = model_table(table, Kind.SEGMENTER).set_index("member")[AT_BASELINE]
+    assert flagged["best"] == "2 of 3 folds"
+    assert flagged["kept members averaged, all folds"] == ""  # no architecture row here

@@ -110,6 +110,7 @@ COLUMNS = (
     *(f"cascade_{k}" for k in CASCADE_KEYS),
     "interval_low",
     "interval_high",
+    "all_empty",
 )
 
 
@@ -126,6 +127,16 @@ class ScoreRow:
     member: str | None = None  # a kept member; for the calibrated gate, the calibration method
     cascade: Cascade | None = None  # the thresholds the score was taken at
     interval: tuple[float, float] | None = None  # the cross-fitted score's bootstrap interval
+    # What predicting nothing scores on the same images at the same size (competition rows of
+    # segmenter maps): a model whose score equals it draws no mask worth drawing.
+    all_empty: float | None = None
+
+    @property
+    def at_baseline(self) -> bool:
+        """The score is the all-empty baseline of its images (to float rounding)."""
+        return self.all_empty is not None and math.isclose(
+            self.score, self.all_empty, rel_tol=0, abs_tol=1e-9
+        )
 
     @property
     def selected_on(self) -> SelectedOn:
@@ -151,6 +162,7 @@ class ScoreRow:
             **{f"cascade_{k}": cascade.get(k) for k in CASCADE_KEYS},
             "interval_low": low,
             "interval_high": high,
+            "all_empty": self.all_empty,
         }
 
     @classmethod
@@ -175,6 +187,7 @@ class ScoreRow:
             member=text["member"] or None,
             cascade=_cascade(text),
             interval=_interval(text),
+            all_empty=None if not text["all_empty"] else _number(text, "all_empty"),
         )
         if text["scored_at"] != scored_at.label():
             raise BadValue(

@@ -206,17 +206,20 @@ class ScoreRows:
         self.default = CascadeGrid(
             [DEFAULT_CASCADE.top], [DEFAULT_CASCADE.min_area], [DEFAULT_CASCADE.bottom], gates
         )
+        self.empty = 0  # images whose true mask at the maps' size is empty
 
     def add(self, h: Histograms, probability: np.ndarray | None = None) -> None:
         """Without ``gates`` the grids' one gate is 0, which passes every image."""
         self.tuned.add(h, probability)
         self.default.add(h, probability)
+        self.empty += int(np.count_nonzero(h.inside.sum(axis=1) == 0))
 
     def rows(self, level: Level, scored_at: ScoredAt, **where) -> list[ScoreRow]:
         """The default and the tuned score; ``where``: arch, fold, member as they apply."""
         tuned, tuned_score = self.tuned.best()
         images = self.tuned.images
         default = float(self.default.scores().ravel()[0])
+        where = {**where, "all_empty": self.empty / images}
         return [
             ScoreRow(
                 Kind.SEGMENTER,

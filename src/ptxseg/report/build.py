@@ -251,6 +251,10 @@ def _sample_grid(section: Section, inputs: ReportInputs, size: int, train: pd.Da
         )
 
 
+# How the curves name their metric (metrics.csv's column): as the score tables name it.
+CURVE_LABELS = {"competition": "competition at 0.5, no area"}
+
+
 def training_section(inputs: ReportInputs) -> Section:
     section = Section("training", "Training curves")
     found = False
@@ -258,6 +262,13 @@ def training_section(inputs: ReportInputs) -> Section:
     for path in inputs.metrics:
         stage, arch, fold = training_job_of(path)
         jobs.setdefault((stage, arch), {})["NIH" if fold is None else fold_name(fold)] = path
+    section.text(
+        "Held-out curves: each epoch's model on its fold's held-out images at the stage's size. "
+        "A segmenter's competition score there is taken at 0.5 with no minimum area, as the "
+        f"segmenter table's '{DEFAULT_LABEL}' column below; on weak models that draws specks on "
+        "empty images and scores far below the tuned triplet ('own best triplet'), which the "
+        "curves do not search."
+    )
     for stage, metric_default in (
         ("pretrain", "auc"),
         ("classify", "auc"),
@@ -271,8 +282,9 @@ def training_section(inputs: ReportInputs) -> Section:
             metric = (
                 metric_default if metric_default in next(iter(histories.values())) else "val_loss"
             )
+            label = CURVE_LABELS.get(metric, metric)
             section.figure(
-                figures.training_curves(histories, metric, f"{stage}: {arch}"),
+                figures.training_curves(histories, metric, f"{stage}: {arch}", label),
                 f"{stage} {arch} curves",
             )
     if not found:
@@ -330,43 +342,52 @@ def model_table(scores: ScoreTable, kind: Kind) -> pd.DataFrame:
     """Architecture x member: mean ± spread (std) over folds of the single models, and each
     architecture's OOF over all its folds (members averaged)."""
     part = scores.select(kind=kind)
+    segmenters = kind == Kind.SEGMENTER
     metrics = (
-        {
-            Metric.COMPETITION_TUNED: "own best triplet",
-            Metric.COMPETITION_DEFAULT: "at 0.5, no area",
-        }
-        if kind == Kind.SEGMENTER
+        {Metric.COMPETITION_TUNED: TUNED_LABEL, Metric.COMPETITION_DEFAULT: DEFAULT_LABEL}
+        if segmenters
         else {Metric.AUC: "ROC AUC"}
     )
+
+    def row(arch: str, member: str, folds, of: ScoreTable) -> dict:
+        found = {
+            "architecture": arch,
+            "member": member,
+            "folds": folds,
+            **{
+                label: _spread([r.score for r in of.select(metric=m)])
+                for m, label in metrics.items()
+            },
+        }
+        if segmenters:  # its own best triplet no better than drawing nothing
+            tuned = of.select(metric=Metric.COMPETITION_TUNED)
+            found[AT_BASELINE] = _at_baseline(tuned)
+        return found
+
     rows = []
     for arch in dict.fromkeys(r.arch for r in part if r.arch is not None):
         single = part.select(level=Level.SINGLE, arch=arch)
         for member in dict.fromkeys(r.member for r in single):
             of = single.select(member=member)
-            rows.append(
-                {
-                    "architecture": arch,
-                    "member": member,
-                    "folds": len({r.fold for r in of}),
-                    **{
-                        label: _spread([r.score for r in of.select(metric=m)])
-                        for m, label in metrics.items()
-                    },
-                }
-            )
+            rows.append(row(arch, member, len({r.fold for r in of}), of))
         whole = part.select(level=Level.ARCHITECTURE, arch=arch)
-        rows.append(
-            {
-                "architecture": arch,
-                "member": "kept members averaged, all folds",
-                "folds": "",
-                **{
-                    label: _spread([r.score for r in whole.select(metric=m)])
-                    for m, label in metrics.items()
-                },
-            }
-        )
+        rows.append(row(arch, "kept members averaged, all folds", "", whole))
     return pd.DataFrame(rows)
+
+
+# The model table's segmenter columns, named as the training curves name their metric.
+TUNED_LABEL = "own best triplet (chosen on these images)"
+DEFAULT_LABEL = "at 0.5, no area (the curves' metric)"
+AT_BASELINE = "at the all-empty baseline"
+
+
+def _at_baseline(tuned: ScoreTable) -> str:
+    """'2 of 5 folds' where some of the rows score exactly what predicting nothing scores on the
+    same images ('yes' for one row), '' where none does."""
+    flagged = sum(r.at_baseline for r in tuned)
+    if not flagged:
+        return ""
+    return "yes" if len(tuned) == 1 else f"{flagged} of {len(tuned)} folds"
 
 
 def headline_text(oof: OofSummary) -> str:
@@ -439,7 +460,11 @@ def scores_section(inputs: ReportInputs) -> tuple[Section, Section]:
     )
     section.text(
         "Segmenters by architecture and kept model: mean ± standard deviation over folds, at "
-        f"{oof.size} px ('own best triplet': thresholds searched on the same held-out images)."
+        f"{oof.size} px ('own best triplet': thresholds searched on the same held-out images; "
+        "'at 0.5, no area': the metric of the training curves above, taken the same way on "
+        f"the kept model's OOF maps). '{AT_BASELINE}': folds where the model's best triplet "
+        "scores exactly what predicting every image empty scores there (it draws nothing "
+        "worth drawing)."
     )
     section.table(model_table(scores, Kind.SEGMENTER))
     if len(scores.select(kind=Kind.CLASSIFIER)):
