@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import tempfile
 import time
@@ -33,6 +32,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from ptxseg.contracts.ensemble_spec import SEGMENT, EnsembleSpec
+from ptxseg.contracts.scores import Kind, Level, ScoreTable
 from ptxseg.ensemble.blend import BlendSearch, exhaustive_search, simplex_grid, simplex_size
 from ptxseg.ensemble.oof import Gating, Grid, SmallMaps, gate_objective, oof_files
 from ptxseg.ensemble.search import run_search
@@ -169,37 +170,37 @@ def run_inputs(results: Path, rle: Path | None) -> dict:
     """run_search's arguments for ``results``' own OOF files, from its ensemble.json and
     threshold_search.csv (the grid the run searched)."""
     layout = Layout(str(results))
-    chosen = json.loads(Path(layout.ensemble("ensemble.json")).read_text())
+    chosen = EnsembleSpec.from_results(results)
     grid_table = pd.read_csv(layout.ensemble("threshold_search.csv"))
     grid = Grid(*(tuple(sorted(set(grid_table[c]))) for c in ("gate", "top", "min_area", "bottom")))
-    members = chosen["members"]
-    preprocessing = chosen["preprocessing"]
-    classify = [a for a in chosen["classifier_weights"] if head_arch(a) is None]
-    segment = list(chosen["segmenter_weights"])
+    classify = [a for a in chosen.gate_weights if head_arch(a) is None]
+    segment = list(chosen.segmenter_weights)
     classifiers, segmenters = oof_files(
-        layout, classify, segment, preprocessing["n_folds"], members["segment"]
+        layout, classify, segment, chosen.n_folds, chosen.members[SEGMENT]
     )
-    size = chosen["segmenter_size"]
+    size = chosen.searched.segmenter_size
     rle = rle or Path(layout.demo("siim")) / "train-rle.csv"
     if not rle.exists():
         raise SystemExit(f"{rle}: no SIIM label file; give the run's with --rle")
     return {
         "classifiers": classifiers,
         "segmenters": segmenters,
-        "members": members,
+        "members": chosen.members,
         "manifest_csv": layout.repack_manifest("siim", size),
         "size": size,
         "grid": grid,
         "rle_csv": rle,
         "index_csv": layout.data("siim_index.csv"),
-        "search_size": chosen.get("weight_search", {}).get("size", 256),
-        "positive_only": chosen.get("positive_only", []),
+        "search_size": chosen.searched.weight_search.size,
+        "positive_only": list(chosen.searched.positive_only),
+        "preprocessing": chosen.preprocessing,
     }
 
 
-def search_into(folder: Path, inputs: dict, blend: BlendSearch) -> tuple[dict, pd.DataFrame, float]:
+def search_into(folder: Path, inputs: dict, blend: BlendSearch) -> tuple[dict, pd.DataFrame]:
+    """The search's ensemble, its gate's AUC and seconds; and its per-image outcomes."""
     folder.mkdir(parents=True)
-    result, seconds = timed(
+    spec, seconds = timed(
         lambda: run_search(
             **inputs,
             blend=blend,
@@ -210,18 +211,10 @@ def search_into(folder: Path, inputs: dict, blend: BlendSearch) -> tuple[dict, p
             out_maps=folder / f"oof_blend{maps.SUFFIX}",
         )
     )
-    scores = pd.read_csv(folder / "scores.csv")
+    gate = ScoreTable.read(folder / "scores.csv").one_or_none(kind=Kind.GATE, level=Level.BLEND)
     images = pd.read_csv(folder / "oof_images.csv", dtype={"image_id": str})
-    result["gate_auc"] = _score(scores, kind="gate", level="blend")
-    result["seconds"] = seconds
-    return result, images
-
-
-def _score(scores: pd.DataFrame, **where) -> float:
-    rows = scores
-    for key, value in where.items():
-        rows = rows[rows[key] == value]
-    return float(rows["score"].iloc[0]) if len(rows) else float("nan")
+    gate_auc = float("nan") if gate is None else gate.score
+    return {"spec": spec, "gate_auc": gate_auc, "seconds": seconds}, images
 
 
 def bootstrap_se(images_a: pd.DataFrame, images_b: pd.DataFrame, draws: int = 2000) -> dict:
@@ -268,17 +261,18 @@ def real_run(results: Path, steps: int, max_candidates: int, rle: Path | None) -
             except ValueError as error:
                 print(f"{name}: refused: {error}")
     for name, (result, _) in found.items():
-        search = result["weight_search"]
+        spec = result["spec"]
+        search, oof = spec.searched.weight_search, spec.searched.oof
         print(
-            f"{name:<11} {result['seconds']:.1f} s, {search['evaluations']} segmenter blends scored"
-            f" at {search['size']} px"
+            f"{name:<11} {result['seconds']:.1f} s, {search.evaluations} segmenter blends scored"
+            f" at {search.size} px"
         )
-        print(f"  gate weights      {_rounded(result['classifier_weights'])}")
-        print(f"  segmenter weights {_rounded(result['segmenter_weights'])}")
+        print(f"  gate weights      {_rounded(spec.gate_weights)}")
+        print(f"  segmenter weights {_rounded(spec.segmenter_weights)}")
         print(
             f"  OOF: gate AUC {result['gate_auc']:.4f}; segmenter blend (own triplet, "
-            f"{search['size']} px) {max(t['score'] for t in search['tried']):.4f}; cascade "
-            f"{result['oof']['cascade']:.4f} ({result['oof']['cascade_scored_at']})"
+            f"{search.size} px) {max(score for _, score in search.tried):.4f}; cascade "
+            f"{oof.cascade:.4f} ({oof.cascade_scored_at.label()})"
         )
     if len(found) == 2:
         (greedy, greedy_images), (grid, grid_images) = found["greedy"], found["exhaustive"]
@@ -286,7 +280,12 @@ def real_run(results: Path, steps: int, max_candidates: int, rle: Path | None) -
         print(f"greedy - exhaustive over {len(greedy_images)} OOF images (bootstrap SE):")
         for label, key, a, b in (
             ("gate AUC", "gate_auc", greedy["gate_auc"], grid["gate_auc"]),
-            ("cascade", "cascade", greedy["oof"]["cascade"], grid["oof"]["cascade"]),
+            (
+                "cascade",
+                "cascade",
+                greedy["spec"].searched.oof.cascade,
+                grid["spec"].searched.oof.cascade,
+            ),
         ):
             diff = a - b
             verdict = "within noise" if abs(diff) <= 2 * se[key] or diff == 0 else "beyond 2 SE"

@@ -23,6 +23,8 @@ from pathlib import Path
 CHILD = r"""
 import sys, time, numpy as np, pandas as pd, cv2
 from pathlib import Path
+from ptxseg.contracts.ensemble_spec import EnsembleSpec, Preprocessing
+from ptxseg.data.repack import Normalisation
 from ptxseg.ensemble.submission import PredictionFiles, write_submission
 from ptxseg.scoring.cascade import Cascade
 from ptxseg.io import maps
@@ -48,9 +50,14 @@ if step == "predict":  # what predict_segmenter writes: a map file filled batch 
         pd.DataFrame({"image_id": ids, **{fold_name(f): rng.random(n) for f in folds}}).to_csv(path, index=False)
 else:
     files = PredictionFiles.at(layout, [f"c{c}" for c in range(4)], archs, len(folds))
-    ensemble = {"cascade": Cascade(gate=0.3, top=0.7, min_area=2048, bottom=0.4).as_dict(),
-                "segmenter_weights": {"unet_resnet34": 0.4, "unet_efficientnet_b4": 0.3, "attention_unet": 0.3},
-                "classifier_weights": {f"c{c}": 0.25 for c in range(4)}}
+    ensemble = EnsembleSpec(
+        source="bench_memory", gate_weights={f"c{c}": 0.25 for c in range(4)},
+        segmenter_weights={"unet_resnet34": 0.4, "unet_efficientnet_b4": 0.3, "attention_unet": 0.3},
+        members={"classify": ["best"], "segment": ["best"]},
+        cascade=Cascade(gate=0.3, top=0.7, min_area=2048, bottom=0.4),
+        preprocessing=Preprocessing(Normalisation(), {size: (0.5, 0.25)},
+                                    {"classify": size, "segment": size}, len(folds), ["none"]),
+        calibration=None)
     index = pd.DataFrame({"image_id": ids, "rows": 1024, "columns": 1024})
     print(write_submission(index, files, ensemble, root / "submission.csv"))
 # VmHWM: this process's own peak (ru_maxrss would carry the parent's over exec)

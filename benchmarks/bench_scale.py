@@ -47,6 +47,7 @@ import yaml
 from scale_dag import Job, dry_run, memory_by_rule, outputs_by_rule, plan, rules_of
 from snakemake_run import ROOT, snakemake_command
 
+from ptxseg.contracts.ensemble_spec import EnsembleSpec
 from ptxseg.io import maps
 from ptxseg.layout import RESULTS
 
@@ -393,12 +394,11 @@ def report(rows, results: Path, release, outputs, args, config, stages) -> None:
     print("Checkpoints of the config (its DAG's kept model files, from the architectures' sizes):")
     for name, gb in checkpoint_plan(config, stages.drawn).items():
         print(f"  {name:24s} {gb:7.2f} GB")
-    ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
+    oof = EnsembleSpec.from_results(results).searched.oof
     print(
-        f"OOF cascade {ensemble['oof']['cascade']:.4f} at {ensemble['oof']['cascade_scored_at']} "
-        f"(cross-fitted; in-sample {ensemble['oof']['cascade_in_sample']:.4f}, "
-        f"{ensemble['oof']['cascade_in_sample_at_size']:.4f} at {ensemble['oof']['size']} px; "
-        "synthetic maps)"
+        f"OOF cascade {oof.cascade:.4f} at {oof.cascade_scored_at.label()} "
+        f"(cross-fitted; in-sample {oof.cascade_in_sample:.4f}, "
+        f"{oof.cascade_in_sample_at_size:.4f} at {oof.size} px; synthetic maps)"
     )
 
 

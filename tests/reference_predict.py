@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ptxseg.contracts.ensemble_spec import CLASSIFY, SEGMENT, EnsembleSpec, ModelKey
 from ptxseg.data.intensity import scale_intensities
 from ptxseg.data.repack import normalise_histogram, resize_image
-from ptxseg.deploy.spec import CLASSIFY, SEGMENT, EnsembleSpec, ModelKey
 from ptxseg.layout import head_source
 from ptxseg.runtime.predict import tta_predict
 from ptxseg.scoring.cascade import (

@@ -94,7 +94,7 @@ def test_hostile_sop_instance_uid_is_refused_by_the_predict_command(tmp_path, da
     dataset.save_as(victim)
     (tmp_path / "results" / "ensemble").mkdir(parents=True)
     (tmp_path / "results" / "ensemble" / "ensemble.json").write_text(
-        '{"preprocessing": {"n_folds": 0}, "members": {}, "classifier_weights": {}, "segmenter_weights": {}}'
+        '{"preprocessing": {"n_folds": 0}, "members": {}, "gate_weights": {}, "segmenter_weights": {}}'
     )
     result = subprocess.run(
         [

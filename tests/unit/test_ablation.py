@@ -4,7 +4,6 @@ refusals, where a lever's files are, and the summary and page on small synthetic
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 
@@ -13,8 +12,11 @@ import pandas as pd
 import pytest
 import yaml
 from dag import ROOT
+from ensemble_examples import oof_summary, search_record
+from ensemble_examples import spec as example_spec
 
 from ptxseg import config as cfg
+from ptxseg.contracts.scores import Kind, Level, Metric, ScoredAt, ScoreRow, ScoreTable
 from ptxseg.ensemble.ablation import lever_oof_files
 from ptxseg.layout import BASELINE, Layout
 from ptxseg.recipes import (
@@ -34,6 +36,7 @@ from ptxseg.report.ablation import (
     train_seconds,
     write_summary,
 )
+from ptxseg.scoring.cascade import Cascade
 
 SCHEMA = cfg.load_schema()
 DEMO = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -195,41 +198,36 @@ IMAGES = [f"img{i}" for i in range(8)]
 
 def _search(layout, lever, dice, *, gate=0.8, ungated=None, size=64, warnings=(), cascade_gate=0.3):
     """The files an ablation_search job writes that the summary reads."""
-    native = "each image's own size (1024 px)"
+    native = ScoredAt.own_size([(1024, 1024)], "train-rle.csv")
     # ``dice``: each image's Dice by the choices made without its fold (the headline, which the
     # deltas compare); the in-sample figures beside it are higher, as a search on its own images is.
-    oof = {
-        "images": len(dice),
-        "cascade": float(np.mean(dice)),
-        "cascade_scored_at": native,
-        "cascade_in_sample": float(np.mean(dice)) + 0.02,
-        "cascade_in_sample_at_size": float(np.mean(dice)) - 0.01,
-        "size": size,
-        "all_empty": 0.5,
-    }
-    ensemble = layout.ablation_ensemble(lever, "ensemble.json")
-    Path(ensemble).parent.mkdir(parents=True, exist_ok=True)
-    Path(ensemble).write_text(
-        json.dumps({"oof": oof, "cascade": {"gate": cascade_gate}, "warnings": list(warnings)})
+    oof = oof_summary(
+        images=len(dice),
+        cascade=float(np.mean(dice)),
+        cascade_scored_at=native,
+        cascade_in_sample=float(np.mean(dice)) + 0.02,
+        cascade_in_sample_at_size=float(np.mean(dice)) - 0.01,
+        size=size,
+        all_empty=0.5,
     )
-    rows = [
-        {"kind": "segmenter", "level": "cascade", "metric": "competition", "score": oof["cascade"]}
-    ]
+    spec = example_spec(
+        cascade=Cascade(gate=cascade_gate),
+        search=search_record(warnings=tuple(warnings), oof=oof),
+    )
+    spec.write(layout.ablation_ensemble(lever, "ensemble.json"))
+
+    def row(kind, level, metric, score, at=native):
+        return ScoreRow(kind, level, metric, at, len(dice), score)
+
+    rows = [row(Kind.SEGMENTER, Level.CASCADE, Metric.COMPETITION, oof.cascade)]
     if gate is not None:
-        rows.append({"kind": "gate", "level": "blend", "metric": "auc", "score": gate})
-        rows.append({"kind": "classifier", "level": "blend", "metric": "auc", "score": gate - 0.1})
+        image = ScoredAt.image_level()
+        rows.append(row(Kind.GATE, Level.BLEND, Metric.AUC, gate, image))
+        rows.append(row(Kind.CLASSIFIER, Level.BLEND, Metric.AUC, gate - 0.1, image))
     if ungated is not None:
-        for score, at in ((ungated - 0.02, f"{size} px"), (ungated, native)):
-            rows.append(
-                {
-                    "kind": "segmenter",
-                    "level": "cascade_ungated",
-                    "metric": "competition",
-                    "score": score,
-                    "scored_at": at,
-                }
-            )
-    pd.DataFrame(rows).to_csv(layout.ablation_ensemble(lever, "scores.csv"), index=False)
+        for score, at in ((ungated - 0.02, ScoredAt.maps(size)), (ungated, native)):
+            rows.append(row(Kind.SEGMENTER, Level.CASCADE_UNGATED, Metric.COMPETITION, score, at))
+    ScoreTable(tuple(rows)).write(layout.ablation_ensemble(lever, "scores.csv"))
     order = list(reversed(IMAGES)) if lever != BASELINE else IMAGES  # aligned by id, not row
     values = dict(zip(IMAGES, dice, strict=True))
     pd.DataFrame(

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ptxseg.contracts.ensemble_spec import CLASSIFY, SEGMENT, EnsembleSpec, ModelKey, Preprocessing
 from ptxseg.data.repack import Normalisation
 from ptxseg.deploy.combine import ArchitectureMean, ModelOutput, predictions
 from ptxseg.deploy.images import PreparedImage
-from ptxseg.deploy.spec import CLASSIFY, SEGMENT, EnsembleSpec, ModelKey
 from ptxseg.ensemble.submission import PredictionFiles, cascade_rows
 from ptxseg.infer import test_set
 from ptxseg.io import maps, rle
@@ -88,11 +88,9 @@ def _spec() -> EnsembleSpec:
         segmenter_weights={"seg_a": 0.5, "seg_b": 0.2, "seg_c": 0.3},
         members={CLASSIFY: list(MEMBERS), SEGMENT: list(MEMBERS)},
         cascade=CASCADE,
-        normalisation=Normalisation(),
-        stats={SIDE: (0.0, 1.0)},
-        sizes={CLASSIFY: SIDE, SEGMENT: SIDE},
-        n_folds=FOLDS,
-        tta=["none"],
+        preprocessing=Preprocessing(
+            Normalisation(), {SIDE: (0.0, 1.0)}, {CLASSIFY: SIDE, SEGMENT: SIDE}, FOLDS, ["none"]
+        ),
         calibration=None,
     )
 
@@ -163,14 +161,9 @@ def test_predict_and_the_submission_draw_the_same_masks_from_the_same_outputs(
     seg, heads, cls = _outputs()
     spec = _spec()
     files = _submission_files(tmp_path, monkeypatch, seg, heads, cls)
-    ensemble = {
-        "cascade": CASCADE.as_dict(),
-        "segmenter_weights": spec.segmenter_weights,
-        "classifier_weights": spec.gate_weights,
-    }
     ids = [f"img{k}" for k in range(IMAGES)]
     shapes = [(SIDE, SIDE)] * IMAGES
-    submitted = dict(cascade_rows(ids, shapes, files, ensemble))
+    submitted = dict(cascade_rows(ids, shapes, files, spec))
     predicted = _predict(spec, seg, heads, cls)
     drawn = [p for p in predicted if p.mask.any()]
     assert 0 < len(drawn) < IMAGES  # the gate empties some images, the rest draw masks

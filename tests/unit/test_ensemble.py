@@ -9,7 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from ensemble_examples import preprocessing
+from ensemble_examples import spec as example_spec
 
+from ptxseg.contracts.ensemble_spec import EnsembleSpec
+from ptxseg.contracts.scores import Basis, Kind, Level, Metric, ScoreTable, SelectedOn
 from ptxseg.ensemble.blend import (
     BlendSearch,
     exhaustive_search,
@@ -244,6 +248,7 @@ def search(tmp_path, segmenters, classifiers, grid, **kwargs):
         out_grid=tmp_path / "g.csv",
         out_images=tmp_path / "i.csv",
         out_maps=tmp_path / f"blend{SUFFIX}",
+        preprocessing=preprocessing(32),
         **kwargs,
     )
 
@@ -261,19 +266,28 @@ def test_run_search_on_oof_files(tmp_path):
     )
     grid = Grid(gates=(0.0, 0.5), tops=tuple(TOPS), min_areas=tuple(AREAS), bottoms=tuple(BOTTOMS))
     result = search(tmp_path, segmenters, classifiers, grid, chunk=7)  # chunks across folds
-    assert result["segmenter_weights"]["good_net"] >= 0.9
-    assert result["classifier_weights"]["seer"] >= 0.9
-    oof = result["oof"]
-    assert oof["cascade_in_sample_at_size"] >= oof["best_architecture"]
-    assert oof["cascade_in_sample"] > oof["all_empty"] + 0.3
+    assert result.segmenter_weights["good_net"] >= 0.9
+    assert result.gate_weights["seer"] >= 0.9
+    oof = result.searched.oof
+    assert oof.cascade_in_sample_at_size >= oof.best_architecture
+    assert oof.cascade_in_sample > oof.all_empty + 0.3
     # The headline is the cross-fitted score, with its interval, beside the in-sample one.
-    assert oof["cascade_estimate"] == "other folds"
-    assert oof["cascade_in_sample_estimate"] == "same images"
-    low, high = oof["cascade_interval"]
-    assert low <= oof["cascade"] <= high and oof["cascade_confidence"] == 0.95
-    assert oof["cascade"] > oof["all_empty"] + 0.3
-    assert [f["fold"] for f in oof["nested_folds"]] == [0, 1]
-    assert json.loads((tmp_path / "e.json").read_text()) == json.loads(json.dumps(result))
+    assert oof.cascade_estimate == SelectedOn.OTHER_FOLDS
+    assert oof.cascade_in_sample_estimate == SelectedOn.SAME_IMAGES
+    low, high = oof.cascade_interval
+    assert low <= oof.cascade <= high and oof.cascade_confidence == 0.95
+    assert oof.cascade > oof.all_empty + 0.3
+    assert [f.fold for f in oof.nested_folds] == [0, 1]
+    # ensemble.json is the typed result, and reads back as it.
+    assert EnsembleSpec.read(tmp_path / "e.json") == result
+    assert json.loads((tmp_path / "e.json").read_text()) == json.loads(json.dumps(result.to_dict()))
+    table = ScoreTable.read(tmp_path / "s.csv")
+    own = table.one(level=Level.CASCADE, basis=Basis.OWN_SIZE)
+    assert (
+        own.score == pytest.approx(oof.cascade_in_sample) and own.scored_at == oof.cascade_scored_at
+    )
+    assert table.one(level=Level.CASCADE, basis=Basis.MAPS).scored_at.side == 32
+    assert table.one(kind=Kind.GATE, level=Level.BLEND).metric == Metric.AUC
     scores = pd.read_csv(tmp_path / "s.csv")
     assert set(scores["level"]) == {
         "single",
@@ -301,11 +315,12 @@ def test_run_search_on_oof_files(tmp_path):
     cascade = scores[scores["level"] == "cascade"].set_index("scored_at")["score"]
     native = "64x64 px (each image's own size, train-rle.csv)"
     assert set(cascade.index) == {"32 px", native}
-    assert cascade["32 px"] == pytest.approx(oof["cascade_in_sample_at_size"])
-    assert cascade[native] == pytest.approx(oof["cascade_in_sample"])
-    assert oof["cascade_scored_at"] == native
+    assert cascade["32 px"] == pytest.approx(oof.cascade_in_sample_at_size)
+    assert cascade[native] == pytest.approx(oof.cascade_in_sample)
+    assert oof.cascade_scored_at.label() == native
     nested = scores[scores["level"] == "cascade_nested"].iloc[0]
-    assert nested["scored_at"] == native and nested["score"] == pytest.approx(oof["cascade"])
+    assert nested["scored_at"] == native and nested["score"] == pytest.approx(oof.cascade)
+    assert (nested["scored_basis"], nested["scored_size"]) == ("own_size", "64x64")
     assert [nested["interval_low"], nested["interval_high"]] == pytest.approx([low, high])
     # Every row says what its number was chosen on.
     selected = scores.set_index(["level", "metric"])["selected_on"]
@@ -315,17 +330,17 @@ def test_run_search_on_oof_files(tmp_path):
     assert set(selected[("single", "competition_tuned")]) == {"same images"}
     grid_table = pd.read_csv(tmp_path / "g.csv")
     assert len(grid_table) == 2 * len(TOPS) * len(AREAS) * len(BOTTOMS)
-    assert grid_table["score"].max() == pytest.approx(oof["cascade_in_sample_at_size"])
+    assert grid_table["score"].max() == pytest.approx(oof.cascade_in_sample_at_size)
     images = pd.read_csv(tmp_path / "i.csv", dtype={"image_id": str})
     assert len(images) == 40
-    assert images["dice"].mean() == pytest.approx(oof["cascade_in_sample_at_size"])
-    assert images["dice_native"].mean() == pytest.approx(oof["cascade_in_sample"])
-    assert images["dice_native_nested"].mean() == pytest.approx(oof["cascade"])
+    assert images["dice"].mean() == pytest.approx(oof.cascade_in_sample_at_size)
+    assert images["dice_native"].mean() == pytest.approx(oof.cascade_in_sample)
+    assert images["dice_native_nested"].mean() == pytest.approx(oof.cascade)
     assert (images.loc[images["truth_pixels"] == 0, "dice"].isin([0.0, 1.0])).all()
     # The native score is the competition's: each blended map binarised at 64 px against the
     # mask decoded from the label file, image by image.
     blended = read_rows(tmp_path / f"blend{SUFFIX}", slice(0, 40))
-    chosen = Cascade(**result["cascade"])
+    chosen = result.cascade
     labels_64 = truth.repeat(2, axis=1).repeat(2, axis=2)
     for row in images.itertuples():
         k = int(row.image_id.split(".")[-1])
@@ -347,15 +362,16 @@ def test_both_blend_searches_run_on_oof_files_and_leave_no_scratch(tmp_path):
     exhaustive = search(
         tmp_path, segmenters, classifiers, grid, blend=BlendSearch(method="exhaustive")
     )
-    assert greedy["segmenter_weights"] == {"noise_net": 0.0, "good_net": 1.0}
-    assert exhaustive["segmenter_weights"]["good_net"] >= 0.9
-    record = greedy["weight_search"]
-    assert (record["method"], record["steps"], record["evaluations"]) == ("greedy", 3, 3 * 2)
-    assert len(record["tried"]) == 6 and record["size"] == 16
-    assert exhaustive["weight_search"]["evaluations"] == 11  # 2 architectures at 0.1
+    assert greedy.segmenter_weights == {"noise_net": 0.0, "good_net": 1.0}
+    assert exhaustive.segmenter_weights["good_net"] >= 0.9
+    record = greedy.searched.weight_search
+    assert (record.method, record.steps, record.evaluations) == ("greedy", 3, 3 * 2)
+    assert len(record.tried) == 6 and record.size == 16
+    assert record.archs == ("noise_net", "good_net")  # the order of every tried weight vector
+    assert exhaustive.searched.weight_search.evaluations == 11  # 2 architectures at 0.1
     # The blend the search scored is the architecture's own score at the search size.
-    best = max(t["score"] for t in exhaustive["weight_search"]["tried"])
-    assert max(t["score"] for t in record["tried"]) == pytest.approx(best)
+    best = max(score for _, score in exhaustive.searched.weight_search.tried)
+    assert max(score for _, score in record.tried) == pytest.approx(best)
     assert not list(tmp_path.glob(".blend_search_*"))
 
 
@@ -388,7 +404,7 @@ def test_the_blend_keys_reach_the_search_from_the_config_file(tmp_path, monkeypa
     raw["ensemble"]["members"] = {"classify": ["best"], "segment": ["best"]}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
     config = cfg.load(tmp_path / "config.yaml", cfg.load_schema())
-    monkeypatch.setattr(search_module, "preprocessing", lambda *args: {})
+    monkeypatch.setattr(search_module, "preprocessing", lambda *args: preprocessing(32))
     params = SimpleNamespace(
         ensemble=config["ensemble"], size=32, classify_size=32, n_folds=2, tta=["none"],
         normalisation=config["repack"], positive_only=[],
@@ -417,7 +433,7 @@ def test_the_blend_keys_reach_the_search_from_the_config_file(tmp_path, monkeypa
     record = json.loads((tmp_path / "e.json").read_text())["weight_search"]
     assert {k: record[k] for k in wanted.as_dict()} == wanted.as_dict()
     assert record["evaluations"] == 2 + 1 + (4 - 2) * 2  # singles, the two best, 2 steps of 2
-    assert result["classifier_weights"]["seer"] >= 0.5
+    assert result.gate_weights["seer"] >= 0.5
 
 
 def test_search_warns_when_a_choice_sits_on_the_edge_of_its_grid(tmp_path, caplog):
@@ -428,12 +444,13 @@ def test_search_warns_when_a_choice_sits_on_the_edge_of_its_grid(tmp_path, caplo
     grid = Grid(gates=(0.0,), tops=(0.1, 0.5, 0.9), min_areas=(0, 1024), bottoms=(0.6, 0.7, 0.8))
     with caplog.at_level("WARNING"):
         result = search(tmp_path, segmenters, classifiers, grid)
-    assert result["cascade"]["bottom"] == 0.6
+    assert result.cascade.bottom == 0.6
+    warnings = result.searched.warnings
     assert any(
         "ensemble.grid.bottom" in w and "smallest value of its grid [0.6, 0.7, 0.8]" in w
-        for w in result["warnings"]
+        for w in warnings
     )
-    assert not any("min_area" in w or "gate" in w for w in result["warnings"])
+    assert not any("min_area" in w or "gate" in w for w in warnings)
     assert any("widen ensemble.grid.bottom" in r.getMessage() for r in caplog.records)
 
 
@@ -461,6 +478,8 @@ def peak_rss_of_search(folder, segmenters) -> int:
     # VmHWM, the peak of this process's own memory map: ru_maxrss would carry over the peak of
     # the forking pytest process, as Linux keeps it across exec.
     script = f"""
+from ptxseg.contracts.ensemble_spec import Preprocessing
+from ptxseg.data.repack import Normalisation
 from ptxseg.ensemble.oof import Grid, SegmenterFold
 from ptxseg.ensemble.search import run_search
 from pathlib import Path
@@ -478,6 +497,9 @@ run_search(
     search_size=64,
     out_json=root / "e.json", out_scores=root / "s.csv", out_grid=root / "g.csv",
     out_images=root / "i.csv", out_maps=root / "b.h5", chunk=16,
+    preprocessing=Preprocessing(
+        Normalisation(), {{256: (0.5, 0.25)}}, {{"classify": 256, "segment": 256}}, 2, ["none"]
+    ),
 )
 print(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])  # KiB
 """
@@ -520,11 +542,10 @@ def test_set(tmp_path):
         {"net": seg_dir / "ids.csv"},
         {"clf": cls_csv},
     )
-    ensemble = {
-        "cascade": Cascade(gate=0.5, top=0.8, min_area=4096, bottom=0.5).as_dict(),
-        "segmenter_weights": {"net": 1.0},
-        "classifier_weights": {"clf": 1.0},
-    }
+    ensemble = example_spec(
+        cascade=Cascade(gate=0.5, top=0.8, min_area=4096, bottom=0.5),
+        gate_weights={"clf": 1.0},
+    )
     return index, predictions, ensemble
 
 

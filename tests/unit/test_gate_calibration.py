@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from ensemble_examples import spec as example_spec
 from test_ensemble import AREAS, BOTTOMS, TOPS, search, synthetic_oof, write_oof
 
 from ptxseg.ensemble.calibrate import calibrate_gate
@@ -31,7 +32,7 @@ def test_an_overconfident_gate_is_calibrated_and_its_held_out_ece_falls():
     p, labels, folds = _overconfident()
     gate = calibrate_gate(p, labels, folds)
     assert gate.calibrator.method in ("temperature", "isotonic")
-    ece = {(r["level"], r["metric"]): r["score"] for r in gate.rows}
+    ece = {(r.level.value, r.metric.value): r.score for r in gate.rows}
     assert ece[("uncalibrated", "ece")] == pytest.approx(expected_calibration_error(p, labels))
     assert ece[("calibrated", "ece")] < ece[("uncalibrated", "ece")] / 2
     assert ece[("calibrated", "brier")] < ece[("uncalibrated", "brier")]
@@ -78,7 +79,12 @@ def test_the_search_writes_the_calibration_and_its_ece(tmp_path):
     assert after == pytest.approx(
         expected_calibration_error(images["calibrated_probability"].to_numpy(), y.to_numpy())
     )
-    assert result["calibration"] == written["calibration"]
+    assert result.calibration.to_dict() == written["calibration"]
+    assert [option.method for option in result.searched.calibration_choice] == [
+        "none",
+        "temperature",
+        "isotonic",
+    ]
 
 
 def test_the_side_table_carries_the_calibrated_probability_and_the_fold_spread(tmp_path):
@@ -92,7 +98,7 @@ def test_the_side_table_carries_the_calibrated_probability_and_the_fold_spread(t
     )
     predictions = PredictionFiles.at(layout, ["cls"], [], 2)
     calibration = Calibrator(method="temperature", temperature=2.0)
-    ensemble = {"classifier_weights": {"cls": 1.0}, "calibration": calibration.to_dict()}
+    ensemble = example_spec(gate_weights={"cls": 1.0}, calibration=calibration)
     table = write_details(
         pd.DataFrame({"image_id": ids}), predictions, ensemble, tmp_path / "details.csv"
     )
@@ -113,7 +119,7 @@ def test_the_side_table_carries_the_calibrated_probability_and_the_fold_spread(t
     plain = write_details(
         pd.DataFrame({"image_id": ids}),
         predictions,
-        {"classifier_weights": {"cls": 1.0}},
+        example_spec(gate_weights={"cls": 1.0}),
         tmp_path / "plain.csv",
     )
     np.testing.assert_allclose(plain["calibrated_probability"], plain["probability"])
@@ -134,7 +140,7 @@ def test_the_calibration_keys_reach_the_search_from_the_config_file(monkeypatch)
     config = config_module.validate(config)
     seen = {}
     monkeypatch.setattr(search_module, "run_search", lambda **kwargs: seen.update(kwargs))
-    monkeypatch.setattr(search_module, "preprocessing", lambda *args: {})
+    monkeypatch.setattr(search_module, "preprocessing", lambda *args: None)
     params = SimpleNamespace(
         ensemble=config["ensemble"],
         size=32,

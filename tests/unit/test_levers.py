@@ -18,6 +18,7 @@ from test_ensemble import AREAS, BOTTOMS, TOPS, search, synthetic_oof, write_oof
 from torch import nn
 
 from ptxseg import config as config_module
+from ptxseg.contracts.scores import Kind, Level, Metric, ScoreTable
 from ptxseg.data.repack import read_manifest
 from ptxseg.ensemble.oof import Grid
 from ptxseg.layout import METRICS, head_source, model_file
@@ -297,33 +298,32 @@ def test_a_segmenter_head_joins_the_gate_when_it_beats_the_classifiers(tmp_path)
     segmenters, classifiers = write_oof(tmp_path, truth, {"net": noisy}, {"coin": rng.random(40)})
     _with_heads(segmenters, {"net": np.where(labels, 0.8, 0.2) + rng.normal(0, 0.05, 40)})
     result = search(tmp_path, segmenters, classifiers, GRID)
-    assert result["classifier_weights"][head_source("net")] >= 0.9
-    scores = pd.read_csv(tmp_path / "s.csv")
-    gate = scores[(scores["kind"] == "gate") & (scores["level"] == "blend")]
-    assert len(gate) == 1 and gate["score"].iloc[0] > 0.95
-    heads = scores[scores["kind"] == "head"]
-    assert set(heads["level"]) == {"single", "architecture"} and set(heads["arch"]) == {"net"}
-    assert result["cascade"]["gate"] == 0.5
-    ungated = scores[scores["level"] == "cascade_ungated"]
-    cascade = scores[scores["level"] == "cascade"]
-    assert len(ungated) == 2 and set(ungated["scored_at"]) == set(cascade["scored_at"])
-    assert (ungated["cascade_gate"] == 0).all()
-    gated = scores[scores["level"] == "cascade_gated"]  # here the chosen cascade itself
-    by_size = cascade.set_index("scored_at")["score"]
-    assert gated.set_index("scored_at")["score"][by_size.index].tolist() == pytest.approx(
-        by_size.tolist()
-    )
+    assert result.gate_weights[head_source("net")] >= 0.9
+    scores = ScoreTable.read(tmp_path / "s.csv")
+    assert scores.one(kind=Kind.GATE, level=Level.BLEND).score > 0.95
+    heads = scores.select(kind=Kind.HEAD)
+    assert {r.level for r in heads} == {Level.SINGLE, Level.ARCHITECTURE}
+    assert {r.arch for r in heads} == {"net"}
+    assert result.cascade.gate == 0.5
+    ungated = scores.select(level=Level.CASCADE_UNGATED)
+    cascade = scores.select(level=Level.CASCADE)
+    assert len(ungated) == 2 and {r.scored_at for r in ungated} == {r.scored_at for r in cascade}
+    assert all(r.cascade.gate == 0 for r in ungated)
+    for row in cascade:  # the best gated cascade is here the chosen cascade itself
+        gated = scores.one(level=Level.CASCADE_GATED, basis=row.scored_at.basis)
+        assert gated.score == pytest.approx(row.score)
     # The gate is what removes the false positives: the cascade beats the ungated one.
-    assert cascade["score"].min() > ungated["score"].max() + 0.2
+    assert min(r.score for r in cascade) > max(r.score for r in ungated) + 0.2
 
 
 def test_without_any_image_level_source_the_gate_stays_at_zero(tmp_path):
     truth, good, _ = synthetic_oof(n=20)
     segmenters, classifiers = write_oof(tmp_path, truth, {"net": good}, {})
     result = search(tmp_path, segmenters, classifiers, GRID)
-    assert result["classifier_weights"] == {} and result["cascade"]["gate"] == 0.0
-    scores = pd.read_csv(tmp_path / "s.csv")
-    assert not scores["level"].isin(["cascade_ungated", "cascade_gated"]).any()
+    assert result.gate_weights == {} and result.cascade.gate == 0.0
+    scores = ScoreTable.read(tmp_path / "s.csv")
+    assert not scores.select(level=(Level.CASCADE_UNGATED, Level.CASCADE_GATED))
+    assert len(scores.select(level=Level.CASCADE)) == 2
 
 
 def test_a_positives_only_segmenter_is_scored_behind_the_gate(tmp_path):
@@ -344,11 +344,11 @@ def test_a_positives_only_segmenter_is_scored_behind_the_gate(tmp_path):
             positive_only=["eager"],
         )
     result = search(tmp_path, segmenters, classifiers, GRID, positive_only=["eager"])
-    assert result["positive_only"] == ["eager"] and result["cascade"]["gate"] > 0
-    scores = pd.read_csv(tmp_path / "s.csv")
-    singles = scores[(scores["kind"] == "segmenter") & (scores["level"] == "single")]
-    assert (singles["cascade_gate"].dropna() > 0).all()  # every tuned score behind a gate
-    assert scores.loc[scores["level"] == "architecture", "score"].max() > 0.9
+    assert result.searched.positive_only == ("eager",) and result.cascade.gate > 0
+    scores = ScoreTable.read(tmp_path / "s.csv")
+    tuned = scores.select(kind=Kind.SEGMENTER, level=Level.SINGLE, metric=Metric.COMPETITION_TUNED)
+    assert len(tuned) == 2 and all(r.cascade.gate > 0 for r in tuned)  # each behind a gate
+    assert max(r.score for r in scores.select(level=Level.ARCHITECTURE)) > 0.9
 
 
 # ----------------------------------------------------------------------------- config

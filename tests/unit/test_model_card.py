@@ -7,12 +7,19 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from ensemble_examples import oof_summary, search_record
+from ensemble_examples import spec as example_spec
 
 import ptxseg
+from ptxseg.contracts.ensemble_spec import EnsembleSpec, Preprocessing
+from ptxseg.contracts.scores import Kind, Level, Metric, ScoredAt, ScoreRow, ScoreTable, SelectedOn
+from ptxseg.contracts.search_record import CalibrationOption
+from ptxseg.data.repack import Normalisation
 from ptxseg.io import atomic
 from ptxseg.layout import Layout
 from ptxseg.report import model_card
@@ -24,9 +31,12 @@ from ptxseg.report.model_card import (
     training_table,
     write_model_card,
 )
+from ptxseg.scoring.calibrator import Calibrator
+from ptxseg.scoring.cascade import Cascade
 
 ROOT = Path(__file__).resolve().parents[2]
-OWN = "1024x1024 px (each image's own size, train-rle.csv)"
+OWN = ScoredAt.own_size([(1024, 1024)], "train-rle.csv")
+MAPS = ScoredAt.maps(64)
 
 # Two folds of OOF images: fold 0 scores (1 + 0 + 0.5 + 1) / 4 = 0.625 with 2 of 4 empty,
 # fold 1 scores (1 + 0.2) / 2 = 0.6 with 1 of 2 empty.
@@ -55,51 +65,67 @@ def _images(oof: dict) -> pd.DataFrame:
 
 
 def _scores(cascade: float = 0.6125, calibrated: bool = False, round2: bool = False):
+    def row(level, metric, at, score, arch=None, kind=Kind.SEGMENTER):
+        return ScoreRow(kind, level, metric, at, 6, score, arch=arch)
+
     rows = [
-        ("segmenter", "cascade", "", "competition", "64 px", 6, 0.9),
-        ("segmenter", "cascade", "", "competition", OWN, 6, cascade),
-        ("segmenter", "architecture", "unet", "competition_tuned", "64 px", 6, 0.55),
+        row(Level.CASCADE, Metric.COMPETITION, MAPS, 0.9),
+        row(Level.CASCADE, Metric.COMPETITION, OWN, cascade),
+        row(Level.ARCHITECTURE, Metric.COMPETITION_TUNED, MAPS, 0.55, "unet"),
     ]
     if round2:
-        rows.append(
-            ("segmenter", "architecture", "unet-round2", "competition_tuned", "64 px", 6, 0.58)
-        )
+        rows.append(row(Level.ARCHITECTURE, Metric.COMPETITION_TUNED, MAPS, 0.58, "unet-round2"))
     if calibrated:
+        image = ScoredAt.image_level()
         rows += [
-            ("gate", "uncalibrated", "", "ece", "image level", 6, 0.123),
-            ("gate", "calibrated", "", "ece", "image level", 6, 0.045),
+            row(Level.UNCALIBRATED, Metric.ECE, image, 0.123, kind=Kind.GATE),
+            row(Level.CALIBRATED, Metric.ECE, image, 0.045, kind=Kind.GATE),
         ]
-    return pd.DataFrame(
-        rows, columns=["kind", "level", "arch", "metric", "scored_at", "images", "score"]
-    )
+    return ScoreTable(tuple(rows))
 
 
-def _ensemble(calibrated: bool = False, round2: bool = False) -> dict:
+def _ensemble(calibrated: bool = False, round2: bool = False, **oof) -> EnsembleSpec:
+    """The ensemble the card reads; ``oof``: changes to its OOF summary (in-sample by default)."""
     segmenters = {"unet": 0.7, "unet-round2": 0.3} if round2 else {"unet": 1.0}
-    ensemble = {
-        "cascade": {"gate": 0.35, "top": 0.75, "min_area": 2048.0, "bottom": 0.4},
-        "classifier_weights": {"densenet": 0.6, "head:unet": 0.4},
-        "segmenter_weights": segmenters,
-        "members": {"classify": ["best"], "segment": ["swa", "snapshot0"]},
-        "positive_only": [],
-        "preprocessing": {
-            "classify_size": 96,
-            "segment_size": 128,
-            "n_folds": 2,
-            "normalisation": {"method": "clahe", "clip_limit": 2.0, "tile_grid": 8},
-            "tta": ["none", "hflip", 1.0, 1.25],
-        },
-        "warnings": [],
-    }
+    summary = oof_summary(
+        images=6,
+        cascade=0.6125,
+        cascade_interval=None,
+        cascade_confidence=None,
+        cascade_estimate=SelectedOn.SAME_IMAGES,
+        nested_folds=(),
+        cascade_scored_at=OWN,
+        cascade_in_sample=0.6125,
+        size=64,
+    )
+    search = search_record(tuple(segmenters), segmenter_size=128, oof=replace(summary, **oof))
+    calibration = None
     if calibrated:
-        ensemble["calibration"] = {"method": "temperature", "temperature": 1.7}
-        ensemble["calibration_choice"] = [
-            {"method": m, "brier": b, "log_loss": 0.5, "ece": e, "chosen": m == "temperature",
-             "reason": "lowest cross-fitted brier" if m == "temperature" else ""}
-            for m, b, e in [("none", 0.21, 0.123), ("temperature", 0.19, 0.051),
-                            ("isotonic", 0.2, 0.07)]
-        ]  # fmt: skip
-    return ensemble
+        calibration = Calibrator("temperature", temperature=1.7)
+        search = replace(
+            search,
+            calibration_choice=tuple(
+                CalibrationOption(m, b, 0.5, e, d, 0.01, m == "temperature",
+                                  "lowest cross-fitted brier" if m == "temperature" else "")
+                for m, b, e, d in [("none", 0.21, 0.123, 0.02), ("temperature", 0.19, 0.051, 0.0),
+                                   ("isotonic", 0.2, 0.07, 0.01)]
+            ),
+        )  # fmt: skip
+    return example_spec(
+        cascade=Cascade(gate=0.35, top=0.75, min_area=2048.0, bottom=0.4),
+        gate_weights={"densenet": 0.6, "head:unet": 0.4},
+        segmenter_weights=segmenters,
+        members={"classify": ["best"], "segment": ["swa", "snapshot0"]},
+        preprocessing=Preprocessing(
+            Normalisation("clahe", 2.0, 8),
+            {96: (0.5, 0.25), 128: (0.5, 0.25)},
+            {"classify": 96, "segment": 128},
+            2,
+            ["none", "hflip", 1.0, 1.25],
+        ),
+        calibration=calibration,
+        search=search,
+    )
 
 
 def _write_run(
@@ -129,8 +155,8 @@ def _write_run(
     }
     for path in paths.values():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(paths["ensemble"], _ensemble(calibrated, round2))
-    _scores(calibrated=calibrated, round2=round2).to_csv(paths["scores"], index=False)
+    _ensemble(calibrated, round2).write(paths["ensemble"])
+    _scores(calibrated=calibrated, round2=round2).write(paths["scores"])
     _images(oof).to_csv(paths["images"], index=False)
     positive = [k % 2 for k in range(train)]
     pd.DataFrame(
@@ -221,8 +247,8 @@ def test_fold_scores_are_the_hand_computed_means_of_dice_native():
 
 def test_the_cascade_score_is_the_own_size_row_not_the_map_size_one():
     row = own_size_cascade(_scores(cascade=0.4321))
-    assert row is not None and row["score"] == pytest.approx(0.4321)
-    assert own_size_cascade(_scores().iloc[:1]) is None
+    assert row is not None and row.score == pytest.approx(0.4321)
+    assert own_size_cascade(ScoreTable(_scores().rows[:1])) is None  # the map-size row only
 
 
 def test_training_table_names_the_architecture_by_its_path_and_lists_stages(tmp_path):
@@ -304,15 +330,12 @@ def test_the_card_leads_with_the_cross_fitted_score_and_its_interval(tmp_path):
     inputs = _write_run(tmp_path / "results")
     images = pd.read_csv(inputs["images"]).assign(dice_native_nested=nested)
     images.to_csv(inputs["images"], index=False)
-    ensemble = json.loads(Path(inputs["ensemble"]).read_text())
-    ensemble["oof"] = {
-        "cascade": 0.5,
-        "cascade_interval": [0.1667, 0.8333],
-        "cascade_confidence": 0.95,
-        "cascade_scored_at": OWN,
-        "cascade_in_sample": 0.6125,
-    }
-    atomic.write_json(inputs["ensemble"], ensemble)
+    _ensemble(
+        cascade=0.5,
+        cascade_interval=(0.1667, 0.8333),
+        cascade_confidence=0.95,
+        cascade_estimate=SelectedOn.OTHER_FOLDS,
+    ).write(inputs["ensemble"])
     card = write_model_card(**{**inputs, "demo": False})
     section = card[card.index("## OOF scores") : card.index("## Calibration")]
     assert "**Headline: 0.5000** (95 % bootstrap interval over images 0.1667-0.8333)" in section
@@ -364,8 +387,11 @@ def test_calibration_absent_and_present(tmp_path):
     assert "Not calibrated" not in section
     assert "Method: **temperature** (temperature 1.7)" in section
     assert "0.1230 before, 0.0450 after" in section
-    assert "| temperature | 0.1900 | 0.5000 | 0.0510 | yes | lowest cross-fitted brier |" in section
-    assert "| isotonic | 0.2000 | 0.5000 | 0.0700 | no |  |" in section
+    assert (
+        "| temperature | 0.1900 | 0.5000 | 0.0510 | 0.0000 | 0.0100 | yes | lowest cross-fitted "
+        "brier |" in section
+    )
+    assert "| isotonic | 0.2000 | 0.5000 | 0.0700 | 0.0100 | 0.0100 | no |  |" in section
     assert "not calibrated" in absent.split("## Limits")[1]
     assert "not calibrated" not in present.split("## Limits")[1]
 

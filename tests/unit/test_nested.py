@@ -10,7 +10,7 @@ from test_ensemble import AREAS, BOTTOMS, NATIVE, TOPS, search, synthetic_oof, w
 
 from ptxseg.ensemble.nested import bootstrap_interval
 from ptxseg.ensemble.oof import Grid
-from ptxseg.scoring.cascade import Cascade, binarise
+from ptxseg.scoring.cascade import binarise
 from ptxseg.train.metrics import competition_score
 
 
@@ -27,7 +27,7 @@ def test_each_folds_choice_is_the_search_on_the_other_folds(tmp_path):
     )
     grid = Grid(gates=(0.0, 0.5), tops=tuple(TOPS), min_areas=tuple(AREAS), bottoms=tuple(BOTTOMS))
     result = search(tmp_path, segmenters, classifiers, grid, chunk=64)
-    nested = {f["fold"]: f for f in result["oof"]["nested_folds"]}
+    nested = {f.fold: f for f in result.searched.oof.nested_folds}
     images = pd.read_csv(tmp_path / "i.csv", dtype={"image_id": str})
     labels_64 = truth.repeat(2, axis=1).repeat(2, axis=2)
     for held_out in (0, 1):
@@ -44,15 +44,15 @@ def test_each_folds_choice_is_the_search_on_the_other_folds(tmp_path):
             chunk=64,
         )
         choice = nested[held_out]
-        assert choice["gate_weights"] == only["classifier_weights"]
-        assert choice["segmenter_weights"] == only["segmenter_weights"]
-        assert choice["cascade"] == only["cascade"]
+        assert choice.gate_weights == only.gate_weights
+        assert choice.segmenter_weights == only.segmenter_weights
+        assert choice.cascade == only.cascade
         # The held-out fold's images, scored by that choice at their own size.
         fold = images[images["fold"] == held_out]
-        cascade = Cascade(**choice["cascade"])
-        weights = choice["segmenter_weights"]
+        cascade = choice.cascade
+        weights = choice.segmenter_weights
         maps = {"noise_net": noise, "good_net": good}
-        gate = choice["gate_weights"]
+        gate = choice.gate_weights
         for row in fold.itertuples():
             k = int(row.image_id.split(".")[-1])
             blended = np.rint(
@@ -63,7 +63,7 @@ def test_each_folds_choice_is_the_search_on_the_other_folds(tmp_path):
             predicted = binarise(blended, cascade, probability, out_shape=(NATIVE, NATIVE))
             expected = competition_score(predicted[None], labels_64[k][None])
             assert row.dice_native_nested == pytest.approx(expected, abs=1e-9)
-        assert choice["score"] == pytest.approx(fold["dice_native_nested"].mean())
+        assert choice.score == pytest.approx(fold["dice_native_nested"].mean())
 
 
 def test_the_interval_is_a_percentile_bootstrap_of_the_mean():

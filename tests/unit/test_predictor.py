@@ -20,12 +20,12 @@ from reference_predict import CPU, reference_predict
 from torch import nn
 
 import ptxseg
+from ptxseg.contracts.ensemble_spec import CLASSIFY, EnsembleSpec, EnsembleSpecError, ModelKey
 from ptxseg.deploy import Prediction, Predictor
 from ptxseg.deploy import export as export_module
 from ptxseg.deploy.export import onnx_name, write_export
 from ptxseg.deploy.files import COLUMNS, write_predictions
 from ptxseg.deploy.manifest import MANIFEST, ExportError, sha256
-from ptxseg.deploy.spec import CLASSIFY, EnsembleSpec, EnsembleSpecError, ModelKey
 from ptxseg.deploy.torch_backend import TorchBackend
 from ptxseg.deploy.tta_module import TTAModule
 from ptxseg.io import rle
@@ -35,7 +35,7 @@ from ptxseg.runtime.predict import mark_trained, tta_outputs
 ENSEMBLE = {
     # A classifier, a segmenter head and a classifier of weight 0 (never loaded) in the gate; a
     # second-round segmenter name among the blend's, loaded like any other.
-    "classifier_weights": {"tiny_cls": 0.6, "head:seg_a": 0.4, "unused_cls": 0.0},
+    "gate_weights": {"tiny_cls": 0.6, "head:seg_a": 0.4, "unused_cls": 0.0},
     "segmenter_weights": {"seg_a": 0.7, "seg_b-round2": 0.3},
     "members": {"classify": ["best"], "segment": ["best", "swa"]},
     "cascade": {"gate": 0.425, "top": 0.575, "min_area": 0.0, "bottom": 0.52},
@@ -130,7 +130,7 @@ def exported(tmp_path_factory, ensemble):
     keys = set(spec.model_keys())
     predictor = torch_predictor(spec, {k: m for k, m in ensemble[1].items() if k in keys})
     folder = tmp_path_factory.mktemp("export")
-    manifest = write_export(EXPORTED, spec, predictor.backend.modules, folder, "sha256:test")
+    manifest = write_export(spec, predictor.backend.modules, folder, "sha256:test")
     return folder, manifest, predictor
 
 
@@ -195,7 +195,7 @@ def predictor_inputs(spec: EnsembleSpec, image: np.ndarray, side: int) -> torch.
 def test_without_a_gate_there_is_no_probability(ensemble):
     _, models, _ = ensemble
     ungated = copy.deepcopy(ENSEMBLE)
-    ungated["classifier_weights"] = {}
+    ungated["gate_weights"] = {}
     spec = spec_of(ungated)
     keep = {k: m for k, m in models.items() if k in set(spec.model_keys())}
     prediction = torch_predictor(spec, keep).predict(radiographs(1)[0])
@@ -265,7 +265,7 @@ def test_spec_errors_name_the_file_and_key():
     with pytest.raises(EnsembleSpecError, match=r"ensemble.json: key 'preprocessing.stats.24'"):
         spec_of(broken)
     broken = copy.deepcopy(ENSEMBLE)
-    broken["classifier_weights"]["head:seg_c"] = 0.1
+    broken["gate_weights"]["head:seg_c"] = 0.1
     with pytest.raises(EnsembleSpecError, match="'head:seg_c' names no segmenter"):
         spec_of(broken)
     broken = copy.deepcopy(ENSEMBLE)
@@ -328,7 +328,7 @@ def test_an_architectures_other_models_are_its_first_graph_with_their_weights(
         "_trace",
         lambda module, *a, **k: traced.append(module) or real(module, *a, **k),
     )
-    manifest = write_export(EXPORTED, spec, modules.backend.modules, tmp_path, "sha256:test")
+    manifest = write_export(spec, modules.backend.modules, tmp_path, "sha256:test")
     archs = {(m["stage"], m["arch"]) for m in manifest["models"]}
     assert len(traced) == len(archs) < len(manifest["models"])
     first, other = (tmp_path / m["file"] for m in manifest["models"][:2])
@@ -336,7 +336,7 @@ def test_an_architectures_other_models_are_its_first_graph_with_their_weights(
     # A member whose weights do not map onto the graph is traced itself.
     monkeypatch.setattr(export_module, "_swap_weights", lambda *a: False)
     traced.clear()
-    write_export(EXPORTED, spec, modules.backend.modules, tmp_path / "again", "sha256:test")
+    write_export(spec, modules.backend.modules, tmp_path / "again", "sha256:test")
     assert len(traced) == len(manifest["models"])
     # So is one whose swapped graph does not give PyTorch's outputs (here: the template's own
     # weights left in it), and the export still ends with every graph checked.
@@ -344,7 +344,7 @@ def test_an_architectures_other_models_are_its_first_graph_with_their_weights(
         export_module, "_swap_weights", lambda template, module, path: shutil.copy(template, path)
     )
     traced.clear()
-    again = write_export(EXPORTED, spec, modules.backend.modules, tmp_path / "3", "sha256:test")
+    again = write_export(spec, modules.backend.modules, tmp_path / "3", "sha256:test")
     assert len(traced) == len(manifest["models"]) and len(again["models"]) == len(traced)
 
 

@@ -6,28 +6,25 @@ import re
 
 import pandas as pd
 
+from ptxseg.contracts.scores import Kind, Level, Metric, ScoredAt, ScoreRow, ScoreTable
 from ptxseg.report.build import ReportInputs, result_section
 from ptxseg.report.result import Headline, Provenance, commit_of
 
-OWN = "1024x1024 px (each image's own size, train-rle.csv)"
+OWN = ScoredAt.own_size([(1024, 1024)], "train-rle.csv")
 
 
-def _scores(nested: bool = True) -> pd.DataFrame:
+def _scores(nested: bool = True) -> ScoreTable:
+    def row(level, at, score, **where):
+        return ScoreRow(Kind.SEGMENTER, level, Metric.COMPETITION, at, 6, score, **where)
+
     rows = [
-        {"kind": "segmenter", "level": "cascade", "metric": "competition", "scored_at": "64 px",
-         "images": 6, "score": 0.91},
-        {"kind": "segmenter", "level": "cascade", "metric": "competition", "scored_at": OWN,
-         "images": 6, "score": 0.7125},
-        {"kind": "segmenter", "level": "all_empty", "metric": "competition", "scored_at": OWN,
-         "images": 6, "score": 0.5},
-    ]  # fmt: skip
+        row(Level.CASCADE, ScoredAt.maps(64), 0.91),
+        row(Level.CASCADE, OWN, 0.7125),
+        row(Level.ALL_EMPTY, OWN, 0.5),
+    ]
     if nested:
-        rows.append(
-            {"kind": "segmenter", "level": "cascade_nested", "metric": "competition",
-             "scored_at": OWN, "images": 6, "score": 0.6125, "interval_low": 0.4,
-             "interval_high": 0.8}
-        )  # fmt: skip
-    return pd.DataFrame(rows)
+        rows.append(row(Level.CASCADE_NESTED, OWN, 0.6125, interval=(0.4, 0.8)))
+    return ScoreTable(tuple(rows))
 
 
 IMAGES = pd.DataFrame(
@@ -45,7 +42,7 @@ def test_the_headline_is_the_cross_fitted_row_with_its_interval():
     assert (headline.low, headline.high) == (0.4, 0.8)
     assert headline.in_sample == 0.7125 and headline.all_empty == 0.5
     assert headline.positives == 3 and headline.positives_dice == (0.0 + 0.5 + 0.2) / 3
-    assert headline.scored_at == OWN
+    assert headline.scored_at == OWN.label()
     table = headline.table()
     assert table["score"].tolist()[:3] == [0.6125, 0.7125, 0.5]
     assert "95 % interval 0.4000-0.8000" in table["note"].tolist()
@@ -53,7 +50,8 @@ def test_the_headline_is_the_cross_fitted_row_with_its_interval():
     plain = Headline.of(_scores(nested=False), IMAGES)
     assert not plain.cross_fitted and plain.score == 0.7125 and plain.low is None
     # As the search writes scores.csv: the own-size cascade row before the map-size one.
-    swapped = _scores(nested=False).iloc[[1, 0, 2]]
+    rows = _scores(nested=False).rows
+    swapped = ScoreTable((rows[1], rows[0], rows[2]))
     assert Headline.of(swapped, IMAGES).score == 0.7125
     assert plain.table()["what"].iloc[0] == "OOF competition score (chosen on these images)"
     assert plain.positives_dice == 0.5
@@ -61,7 +59,7 @@ def test_the_headline_is_the_cross_fitted_row_with_its_interval():
 
 def test_the_section_opens_with_the_provenance_and_the_headline(tmp_path):
     scores, images = tmp_path / "scores.csv", tmp_path / "oof_images.csv"
-    _scores().to_csv(scores, index=False)
+    _scores().write(scores)
     IMAGES.to_csv(images, index=False)
     provenance = Provenance.of("demo", {"seed": 1}, tmp_path)
     section = result_section(ReportInputs(scores=scores, images=images), provenance)

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +28,12 @@ from dag import ROOT, snakemake, snakemake_command
 from imagenet_files import write_stand_in
 
 from ptxseg.config import validate
+from ptxseg.contracts.ensemble_spec import EnsembleSpec
 from ptxseg.data.siim import read_index
 from ptxseg.ensemble.submission import PredictionFiles, validate_submission, write_submission
 from ptxseg.io import maps, rle
-from ptxseg.layout import RESULTS, SUMMARY, Layout, round2_name
+from ptxseg.layout import RESULTS, SUMMARY, Layout, head_arch, round2_name
+from ptxseg.scoring.cascade import Cascade
 
 pytestmark = pytest.mark.workflow
 
@@ -134,10 +137,10 @@ def test_every_rule_the_full_config_plans_runs_to_the_end(full_run):
     validate_submission(results / "submission.csv", index[index["split"] == "test"])
     for target in OPTIONAL:
         assert len(pd.read_csv(workdir / target)) > 0, target
-    ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
-    round2 = [name for name in ensemble["segmenter_weights"] if name.endswith("-round2")]
+    ensemble = EnsembleSpec.from_results(results)
+    round2 = [name for name in ensemble.segmenter_weights if name.endswith("-round2")]
     assert len(round2) == 3  # every architecture's second round reaches the blend
-    heads = [name for name in ensemble["classifier_weights"] if name.startswith("head:")]
+    heads = [name for name in ensemble.gate_weights if name.startswith("head:")]
     assert len(heads) == 6  # a head per segmenter of both rounds reaches the gate's search
     # The last stage keeps the members the ensemble asks for: best, SWA, three snapshots.
     fold = results / "segment" / "unet_efficientnet_b4" / "fold0"
@@ -175,14 +178,14 @@ def ptxseg(*args) -> subprocess.CompletedProcess:
     )
 
 
-def _drawing_cascade(results: Path, ensemble: dict) -> dict:
+def _drawing_cascade(results: Path, ensemble: EnsembleSpec) -> Cascade:
     """The run's cascade with its thresholds lowered to where the test maps draw masks: top and
     bottom at the 90th percentile of the first blended segmenter's test pixels, no minimum area,
     no gate (a few epochs on 16 images rarely draw a mask at the searched thresholds)."""
-    arch = next(a for a, w in ensemble["segmenter_weights"].items() if w > 0)
+    arch = next(a for a, w in ensemble.segmenter_weights.items() if w > 0)
     stack = maps.read_rows(Layout(str(results)).test_maps(arch, 0), slice(None))
     threshold = float(np.percentile(stack, 90)) / 255
-    return {"gate": 0.0, "top": threshold, "min_area": 0.0, "bottom": threshold}
+    return Cascade(gate=0.0, top=threshold, min_area=0.0, bottom=threshold)
 
 
 @pytest.fixture(scope="module")
@@ -191,22 +194,22 @@ def drawn(full_run, tmp_path_factory):
     the submission those thresholds give, the test DICOMs and their shapes."""
     workdir, config, _ = full_run
     results = workdir / "results"
-    ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
-    ensemble["cascade"] = _drawing_cascade(results, ensemble)
+    ensemble = EnsembleSpec.from_results(results)
+    ensemble = replace(ensemble, cascade=_drawing_cascade(results, ensemble))
     folder = workdir / "drawn"  # a results folder whose ensemble draws: the run's files, linked
     folder.mkdir()
     for entry in results.iterdir():
         if entry.name != "ensemble":
             (folder / entry.name).symlink_to(entry)
     shutil.copytree(results / "ensemble", folder / "ensemble")
-    (folder / "ensemble" / "ensemble.json").write_text(json.dumps(ensemble))
+    ensemble.write(folder / "ensemble" / "ensemble.json")
     index = read_index(results / "data" / "siim_index.csv")
     test = index[index["split"] == "test"]
     n_folds = yaml.safe_load(config.read_text())["folds"]["n_folds"]
     files = PredictionFiles.at(
         Layout(str(results)),
-        [s for s in ensemble["classifier_weights"] if not s.startswith("head:")],
-        list(ensemble["segmenter_weights"]),
+        [s for s in ensemble.gate_weights if head_arch(s) is None],  # weight 0 too
+        list(ensemble.segmenter_weights),
         n_folds,
     )
     submission = tmp_path_factory.mktemp("drawn") / "submission.csv"

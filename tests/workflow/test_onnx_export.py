@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -16,14 +17,15 @@ import pytest
 import torch
 from reference_predict import reference_predict
 
+from ptxseg.contracts.ensemble_spec import EnsembleSpec
 from ptxseg.data.siim import read_index
 from ptxseg.deploy import Predictor
 from ptxseg.deploy.images import read_any
-from ptxseg.deploy.spec import EnsembleSpec
 from ptxseg.infer.test_set import load_member
 from ptxseg.io import rle
 from ptxseg.io.png import read_grey, write_png
 from ptxseg.layout import Layout
+from ptxseg.scoring.cascade import Cascade
 
 pytestmark = pytest.mark.workflow
 
@@ -71,9 +73,11 @@ def test_export_writes_the_ensemble_models_and_manifest(results, exported):
     ensemble = json.loads(ensemble_json.read_text())
     digest = hashlib.sha256(ensemble_json.read_bytes()).hexdigest()
     assert manifest["config_hash"] == f"sha256:{digest}"
-    for key in ("classifier_weights", "segmenter_weights", "cascade", "members", "preprocessing"):
+    for key in ("gate_weights", "segmenter_weights", "cascade", "members", "preprocessing"):
         assert manifest[key] == ensemble[key], key
     assert manifest.get("calibration") == ensemble.get("calibration")
+    assert "oof" in ensemble and "oof" not in manifest  # the search's record stays behind
+    assert EnsembleSpec.from_dict(manifest, "manifest.json") == replace(spec, search=None)
     assert manifest["opset"] >= 17 and len(manifest["tta_passes"]) == 4  # tiny: 2 flips x 2 scales
     heads = [m["outputs"] for m in manifest["models"] if m["stage"] == "segment"]
     assert heads[0] == ["maps", "head", "head_passes"]  # the tiny segmenters have a head
@@ -97,9 +101,7 @@ def test_onnx_predicts_as_pytorch_on_the_test_images(results, exported, images, 
     for path in exported.glob("*.onnx"):
         (copy / path.name).symlink_to(path)
     manifest = json.loads((exported / "manifest.json").read_text())
-    manifest["cascade"] = json.loads((drawing / "ensemble" / "ensemble.json").read_text())[
-        "cascade"
-    ]
+    manifest["cascade"] = EnsembleSpec.from_results(drawing).cascade.as_dict()
     (copy / "manifest.json").write_text(json.dumps(manifest))
     pytorch = Predictor.from_results(drawing, device="cpu").predict_many(images, 3)
     onnx = Predictor.from_export(copy).predict_many(images, 4)
@@ -114,10 +116,9 @@ def drawing_results(results: Path, folder: Path, level: int) -> Path:
     folder.mkdir()
     for part in ("classify", "segment"):
         (folder / part).symlink_to(results / part)
-    ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
-    ensemble["cascade"] = {"gate": 0.0, "top": level / 255, "min_area": 0.0, "bottom": level / 255}
-    (folder / "ensemble").mkdir()
-    (folder / "ensemble" / "ensemble.json").write_text(json.dumps(ensemble))
+    drawing = Cascade(gate=0.0, top=level / 255, min_area=0.0, bottom=level / 255)
+    spec = replace(EnsembleSpec.from_results(results), cascade=drawing)
+    spec.write(folder / "ensemble" / "ensemble.json")
     return folder
 
 

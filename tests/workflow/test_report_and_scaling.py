@@ -14,6 +14,8 @@ import yaml
 from dag import ROOT, snakemake
 
 from ptxseg.config import validate
+from ptxseg.contracts.ensemble_spec import EnsembleSpec
+from ptxseg.contracts.scores import Basis, Kind, Level, Metric, ScoreTable
 from ptxseg.models.scaled_unet.compound import scaled_resolution
 from ptxseg.report.build import SECTIONS
 
@@ -53,8 +55,7 @@ def test_report_has_every_section_with_its_figures(tiny_run):
     scores = sections["scores"]
     assert "own best triplet" in scores and "<details><summary>All " in scores
     assert scores.index("cascade (blend, gate, triplet)") < scores.index("<details>")
-    ensemble = json.loads((tiny_run / "results" / "ensemble" / "ensemble.json").read_text())
-    for warning in ensemble["warnings"]:
+    for warning in EnsembleSpec.from_results(tiny_run / "results").searched.warnings:
         assert html.escape(warning, quote=True) in scores
     for rule in ("train_segmenter", "ensemble", "submission"):
         assert rule in sections["runtime"]
@@ -116,20 +117,17 @@ def test_report_opens_in_headless_chromium_without_console_errors(tiny_run, tmp_
     ).stdout
     first = sections_of(dom)["result"]
     assert next(iter(sections_of(dom))) == "result"
-    scores = pd.read_csv(tiny_run / "results" / "ensemble" / "scores.csv")
-    seg = scores[(scores["kind"] == "segmenter") & (scores["metric"] == "competition")]
-    nested = seg[seg["level"] == "cascade_nested"].iloc[0]
-    in_sample = seg[(seg["level"] == "cascade") & (seg["scored_at"] == nested["scored_at"])]
-    baseline = seg[seg["level"] == "all_empty"].iloc[0]
+    scores = ScoreTable.read(tiny_run / "results" / "ensemble" / "scores.csv")
+    own = scores.select(kind=Kind.SEGMENTER, metric=Metric.COMPETITION, basis=Basis.OWN_SIZE)
+    nested, baseline = own.one(level=Level.CASCADE_NESTED), own.one(level=Level.ALL_EMPTY)
     for number in (
-        nested["score"],
-        nested["interval_low"],
-        nested["interval_high"],
-        in_sample["score"].iloc[0],
-        baseline["score"],
+        nested.score,
+        *nested.interval,
+        own.one(level=Level.CASCADE).score,
+        baseline.score,
     ):
         assert f"{number:.4f}" in first, number
-    assert first.index(f"{nested['score']:.4f}") < first.index(f"{baseline['score']:.4f}")
+    assert first.index(f"{nested.score:.4f}") < first.index(f"{baseline.score:.4f}")
     assert "synthetic demo data" in first and "Config sha256" in first
 
 

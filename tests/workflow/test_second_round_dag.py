@@ -12,6 +12,8 @@ import pytest
 import yaml
 from dag import ROOT, full_config_with_stand_ins, job_counts, snakemake, write_config
 
+from ptxseg.contracts.ensemble_spec import EnsembleSpec
+from ptxseg.contracts.scores import ScoreTable
 from ptxseg.data.siim import read_index
 from ptxseg.ensemble.submission import validate_submission
 from ptxseg.layout import fold_of, round2_name
@@ -41,11 +43,9 @@ def test_the_tiny_dag_with_the_second_round_ends_in_a_valid_submission(tiny_run)
     results = tiny_run / "results"
     index = read_index(results / "data" / "siim_index.csv")
     validate_submission(results / "submission.csv", index[index["split"] == "test"])
-    ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
     arch = round2_name("unet_resnet34")
-    assert arch in ensemble["segmenter_weights"]  # round 2 beside round 1 in the search
-    scores = pd.read_csv(results / "ensemble" / "scores.csv")
-    assert (scores["arch"] == arch).any()
+    assert arch in EnsembleSpec.from_results(results).segmenter_weights  # beside round 1
+    assert ScoreTable.read(results / "ensemble" / "scores.csv").select(arch=arch)
     assert "second_round" in (results / "report.html").read_text()
 
 

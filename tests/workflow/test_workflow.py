@@ -22,6 +22,8 @@ from dag import (
 )
 
 from ptxseg.config import validate
+from ptxseg.contracts.ensemble_spec import EnsembleSpec
+from ptxseg.contracts.scores import Basis, Kind, Level, ScoredAt, ScoreTable, SelectedOn
 from ptxseg.data.repack import read_manifest
 from ptxseg.data.siim import read_index
 from ptxseg.ensemble.submission import validate_submission
@@ -145,42 +147,48 @@ def test_tiny_run_ends_in_a_valid_submission(tiny_run):
     validate_submission(results / "submission.csv", test)  # raises on any problem
     table = pd.read_csv(results / "submission.csv", dtype=str)
     assert sorted(table["ImageId"]) == sorted(test["image_id"])
-    ensemble = json.loads((results / "ensemble" / "ensemble.json").read_text())
-    assert set(ensemble["cascade"]) == {"gate", "top", "min_area", "bottom"}
+    ensemble = EnsembleSpec.from_results(results)
+    oof = ensemble.searched.oof
     # The cascade chosen on these images can always draw nothing, so it is never below the
     # all-empty baseline on them; the cross-fitted headline can be (it was, 0.462 vs 0.5, on
     # 2026-12-07's tiny run): choices made on 8 images do not carry to the other 8.
-    assert ensemble["oof"]["cascade_in_sample"] >= ensemble["oof"]["all_empty"] - 1e-9
-    assert 0 <= ensemble["oof"]["cascade"] <= 1
-    scores = pd.read_csv(results / "ensemble" / "scores.csv")
-    assert {"single", "architecture", "blend", "cascade", "all_empty"} <= set(scores["level"])
+    assert oof.cascade_in_sample >= oof.all_empty - 1e-9
+    assert 0 <= oof.cascade <= 1
+    scores = ScoreTable.read(results / "ensemble" / "scores.csv")
+    levels = {Level.SINGLE, Level.ARCHITECTURE, Level.BLEND, Level.CASCADE, Level.ALL_EMPTY}
+    assert levels <= {row.level for row in scores}
     # The cascade's score at the images' own size (256 px demo images) beside its score on the
     # maps, each row saying which; the pipeline's result is the first.
     tiny = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
-    cascade = scores[scores["level"] == "cascade"].set_index("scored_at")["score"]
     side, size = tiny["data"]["demo"]["image_size"], tiny["segment"]["size"]
-    native = f"{side}x{side} px (each image's own size, train-rle.csv)"
-    assert set(cascade.index) == {native, f"{size} px"}
-    assert cascade[native] == pytest.approx(ensemble["oof"]["cascade_in_sample"])
-    assert cascade[f"{size} px"] == pytest.approx(ensemble["oof"]["cascade_in_sample_at_size"])
-    assert scores["scored_at"].notna().all()
+    assert len(scores.select(level=Level.CASCADE)) == 2
+    native = scores.one(level=Level.CASCADE, basis=Basis.OWN_SIZE)
+    assert native.scored_at == ScoredAt.own_size([(side, side)], "train-rle.csv")
+    assert native.score == pytest.approx(oof.cascade_in_sample)
+    at_size = scores.one(level=Level.CASCADE, basis=Basis.MAPS)
+    assert at_size.scored_at.side == size
+    assert at_size.score == pytest.approx(oof.cascade_in_sample_at_size)
     images = pd.read_csv(results / "ensemble" / "oof_images.csv", dtype={"image_id": str})
-    assert images["dice_native"].mean() == pytest.approx(ensemble["oof"]["cascade_in_sample"])
+    assert images["dice_native"].mean() == pytest.approx(oof.cascade_in_sample)
     # The headline is cross-fitted: each fold's images by the choices made on the other folds.
-    nested = scores[scores["level"] == "cascade_nested"].iloc[0]
-    assert nested["scored_at"] == native and nested["selected_on"] == "other folds"
-    assert images["dice_native_nested"].mean() == pytest.approx(ensemble["oof"]["cascade"])
-    low, high = ensemble["oof"]["cascade_interval"]
-    assert low <= ensemble["oof"]["cascade"] <= high
+    nested = scores.one(level=Level.CASCADE_NESTED)
+    assert nested.scored_at == native.scored_at and nested.selected_on == SelectedOn.OTHER_FOLDS
+    assert images["dice_native_nested"].mean() == pytest.approx(oof.cascade)
+    low, high = oof.cascade_interval
+    assert low <= oof.cascade <= high
     # A choice on the edge of its grid, unless that edge is a natural bound, is a warning that
     # names the key to widen.
     for name, (low, high) in {"top": (0, 1), "min_area": (0, None), "bottom": (0, 1)}.items():
-        grid, chosen = sorted(validate(tiny)["ensemble"]["grid"][name]), ensemble["cascade"][name]
+        grid, chosen = (
+            sorted(validate(tiny)["ensemble"]["grid"][name]),
+            getattr(ensemble.cascade, name),
+        )
         on_edge = (chosen == grid[-1] and (high is None or chosen < high)) or (
             chosen == grid[0] and chosen > low
         )
-        warned = any(w.startswith(f"ensemble.grid.{name}:") for w in ensemble["warnings"])
-        assert on_edge == warned, (name, chosen, ensemble["warnings"])
+        warnings = ensemble.searched.warnings
+        warned = any(w.startswith(f"ensemble.grid.{name}:") for w in warnings)
+        assert on_edge == warned, (name, chosen, warnings)
 
 
 def test_predict_command_on_new_files(tiny_run, tmp_path):
@@ -275,9 +283,10 @@ def test_tiny_run_trains_every_model_and_writes_oof(tiny_run):
         (results / "checkpoints").rglob("*.pt")
     )  # resume states go once a job is complete
     # The EMA member is scored beside the others by the search, and differs from the best model.
-    scores = pd.read_csv(results / "ensemble" / "scores.csv")
-    singles = scores[(scores["kind"] == "segmenter") & (scores["level"] == "single")]
-    assert {"best", "swa", "ema", "snapshot0"} <= set(singles["member"])
+    singles = ScoreTable.read(results / "ensemble" / "scores.csv").select(
+        kind=Kind.SEGMENTER, level=Level.SINGLE
+    )
+    assert {"best", "swa", "ema", "snapshot0"} <= {row.member for row in singles}
     ema = torch.load(seg / "model_ema.pt", weights_only=True)["model"]
     best = torch.load(seg / "model_best.pt", weights_only=True)["model"]
     assert any(not torch.equal(ema[k], best[k]) for k in best if best[k].is_floating_point())

@@ -1,6 +1,4 @@
-import json
-from pathlib import Path
-
+from ptxseg.contracts.ensemble_spec import EnsembleSpec
 from ptxseg.data.siim import read_index
 from ptxseg.ensemble.submission import PredictionFiles, write_details, write_submission
 from ptxseg.layout import RESULTS
@@ -11,7 +9,7 @@ if __name__ == "__main__":
         p = snakemake.params
         index = read_index(snakemake.input.index)
         predictions = PredictionFiles.at(RESULTS, p.classify_archs, p.segment_archs, p.n_folds)
-        ensemble = json.loads(Path(snakemake.input.ensemble).read_text())
+        ensemble = EnsembleSpec.read(snakemake.input.ensemble)
         test = index[index["split"] == "test"]
         write_submission(test, predictions, ensemble, snakemake.output.submission)
         write_details(test, predictions, ensemble, snakemake.output.details)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ptxseg.contracts.ensemble_spec import CLASSIFY, SEGMENT, EnsembleSpec, ModelKey
 from ptxseg.deploy.images import PreparedImage
 from ptxseg.deploy.prediction import Prediction
-from ptxseg.deploy.spec import CLASSIFY, SEGMENT, EnsembleSpec, ModelKey
 from ptxseg.layout import head_arch
 from ptxseg.scoring.cascade import (
     MemberSum,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 import ptxseg
+from ptxseg.contracts.ensemble_spec import EnsembleSpec, ModelKey
 from ptxseg.deploy.combine import output_names
 from ptxseg.deploy.manifest import (
     FORMAT,
@@ -33,10 +33,8 @@ from ptxseg.deploy.manifest import (
     INPUT_NAME,
     MANIFEST,
     ExportError,
-    prediction_keys,
     sha256,
 )
-from ptxseg.deploy.spec import EnsembleSpec, ModelKey
 from ptxseg.deploy.torch_backend import TorchBackend
 from ptxseg.deploy.tta_module import TTAModule
 from ptxseg.io import atomic
@@ -185,18 +183,17 @@ def export_onnx(
     raw = Path(spec.source).read_bytes()
     backend = TorchBackend.load(results, spec, device="cpu")
     config_hash = f"sha256:{hashlib.sha256(raw).hexdigest()}"
-    return write_export(json.loads(raw), spec, backend.modules, out_dir, config_hash, opset)
+    return write_export(spec, backend.modules, out_dir, config_hash, opset)
 
 
 def write_export(
-    ensemble: dict[str, Any],
     spec: EnsembleSpec,
     modules: dict[ModelKey, TTAModule],
     out_dir: str | os.PathLike,
     config_hash: str,
     opset: int = OPSET,
 ) -> dict[str, Any]:
-    """Write ``modules`` (every model of ``spec``) as ONNX graphs and the manifest, ``ensemble``'s
+    """Write ``modules`` (every model of ``spec``) as ONNX graphs and the manifest, ``spec``'s
     prediction keys in it; returns the manifest."""
     if opset < 17:
         raise ValueError(f"opset {opset}: the export needs opset 17 or later")
@@ -233,7 +230,7 @@ def write_export(
         "config_hash_of": "ensemble.json: the sha256 of its bytes",
         "opset": opset,
         "tta_passes": [list(p) for p in spec.passes],
-        **prediction_keys(ensemble),
+        **spec.prediction_dict(),
         "models": models,
     }
     atomic.write_json(out / MANIFEST, manifest)

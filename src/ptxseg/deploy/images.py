@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from ptxseg.contracts.ensemble_spec import EnsembleSpec
 from ptxseg.data.ids import check_image_id
 from ptxseg.data.intensity import scale_intensities
 from ptxseg.data.repack import normalise_histogram, resize_image
-from ptxseg.deploy.spec import EnsembleSpec
 from ptxseg.io.dicom import read_image
 from ptxseg.io.png import read_grey, scale_to_uint8
 

@@ -1,9 +1,10 @@
 """manifest.json of an ONNX export: everything prediction needs, beside the model files.
 
-It carries ensemble.json's prediction keys unchanged (weights, members, cascade, preprocessing with
-the normalisation, sizes, statistics and TTA, and the calibration where there is one), so
-`EnsembleSpec` reads both files alike, and adds the model files with their sha256, the TTA
-passes spelled out, the ptxseg version and ``config_hash``: the sha256 of ensemble.json's bytes.
+It carries ensemble.json's prediction keys (`EnsembleSpec.prediction_dict`: the gate's and the
+segmenters' weights, members, cascade, preprocessing with the normalisation, sizes, statistics and
+TTA, and the calibration where there is one), so `EnsembleSpec` reads both files alike, and adds
+the model files with their sha256, the TTA passes spelled out, the ptxseg version and
+``config_hash``: the sha256 of ensemble.json's bytes.
 No torch.
 """
 
@@ -15,21 +16,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ptxseg.deploy.spec import EnsembleSpecError
+from ptxseg.contracts.ensemble_spec import EnsembleSpecError
 
 MANIFEST = "manifest.json"
 FORMAT = "ptxseg-onnx"
 FORMAT_VERSION = 1
 INPUT_NAME = "images"
-# ensemble.json's keys that prediction reads, copied into the manifest as they are.
-PREDICTION_KEYS = (
-    "classifier_weights",
-    "segmenter_weights",
-    "members",
-    "cascade",
-    "preprocessing",
-    "calibration",
-)
 
 
 class ExportError(ValueError):
@@ -42,10 +34,6 @@ def sha256(path: str | os.PathLike) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def prediction_keys(ensemble: dict[str, Any]) -> dict[str, Any]:
-    return {key: ensemble[key] for key in PREDICTION_KEYS if key in ensemble}
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ptxseg.contracts.ensemble_spec import EnsembleSpec, ModelKey
 from ptxseg.deploy.combine import ModelOutput
 from ptxseg.deploy.manifest import (
     INPUT_NAME,
@@ -18,7 +19,6 @@ from ptxseg.deploy.manifest import (
     read_manifest,
     sha256,
 )
-from ptxseg.deploy.spec import EnsembleSpec, ModelKey
 
 
 def _key(entry: dict[str, Any], where: str) -> ModelKey:

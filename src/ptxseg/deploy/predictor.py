@@ -13,15 +13,15 @@ in the number of images. Importing this module imports no torch: ``from_results`
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
 
+from ptxseg.contracts.ensemble_spec import CLASSIFY, SEGMENT, EnsembleSpec, ModelKey
 from ptxseg.deploy.combine import ArchitectureMean, ModelOutput, predictions
 from ptxseg.deploy.images import ImageInput, PreparedImage, prepared_batches
 from ptxseg.deploy.prediction import Prediction
-from ptxseg.deploy.spec import CLASSIFY, SEGMENT, EnsembleSpec, EnsembleSpecError, ModelKey
 
 
 class Backend(Protocol):
@@ -30,25 +30,13 @@ class Backend(Protocol):
         ...
 
 
-def calibrator(spec: EnsembleSpec) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The gate's calibration where the ensemble has one (imported only then)."""
-    if spec.calibration is None:
-        return None
-    from ptxseg.scoring.calibration import Calibrator
-
-    try:
-        return Calibrator.from_dict(spec.calibration).apply
-    except ValueError as error:
-        raise EnsembleSpecError(f"{spec.source}: calibration.{error}") from error
-
-
 class Predictor:
     """The ensemble's cascade on new images; see the module's docstring and `Prediction`."""
 
     def __init__(self, spec: EnsembleSpec, backend: Backend) -> None:
         self.spec = spec
         self.backend = backend
-        self._calibrate = calibrator(spec)
+        self._calibrate = spec.calibration.apply if spec.calibration is not None else None
 
     @classmethod
     def from_results(

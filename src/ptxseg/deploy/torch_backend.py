@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ptxseg.contracts.ensemble_spec import EnsembleNotFoundError, EnsembleSpec, ModelKey
 from ptxseg.deploy.combine import ModelOutput, output_names
-from ptxseg.deploy.spec import EnsembleNotFoundError, EnsembleSpec, ModelKey
 from ptxseg.deploy.tta_module import TTAModule
 from ptxseg.infer.test_set import load_member
 from ptxseg.layout import Layout

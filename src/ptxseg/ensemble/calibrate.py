@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ptxseg.contracts.scores import Kind, Level, Metric, ScoredAt, ScoreRow
 from ptxseg.scoring.calibration import (
     FITS,
     Calibrator,
@@ -29,7 +30,7 @@ class GateCalibration:
     calibrator: Calibrator
     choice: pd.DataFrame  # one row per method, cross-fitted scores, the chosen one marked
     calibrated_oof: np.ndarray  # each OOF image's calibrated probability, cross-fitted
-    rows: list[dict]  # scores.csv rows: ECE and Brier score of the gate before and after
+    rows: list[ScoreRow]  # ECE and Brier score of the gate before and after
 
 
 def calibrate_gate(
@@ -48,12 +49,12 @@ def calibrate_gate(
         calibrator = FITS[method](probability, labels)
     after = cross_fitted(probability, labels, folds, calibrator.method)
     rows = []
-    for level, p in (("uncalibrated", probability), ("calibrated", after)):
-        where = {"kind": "gate", "level": level, "scored_at": "image level", "images": len(p)}
-        if level == "calibrated":
-            where["member"] = calibrator.method
-        rows += [
-            {**where, "metric": "ece", "score": expected_calibration_error(p, labels)},
-            {**where, "metric": "brier", "score": float(np.mean((p - labels) ** 2))},
-        ]
+    for level, p in ((Level.UNCALIBRATED, probability), (Level.CALIBRATED, after)):
+        member = calibrator.method if level == Level.CALIBRATED else None
+        for metric, score in (
+            (Metric.ECE, expected_calibration_error(p, labels)),
+            (Metric.BRIER, float(np.mean((p - labels) ** 2))),
+        ):
+            at = ScoredAt.image_level()
+            rows.append(ScoreRow(Kind.GATE, level, metric, at, len(p), score, member=member))
     return GateCalibration(calibrator, choice, after, rows)

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import bootstrap
 
+from ptxseg.contracts.search_record import FoldChoice
 from ptxseg.ensemble.blend import BlendSearch
 from ptxseg.ensemble.oof import Gating, Grid, ImageSources, SearchInputs, SmallMaps, part
-from ptxseg.scoring.cascade import Cascade, blend_maps
+from ptxseg.scoring.cascade import blend_maps
 from ptxseg.scoring.native import native_outcomes
 from ptxseg.scoring.thresholds import CascadeGrid, Histograms
 
@@ -33,28 +34,6 @@ log = logging.getLogger(__name__)
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
-
-
-@dataclass(frozen=True)
-class FoldChoice:
-    """What the search chose without fold ``fold``, and that fold's score by it."""
-
-    fold: int
-    gate_weights: dict[str, float]
-    segmenter_weights: dict[str, float]
-    cascade: Cascade
-    images: int
-    score: float
-
-    def as_dict(self) -> dict:
-        return {
-            "fold": self.fold,
-            "gate_weights": self.gate_weights,
-            "segmenter_weights": self.segmenter_weights,
-            "cascade": self.cascade.as_dict(),
-            "images": self.images,
-            "score": self.score,
-        }
 
 
 @dataclass(frozen=True)

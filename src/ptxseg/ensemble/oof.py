@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from ptxseg.contracts.scores import Kind, Level, Metric, ScoredAt, ScoreRow
 from ptxseg.data.repack import read_manifest
 from ptxseg.ensemble.blend import BlendSearch, ScoreMany, one_at_a_time
 from ptxseg.io import maps
@@ -205,29 +206,40 @@ class ScoreRows:
         self.default = CascadeGrid(
             [DEFAULT_CASCADE.top], [DEFAULT_CASCADE.min_area], [DEFAULT_CASCADE.bottom], gates
         )
+        self.empty = 0  # images whose true mask at the maps' size is empty
 
     def add(self, h: Histograms, probability: np.ndarray | None = None) -> None:
         """Without ``gates`` the grids' one gate is 0, which passes every image."""
         self.tuned.add(h, probability)
         self.default.add(h, probability)
+        self.empty += int(np.count_nonzero(h.inside.sum(axis=1) == 0))
 
-    def rows(self, level: str, scored_at: str, **where) -> list[dict]:
+    def rows(self, level: Level, scored_at: ScoredAt, **where) -> list[ScoreRow]:
+        """The default and the tuned score; ``where``: arch, fold, member as they apply."""
         tuned, tuned_score = self.tuned.best()
-        base = {"kind": "segmenter", "level": level, **where, "images": self.tuned.images}
+        images = self.tuned.images
+        default = float(self.default.scores().ravel()[0])
+        where = {**where, "all_empty": self.empty / images}
         return [
-            {
-                **base,
-                "metric": "competition_default",
-                "score": float(self.default.scores().ravel()[0]),
-                "scored_at": scored_at,
-            },
-            {
-                **base,
-                "metric": "competition_tuned",
-                "score": tuned_score,
-                "scored_at": scored_at,
-                **{f"cascade_{k}": v for k, v in tuned.as_dict().items()},
-            },
+            ScoreRow(
+                Kind.SEGMENTER,
+                level,
+                Metric.COMPETITION_DEFAULT,
+                scored_at,
+                images,
+                default,
+                **where,
+            ),
+            ScoreRow(
+                Kind.SEGMENTER,
+                level,
+                Metric.COMPETITION_TUNED,
+                scored_at,
+                images,
+                tuned_score,
+                cascade=tuned,
+                **where,
+            ),
         ]
 
 

@@ -32,17 +32,31 @@ edge of their grid are reported as warnings naming the key to widen.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ptxseg.data.repack import Normalisation, resize_image, resize_mask
+from ptxseg.contracts.ensemble_spec import CLASSIFY, SEGMENT, EnsembleSpec, Preprocessing
+from ptxseg.contracts.scores import (
+    Kind,
+    Level,
+    Metric,
+    ScoredAt,
+    ScoreRow,
+    ScoreTable,
+    SelectedOn,
+)
+from ptxseg.contracts.search_record import (
+    CalibrationOption,
+    OofSummary,
+    SearchRecord,
+    WeightSearch,
+)
+from ptxseg.data.repack import Normalisation, read_stats, resize_image, resize_mask
 from ptxseg.ensemble.blend import BlendSearch
 from ptxseg.ensemble.calibrate import calibrate_gate
 from ptxseg.ensemble.nested import (
@@ -93,8 +107,6 @@ from ptxseg.scoring.thresholds import (
 
 log = logging.getLogger(__name__)
 
-IMAGE_LEVEL = "image level"  # where classifier scores are computed: one probability an image
-
 
 def run_search(
     *,
@@ -113,13 +125,14 @@ def run_search(
     out_grid: str | os.PathLike,
     out_images: str | os.PathLike,
     out_maps: str | os.PathLike,
-    preprocessing: dict | None = None,
+    preprocessing: Preprocessing,
     calibration: dict | None = None,
     positive_only: list[str] | tuple[str, ...] = (),
     chunk: int = CHUNK,
-) -> dict:
-    """Choose weights and thresholds on OOF predictions; write them, the score table, the per-image
-    outcomes and the blended OOF maps.
+) -> EnsembleSpec:
+    """Choose weights and thresholds on OOF predictions; write them (ensemble.json, with
+    ``preprocessing``: what prediction repeats), the score table, the per-image outcomes and the
+    blended OOF maps.
 
     ``classifiers``: architecture -> fold -> OOF CSV; ``segmenters``: architecture -> fold -> its
     files. ``members``: which kept models of each kind enter the ensemble ('classify', 'segment').
@@ -141,10 +154,10 @@ def run_search(
         for arch, folds in segmenters.items()
         if (table := head_oof(arch, folds, members["segment"])) is not None
     }
-    cls_weights, sources, scores = _image_level(classifiers, heads, members, inputs.oof.ids, blend)
+    gate_weights, sources, scores = _image_level(classifiers, heads, members, inputs.oof.ids, blend)
     cls_probability = None
     if sources is not None:
-        cls_probability = sources.probability(list(cls_weights.values()))
+        cls_probability = sources.probability(list(gate_weights.values()))
     unknown = sorted(set(positive_only) - set(inputs.oof.archs))
     if unknown:
         raise ValueError(f"positives-only segmenter(s) {unknown} are not among {inputs.oof.archs}")
@@ -155,7 +168,7 @@ def run_search(
             "masks only behind the gate: the ensemble needs an image-level probability "
             "(classifiers or a segmenter head) and a gate above 0 in ensemble.grid.gate"
         )
-    kept = members["segment"]
+    kept = members[SEGMENT]
     small_size = min(search_size, inputs.size)
     with tempfile.TemporaryDirectory(dir=Path(out.maps).parent, prefix=".blend_search_") as folder:
         small = SmallMaps(Path(folder), inputs.oof.archs, len(inputs.oof.ids), small_size)
@@ -180,7 +193,7 @@ def run_search(
     if nested is not None:
         outcomes["dice_native_nested"] = nested.dice
         scores.append(_nested_row(nested, native))
-    calibrated = None
+    calibrated, calibrator, choice = None, None, ()
     if cls_probability is not None:  # the gate's calibration, on every OOF image's own label
         gate = calibrate_gate(
             cls_probability,
@@ -189,43 +202,45 @@ def run_search(
             **(calibration or {}),
         )
         scores += gate.rows
-        calibrated = gate.calibrated_oof
+        calibrated, calibrator = gate.calibrated_oof, gate.calibrator
+        choice = tuple(CalibrationOption.of(r) for r in gate.choice.to_dict("records"))
     for level, alternative in chosen["alternatives"].items():
         scores += _alternative_rows(
             inputs, level, alternative, (cascade, native), cls_probability, out, chunk
         )
-    result = {
-        "classifier_weights": cls_weights,
-        "segmenter_weights": dict(zip(inputs.oof.archs, map(float, seg_weights), strict=True)),
-        "positive_only": list(positive_only),
-        "members": members,
-        "cascade": cascade.as_dict(),
-        "segmenter_size": size,
-        "preprocessing": preprocessing or {},
-        "warnings": chosen["warnings"],
-        "weight_search": weight_search,
-        "oof": _oof_summary(scores, nested, native, at_size, len(inputs.oof.ids), size),
-    }
-    if calibrated is not None:
-        result["calibration"] = gate.calibrator.to_dict()
-        # NaN (a method the inputs could not score) as null: ensemble.json stays strict JSON.
-        choice = gate.choice.astype(object).where(gate.choice.notna(), None)
-        result["calibration_choice"] = choice.to_dict("records")
-    scores = [{**row, "selected_on": selected_on(row)} for row in scores]
-    _write_outputs(out, result, scores, chosen, inputs.oof, cls_probability, outcomes, calibrated)
+    table = ScoreTable(tuple(scores), str(out.scores))
+    oof = _oof_summary(table, nested, native, at_size, len(inputs.oof.ids), size)
+    spec = EnsembleSpec(
+        source=str(out.json),
+        gate_weights=gate_weights,
+        segmenter_weights=dict(zip(inputs.oof.archs, map(float, seg_weights), strict=True)),
+        members={stage: list(names) for stage, names in members.items()},
+        cascade=cascade,
+        preprocessing=preprocessing,
+        calibration=calibrator,
+        search=SearchRecord(
+            positive_only=tuple(positive_only),
+            segmenter_size=size,
+            warnings=tuple(chosen["warnings"]),
+            weight_search=weight_search,
+            oof=oof,
+            calibration_choice=choice,
+        ),
+    )
+    _write_outputs(out, spec, table, chosen, inputs.oof, cls_probability, outcomes, calibrated)
     log.info(
         "OOF cascade %.4f at %s, each fold by choices made on the others (in-sample %.4f; %.4f "
         "at %d px; all-empty %.4f, best architecture %.4f) with %s",
-        result["oof"]["cascade"],
-        result["oof"]["cascade_scored_at"],
-        result["oof"]["cascade_in_sample"],
-        result["oof"]["cascade_in_sample_at_size"],
+        oof.cascade,
+        oof.cascade_scored_at.label(),
+        oof.cascade_in_sample,
+        oof.cascade_in_sample_at_size,
         size,
-        result["oof"]["all_empty"],
-        result["oof"]["best_architecture"],
+        oof.all_empty,
+        oof.best_architecture,
         cascade,
     )
-    return result
+    return spec
 
 
 def _segmenter_stage(
@@ -236,10 +251,10 @@ def _segmenter_stage(
     small_maps: SmallMaps,
     chunk: int,
     gating: Gating | None = None,
-) -> tuple[np.ndarray, dict, list[dict]]:
+) -> tuple[np.ndarray, WeightSearch, list[ScoreRow]]:
     """First pass: single models and architectures scored, the architectures' mean maps written
     at the search size into ``small_maps``; then the blend search over them."""
-    at_size = f"{inputs.size} px"
+    at_size = ScoredAt.maps(inputs.size)
     archs = inputs.oof.archs
     small = small_maps.size
     gating = gating or Gating()
@@ -247,11 +262,11 @@ def _segmenter_stage(
         inputs.oof, inputs.truth, kept, grid, small_maps, chunk, gating
     )
     result = blend.run(len(archs), small_maps.scorer(grid, gating, chunk))
-    rows: list[dict] = []
+    rows: list[ScoreRow] = []
     for (arch, fold, member), rows_of in singles.items():
-        rows += rows_of.rows("single", at_size, arch=arch, fold=fold, member=member)
+        rows += rows_of.rows(Level.SINGLE, at_size, arch=arch, fold=fold, member=member)
     for arch in archs:
-        rows += per_arch[arch].rows("architecture", at_size, arch=arch)
+        rows += per_arch[arch].rows(Level.ARCHITECTURE, at_size, arch=arch)
     log.info(
         "segmenter blend weights %s (%s search at %dpx, %d blends scored)",
         dict(zip(archs, map(float, result.weights), strict=True)),
@@ -259,12 +274,12 @@ def _segmenter_stage(
         small,
         result.evaluations,
     )
-    weight_search = {
-        "size": small,
+    weight_search = WeightSearch(
+        size=small,
+        archs=tuple(archs),
         **blend.as_dict(),
-        "evaluations": result.evaluations,
-        "tried": [{"weights": w, "score": s} for w, s in result.tried],
-    }
+        tried=tuple((tuple(map(float, w)), float(s)) for w, s in result.tried),
+    )
     return result.weights, weight_search, rows
 
 
@@ -277,7 +292,7 @@ def _cascade_stage(
     out: SearchOutputs,
     chunk: int,
     needs_gate: bool = False,
-) -> tuple[Cascade, list[dict], dict, dict]:
+) -> tuple[Cascade, list[ScoreRow], ScoreRow, dict]:
     """Second pass: the chosen blend, written once, and the (gate, triplet) grid at the
     segmenters' size; the best cascade (behind a gate above 0 where the blend holds positives-only
     segmenters), the blend's score rows, the cascade's row at this size, and the grid with its edge
@@ -300,11 +315,9 @@ def _cascade_stage(
         chunk,
     )
     cascade, score = cascade_grid.best(allowed)
-    at_size = {
-        **_cascade_row(cascade, len(inputs.oof.ids)),
-        "score": score,
-        "scored_at": f"{inputs.size} px",
-    }
+    at_size = _cascade_row(
+        cascade, Level.CASCADE, ScoredAt.maps(inputs.size), len(inputs.oof.ids), score
+    )
     warnings = edge_warnings(
         cascade.as_dict(),
         {"gate": configured, "top": grid.tops, "min_area": grid.min_areas, "bottom": grid.bottoms},
@@ -316,9 +329,9 @@ def _cascade_stage(
     # and the best behind a gate above 0 (where there is an image-level probability).
     alternatives = {}
     if classifier is not None:
-        alternatives["cascade_ungated"] = cascade_grid.best([0.0])
+        alternatives[Level.CASCADE_UNGATED] = cascade_grid.best([0.0])
         if above:
-            alternatives["cascade_gated"] = cascade_grid.best(above)
+            alternatives[Level.CASCADE_GATED] = cascade_grid.best(above)
     chosen = {
         "table": cascade_grid.scores(),
         "gates": gates,
@@ -326,28 +339,26 @@ def _cascade_stage(
         "warnings": warnings,
         "alternatives": alternatives,
     }
-    return cascade, blend_rows.rows("blend", f"{inputs.size} px"), at_size, chosen
+    return cascade, blend_rows.rows(Level.BLEND, ScoredAt.maps(inputs.size)), at_size, chosen
 
 
-def _cascade_row(cascade: Cascade, images: int) -> dict:
-    return {
-        "kind": "segmenter",
-        "level": "cascade",
-        "metric": "competition",
-        "images": images,
-        **{f"cascade_{k}": v for k, v in cascade.as_dict().items()},
-    }
+def _cascade_row(
+    cascade: Cascade, level: Level, scored_at: ScoredAt, images: int, score: float
+) -> ScoreRow:
+    return ScoreRow(
+        Kind.SEGMENTER, level, Metric.COMPETITION, scored_at, images, score, cascade=cascade
+    )
 
 
 def _alternative_rows(
     inputs: SearchInputs,
-    level: str,
+    level: Level,
     alternative: tuple[Cascade, float],
-    chosen: tuple[Cascade, dict],
+    chosen: tuple[Cascade, ScoreRow],
     classifier: np.ndarray | None,
     out: SearchOutputs,
     chunk: int,
-) -> list[dict]:
+) -> list[ScoreRow]:
     """Another cascade of the same blend (``level`` 'cascade_ungated': no gate; 'cascade_gated':
     the best gate above 0) at the maps' size and at each image's own size, beside the chosen one
     (``chosen``: its cascade and native-size row, whose score is reused where the two are the
@@ -355,16 +366,15 @@ def _alternative_rows(
     cascade, score = alternative
     ids = inputs.oof.ids
     if cascade == chosen[0]:
-        native = chosen[1]["score"]
+        native = chosen[1].score
     else:
         outcomes = _native_outcomes(
             out.maps, ids, inputs.truth, inputs.native, cascade, classifier, chunk
         )
         native = float(outcomes["dice_native"].mean())
-    row = {**_cascade_row(cascade, len(ids)), "level": level}
     return [
-        {**row, "score": score, "scored_at": f"{inputs.size} px"},
-        {**row, "score": native, "scored_at": inputs.native.size_label(ids)},
+        _cascade_row(cascade, level, ScoredAt.maps(inputs.size), len(ids), score),
+        _cascade_row(cascade, level, ScoredAt.native(inputs.native, ids), len(ids), native),
     ]
 
 
@@ -374,123 +384,82 @@ def _native_stage(
     classifier: np.ndarray | None,
     out: SearchOutputs,
     chunk: int,
-) -> tuple[dict[str, np.ndarray], dict, dict]:
+) -> tuple[dict[str, np.ndarray], ScoreRow, ScoreRow]:
     """Third pass: the cascade's masks at each image's own size against the label file's masks,
     the competition's own scoring; and the score of predicting every image empty."""
     ids = inputs.oof.ids
     outcomes = _native_outcomes(
         out.maps, ids, inputs.truth, inputs.native, cascade, classifier, chunk
     )
-    native_at = inputs.native.size_label(ids)
-    native = {
-        **_cascade_row(cascade, len(ids)),
-        "score": float(outcomes["dice_native"].mean()),
-        "scored_at": native_at,
-    }
-    all_empty = {
-        "kind": "segmenter",
-        "level": "all_empty",
-        "metric": "competition",
-        "images": len(ids),
-        "score": float((outcomes["truth_pixels_native"] == 0).mean()),
-        "scored_at": native_at,
-    }
+    native_at = ScoredAt.native(inputs.native, ids)
+    score = float(outcomes["dice_native"].mean())
+    native = _cascade_row(cascade, Level.CASCADE, native_at, len(ids), score)
+    all_empty = ScoreRow(
+        Kind.SEGMENTER,
+        Level.ALL_EMPTY,
+        Metric.COMPETITION,
+        native_at,
+        len(ids),
+        float((outcomes["truth_pixels_native"] == 0).mean()),
+    )
     return outcomes, native, all_empty
 
 
 def _oof_summary(
-    scores: list[dict],
+    scores: ScoreTable,
     nested: NestedEstimate | None,
-    native: dict,
-    at_size: dict,
+    native: ScoreRow,
+    at_size: ScoreRow,
     images: int,
     size: int,
-) -> dict:
+) -> OofSummary:
     """The headline OOF numbers: the cascade at its images' own size, each fold scored by choices
     made on the other folds, with its interval; then the same cascade chosen on these images.
     Without a cross-fitted estimate (one fold) the headline is the in-sample score, labelled so."""
-    headline = {
-        "cascade": native["score"],
-        "cascade_interval": None,
-        "cascade_confidence": None,
-        "cascade_estimate": IN_SAMPLE,
-        "nested_folds": [],
-    }
-    if nested is not None:
-        headline = {
-            "cascade": nested.score,
-            "cascade_interval": [nested.low, nested.high],
-            "cascade_confidence": nested.confidence,
-            "cascade_estimate": NESTED,
-            "nested_folds": [choice.as_dict() for choice in nested.folds],
-        }
-    return {
-        "images": images,
-        **headline,
-        "cascade_scored_at": native["scored_at"],
-        "cascade_in_sample": native["score"],
-        "cascade_in_sample_at_size": at_size["score"],
-        "cascade_in_sample_estimate": IN_SAMPLE,
-        "size": size,
-        "all_empty": next(r["score"] for r in scores if r["level"] == "all_empty"),
-        "blend_default": next(
-            r["score"]
-            for r in scores
-            if r["level"] == "blend" and r["metric"] == "competition_default"
-        ),
-        "best_architecture": max(
-            r["score"]
-            for r in scores
-            if r["level"] == "architecture" and r["metric"] == "competition_tuned"
-        ),
-    }
+    segmenters = scores.select(kind=Kind.SEGMENTER)
+    architectures = segmenters.select(level=Level.ARCHITECTURE, metric=Metric.COMPETITION_TUNED)
+    return OofSummary(
+        images=images,
+        cascade=native.score if nested is None else nested.score,
+        cascade_interval=None if nested is None else (nested.low, nested.high),
+        cascade_confidence=None if nested is None else nested.confidence,
+        cascade_estimate=SelectedOn.SAME_IMAGES if nested is None else SelectedOn.OTHER_FOLDS,
+        nested_folds=() if nested is None else tuple(nested.folds),
+        cascade_scored_at=native.scored_at,
+        cascade_in_sample=native.score,
+        cascade_in_sample_at_size=at_size.score,
+        cascade_in_sample_estimate=SelectedOn.SAME_IMAGES,
+        size=size,
+        all_empty=segmenters.one(level=Level.ALL_EMPTY).score,
+        blend_default=segmenters.one(level=Level.BLEND, metric=Metric.COMPETITION_DEFAULT).score,
+        best_architecture=max(row.score for row in architectures),
+    )
 
 
-# How a score relates to the choices (scores.csv's ``selected_on``, ensemble.json's estimates).
-IN_SAMPLE = "same images"  # chosen on the images it scores: optimistic
-NESTED = "other folds"  # each fold scored by choices made without it
-NOTHING = "nothing chosen"  # fixed settings, or one model's own output
-
-# The levels and metrics whose scores were maximised on their own images.
-_CHOSEN_LEVELS = {"blend", "cascade", "cascade_ungated", "cascade_gated"}
-
-
-def selected_on(row: dict) -> str:
-    """Whether a score row's number was used to choose something on the same images: blends,
-    cascades, tuned thresholds and the gate (its weights by this AUC; its calibration's method
-    by the cross-fitted Brier score of these images, though each fold's map is fitted on the
-    others) were; the cross-fitted cascade was not."""
-    if row["level"] == "cascade_nested":
-        return NESTED
-    chosen = row["level"] in _CHOSEN_LEVELS or row["metric"] == "competition_tuned"
-    return IN_SAMPLE if chosen or row["kind"] == "gate" else NOTHING
-
-
-def _nested_row(nested: NestedEstimate, native: dict) -> dict:
-    return {
-        "kind": "segmenter",
-        "level": "cascade_nested",
-        "metric": "competition",
-        "images": len(nested.dice),
-        "score": nested.score,
-        "scored_at": native["scored_at"],
-        "interval_low": nested.low,
-        "interval_high": nested.high,
-    }
+def _nested_row(nested: NestedEstimate, native: ScoreRow) -> ScoreRow:
+    return ScoreRow(
+        Kind.SEGMENTER,
+        Level.CASCADE_NESTED,
+        Metric.COMPETITION,
+        native.scored_at,
+        len(nested.dice),
+        nested.score,
+        interval=(nested.low, nested.high),
+    )
 
 
 def _write_outputs(
     out: SearchOutputs,
-    result: dict,
-    scores: list[dict],
+    spec: EnsembleSpec,
+    scores: ScoreTable,
     chosen: dict,
     oof: OofLayout,
     classifier: np.ndarray | None,
     outcomes: dict[str, np.ndarray],
     calibrated: np.ndarray | None = None,
 ) -> None:
-    atomic.write_json(out.json, result)
-    atomic.write_csv(out.scores, pd.DataFrame(scores))
+    spec.write(out.json)
+    scores.write(out.scores)
     _write_grid(out.grid, chosen["table"], chosen["gates"], *chosen["grid"].triplet)
     atomic.write_csv(
         out.images,
@@ -577,19 +546,19 @@ def _image_level(
     members: dict,
     ids: list[str],
     blend: BlendSearch,
-) -> tuple[dict, ImageSources | None, list[dict]]:
+) -> tuple[dict[str, float], ImageSources | None, list[ScoreRow]]:
     """The image-level sources (classifiers and segmenter heads): their weights by OOF AUC, the
     sources themselves (whose blend by the weights is the cascade's gate), and score rows: each
     source per fold and member and over all folds, the classifiers' own blend, and the gate's."""
     sources = {
-        arch: classifier_oof(files, members["classify"]).set_index("image_id").loc[ids]
+        arch: classifier_oof(files, members[CLASSIFY]).set_index("image_id").loc[ids]
         for arch, files in classifiers.items()
     }
     sources |= {name: table.set_index("image_id").loc[ids] for name, table in heads.items()}
     if not sources:
         return {}, None, []
     labels = next(iter(sources.values()))["has_pneumothorax"].to_numpy()
-    rows: list[dict] = []
+    rows: list[ScoreRow] = []
     for name, table in sources.items():
         rows += _source_rows(name, table)
     matrix = np.stack([sources[a]["probability"].to_numpy() for a in sources], axis=1)
@@ -598,10 +567,10 @@ def _image_level(
     if classifiers:  # the classifiers alone, as before the heads could join
         only = [k for k, name in enumerate(names) if name in classifiers]
         auc = blend.run(len(only), gate_objective(labels, matrix[:, only])).score
-        rows.append(_auc_row("classifier", "blend", len(labels), auc))
+        rows.append(_auc_row(Kind.CLASSIFIER, Level.BLEND, len(labels), auc))
     chosen = ground.choose(blend)
     weights, best_auc = chosen.weights, chosen.score
-    rows.append(_auc_row("gate", "blend", len(labels), best_auc))
+    rows.append(_auc_row(Kind.GATE, Level.BLEND, len(labels), best_auc))
     log.info(
         "image-level probability (the gate): OOF AUC %.4f with %s",
         best_auc,
@@ -610,35 +579,29 @@ def _image_level(
     return dict(zip(names, map(float, weights), strict=True)), ground, rows
 
 
-def _auc_row(kind: str, level: str, images: int, score: float, **where) -> dict:
-    return {
-        "kind": kind,
-        "level": level,
-        **where,
-        "metric": "auc",
-        "scored_at": IMAGE_LEVEL,
-        "images": images,
-        "score": score,
-    }
+def _auc_row(kind: Kind, level: Level, images: int, score: float, **where) -> ScoreRow:
+    return ScoreRow(kind, level, Metric.AUC, ScoredAt.image_level(), images, score, **where)
 
 
-def _source_rows(name: str, table: pd.DataFrame) -> list[dict]:
+def _source_rows(name: str, table: pd.DataFrame) -> list[ScoreRow]:
     """AUC of one image-level source (a classifier, or a segmenter's head) per fold and member,
     and over all its folds."""
     arch = head_arch(name) or name
-    kind = "classifier" if arch == name else "head"
+    kind = Kind.CLASSIFIER if arch == name else Kind.HEAD
     rows = []
     for fold in sorted(set(table["fold"])):
         part = table[table["fold"] == fold]
         for member in probability_members(table.columns):
             score = roc_auc(part["has_pneumothorax"], part[probability_column(member)])
             rows.append(
-                _auc_row(kind, "single", len(part), score, arch=arch, fold=fold, member=member)
+                _auc_row(
+                    kind, Level.SINGLE, len(part), score, arch=arch, fold=int(fold), member=member
+                )
             )
     rows.append(
         _auc_row(
             kind,
-            "architecture",
+            Level.ARCHITECTURE,
             len(table),
             roc_auc(table["has_pneumothorax"], table["probability"]),
             arch=arch,
@@ -695,7 +658,8 @@ def search_rule(params, inputs, outputs, classifiers: dict, segmenters: dict) ->
         positive_only=params.positive_only,
         preprocessing=preprocessing(
             Normalisation.from_config(params.normalisation),
-            [inputs.stats, inputs.classify_stats],
+            inputs.stats,
+            inputs.classify_stats,
             params.size,
             params.classify_size,
             params.n_folds,
@@ -707,25 +671,25 @@ def search_rule(params, inputs, outputs, classifiers: dict, segmenters: dict) ->
 
 def preprocessing(
     normalisation: Normalisation,
-    stats_jsons: list[str | os.PathLike],
+    segment_stats: str | os.PathLike,
+    classify_stats: str | os.PathLike,
     segment_size: int,
     classify_size: int,
     n_folds: int,
     tta: list[str],
-) -> dict:
-    """What `ptxseg predict` must repeat on a new image: normalisation, sizes, statistics (of each
-    size's repack), TTA."""
-    stats = {}
-    for path in stats_jsons:
-        stats.update(json.loads(Path(path).read_text()))
-    return {
-        "normalisation": asdict(normalisation),
-        "stats": dict(sorted(stats.items(), key=lambda item: int(item[0]))),
-        "segment_size": segment_size,
-        "classify_size": classify_size,
-        "n_folds": n_folds,
-        "tta": list(tta),
-    }
+) -> Preprocessing:
+    """What `ptxseg predict` must repeat on a new image: normalisation, sizes, statistics (each
+    stage's from its size's repack), TTA."""
+    return Preprocessing(
+        normalisation,
+        {
+            segment_size: read_stats(segment_stats, segment_size),
+            classify_size: read_stats(classify_stats, classify_size),
+        },
+        {CLASSIFY: classify_size, SEGMENT: segment_size},
+        n_folds,
+        list(tta),
+    )
 
 
 def _write_grid(path, table: np.ndarray, gates, tops, areas, bottoms) -> None:

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ptxseg.contracts.ensemble_spec import EnsembleSpec
 from ptxseg.io import atomic, rle
 from ptxseg.io.atomic import atomic_open
 from ptxseg.io.maps import read_rows
 from ptxseg.layout import Layout, fold_columns, head_source
-from ptxseg.scoring.calibration import Calibrator
+from ptxseg.scoring.calibrator import Calibrator
 from ptxseg.scoring.cascade import (
-    Cascade,
     architecture_map,
     binarise,
     blend_maps,
@@ -122,15 +122,14 @@ def cascade_rows(
     image_ids: list[str],
     shapes: list[tuple[int, int]],
     predictions: PredictionFiles,
-    ensemble: dict,
+    ensemble: EnsembleSpec,
     chunk: int = 32,
 ) -> Iterator[tuple[str, str]]:
     """(ImageId, EncodedPixels) per test image: blended, gated, binarised at the image's own size
     (`ptxseg.scoring.cascade`, as every path that draws a mask)."""
-    cascade = Cascade(**ensemble["cascade"])
-    seg_weights, cls_weights = ensemble["segmenter_weights"], ensemble["classifier_weights"]
+    cascade, seg_weights = ensemble.cascade, ensemble.segmenter_weights
     maps, probabilities = predictions.open(image_ids)  # every file read once
-    classifier = _gate(probabilities, cls_weights) if cls_weights else None
+    gate = _gate(probabilities, ensemble.gate_weights) if ensemble.gate_weights else None
     archs = list(seg_weights)
     for start in range(0, len(image_ids), chunk):
         stop = min(start + chunk, len(image_ids))
@@ -145,7 +144,7 @@ def cascade_rows(
             mask = binarise(
                 blended[k],
                 cascade,
-                None if classifier is None else float(classifier[i]),
+                None if gate is None else float(gate[i]),
                 out_shape=shapes[i],
             )
             yield image_ids[i], rle.encode(mask)
@@ -154,7 +153,7 @@ def cascade_rows(
 def write_submission(
     test_index: pd.DataFrame,
     predictions: PredictionFiles,
-    ensemble: dict,
+    ensemble: EnsembleSpec,
     out_csv: str | os.PathLike,
 ) -> dict:
     """Write ``out_csv`` for every test image of ``test_index`` (columns image_id, rows, columns)."""
@@ -223,7 +222,7 @@ def validate_submission(path: str | os.PathLike, test_index: pd.DataFrame) -> No
 def write_details(
     test_index: pd.DataFrame,
     predictions: PredictionFiles,
-    ensemble: dict,
+    ensemble: EnsembleSpec,
     out_csv: str | os.PathLike,
 ) -> pd.DataFrame:
     """The submission's side table: per test image, the gate's probability (the fold mean, as the
@@ -232,11 +231,11 @@ def write_details(
     fold's own prediction is already averaged over its TTA passes). Empty columns without a gate."""
     image_ids = test_index["image_id"].tolist()
     table = pd.DataFrame({"ImageId": image_ids})
-    gate = ensemble["classifier_weights"]
+    gate = ensemble.gate_weights
     if gate:
         by_fold = predictions.gate_by_fold(image_ids, gate)
         probability = predictions.gate(image_ids, gate)
-        calibrator = Calibrator.from_dict(ensemble.get("calibration", {"method": "none"}))
+        calibrator = ensemble.calibration or Calibrator()
         table["probability"] = probability.round(6)
         table["calibrated_probability"] = calibrator.apply(probability).round(6)
         table["uncertainty"] = by_fold.std(axis=1).round(6)

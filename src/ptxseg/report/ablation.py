@@ -11,7 +11,6 @@ the per-image differences are paired): the page says which differences are withi
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -22,6 +21,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ptxseg.contracts.ensemble_spec import EnsembleSpec
+from ptxseg.contracts.scores import Basis, Kind, Level, Metric, ScoreTable
 from ptxseg.io import atomic
 from ptxseg.layout import BASELINE, METRICS, Layout
 from ptxseg.report import figures
@@ -78,45 +79,40 @@ def train_seconds(benchmarks: Sequence[str | os.PathLike], metrics: Sequence[str
     return total
 
 
-def _score(scores: pd.DataFrame, **where) -> float:
-    rows = scores
-    for key, value in where.items():
-        if key not in rows:
-            return math.nan
-        rows = rows[rows[key] == value]
-    return float(rows["score"].iloc[0]) if len(rows) else math.nan
+def _score(scores: ScoreTable, **where) -> float:
+    row = scores.one_or_none(**where)
+    return math.nan if row is None else row.score
 
 
-def _ungated(scores: pd.DataFrame, result: dict) -> float:
+def _ungated(scores: ScoreTable, spec: EnsembleSpec) -> float:
     """The best cascade of the lever's blend without a gate, at each image's own size: the search's
     row (written where there is an image-level probability), else the cascade itself where its
     gate is 0 (no image-level source); NaN if neither."""
-    oof = result["oof"]
-    score = _score(scores, level="cascade_ungated", scored_at=oof["cascade_scored_at"])
-    if math.isnan(score) and result.get("cascade", {}).get("gate") == 0:
-        return float(oof["cascade_in_sample"])
-    return score
+    row = scores.one_or_none(kind=Kind.SEGMENTER, level=Level.CASCADE_UNGATED, basis=Basis.OWN_SIZE)
+    if row is not None:
+        return row.score
+    return spec.searched.oof.cascade_in_sample if spec.cascade.gate == 0 else math.nan
 
 
 def lever_row(layout: Layout, lever: str, override: Mapping | None, arch: str, n_folds: int):
     """One lever's row (without the deltas) and its per-image Dice at each image's own size."""
-    result = json.loads(Path(layout.ablation_ensemble(lever, "ensemble.json")).read_text())
-    scores = pd.read_csv(layout.ablation_ensemble(lever, "scores.csv"))
+    spec = EnsembleSpec.read(layout.ablation_ensemble(lever, "ensemble.json"))
+    scores = ScoreTable.read(layout.ablation_ensemble(lever, "scores.csv"))
     images = pd.read_csv(layout.ablation_ensemble(lever, "oof_images.csv"), dtype={"image_id": str})
-    oof = result["oof"]
+    oof = spec.searched.oof
     folds = range(n_folds)
     row = {
         "lever": lever,
         "changes": lever_changes(lever, override),
-        "oof_score": float(oof["cascade"]),
-        "scored_at": oof["cascade_scored_at"],
-        "oof_score_in_sample": float(oof["cascade_in_sample"]),
-        "oof_score_at_size": float(oof["cascade_in_sample_at_size"]),
-        "size": int(oof["size"]),
-        "gate_auc": _score(scores, kind="gate", level="blend", metric="auc"),
-        "ungated_score": _ungated(scores, result),
-        "all_empty": float(oof["all_empty"]),
-        "images": int(oof["images"]),
+        "oof_score": oof.cascade,
+        "scored_at": oof.cascade_scored_at.label(),
+        "oof_score_in_sample": oof.cascade_in_sample,
+        "oof_score_at_size": oof.cascade_in_sample_at_size,
+        "size": oof.size,
+        "gate_auc": _score(scores, kind=Kind.GATE, level=Level.BLEND, metric=Metric.AUC),
+        "ungated_score": _ungated(scores, spec),
+        "all_empty": oof.all_empty,
+        "images": oof.images,
         "train_seconds": train_seconds(
             [layout.ablation_benchmark(lever, arch, k) for k in folds],
             [layout.ablation_segmenter_file(lever, arch, k, METRICS) for k in folds],
@@ -124,7 +120,7 @@ def lever_row(layout: Layout, lever: str, override: Mapping | None, arch: str, n
     }
     # The per-image Dice the deltas compare: by the cross-fitted choices where the search made them.
     column = "dice_native_nested" if "dice_native_nested" in images else "dice_native"
-    return row, images.set_index("image_id")[column], result.get("warnings", [])
+    return row, images.set_index("image_id")[column], list(spec.searched.warnings)
 
 
 def summarise(

@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ptxseg.contracts.ensemble_spec import EnsembleSpec
+from ptxseg.contracts.scores import Kind, Level, Metric, ScoreRow, ScoreTable
+from ptxseg.contracts.search_record import OofSummary
 from ptxseg.data.nih import FINDINGS
 from ptxseg.data.repack import read_manifest
 from ptxseg.io import atomic, maps
@@ -31,7 +34,7 @@ from ptxseg.report.calibration import reliability_diagram
 from ptxseg.report.result import Headline, Provenance
 from ptxseg.report.second_round import pseudo_label_counts, round_comparison
 from ptxseg.scoring.calibration import expected_calibration_error, reliability_table
-from ptxseg.scoring.cascade import Cascade, binarise
+from ptxseg.scoring.cascade import binarise
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +143,14 @@ def _json(path: Path | None) -> dict | None:
     return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
 
+def _spec(path: Path | None) -> EnsembleSpec | None:
+    return EnsembleSpec.read(path) if path is not None and path.is_file() else None
+
+
+def _scores(path: Path | None) -> ScoreTable | None:
+    return ScoreTable.read(path) if path is not None and path.is_file() else None
+
+
 def _manifest(inputs: ReportInputs, size: int) -> tuple[pd.DataFrame, Path]:
     """The train rows of the SIIM manifest at ``size``, and the folder their paths start from."""
     for path in inputs.manifests:
@@ -240,6 +251,10 @@ def _sample_grid(section: Section, inputs: ReportInputs, size: int, train: pd.Da
         )
 
 
+# How the curves name their metric (metrics.csv's column): as the score tables name it.
+CURVE_LABELS = {"competition": "competition at 0.5, no area"}
+
+
 def training_section(inputs: ReportInputs) -> Section:
     section = Section("training", "Training curves")
     found = False
@@ -247,6 +262,13 @@ def training_section(inputs: ReportInputs) -> Section:
     for path in inputs.metrics:
         stage, arch, fold = training_job_of(path)
         jobs.setdefault((stage, arch), {})["NIH" if fold is None else fold_name(fold)] = path
+    section.text(
+        "Held-out curves: each epoch's model on its fold's held-out images at the stage's size. "
+        "A segmenter's competition score there is taken at 0.5 with no minimum area, as the "
+        f"segmenter table's '{DEFAULT_LABEL}' column below; on weak models that draws specks on "
+        "empty images and scores far below the tuned triplet ('own best triplet'), which the "
+        "curves do not search."
+    )
     for stage, metric_default in (
         ("pretrain", "auc"),
         ("classify", "auc"),
@@ -260,8 +282,9 @@ def training_section(inputs: ReportInputs) -> Section:
             metric = (
                 metric_default if metric_default in next(iter(histories.values())) else "val_loss"
             )
+            label = CURVE_LABELS.get(metric, metric)
             section.figure(
-                figures.training_curves(histories, metric, f"{stage}: {arch}"),
+                figures.training_curves(histories, metric, f"{stage}: {arch}", label),
                 f"{stage} {arch} curves",
             )
     if not found:
@@ -269,8 +292,8 @@ def training_section(inputs: ReportInputs) -> Section:
     return section
 
 
-def _spread(values: pd.Series) -> str:
-    values = values.dropna()
+def _spread(scores: list[float]) -> str:
+    values = pd.Series(scores, dtype=float).dropna()
     if values.empty:
         return ""
     return (
@@ -280,109 +303,118 @@ def _spread(values: pd.Series) -> str:
     )
 
 
-def result_table(scores: pd.DataFrame) -> pd.DataFrame:
+def result_table(scores: ScoreTable) -> pd.DataFrame:
     """The headline rows: the cross-fitted cascade with its interval, then the cascade that
     ships (in-sample, at each size it was scored at) and the same blend without its gate, the
     blend, the best architecture, the all-empty baseline, and the AUC of the classifiers and of
     the gate. ``chosen on`` is scores.csv's ``selected_on``: what each number's choices saw."""
-    seg = scores[scores["kind"] == "segmenter"]
+    seg = scores.select(kind=Kind.SEGMENTER)
     rows = []
 
-    def add(what: str, row) -> None:
-        rows.append((what, row.score, row.scored_at, getattr(row, "selected_on", "")))
+    def add(what: str, row: ScoreRow) -> None:
+        rows.append((what, row.score, row.scored_at.label(), row.selected_on.value))
 
-    for r in seg[seg["level"] == "cascade_nested"].itertuples():
-        interval = f"{r.interval_low:.4f}-{r.interval_high:.4f}"
+    for r in seg.select(level=Level.CASCADE_NESTED):
+        interval = f"{r.interval[0]:.4f}-{r.interval[1]:.4f}"
         add(f"cascade, each fold by choices made on the others (95 % interval {interval})", r)
-    for r in seg[seg["level"] == "cascade"].itertuples():
+    for r in seg.select(level=Level.CASCADE):
         add("cascade (blend, gate, triplet) chosen on all folds", r)
-    for r in seg[seg["level"] == "cascade_ungated"].itertuples():
+    for r in seg.select(level=Level.CASCADE_UNGATED):
         add("the same blend without a gate (its own best triplet)", r)
-    for r in seg[seg["level"] == "cascade_gated"].itertuples():
-        add(f"the same blend behind its best gate above 0 ({r.cascade_gate:g})", r)
-    for r in seg[(seg["level"] == "blend") & (seg["metric"] == "competition_tuned")].itertuples():
+    for r in seg.select(level=Level.CASCADE_GATED):
+        add(f"the same blend behind its best gate above 0 ({r.cascade.gate:g})", r)
+    for r in seg.select(level=Level.BLEND, metric=Metric.COMPETITION_TUNED):
         add("segmenter blend, its own best triplet", r)
-    arch = seg[(seg["level"] == "architecture") & (seg["metric"] == "competition_tuned")]
-    if len(arch):
-        best = arch.loc[arch["score"].idxmax()]
-        add(f"best architecture ({best['arch']})", best)
-    for r in seg[seg["level"] == "all_empty"].itertuples():
+    architectures = seg.select(level=Level.ARCHITECTURE, metric=Metric.COMPETITION_TUNED)
+    if len(architectures):
+        best = max(architectures, key=lambda r: r.score)
+        add(f"best architecture ({best.arch})", best)
+    for r in seg.select(level=Level.ALL_EMPTY):
         add("all-empty baseline (every image predicted empty)", r)
-    blend_auc = scores[(scores["kind"] == "classifier") & (scores["level"] == "blend")]
-    for r in blend_auc.itertuples():
+    for r in scores.select(kind=Kind.CLASSIFIER, level=Level.BLEND):
         add("classifier blend (ROC AUC)", r)
-    gate_auc = scores[(scores["kind"] == "gate") & (scores["level"] == "blend")]
-    for r in gate_auc.itertuples():
+    for r in scores.select(kind=Kind.GATE, level=Level.BLEND):
         add("the gate: classifiers and segmenter heads blended (ROC AUC)", r)
-    table = pd.DataFrame(rows, columns=["what", "score", "scored at", "chosen on"])
-    return table if "selected_on" in scores else table.drop(columns="chosen on")
+    return pd.DataFrame(rows, columns=["what", "score", "scored at", "chosen on"])
 
 
-def model_table(scores: pd.DataFrame, kind: str) -> pd.DataFrame:
+def model_table(scores: ScoreTable, kind: Kind) -> pd.DataFrame:
     """Architecture x member: mean ± spread (std) over folds of the single models, and each
     architecture's OOF over all its folds (members averaged)."""
-    part = scores[scores["kind"] == kind]
+    part = scores.select(kind=kind)
+    segmenters = kind == Kind.SEGMENTER
     metrics = (
-        {"competition_tuned": "own best triplet", "competition_default": "at 0.5, no area"}
-        if kind == "segmenter"
-        else {"auc": "ROC AUC"}
+        {Metric.COMPETITION_TUNED: TUNED_LABEL, Metric.COMPETITION_DEFAULT: DEFAULT_LABEL}
+        if segmenters
+        else {Metric.AUC: "ROC AUC"}
     )
+
+    def row(arch: str, member: str, folds, of: ScoreTable) -> dict:
+        found = {
+            "architecture": arch,
+            "member": member,
+            "folds": folds,
+            **{
+                label: _spread([r.score for r in of.select(metric=m)])
+                for m, label in metrics.items()
+            },
+        }
+        if segmenters:  # its own best triplet no better than drawing nothing
+            tuned = of.select(metric=Metric.COMPETITION_TUNED)
+            found[AT_BASELINE] = _at_baseline(tuned)
+        return found
+
     rows = []
-    for arch in dict.fromkeys(part["arch"].dropna()):
-        single = part[(part["level"] == "single") & (part["arch"] == arch)]
-        for member in dict.fromkeys(single["member"]):
-            of = single[single["member"] == member]
-            rows.append(
-                {
-                    "architecture": arch,
-                    "member": member,
-                    "folds": of["fold"].nunique(),
-                    **{
-                        label: _spread(of.loc[of["metric"] == m, "score"])
-                        for m, label in metrics.items()
-                    },
-                }
-            )
-        whole = part[(part["level"] == "architecture") & (part["arch"] == arch)]
-        rows.append(
-            {
-                "architecture": arch,
-                "member": "kept members averaged, all folds",
-                "folds": "",
-                **{
-                    label: _spread(whole.loc[whole["metric"] == m, "score"])
-                    for m, label in metrics.items()
-                },
-            }
-        )
+    for arch in dict.fromkeys(r.arch for r in part if r.arch is not None):
+        single = part.select(level=Level.SINGLE, arch=arch)
+        for member in dict.fromkeys(r.member for r in single):
+            of = single.select(member=member)
+            rows.append(row(arch, member, len({r.fold for r in of}), of))
+        whole = part.select(level=Level.ARCHITECTURE, arch=arch)
+        rows.append(row(arch, "kept members averaged, all folds", "", whole))
     return pd.DataFrame(rows)
 
 
-def headline_text(oof: dict) -> str:
+# The model table's segmenter columns, named as the training curves name their metric.
+TUNED_LABEL = "own best triplet (chosen on these images)"
+DEFAULT_LABEL = "at 0.5, no area (the curves' metric)"
+AT_BASELINE = "at the all-empty baseline"
+
+
+def _at_baseline(tuned: ScoreTable) -> str:
+    """'2 of 5 folds' where some of the rows score exactly what predicting nothing scores on the
+    same images ('yes' for one row), '' where none does."""
+    flagged = sum(r.at_baseline for r in tuned)
+    if not flagged:
+        return ""
+    return "yes" if len(tuned) == 1 else f"{flagged} of {len(tuned)} folds"
+
+
+def headline_text(oof: OofSummary) -> str:
     """The OOF result in one paragraph: the cross-fitted headline with its interval first, then
     the in-sample score of the cascade that ships, labelled as chosen on the images it scores."""
     metric = (
-        f"Competition metric (mean Dice per image, empty vs empty = 1) on {oof['images']} OOF "
-        f"images at {oof['cascade_scored_at']} (the competition's way: each mask drawn at its "
-        "image's own size against the label file)."
+        f"Competition metric (mean Dice per image, empty vs empty = 1) on {oof.images} OOF "
+        f"images at {oof.cascade_scored_at.label()} (the competition's way: each mask drawn at "
+        "its image's own size against the label file)."
     )
     in_sample = (
         f"In-sample (blend, gate and thresholds chosen on these same images, so optimistic): "
-        f"{oof['cascade_in_sample']:.4f}, {oof['cascade_in_sample_at_size']:.4f} on the "
-        f"{oof['size']} px maps where the thresholds were searched"
+        f"{oof.cascade_in_sample:.4f}, {oof.cascade_in_sample_at_size:.4f} on the "
+        f"{oof.size} px maps where the thresholds were searched"
     )
-    if oof.get("cascade_interval"):
-        low, high = oof["cascade_interval"]
+    if oof.cascade_interval is not None:
+        low, high = oof.cascade_interval
         lead = (
-            f"Cascade {oof['cascade']:.4f} ({100 * oof['cascade_confidence']:.0f} % bootstrap "
+            f"Cascade {oof.cascade:.4f} ({100 * oof.cascade_confidence:.0f} % bootstrap "
             f"interval {low:.4f}-{high:.4f}), each fold's images scored by the choices made on the "
             "other folds only. "
         )
     else:
-        lead = f"Cascade {oof['cascade']:.4f} (no cross-fitted estimate: one fold). "
+        lead = f"Cascade {oof.cascade:.4f} (no cross-fitted estimate: one fold). "
     return (
         f"{lead}{metric} {in_sample}; best single architecture "
-        f"{oof['best_architecture']:.4f}; all-empty baseline {oof['all_empty']:.4f}."
+        f"{oof.best_architecture:.4f}; all-empty baseline {oof.all_empty:.4f}."
     )
 
 
@@ -391,14 +423,14 @@ def scores_section(inputs: ReportInputs) -> tuple[Section, Section]:
         Section("scores", "Out-of-fold scores"),
         Section("weights", "Blending weights"),
     )
-    scores = _read(inputs.scores)
-    ensemble = _json(inputs.ensemble)
-    if scores is None or ensemble is None:
+    scores, spec = _scores(inputs.scores), _spec(inputs.ensemble)
+    if scores is None or spec is None:
         section.text("No ensemble in this run.")
         weights.text("No ensemble in this run.")
         return section, weights
-    oof = ensemble["oof"]
-    section.warnings(ensemble.get("warnings", []))
+    search = spec.searched
+    oof = search.oof
+    section.warnings(list(search.warnings))
     section.text(headline_text(oof))
     section.table(result_table(scores))
     section.text(
@@ -406,18 +438,21 @@ def scores_section(inputs: ReportInputs) -> tuple[Section, Section]:
         "their own: results/ablation/report.html (target results/ablation/summary.csv, not part of "
         "'all'), as have the compound-scaling and RandAugment searches."
     )
-    seg = scores[scores["kind"] == "segmenter"]
-    summary = seg[seg["level"].isin(["architecture", "blend", "cascade"])]
-    tuned = summary[summary["metric"].isin(["competition_tuned", "competition"])]
+    tuned = scores.select(
+        kind=Kind.SEGMENTER,
+        level=(Level.ARCHITECTURE, Level.BLEND, Level.CASCADE),
+        metric=(Metric.COMPETITION_TUNED, Metric.COMPETITION),
+    )
     labels = [
-        (f"{r.level}: {r.arch}" if isinstance(r.arch, str) else r.level) + f" ({r.scored_at})"
-        for r in tuned.itertuples()
+        (f"{r.level}: {r.arch}" if r.arch is not None else str(r.level))
+        + f" ({r.scored_at.label()})"
+        for r in tuned
     ]
     section.figure(
         figures.score_bars(
             labels,
-            tuned["score"].tolist(),
-            oof["all_empty"],
+            [r.score for r in tuned],
+            oof.all_empty,
             "OOF competition score",
             "mean Dice per image",
         ),
@@ -425,80 +460,77 @@ def scores_section(inputs: ReportInputs) -> tuple[Section, Section]:
     )
     section.text(
         "Segmenters by architecture and kept model: mean ± standard deviation over folds, at "
-        f"{oof['size']} px ('own best triplet': thresholds searched on the same held-out images)."
+        f"{oof.size} px ('own best triplet': thresholds searched on the same held-out images; "
+        "'at 0.5, no area': the metric of the training curves above, taken the same way on "
+        f"the kept model's OOF maps). '{AT_BASELINE}': folds where the model's best triplet "
+        "scores exactly what predicting every image empty scores there (it draws nothing "
+        "worth drawing)."
     )
-    section.table(model_table(scores, "segmenter"))
-    if (scores["kind"] == "classifier").any():
+    section.table(model_table(scores, Kind.SEGMENTER))
+    if len(scores.select(kind=Kind.CLASSIFIER)):
         section.text("Classifiers by architecture and kept model (ROC AUC over folds):")
-        section.table(model_table(scores, "classifier"))
-    if (scores["kind"] == "head").any():
+        section.table(model_table(scores, Kind.CLASSIFIER))
+    if len(scores.select(kind=Kind.HEAD)):
         section.text(
             "Segmenters' classification heads by architecture and kept model (ROC AUC over folds); "
             "the gate blends them with the classifiers, weights by OOF AUC:"
         )
-        section.table(model_table(scores, "head"))
+        section.table(model_table(scores, Kind.HEAD))
     columns = [
-        c
-        for c in (
-            "kind",
-            "level",
-            "arch",
-            "fold",
-            "member",
-            "metric",
-            "score",
-            "scored_at",
-            "images",
-            "cascade_gate",
-            "cascade_top",
-            "cascade_min_area",
-            "cascade_bottom",
-        )
-        if c in scores
+        "kind",
+        "level",
+        "arch",
+        "fold",
+        "member",
+        "metric",
+        "score",
+        "scored_at",
+        "images",
+        "cascade_gate",
+        "cascade_top",
+        "cascade_min_area",
+        "cascade_bottom",
     ]
-    section.details(f"All {len(scores)} score rows (results/ensemble/scores.csv)", scores[columns])
-    weights.text(
-        f"Chosen on OOF predictions; the cascade: {ensemble['cascade']} (min_area in pixels at 1024)."
+    section.details(
+        f"All {len(scores)} score rows (results/ensemble/scores.csv)", scores.frame()[columns]
     )
-    if ensemble.get("classifier_weights"):
+    weights.text(
+        f"Chosen on OOF predictions; the cascade: {spec.cascade.as_dict()} (min_area in pixels at "
+        "1024)."
+    )
+    if spec.gate_weights:
         weights.figure(
             figures.weight_bars(
-                ensemble["classifier_weights"], "the gate's weights: classifiers, heads (OOF AUC)"
+                spec.gate_weights, "the gate's weights: classifiers, heads (OOF AUC)"
             ),
             "the gate's weights",
         )
     weights.figure(
-        figures.weight_bars(ensemble["segmenter_weights"], "segmenter weights (OOF score)"),
+        figures.weight_bars(spec.segmenter_weights, "segmenter weights (OOF score)"),
         "segmenter weights",
     )
-    search = ensemble.get("weight_search")
-    if search:
-        tried = pd.DataFrame(
-            [
-                {
-                    **dict(zip(ensemble["segmenter_weights"], t["weights"], strict=True)),
-                    "score": t["score"],
-                }
-                for t in search["tried"]
-            ]
-        ).sort_values("score", ascending=False)
-        method = search.get("method", "exhaustive")  # runs before ensemble.blend: the grid
-        weights.details(
-            f"All {len(tried)} blends the {method} search scored (at {search['size']} px, each "
-            "with its own best triplet)",
-            tried,
-        )
+    blends = search.weight_search
+    tried = pd.DataFrame(
+        [
+            {**dict(zip(blends.archs, weights_tried, strict=True)), "score": score}
+            for weights_tried, score in blends.tried
+        ]
+    ).sort_values("score", ascending=False)
+    weights.details(
+        f"All {len(tried)} blends the {blends.method} search scored (at {blends.size} px, each "
+        "with its own best triplet)",
+        tried,
+    )
     return section, weights
 
 
 def thresholds_section(inputs: ReportInputs) -> Section:
     section = Section("thresholds", "Threshold search")
-    grid = _read(inputs.grid)
-    ensemble = _json(inputs.ensemble)
-    if grid is None or ensemble is None:
+    grid, spec = _read(inputs.grid), _spec(inputs.ensemble)
+    if grid is None or spec is None:
         section.text("No threshold search in this run.")
         return section
-    chosen = Cascade(**ensemble["cascade"])
+    chosen = spec.cascade
     at = grid[np.isclose(grid["gate"], chosen.gate) & np.isclose(grid["bottom"], chosen.bottom)]
     section.figure(
         figures.heatmap(
@@ -538,9 +570,9 @@ def examples_section(inputs: ReportInputs) -> Section:
     """Best, median and worst OOF images (among those with a true or a predicted region)."""
     section = Section("examples", "Predicted against true masks (OOF)")
     images = _read(inputs.images, dtype={"image_id": str})
-    ensemble = _json(inputs.ensemble)
+    spec = _spec(inputs.ensemble)
     blend_path = inputs.maps
-    if images is None or ensemble is None or blend_path is None or not blend_path.is_file():
+    if images is None or spec is None or blend_path is None or not blend_path.is_file():
         section.text("No OOF outcomes in this run.")
         return section
     shown = images[
@@ -550,7 +582,7 @@ def examples_section(inputs: ReportInputs) -> Section:
         section.text("No OOF image has a true or predicted region.")
         return section
     picks = {"best": shown.iloc[-1], "median": shown.iloc[len(shown) // 2], "worst": shown.iloc[0]}
-    manifest, root = _manifest(inputs, ensemble["segmenter_size"])
+    manifest, root = _manifest(inputs, spec.searched.segmenter_size)
     # The blended OOF maps, in the order of oof_images.csv: only the three rows shown are read.
     blended = maps.read_rows(blend_path, [int(row.name) for row in picks.values()])
     tiles, titles = [], []
@@ -558,7 +590,7 @@ def examples_section(inputs: ReportInputs) -> Section:
         probability = (
             None if pd.isna(row["classifier_probability"]) else float(row["classifier_probability"])
         )
-        predicted = binarise(blended[k], Cascade(**ensemble["cascade"]), probability)
+        predicted = binarise(blended[k], spec.cascade, probability)
         image = read_grey(root / manifest.loc[row["image_id"], "image"])
         truth = read_grey(root / manifest.loc[row["image_id"], "mask"]) > 0
         tiles.append(figures.outlined(image, [(truth, (60, 220, 60)), (predicted, (255, 60, 60))]))
@@ -636,12 +668,12 @@ def calibration_section(inputs: ReportInputs) -> Section:
     """The gate's reliability on OOF images before and after its calibration (the 'after'
     cross-fitted: each fold's images calibrated by a map fitted on the other folds)."""
     section = Section("calibration", "Calibration of the image-level probability")
-    images, ensemble = _read(inputs.images), _json(inputs.ensemble)
-    if images is None or ensemble is None or images["classifier_probability"].isna().all():
+    images, spec = _read(inputs.images), _spec(inputs.ensemble)
+    if images is None or spec is None or images["classifier_probability"].isna().all():
         section.warnings(["no image-level probability (no classifier or head) to calibrate"])
         return section
     labels = (images["truth_pixels_native"] > 0).to_numpy().astype(int)
-    method = ensemble.get("calibration", {}).get("method", "none")
+    method = spec.calibration.method if spec.calibration is not None else "none"
     probabilities = {
         "before": images["classifier_probability"].to_numpy(),
         f"after ({method}, cross-fitted)": images["calibrated_probability"].to_numpy(),
@@ -658,16 +690,16 @@ def calibration_section(inputs: ReportInputs) -> Section:
         path = Path(scratch) / "reliability.png"
         reliability_diagram(tables, eces, path)
         section.figure(path.read_bytes(), "reliability diagram before and after calibration")
-    choice = ensemble.get("calibration_choice")
+    choice = spec.searched.calibration_choice
     if choice:
-        section.table(pd.DataFrame(choice))
+        section.table(spec.searched.calibration_table())
     return section
 
 
 def second_round_section(inputs: ReportInputs) -> list[Section]:
     """The NIH second round, where the run has one: pseudo-labels per fold (none for a mean
     teacher), and round 1 against round 2 on OOF."""
-    scores = _read(inputs.scores)
+    scores = _scores(inputs.scores)
     comparison = round_comparison(scores) if scores is not None else pd.DataFrame()
     if comparison.empty and not inputs.pseudo_labels:
         return []
@@ -692,7 +724,7 @@ def result_section(inputs: ReportInputs, provenance: Provenance | None) -> Secti
     section = Section("result", "Result")
     if provenance is not None:
         section.text(provenance.text())
-    scores = _read(inputs.scores)
+    scores = _scores(inputs.scores)
     headline = None if scores is None else Headline.of(scores, _read(inputs.images))
     if headline is None:
         section.text("No ensemble in this run.")

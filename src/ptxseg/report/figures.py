@@ -60,8 +60,12 @@ def image_grid(
     return to_png(figure)
 
 
-def training_curves(histories: dict[str, pd.DataFrame], metric: str, title: str) -> bytes:
-    """Loss, the monitored metric and the learning rate per epoch, one line per fold; snapshots marked."""
+def training_curves(
+    histories: dict[str, pd.DataFrame], metric: str, title: str, label: str | None = None
+) -> bytes:
+    """Loss, the monitored metric (named ``label``) and the learning rate per epoch, one line per
+    fold; snapshots marked."""
+    label = label or metric
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     for label, table in histories.items():
         for axis, column, style in (
@@ -83,7 +87,7 @@ def training_curves(histories: dict[str, pd.DataFrame], metric: str, title: str)
                     marks = table[table["snapshot"] == 1]
                     axis.plot(marks["epoch"], marks[column], "o", color=line.get_color())
     axes[0].set(title="loss (solid: train, dashed: held-out)", xlabel="epoch", ylabel="loss")
-    axes[1].set(title=f"held-out {metric} (dots: snapshots)", xlabel="epoch", ylabel=metric)
+    axes[1].set(title=f"held-out {label} (dots: snapshots)", xlabel="epoch", ylabel=label)
     axes[2].set(title="learning rate (last batch)", xlabel="epoch", ylabel="learning rate")
     axes[2].set_yscale("log")
     axes[1].legend(fontsize=7)

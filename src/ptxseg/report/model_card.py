@@ -14,20 +14,21 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 import ptxseg
+from ptxseg.contracts.ensemble_spec import CLASSIFY, SEGMENT, EnsembleSpec, Preprocessing
+from ptxseg.contracts.scores import Basis, Kind, Level, Metric, ScoreRow, ScoreTable
 from ptxseg.io import atomic
 from ptxseg.layout import head_arch, round1_arch, training_job_of
 from ptxseg.report.second_round import COMPARED, pseudo_label_counts, round_comparison
 
 PathLike = str | os.PathLike
-OWN_SIZE = "own size"  # how scores.csv's scored_at names a score at each image's own size
-TUNED = COMPARED[("segmenter", "competition_tuned")]
-CHOICE_COLUMNS = ("method", "brier", "log_loss", "ece", "delta", "delta_se", "chosen", "reason")
+TUNED = COMPARED[(Kind.SEGMENTER, Metric.COMPETITION_TUNED)]
 
 
 # Tables and numbers (no files).
@@ -84,24 +85,18 @@ def fold_spread(per_fold: pd.DataFrame, column: str = "score") -> tuple[float, f
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
 
 
-def own_size_cascade(scores: pd.DataFrame) -> pd.Series | None:
+def own_size_cascade(scores: ScoreTable) -> ScoreRow | None:
     """The cascade's OOF competition score at each image's own size (scores.csv), or None."""
-    rows = scores[
-        (scores["kind"] == "segmenter")
-        & (scores["level"] == "cascade")
-        & (scores["metric"] == "competition")
-        & scores["scored_at"].astype(str).str.contains(OWN_SIZE, regex=False)
-    ]
-    return rows.iloc[0] if len(rows) else None
+    return scores.one_or_none(
+        kind=Kind.SEGMENTER, level=Level.CASCADE, metric=Metric.COMPETITION, basis=Basis.OWN_SIZE
+    )
 
 
-def gate_metric(scores: pd.DataFrame, level: str, metric: str) -> float | None:
-    """The gate probability's ``metric`` at ``level`` (blend: before calibration; calibrated:
-    after, cross-fitted), or None where scores.csv has no such row."""
-    rows = scores[
-        (scores["kind"] == "gate") & (scores["level"] == level) & (scores["metric"] == metric)
-    ]
-    return float(rows["score"].iloc[0]) if len(rows) else None
+def gate_metric(scores: ScoreTable, level: Level, metric: Metric) -> float | None:
+    """The gate probability's ``metric`` at ``level`` (uncalibrated: before its calibration;
+    calibrated: after, cross-fitted), or None where scores.csv has no such row."""
+    row = scores.one_or_none(kind=Kind.GATE, level=level, metric=metric)
+    return None if row is None else row.score
 
 
 def fold_table(folds: pd.DataFrame) -> pd.DataFrame:
@@ -286,15 +281,13 @@ def _header_demographics(train: pd.DataFrame) -> list[str]:
     return ["DICOM header of the train images: " + "; ".join(parts) + "."]
 
 
-def recipe(ensemble: dict, summaries: Sequence[tuple[PathLike, dict]]) -> list[str]:
+def recipe(spec: EnsembleSpec, summaries: Sequence[tuple[PathLike, dict]]) -> list[str]:
     lines = ["## Recipe", ""]
-    members = ensemble.get("members", {})
-    if members:
-        lines.append(
-            "Kept members per fold model: "
-            + "; ".join(f"{stage}: {', '.join(names)}" for stage, names in members.items())
-            + "."
-        )
+    lines.append(
+        "Kept members per fold model: "
+        + "; ".join(f"{stage}: {', '.join(names)}" for stage, names in spec.members.items())
+        + "."
+    )
     gate = pd.DataFrame(
         [
             {
@@ -304,12 +297,12 @@ def recipe(ensemble: dict, summaries: Sequence[tuple[PathLike, dict]]) -> list[s
                 else "classifier",
                 "weight": float(weight),
             }
-            for source, weight in ensemble.get("classifier_weights", {}).items()
+            for source, weight in spec.gate_weights.items()
         ]
     )
     if len(gate):
         lines += ["", "The gate's probability: a weighted mean of", "", markdown_table(gate, 3)]
-    positive_only = set(ensemble.get("positive_only", []))
+    positive_only = set(spec.searched.positive_only)
     segmenters = pd.DataFrame(
         [
             {
@@ -320,73 +313,65 @@ def recipe(ensemble: dict, summaries: Sequence[tuple[PathLike, dict]]) -> list[s
                 if name in positive_only
                 else "all images",
             }
-            for name, weight in ensemble.get("segmenter_weights", {}).items()
+            for name, weight in spec.segmenter_weights.items()
         ]
     )
-    if len(segmenters):
-        lines += ["", "The mask: a weighted mean of the segmenters' maps", ""]
-        lines.append(markdown_table(segmenters, 3))
-    cascade = ensemble.get("cascade")
-    if cascade:
-        gate = cascade["gate"]
-        lines += [
-            "",
-            f"Cascade (gate {gate:g}, top {cascade['top']:g}, min_area "
-            f"{_area(cascade['min_area'])}, bottom {cascade['bottom']:g}): "
-            + (
-                f"an image whose gate probability is below {gate:g} is empty; otherwise "
-                if gate > 0
-                else "the gate is 0, so every image goes on to the mask; "
-            )
-            + f"it is empty unless at least {_area(cascade['min_area'])} pixels (counted as in a "
-            f"1024 x 1024 image; at least one) reach {cascade['top']:g}, and its mask is then the "
-            f"pixels at or above {cascade['bottom']:g}.",
-        ]
-    lines += _preprocessing(ensemble.get("preprocessing", {}), ensemble.get("segmenter_size"))
+    lines += ["", "The mask: a weighted mean of the segmenters' maps", ""]
+    lines.append(markdown_table(segmenters, 3))
+    cascade = spec.cascade
+    gate = cascade.gate
+    lines += [
+        "",
+        f"Cascade (gate {gate:g}, top {cascade.top:g}, min_area "
+        f"{_area(cascade.min_area)}, bottom {cascade.bottom:g}): "
+        + (
+            f"an image whose gate probability is below {gate:g} is empty; otherwise "
+            if gate > 0
+            else "the gate is 0, so every image goes on to the mask; "
+        )
+        + f"it is empty unless at least {_area(cascade.min_area)} pixels (counted as in a "
+        f"1024 x 1024 image; at least one) reach {cascade.top:g}, and its mask is then the "
+        f"pixels at or above {cascade.bottom:g}.",
+    ]
+    lines += _preprocessing(spec.preprocessing, spec.searched.segmenter_size)
     table = training_table(summaries)
     if len(table):
         lines += ["", "Training jobs (from their summary.json):", "", markdown_table(table)]
     return lines
 
 
-def _preprocessing(pre: dict, segmenter_size: Any) -> list[str]:
-    if not pre:
-        return []
-    facts = []
-    if "classify_size" in pre:
-        facts.append(f"classifiers at {pre['classify_size']} px")
-    if "segment_size" in pre:
-        facts.append(f"segmenters at {pre['segment_size']} px")
-    if segmenter_size is not None and segmenter_size != pre.get("segment_size"):
+def _preprocessing(pre: Preprocessing, segmenter_size: int) -> list[str]:
+    facts = [
+        f"classifiers at {pre.sizes[CLASSIFY]} px",
+        f"segmenters at {pre.sizes[SEGMENT]} px",
+    ]
+    if segmenter_size != pre.sizes[SEGMENT]:
         facts.append(f"segmenter maps at {segmenter_size} px")
-    norm = pre.get("normalisation")
-    if norm:
-        params = ", ".join(f"{k} {v}" for k, v in norm.items() if k != "method")
-        facts.append(f"normalisation {norm.get('method')}" + (f" ({params})" if params else ""))
-    if "tta" in pre:
-        flips = [str(t) for t in pre["tta"] if isinstance(t, str)]
-        scales = [f"{t:g}" for t in pre["tta"] if not isinstance(t, str)]
-        facts.append(
-            "test-time augmentation: "
-            + (", ".join(flips) or "none")
-            + (f"; scales {', '.join(scales)}" if scales else "")
-        )
-    if "n_folds" in pre:
-        facts.append(f"{pre['n_folds']} folds, one model per fold and architecture")
+    norm = pre.normalisation
+    params = ", ".join(f"{k} {v}" for k, v in asdict(norm).items() if k != "method")
+    facts.append(f"normalisation {norm.method}" + (f" ({params})" if params else ""))
+    flips = [str(t) for t in pre.tta if isinstance(t, str)]
+    scales = [f"{t:g}" for t in pre.tta if not isinstance(t, str)]
+    facts.append(
+        "test-time augmentation: "
+        + (", ".join(flips) or "none")
+        + (f"; scales {', '.join(scales)}" if scales else "")
+    )
+    facts.append(f"{pre.n_folds} folds, one model per fold and architecture")
     return ["", "Preprocessing and prediction: " + "; ".join(facts) + "."]
 
 
-def oof_scores(images: pd.DataFrame, scores: pd.DataFrame, ensemble: dict) -> list[str]:
+def oof_scores(images: pd.DataFrame, scores: ScoreTable, spec: EnsembleSpec) -> list[str]:
     """The headline first: each fold scored by the choices made on the other folds (where the run
     has it), then the same cascade chosen on all folds, labelled as chosen on its own images."""
-    oof = ensemble.get("oof", {})
-    nested = "dice_native_nested" in images and oof.get("cascade_interval") is not None
+    oof = spec.searched.oof
+    nested = "dice_native_nested" in images and oof.cross_fitted
     column = "dice_native_nested" if nested else "dice_native"
     per_fold = fold_scores(images, column)
     mean, std = fold_spread(per_fold)
     base_mean, base_std = fold_spread(per_fold, "all-empty baseline")
     cascade = own_size_cascade(scores)
-    scored_at = oof.get("cascade_scored_at", "each image's own size")
+    scored_at = oof.cascade_scored_at.label()
     lines = [
         "## OOF scores at each image's own size",
         "",
@@ -395,10 +380,10 @@ def oof_scores(images: pd.DataFrame, scores: pd.DataFrame, ensemble: dict) -> li
         "",
     ]
     if nested:
-        low, high = oof["cascade_interval"]
+        low, high = oof.cascade_interval
         lines += [
-            f"**Headline: {_number(float(oof['cascade']))}** "
-            f"({100 * oof['cascade_confidence']:.0f} % bootstrap interval over images "
+            f"**Headline: {_number(oof.cascade)}** "
+            f"({100 * oof.cascade_confidence:.0f} % bootstrap interval over images "
             f"{_number(low)}-{_number(high)}): the competition score (mean Dice per image, 1 for "
             f"an empty mask predicted empty) at {scored_at}, each fold's images scored by the "
             "blend weights, gate and thresholds the search chose on the other folds' images "
@@ -420,54 +405,55 @@ def oof_scores(images: pd.DataFrame, scores: pd.DataFrame, ensemble: dict) -> li
     ]
     if cascade is not None:
         lines.append(
-            f"In-sample, the cascade that ships (chosen on all {cascade['images']} images and "
-            f"scored on the same images, so optimistic): {_number(float(cascade['score']))}."
+            f"In-sample, the cascade that ships (chosen on all {cascade.images} images and "
+            f"scored on the same images, so optimistic): {_number(cascade.score)}."
         )
     else:
         lines.append("scores.csv has no cascade score at each image's own size.")
     return lines
 
 
-def calibration(ensemble: dict, scores: pd.DataFrame) -> list[str]:
+def calibration(spec: EnsembleSpec, scores: ScoreTable) -> list[str]:
     lines = ["## Calibration of the gate probability", ""]
-    chosen = ensemble.get("calibration")
-    if not chosen:
+    chosen = spec.calibration
+    if chosen is None:
         return [
             *lines,
             "Not calibrated in this run: the gate's probability is the blend's raw output; read "
             "it as a ranking score, not as the probability of a pneumothorax.",
         ]
     params = ", ".join(
-        f"{k} {v:.4g}" for k, v in chosen.items() if k != "method" and isinstance(v, float)
+        f"{k} {v:.4g}"
+        for k, v in chosen.to_dict().items()
+        if k != "method" and isinstance(v, float)
     )
-    lines.append(f"Method: **{chosen['method']}**" + (f" ({params})" if params else "") + ".")
-    before = gate_metric(scores, "uncalibrated", "ece")
-    after = gate_metric(scores, "calibrated", "ece")
+    lines.append(f"Method: **{chosen.method}**" + (f" ({params})" if params else "") + ".")
+    before = gate_metric(scores, Level.UNCALIBRATED, Metric.ECE)
+    after = gate_metric(scores, Level.CALIBRATED, Metric.ECE)
     lines.append(
         f"Expected calibration error over the OOF images: {_number(before)} before, "
         f"{_number(after)} after (cross-fitted: each fold's images calibrated by a map fitted on "
         "the other folds)."
     )
     before, after = (
-        gate_metric(scores, "uncalibrated", "brier"),
-        gate_metric(scores, "calibrated", "brier"),
+        gate_metric(scores, Level.UNCALIBRATED, Metric.BRIER),
+        gate_metric(scores, Level.CALIBRATED, Metric.BRIER),
     )
     if before is not None or after is not None:
         lines.append(f"Brier score: {_number(before)} before, {_number(after)} after.")
-    choice = pd.DataFrame(ensemble.get("calibration_choice") or [])
-    if len(choice):
-        columns = [c for c in CHOICE_COLUMNS if c in choice.columns]
+    choice = spec.searched.calibration_choice
+    if choice:
         lines += [
             "",
             "The choice (cross-fitted scores; the simplest method within one paired standard "
             "error of the lowest is chosen):",
             "",
-            markdown_table(choice[columns]),
+            markdown_table(spec.searched.calibration_table()),
         ]
     return lines
 
 
-def second_round(counts: pd.DataFrame | None, scores: pd.DataFrame) -> list[str]:
+def second_round(counts: pd.DataFrame | None, scores: ScoreTable) -> list[str]:
     lines = ["## Second round (NIH pseudo-labels)", ""]
     compared = round_comparison(scores)
     if len(compared):
@@ -486,12 +472,10 @@ def second_round(counts: pd.DataFrame | None, scores: pd.DataFrame) -> list[str]
             "second round makes none)."
         )
     if len(compared):
-        rows = scores[
-            (scores["kind"] == "segmenter")
-            & (scores["level"] == "architecture")
-            & (scores["metric"] == "competition_tuned")
-        ]
-        at = ", ".join(dict.fromkeys(rows["scored_at"].astype(str)))
+        rows = scores.select(
+            kind=Kind.SEGMENTER, level=Level.ARCHITECTURE, metric=Metric.COMPETITION_TUNED
+        )
+        at = ", ".join(dict.fromkeys(r.scored_at.label() for r in rows))
         blocks += [
             f"OOF competition score per architecture, each with its own best thresholds, scored "
             f"on the maps ({at}), round 1 against round 2:",
@@ -503,7 +487,7 @@ def second_round(counts: pd.DataFrame | None, scores: pd.DataFrame) -> list[str]
 def limits(
     images: pd.DataFrame,
     index: pd.DataFrame,
-    ensemble: dict,
+    spec: EnsembleSpec,
     demo: bool,
 ) -> list[str]:
     folds = images["fold"].nunique()
@@ -514,7 +498,7 @@ def limits(
         f"- {len(images)} OOF images in {folds} folds; every figure here is from this run's files "
         "only (the hardware, GPU or not, and run times are not part of this card).",
     ]
-    if ensemble.get("oof", {}).get("cascade_interval") is not None:
+    if spec.searched.oof.cross_fitted:
         lines.append(
             "- The headline is cross-fitted (each fold scored by choices made without it); the "
             "in-sample score beside it was chosen on the images it scores and is optimistic."
@@ -524,7 +508,7 @@ def limits(
             "- The blend weights, the gate and the thresholds were chosen on the same OOF images "
             "they are scored on, so the OOF score is optimistic."
         )
-    if "best" in {m for names in ensemble.get("members", {}).values() for m in names}:
+    if "best" in {m for names in spec.members.values() for m in names}:
         lines.append(
             "- The 'best' member of a fold model is chosen on its held-out fold, which leaks a "
             "little of that fold into its own OOF score."
@@ -537,9 +521,9 @@ def limits(
         "measured.",
         "- No prospective evaluation, and no measurement of the effect on readers.",
     ]
-    if not ensemble.get("calibration"):
+    if spec.calibration is None:
         lines.append("- The gate's probability is not calibrated.")
-    for warning in ensemble.get("warnings", []):
+    for warning in spec.searched.warnings:
         lines.append(f"- The ensemble search warned: {warning}")
     if demo:
         lines.append(
@@ -587,8 +571,8 @@ def write_model_card(
     path given must exist: a missing one is a FileNotFoundError naming it.
     """
     ensemble_bytes = _require("ensemble", ensemble).read_bytes()
-    blend = json.loads(ensemble_bytes)
-    score_table = _csv("scores", scores)
+    blend = EnsembleSpec.read(ensemble)
+    score_table = ScoreTable.read(_require("scores", scores))
     image_table = _csv("images (oof_images.csv)", images, dtype={"image_id": str})
     index_table = _csv("index", index, dtype={"image_id": str})
     reject_table = _csv("rejects", rejects, dtype=str)

@@ -3,8 +3,8 @@
 The headline is the cross-fitted OOF score (every fold scored by choices made on the other folds)
 with its interval, then the in-sample score of the cascade that ships, the all-empty baseline and
 the mean Dice on the images with a pneumothorax; above them the data source, the config's hash,
-the code's commit and the date the page was built. Numbers are read from scores.csv and
-oof_images.csv, as they are written there.
+the code's commit and the date the page was built. Numbers are read from scores.csv (its rows at
+each image's own size) and oof_images.csv, as they are written there.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-HEADLINE_LEVEL = "cascade_nested"  # scores.csv's cross-fitted cascade
-IN_SAMPLE_LEVEL = "cascade"
+from ptxseg.contracts.scores import Basis, Kind, Level, Metric, ScoreTable
 
 
 @dataclass(frozen=True)
@@ -84,37 +83,35 @@ class Headline:
     scored_at: str
 
     @classmethod
-    def of(cls, scores: pd.DataFrame, images: pd.DataFrame | None) -> Headline | None:
-        seg = scores[(scores["kind"] == "segmenter") & (scores["metric"] == "competition")]
-        nested = seg[seg["level"] == HEADLINE_LEVEL]
-        cascade = seg[seg["level"] == IN_SAMPLE_LEVEL]
-        if nested.empty and cascade.empty:
+    def of(cls, scores: ScoreTable, images: pd.DataFrame | None) -> Headline | None:
+        """From the cascade's rows at each image's own size: the cross-fitted one where the run
+        has it (else the in-sample one), the in-sample one and the all-empty baseline."""
+        own = scores.select(kind=Kind.SEGMENTER, metric=Metric.COMPETITION, basis=Basis.OWN_SIZE)
+        nested = own.one_or_none(level=Level.CASCADE_NESTED)
+        in_sample = own.one_or_none(level=Level.CASCADE)
+        baseline = own.one_or_none(level=Level.ALL_EMPTY)
+        row = nested or in_sample
+        if row is None:
             return None
-        baseline = seg[seg["level"] == "all_empty"]
-        # At each image's own size: where the cross-fitted row and the all-empty baseline are
-        # scored (the in-sample cascade is scored there and on the maps, in either order).
-        own = nested["scored_at"].iloc[0] if len(nested) else baseline["scored_at"].iloc[0]
-        in_sample = cascade[cascade["scored_at"] == own]["score"]
-        row = nested.iloc[0] if len(nested) else cascade[cascade["scored_at"] == own].iloc[0]
-        baseline = baseline["score"]
-        column = "dice_native_nested" if len(nested) else "dice_native"
+        column = "dice_native_nested" if nested is not None else "dice_native"
         positives_dice, positives = None, 0
         if images is not None and column in images:
             positive = images["truth_pixels_native"] > 0
             positives = int(positive.sum())
             if positives:
                 positives_dice = float(images.loc[positive, column].mean())
+        low, high = row.interval if row.interval is not None else (None, None)
         return cls(
-            score=float(row["score"]),
-            low=float(row["interval_low"]) if len(nested) else None,
-            high=float(row["interval_high"]) if len(nested) else None,
-            cross_fitted=bool(len(nested)),
-            in_sample=float(in_sample.iloc[0]) if len(in_sample) else None,
-            all_empty=float(baseline.iloc[0]) if len(baseline) else None,
+            score=row.score,
+            low=low,
+            high=high,
+            cross_fitted=nested is not None,
+            in_sample=None if in_sample is None else in_sample.score,
+            all_empty=None if baseline is None else baseline.score,
             positives_dice=positives_dice,
             positives=positives,
-            images=int(row["images"]),
-            scored_at=str(row["scored_at"]),
+            images=row.images,
+            scored_at=row.scored_at.label(),
         )
 
     def table(self) -> pd.DataFrame:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ptxseg.contracts.scores import Kind, Level, Metric, ScoreTable
 from ptxseg.layout import round1_arch, round2_name
 
 # The scores.csv rows compared: an architecture's kept members averaged over all its folds.
 COMPARED = {
-    ("segmenter", "competition_tuned"): "OOF competition score (own best triplet)",
-    ("segmenter", "competition_default"): "OOF competition score (0.5, no area)",
-    ("head", "auc"): "head ROC AUC",
+    (Kind.SEGMENTER, Metric.COMPETITION_TUNED): "OOF competition score (own best triplet)",
+    (Kind.SEGMENTER, Metric.COMPETITION_DEFAULT): "OOF competition score (0.5, no area)",
+    (Kind.HEAD, Metric.AUC): "head ROC AUC",
 }
 
 
@@ -35,26 +36,26 @@ def pseudo_label_counts(summaries: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna(0).sort_values("fold").reset_index(drop=True)
 
 
-def round_comparison(scores: pd.DataFrame) -> pd.DataFrame:
+def round_comparison(scores: ScoreTable) -> pd.DataFrame:
     """Per architecture with a second round: each compared score in round 1 and round 2."""
-    whole = scores[scores["level"] == "architecture"]
-    second = [a for a in dict.fromkeys(whole["arch"].dropna()) if a != round1_arch(a)]
+    whole = scores.select(level=Level.ARCHITECTURE)
+    names = dict.fromkeys(r.arch for r in whole if r.arch is not None)
     rows = []
-    for name in second:
+    for name in (a for a in names if a != round1_arch(a)):
         arch = round1_arch(name)
         for (kind, metric), label in COMPARED.items():
-            picked = whole[(whole["kind"] == kind) & (whole["metric"] == metric)]
-            one = picked.loc[picked["arch"] == arch, "score"]
-            two = picked.loc[picked["arch"] == round2_name(arch), "score"]
-            if one.empty or two.empty:
+            picked = whole.select(kind=kind, metric=metric)
+            one = picked.one_or_none(arch=arch)
+            two = picked.one_or_none(arch=round2_name(arch))
+            if one is None or two is None:
                 continue
             rows.append(
                 {
                     "architecture": arch,
                     "score": label,
-                    "round 1": float(one.iloc[0]),
-                    "round 2": float(two.iloc[0]),
-                    "round 2 - round 1": float(two.iloc[0] - one.iloc[0]),
+                    "round 1": one.score,
+                    "round 2": two.score,
+                    "round 2 - round 1": two.score - one.score,
                 }
             )
     return pd.DataFrame(rows)

@@ -35,13 +35,6 @@ class NativeTruth:
     def mask(self, image_id: str) -> np.ndarray:
         return rle.decode_union(self.rles[image_id], self.shapes[image_id])
 
-    def size_label(self, image_ids: list[str]) -> str:
-        """How scores.csv names this size, e.g. '1024x1024 px (each image's own size, train-rle.csv)'."""
-        sizes = sorted({f"{h}x{w}" for h, w in (self.shapes[i] for i in image_ids)})
-        return (
-            f"{sizes[0] if len(sizes) == 1 else 'mixed'} px (each image's own size, {self.source})"
-        )
-
 
 def native_outcomes(
     stack: np.ndarray,

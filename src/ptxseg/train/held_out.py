@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ptxseg.contracts.scored_at import ScoredAt
 from ptxseg.data.datasets import RepackedImages
 from ptxseg.io import maps
 from ptxseg.layout import BEST, OOF_IDS, oof_maps_file
@@ -92,7 +93,7 @@ def score_held_out(
     truth = NativeTruth(data.rle_csv, data.index_csv)
     return {
         "oof_score": float(native_score(maps_path, ids, truth, cascade)),
-        "scored_at": truth.size_label(ids),
+        "scored_at": ScoredAt.native(truth, ids).label(),
         "oof_score_at_resolution": float(at_resolution),
         "top": float(cascade.top),
         "min_area": int(cascade.min_area),
