@@ -41,6 +41,22 @@ include: "workflow/rules/augsearch.smk"
 include: "workflow/rules/ablation.smk"
 
 
+# Seconds-long rules (at the full size 2-31 s and under 0.7 GiB each in the scale rehearsal,
+# benchmarks/README.md) run in Snakemake's own process under a cluster profile: an sbatch job and
+# its queue wait would cost more than the work.
+localrules:
+    all,
+    folds_siim,
+    index_nih,
+    exclude_siim_from_nih,
+    submission,
+    report,
+    model_card,
+    augsearch_summary,
+    scaling_summary,
+    ablation_summary,
+
+
 rule all:
     default_target: True
     input:

@@ -181,3 +181,11 @@ def whole_tiny_dag(tmp_path_factory) -> Run:
         job_counts(dry_run) if "Job stats:" in dry_run else {},
         outcome["seconds"],
     )
+
+
+def local_rules() -> set[str]:
+    """The rules the Snakefile declares local (its `localrules:` block)."""
+    text = (ROOT / "Snakefile").read_text()
+    block = re.search(r"^localrules:\n((?:    \w+,?\n)+)", text, re.MULTILINE)
+    assert block, "the Snakefile declares no localrules"
+    return set(re.findall(r"\w+", block[1]))

@@ -4,12 +4,14 @@
 # (stop.sh ends exactly those). Idempotent: a daemon whose recorded PID still runs is kept.
 #
 # Environment: PTXSEG_SLURM_STATE (state folder, default /tmp/ptxseg-slurm), PTXSEG_SLURM_GPUS
-# (fake GPUs on the node, default 2: two GPU jobs at once), PTXSEG_SLURM_PARTITION (default debug).
+# (fake GPUs on the node, default 2: two GPU jobs at once), PTXSEG_SLURM_PARTITION (default debug),
+# PTXSEG_SLURM_GPU_PARTITION (default gpu): the node is in both, as profiles/slurm/partitions.yaml says.
 set -euo pipefail
 
 STATE=${PTXSEG_SLURM_STATE:-/tmp/ptxseg-slurm}
 GPUS=${PTXSEG_SLURM_GPUS:-2}
 PARTITION=${PTXSEG_SLURM_PARTITION:-debug}
+GPU_PARTITION=${PTXSEG_SLURM_GPU_PARTITION:-gpu}
 PIDS=$STATE/pids
 LOGS=$STATE/log
 HOST=$(hostname -s)
@@ -109,6 +111,7 @@ KillWait=5
 InactiveLimit=0
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+PartitionName=$GPU_PARTITION Nodes=$HOST Default=NO MaxTime=INFINITE State=UP
 CONF
   # Fake GPUs, so --gpus=N is scheduled (torch then finds no CUDA and runs on the CPU): one
   # device file each, a copy of the null device (two GRES lines on one file are fatal).

@@ -15,6 +15,7 @@ import pytest
 from slurm_cluster import (
     Run,
     finish,
+    local_rules,
     require_slurm,
     snakemake_command,
     start,
@@ -50,10 +51,14 @@ def test_every_rule_runs_as_a_slurm_job_and_the_submission_is_valid(slurm_run):
     index = read_index(results / "data" / "siim_index.csv")
     validate_submission(results / "submission.csv", index[index["split"] == "test"])
 
-    # Each job: "Job <n> has been submitted with SLURM jobid <id> (log: .../rule_<rule>/...)".
+    # Each job: "Job <n> has been submitted with SLURM jobid <id> (log: .../rule_<rule>/...)";
+    # the Snakefile's local rules run in Snakemake's process, no job of their own.
     submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", run.output)
+    local = local_rules() & set(run.expected)
     assert set(run.expected) >= set(GPU_RULES) | {"demo_siim", "submission"}
-    for rule, jobs in run.expected.items():
+    assert {"submission", "report", "folds_siim"} <= local
+    sbatched = {rule: jobs for rule, jobs in run.expected.items() if rule not in local}
+    for rule, jobs in sbatched.items():
         logs = [
             Path(path)
             for job_id, path in submitted
@@ -68,7 +73,7 @@ def test_every_rule_runs_as_a_slurm_job_and_the_submission_is_valid(slurm_run):
     by_rule: dict[str, list[str]] = {}
     for line in sbatch:
         by_rule.setdefault(re.search(r"--allowed-rules '?(\w+)", line)[1], []).append(line)
-    assert set(by_rule) == set(run.expected)
+    assert set(by_rule) == set(sbatched)
     gpu_rules = {
         *GPU_RULES,
         "predict_classifier",
@@ -76,9 +81,16 @@ def test_every_rule_runs_as_a_slurm_job_and_the_submission_is_valid(slurm_run):
         "pseudo_label_nih",  # the tiny config's NIH second round
         "train_segmenter_round2",
     }
+    # And the plugin's partition selection (profiles/slurm/partitions.yaml) sends them to the
+    # GPU partition, the others to the CPU one.
     for rule, lines in by_rule.items():
         for line in lines:
             assert ("--gpus=1" in line) == (rule in gpu_rules), f"{rule}: {line[:400]}"
+            partition = re.search(r" -p '?(\w+)", line)
+            expected = "gpu" if rule in gpu_rules else "debug"
+            assert partition and partition[1] == expected, f"{rule}: {line[:400]}"
+    for rule in local:
+        assert re.search(rf"^localrule {rule}:", run.output, re.MULTILINE), f"{rule} did not run"
     for rule in GPU_RULES:
         for log in (run.workdir / ".snakemake" / "slurm_logs" / f"rule_{rule}").rglob("*.log"):
             assert "SLURM_JOB_GPUS" in log.read_text(), f"{log}: no GPU allocated"

@@ -119,8 +119,8 @@ rule submission:
         "../../envs/ptxseg.yaml"
     threads: 1
     resources:
-        mem_mb=resources_of("ensemble")["mem_mb"],
-        runtime=resources_of("ensemble")["runtime"],
+        mem_mb=resources_of("default")["mem_mb"],
+        runtime=resources_of("default")["runtime"],
     params:
         classify_archs=list(config["classify"]["archs"]),
         segment_archs=SEGMENTERS,
