@@ -17,7 +17,7 @@ from pathlib import Path
 from ptxseg.io import atomic
 from ptxseg.models import build_model
 from ptxseg.models.flops import flops_per_image, parameter_count
-from ptxseg.models.scaled_unet.compound import candidate_multipliers, candidate_shape
+from ptxseg.models.scaled_unet.search import find_candidate
 from ptxseg.train.held_out import OneFold, train_and_score
 from ptxseg.train.settings import FitSettings
 
@@ -35,12 +35,11 @@ def train_candidate(
 ) -> dict:
     """Train candidate ``name`` of the config's ``scaling`` section on its fold (one model),
     its regularisation grown with its phi; tune its triplet on its own OOF maps and score them at
-    each image's own size; write and return its row. ``data.size`` is the repack it reads and
-    resizes to its resolution (``compound.source_size``)."""
-    alpha, beta, gamma, phi = candidate_multipliers(
-        name, scaling["grid"], scaling["target"], scaling["tolerance"]
-    )
-    depth, width, resolution = candidate_shape(name, scaling)
+    each image's own size; write and return its row (with the grid points merged into it).
+    ``data.size`` is the repack it reads and resizes to its resolution
+    (``compound.source_size``)."""
+    candidate, phi = find_candidate(name, scaling)
+    depth, width, resolution = candidate.scaled(phi, scaling["base_resolution"])
     scores = train_and_score(
         data,
         arch="scaled_unet",
@@ -53,13 +52,14 @@ def train_candidate(
     model = build_model("scaled_unet", 1, depth=depth, width=width)
     row = {
         "name": name,
-        "alpha": alpha,
-        "beta": beta,
-        "gamma": gamma,
+        "alpha": candidate.alpha,
+        "beta": candidate.beta,
+        "gamma": candidate.gamma,
         "phi": phi,
         "depth": depth,
         "width": width,
         "resolution": resolution,
+        "merged": " ".join(candidate.merged),
         "params": parameter_count(model),
         "flops": flops_per_image(model, resolution),
         **{
