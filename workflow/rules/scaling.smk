@@ -63,10 +63,11 @@ rule scaling_summary:
         base_resolution=config["scaling"]["base_resolution"],
         phis=config["scaling"]["phis"],
         grid=config["scaling"]["grid"],
-        # B0's regularisation, grown with phi in best.yaml's B1 (and B2) entries.
-        rates={
+        # B0's regularisation and activation: best.yaml's B1 (and B2) entries take them, the rates
+        # grown with phi.
+        b0_recipe={
             key: config["scaling"]["recipe"][key]
-            for key in ("dropout_rate", "drop_path_rate")
+            for key in ("dropout_rate", "drop_path_rate", "activation")
         },
         # best.yaml scales segment.size by B1's multiplier; the stages and crops keep their ratio.
         resolution_keys=resolution_keys(config),

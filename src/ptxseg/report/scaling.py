@@ -241,20 +241,25 @@ def scaled_resolution_keys(keys: dict, gamma: float, phi: int) -> dict:
 
 
 def best_fragment(
-    table: pd.DataFrame, best: pd.Series, resolution_keys: dict, rates: dict | None = None
+    table: pd.DataFrame, best: pd.Series, resolution_keys: dict, b0_recipe: dict | None = None
 ) -> str:
     """best.yaml: a config fragment that adds the searched B1 as a segmenter and validates beside
     the config it was searched for (``snakemake --configfile my.yaml results/scaling/best.yaml``;
     a stage's size is repacked on demand). Its resolution multiplier gamma is applied to that
     config's ``segment.size`` and every stage and crop keeps its ratio to it
     (`scaled_resolution_keys`; ``resolution_keys`` is `ptxseg.recipes.resolution_keys` of the
-    config), so a staged recipe keeps its stages; the search recipe's dropout and drop path rates
-    grow to B1's phi. B2 is in a comment."""
+    config), so a staged recipe keeps its stages. ``b0_recipe`` holds the search recipe's
+    dropout and drop path rates, which grow to B1's phi, and its activation, which B1 keeps.
+    B2 is in a comment."""
     options = {"alpha": float(best["alpha"]), "beta": float(best["beta"])}
     gamma = float(best["gamma"])
 
     def regularised(phi: int) -> dict:
-        grown = {k: scaled_rate(v, phi) for k, v in (rates or {}).items() if v is not None}
+        grown = {
+            k: v if k == "activation" else scaled_rate(v, phi)
+            for k, v in (b0_recipe or {}).items()
+            if v is not None
+        }
         return {"recipe": grown} if grown else {}
 
     def sides(keys: dict) -> str:
@@ -291,7 +296,7 @@ def write_summary(
     out_best: str | os.PathLike,
     out_search: str | os.PathLike,
     resolution_keys: dict,
-    rates: dict | None = None,
+    b0_recipe: dict | None = None,
 ):
     """summary.csv, the score-against-FLOPs plot, the config entries of the chosen B1 and B2, and
     the search's choice with a warning for every multiplier chosen on the edge of its grid."""
@@ -316,7 +321,7 @@ def write_summary(
             "warnings": warnings,
         },
     )
-    atomic.write_text(out_best, best_fragment(table, best, resolution_keys, rates))
+    atomic.write_text(out_best, best_fragment(table, best, resolution_keys, b0_recipe))
     log.info(
         "scaling: best %s (alpha %.2f beta %.2f gamma %.2f), OOF %.4f",
         best["name"],

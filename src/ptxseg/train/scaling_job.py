@@ -23,6 +23,8 @@ from ptxseg.train.settings import FitSettings
 
 log = logging.getLogger(__name__)
 
+ARCH = "scaled_unet"  # every candidate, B0 included: free depth and width multipliers
+
 
 def train_candidate(
     data: OneFold,
@@ -40,16 +42,17 @@ def train_candidate(
     (``compound.source_size``)."""
     candidate, phi = find_candidate(name, scaling)
     depth, width, resolution = candidate.scaled(phi, scaling["base_resolution"])
+    options, settings = candidate_recipe(name, scaling, settings)
     scores = train_and_score(
         data,
-        arch="scaled_unet",
-        settings=scaled_regularisation(settings, phi),
+        arch=ARCH,
+        settings=settings,
         out_dir=out_dir,
         state_path=state_path,
         input_size=resolution,
-        options={"depth": depth, "width": width},
+        options=options,
     )
-    model = build_model("scaled_unet", 1, depth=depth, width=width)
+    model = build_model(ARCH, 1, depth=depth, width=width)
     row = {
         "name": name,
         "alpha": candidate.alpha,
@@ -82,6 +85,17 @@ def train_candidate(
         resolution,
     )
     return row
+
+
+def candidate_recipe(
+    name: str, scaling: dict, settings: FitSettings
+) -> tuple[dict[str, float], FitSettings]:
+    """(options, settings) candidate ``name`` trains `ARCH` with: its depth and width multipliers,
+    and the search recipe's settings with the regularisation grown to its phi (the activation,
+    drop path and dropout reach the model from the settings, as for every stage's models)."""
+    candidate, phi = find_candidate(name, scaling)
+    depth, width, _ = candidate.scaled(phi, scaling["base_resolution"])
+    return {"depth": depth, "width": width}, scaled_regularisation(settings, phi)
 
 
 # EfficientNet's dropout grows linearly from 0.2 at B0 to 0.5 at B7: 0.3 / 7 more per step of phi.
