@@ -381,10 +381,11 @@ def test_regularisation_grows_with_phi_and_reaches_best_yaml():
     table = summarise(_rows(), base_resolution=256, measure=lambda net: (7, 8 * 10**9))
     best = table[table["label"] == "B1"].iloc[0]
     keys = {"segment": {"size": 256, "archs": {}}}
-    text = best_fragment(table, best, keys, {"dropout_rate": 0.2, "drop_path_rate": None})
+    b0_recipe = {"dropout_rate": 0.2, "drop_path_rate": None, "activation": "silu"}
+    text = best_fragment(table, best, keys, b0_recipe)
     fragment = yaml.safe_load(text)
     b1_entry = fragment["segment"]["archs"]["scaled_unet_b1"]
-    assert b1_entry["recipe"] == {"dropout_rate": scaled_rate(0.2, 1)}
+    assert b1_entry["recipe"] == {"dropout_rate": scaled_rate(0.2, 1), "activation": "silu"}
     assert f'"dropout_rate": {scaled_rate(0.2, 2)}' in text  # B2's entry, in a comment
     validate(fragment)  # the fragment validates as it is
 
