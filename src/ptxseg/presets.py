@@ -15,7 +15,9 @@ the official TPU implementation), adapted to segmenting 12,047 radiographs inste
 - BatchNorm momentum 0.99 (TensorFlow's convention);
 - an exponential moving average of the weights, decay 0.9999 with the official decay warm-up;
 - stochastic depth at rate 0.2 (survival 0.8) and dropout 0.2 before the head (B0's values; the
-  compound-scaling search grows both with phi).
+  compound-scaling search grows both with phi);
+- SiLU (Swish-1) activations, in the architectures that let the recipe choose them (the
+  compound-scaled U-Nets, the hand-written U-Net decoders).
 
 Plain dictionaries: the config check expands presets before it fills defaults.
 """
@@ -49,6 +51,7 @@ def efficientnet(epochs: int, batch_size: int) -> dict:
         "ema": {"enabled": True, "decay": 0.9999, "warmup": True},
         "drop_path_rate": 0.2,
         "dropout_rate": 0.2,
+        "activation": "silu",
     }
 
 

@@ -10,6 +10,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 import torch
+import yaml
 from dag import ROOT
 from timm.optim import RMSpropTF
 
@@ -211,7 +212,7 @@ def test_the_preset_from_the_config_file_reaches_the_built_model(caplog):
         0.99,
     )
     built = _built_with("scaled_unet", {}, settings)
-    assert built == {"drop_path_rate": 0.2, "dropout_rate": 0.2}
+    assert built == {"drop_path_rate": 0.2, "dropout_rate": 0.2, "activation": "silu"}
     model = _model("scaled_unet", 1, settings, "none", None, built)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and all(m.momentum == pytest.approx(0.01) for m in norms)  # TF 0.99
@@ -223,6 +224,7 @@ def test_the_preset_from_the_config_file_reaches_the_built_model(caplog):
     with caplog.at_level("INFO"):
         assert _built_with("unet_resnet34", {}, settings) == {"dropout_rate": 0.2}
     assert "drop_path_rate 0.2 not applied to unet_resnet34: it has no stochastic" in caplog.text
+    assert "activation silu not applied to unet_resnet34: its activations are fixed" in caplog.text
 
 
 def test_the_preset_schedule_from_the_config_file_is_the_paper_compressed():
@@ -249,10 +251,61 @@ def test_drop_path_follows_the_encoder_an_architecture_is_built_with():
     from ptxseg.train.run import _built_with
 
     settings = _preset_settings()
-    assert _built_with("attention_unet", {}, settings) == {"dropout_rate": 0.2}  # resnet34
+    silu = {"activation": "silu"}  # the hand-written decoder lets the recipe choose it
+    assert _built_with("attention_unet", {}, settings) == {"dropout_rate": 0.2, **silu}  # resnet34
     assert _built_with("attention_unet", {"encoder": "efficientnet-b0"}, settings) == {
         "encoder": "efficientnet-b0",
         "drop_path_rate": 0.2,
         "dropout_rate": 0.2,
+        **silu,
     }
+    # smp's own decoder is conv-BN-ReLU only; an entry's own activation beats the recipe's
+    assert "activation" not in _built_with("unet_efficientnet_b4", {}, settings)
     assert "drop_path_rate" in _built_with("unet_efficientnet_b4", {}, settings)
+    own = {"decoder_block": "residual", "activation": "relu"}
+    assert _built_with("unet_efficientnet_b4", own, settings)["activation"] == "relu"
+
+
+def _scaling_candidate_model(config_path, name: str, phi: int):
+    """Candidate ``name`` of the config file's scaling search, built as its job builds it."""
+    from ptxseg.train.run import _built_with, _model
+    from ptxseg.train.scaling_job import ARCH, candidate_recipe, scaled_rate
+
+    scaling = cfg.load(config_path, cfg.load_schema())["scaling"]
+    settings = FitSettings.from_config(scaling["recipe"], 0, Runtime())
+    options, grown = candidate_recipe(name, scaling, settings)
+    assert grown.drop_path_rate == scaled_rate(0.2, phi) == grown.dropout_rate
+    return _model(ARCH, 1, grown, "none", None, _built_with(ARCH, options, grown)), grown
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        pytest.param(None, id="full.yaml"),  # the shipped search, activation written out
+        pytest.param({"preset": "efficientnet"}, id="preset-alone"),
+    ],
+)
+@pytest.mark.parametrize(("name", "phi"), [("b0", 0), ("a1.20_b1.10_g1.10", 1)])
+def test_silu_drop_path_and_dropout_of_the_preset_reach_the_scaled_unet(
+    tmp_path, recipe, name, phi
+):
+    """From a config file's scaling section to the model its candidate job trains (issue #30)."""
+    from timm.layers import DropPath
+
+    path = ROOT / "configs" / "full.yaml"
+    if recipe is not None:
+        config = yaml.safe_load(path.read_text())
+        config["scaling"]["recipe"] = recipe
+        path = tmp_path / "preset.yaml"
+        path.write_text(yaml.safe_dump(config))
+    model, grown = _scaling_candidate_model(path, name, phi)
+    modules = list(model.modules())
+    assert grown.activation == "silu"
+    assert any(isinstance(m, torch.nn.SiLU) for m in modules)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in modules)
+    # rate * i / n over the n encoder and decoder blocks: the first block has none
+    rates = [m.drop_prob for m in modules if isinstance(m, DropPath)]
+    blocks = sum(model.net.depths) + sum(model.net.depths[:-1])
+    assert rates == pytest.approx([grown.drop_path_rate * i / blocks for i in range(1, blocks)])
+    dropouts = [m.p for m in modules if isinstance(m, torch.nn.Dropout | torch.nn.Dropout2d)]
+    assert dropouts == [grown.dropout_rate]

@@ -59,15 +59,16 @@ DROPOUT_CASES = [
     pytest.param("scaled_unet", {"width": 0.5}, 64, id="scaled_unet"),
 ]
 
-# Parameters of each entry's default build at num_classes=2, as before the options existed.
+# Parameters of each entry's default build at num_classes=2, as before the options existed (the
+# scaled U-Nets' since B0 took EfficientNet-B0's depths, issue #30).
 PARAMETERS = {
     "attention_unet": 24570922,
     "densenet169": 12487810,
     "efficientnet_b4": 17552202,
     "inceptionresnetv2": 54309538,
-    "scaled_unet": 4344338,
-    "scaled_unet_b1": 7698754,
-    "scaled_unet_b2": 9281642,
+    "scaled_unet": 10286866,
+    "scaled_unet_b1": 15711074,
+    "scaled_unet_b2": 23104522,
     "unet_efficientnet_b4": 20225834,
     "unet_resnet34": 24436514,
     "xception": 20811050,

@@ -18,9 +18,10 @@ from ptxseg.models.grey import GreyInput
 from ptxseg.models.scaled_unet.compound import (
     RESOLUTION_MULTIPLE,
     Candidate,
-    candidates,
+    Network,
     compound,
-    excluded,
+    find,
+    network,
     round_filters,
     round_repeats,
     scaled_resolution,
@@ -84,8 +85,8 @@ def test_round_filters_is_efficientnets_rule():
 
 
 def test_round_repeats_rounds_up():
-    assert [round_repeats(n, 1.2) for n in BASE_DEPTHS] == [2, 2, 3, 3, 3]
-    assert [round_repeats(n, 2.0) for n in BASE_DEPTHS] == [2, 2, 4, 4, 4]
+    assert [round_repeats(n, 1.2) for n in BASE_DEPTHS] == [2, 3, 3, 8, 6]
+    assert [round_repeats(n, 2.0) for n in BASE_DEPTHS] == [2, 4, 4, 12, 10]
     assert round_repeats(2, 1.0000000000000002) == 2  # float noise does not add a block
     assert round_repeats(3, 0.1) == 1
 
@@ -147,34 +148,63 @@ def test_flops_per_image_takes_grey_or_colour_models():
 GRID = {"alpha": [1.0, 1.2, 2.2, 2.6], "beta": [1.0, 1.1], "gamma": [0.9, 1.0, 1.15]}
 
 
+def _nominal(net: Network) -> float:
+    """A stand-in measurement: the nominal law on the rounded network (B0 at 256 px is 1)."""
+    return sum(net.depths) / 16 * (net.widths[-1] / 256) ** 2 * (net.resolution / 256) ** 2
+
+
 def test_candidates_meet_the_flops_constraint_and_the_rest_is_excluded():
-    kept, left = screen(GRID, target=2.0, tolerance=0.1)
-    assert kept == candidates(GRID) and left == excluded(GRID)
+    kept, left = screen(GRID, 256, _nominal, target=2.0, tolerance=0.1)
     assert len(kept) + len(left) == 4 * 2 * 3
     names = [c.name for c in kept]
-    assert names == ["a1.20_b1.10_g1.15", "a2.20_b1.00_g1.00"]  # 1.920; 2.2 is on the edge
+    # 1.2 -> (2, 3, 3, 8, 6): 22 blocks of 16; 280 channels; 288 px: 1.375 * 1.196 * 1.266
+    assert names == ["a1.20_b1.10_g1.15"]
+    assert kept[0].flops_ratio == pytest.approx(22 / 16 * (280 / 256) ** 2 * (288 / 256) ** 2)
     assert kept[0].product == pytest.approx(1.2 * 1.1**2 * 1.15**2)
     reasons = {e.name: e.reason for e in left}
     assert reasons["a2.60_b1.00_g1.00"] == (
-        "alpha*beta^2*gamma^2 = 2.600 outside 2 ± 10% [1.800, 2.200]"
+        "measured FLOPs 2.750 x B0 outside 2 ± 10% [1.800, 2.200] "
+        "(nominal alpha*beta^2*gamma^2 = 2.600)"
     )
-    assert reasons["a2.60_b1.00_g0.90"] == "gamma < 1"  # 2.106 would pass: shrinking is not
-    assert reasons["a1.00_b1.00_g1.00"].startswith("alpha*beta^2*gamma^2 = 1.000 outside")
+    # 2.2 -> (3, 5, 5, 14, 11): the nominal 2.2 is on the window's edge, the network is not
+    assert reasons["a2.20_b1.00_g1.00"].startswith("measured FLOPs 2.375 x B0 outside")
+    assert reasons["a2.60_b1.00_g0.90"] == "gamma < 1"
+    assert reasons["a1.00_b1.00_g1.00"].startswith("measured FLOPs 1.000 x B0 outside")
     for point in kept:
         assert min(point.alpha, point.beta, point.gamma) >= 1
-        assert abs(point.product - 2) <= 0.2 + 1e-9
-    assert [c.name for c in candidates(GRID, target=2.6, tolerance=0.01)] == ["a2.60_b1.00_g1.00"]
+        assert abs(point.flops_ratio - 2) <= 0.2 + 1e-9
+    only = screen(GRID, 256, _nominal, target=2.75, tolerance=0.01)[0]
+    assert [c.name for c in only] == ["a2.60_b1.00_g1.00"]
+
+
+def test_grid_points_of_one_network_are_merged_under_the_first():
+    """At 256 px, gamma 1.1 and 1.15 both give 288 px: one job, the other point listed."""
+    grid = {"alpha": [1.2], "beta": [1.1], "gamma": [1.1, 1.15]}
+    kept, left = screen(grid, 256, _nominal, tolerance=0.2)
+    assert kept == [Candidate(1.2, 1.1, 1.1)] and kept[0].merged == ("a1.20_b1.10_g1.15",)
+    assert [(e.name, e.reason) for e in left] == [
+        ("a1.20_b1.10_g1.15", "same network as a1.20_b1.10_g1.10")
+    ]
+    assert find("a1.20_b1.10_g1.10", kept) == (kept[0], 1)
+    assert find("b0", kept) == (Candidate(1.0, 1.0, 1.0), 0)
+    with pytest.raises(
+        ValueError, match="'a1.20_b1.10_g1.15' is not a candidate .*a1.20_b1.10_g1.10"
+    ):
+        find("a1.20_b1.10_g1.15", kept)
 
 
 def test_grid_errors_name_the_problem():
+    def points(grid, **window):
+        return screen(grid, 256, _nominal, **window)
+
     with pytest.raises(ValueError, match="missing gamma; unknown gama"):
-        candidates({"alpha": [1.2], "beta": [1.1], "gama": [1.15]})
+        points({"alpha": [1.2], "beta": [1.1], "gama": [1.15]})
     with pytest.raises(ValueError, match=r"grid\.beta\[1\] must be a positive number"):
-        candidates({"alpha": [1.2], "beta": [1.1, -1], "gamma": [1.15]})
+        points({"alpha": [1.2], "beta": [1.1, -1], "gamma": [1.15]})
     with pytest.raises(ValueError, match=r"tolerance must be in \[0, 1\)"):
-        candidates(GRID, tolerance=1.5)
+        points(GRID, tolerance=1.5)
     with pytest.raises(ValueError, match="share the name 'a1.20_b1.10_g1.15'"):
-        candidates({"alpha": [1.2, 1.201], "beta": [1.1], "gamma": [1.15]})
+        points({"alpha": [1.2, 1.201], "beta": [1.1], "gamma": [1.15]})
 
 
 def test_compound_phi_0_1_2():
@@ -209,7 +239,7 @@ def test_b1_b2_train_on_cpu_and_their_flops_grow():
         assert model.net.stem[0].weight.grad.abs().sum() > 0, label
         flops[label] = flops_per_image(model, compound(1.2, 1.1, 1.15, phi, base)[2])
     assert flops["B0"] < flops["B1"] < flops["B2"]
-    assert members["B1"].depths == (2, 2, 3, 3, 3) and members["B1"].widths[-1] == 280
+    assert members["B1"].depths == (2, 3, 3, 8, 6) and members["B1"].widths[-1] == 280
     model = _grey(members["B2"]).eval()
     with torch.no_grad():
         assert model(torch.zeros(1, 1, MIN_SIZE, 3 * MIN_SIZE)).shape == (1, 1, 32, 96)
@@ -240,8 +270,8 @@ def _rows():
 def test_summarise_picks_the_best_candidate_and_adds_b1_b2():
     calls = []
 
-    def measure(depth, width, resolution):
-        calls.append((depth, width, resolution))
+    def measure(net):
+        calls.append(net)
         return 7, 8 * 10**9
 
     table = summarise(_rows(), base_resolution=256, measure=measure)
@@ -255,7 +285,10 @@ def test_summarise_picks_the_best_candidate_and_adds_b1_b2():
     b2 = labelled.loc["B2"]
     assert b2["phi"] == 2 and b2["planned"] and math.isnan(b2["oof_score"])
     assert (b2["params"], b2["flops"], b2["resolution"]) == (7, 8 * 10**9, 320)  # 309.76 -> 320
-    assert calls == [pytest.approx((1.96, 1.0, 320))]
+    assert calls == [network(1.4, 1.0, 1.1, 2, 256)]
+    assert (b2["depths"], b2["widths"]) == ("2-4-4-12-10", "16-32-64-128-256")  # 1.96
+    assert b2["nominal_flops_ratio"] == pytest.approx((1.4 * 1.1**2) ** 2)
+    assert b2["flops_ratio"] == 8  # over B0's row
     assert len(table) == 5 and table["phi"].is_monotonic_increasing
 
     # a trained B2 row is labelled, not measured again
@@ -291,9 +324,10 @@ def test_summarise_measures_the_scaled_unet_by_default(tmp_path):
 def test_scaling_rules_import_without_torch():
     """A Snakefile can enumerate the grid at DAG build without loading torch or pandas."""
     code = (
-        "import sys; from ptxseg.models.scaled_unet.compound import candidates; "
-        "candidates({'alpha': [1.2], 'beta': [1.1], "
-        "'gamma': [1.15]}); print(sorted({'torch', 'pandas', 'matplotlib'} & set(sys.modules)))"
+        "import sys; from ptxseg.models.scaled_unet.compound import screen; "
+        "screen({'alpha': [1.2], 'beta': [1.1], 'gamma': [1.15]}, 256, "
+        "lambda n: sum(n.depths) * n.resolution ** 2); "
+        "print(sorted({'torch', 'pandas', 'matplotlib'} & set(sys.modules)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -344,13 +378,14 @@ def test_regularisation_grows_with_phi_and_reaches_best_yaml():
     b1, b2 = (scaled_regularisation(base, phi) for phi in (1, 2))
     assert base.dropout_rate < b1.dropout_rate < b2.dropout_rate
     assert b2.drop_path_rate == pytest.approx(0.2 + 2 * 0.3 / 7, abs=1e-4)
-    table = summarise(_rows(), base_resolution=256, measure=lambda d, w, r: (7, 8 * 10**9))
+    table = summarise(_rows(), base_resolution=256, measure=lambda net: (7, 8 * 10**9))
     best = table[table["label"] == "B1"].iloc[0]
     keys = {"segment": {"size": 256, "archs": {}}}
-    text = best_fragment(table, best, keys, {"dropout_rate": 0.2, "drop_path_rate": None})
+    b0_recipe = {"dropout_rate": 0.2, "drop_path_rate": None, "activation": "silu"}
+    text = best_fragment(table, best, keys, b0_recipe)
     fragment = yaml.safe_load(text)
     b1_entry = fragment["segment"]["archs"]["scaled_unet_b1"]
-    assert b1_entry["recipe"] == {"dropout_rate": scaled_rate(0.2, 1)}
+    assert b1_entry["recipe"] == {"dropout_rate": scaled_rate(0.2, 1), "activation": "silu"}
     assert f'"dropout_rate": {scaled_rate(0.2, 2)}' in text  # B2's entry, in a comment
     validate(fragment)  # the fragment validates as it is
 
@@ -366,7 +401,7 @@ def _best_yaml_over(config_path, rows):
     from ptxseg.report.scaling import best_fragment
 
     config = cfg.load(config_path, cfg.load_schema())
-    table = summarise(rows, base_resolution=256, measure=lambda d, w, r: (7, 8 * 10**9))
+    table = summarise(rows, base_resolution=256, measure=lambda net: (7, 8 * 10**9))
     best = table[table["label"] == "B1"].iloc[0]
     fragment = yaml.safe_load(best_fragment(table, best, resolution_keys(config)))
     merged = yaml.safe_load(Path(config_path).read_text())

@@ -19,7 +19,7 @@ from ptxseg.layout import (
     round2_name,
 )
 from ptxseg.data.pseudo_labels import BAND_KEYS
-from ptxseg.models.scaled_unet.compound import candidate_shape, candidates, source_size
+from ptxseg.models.scaled_unet.compound import NAME_PATTERN, source_size
 from ptxseg.recipes import (
     ablation_arch,
     ablation_levers,
@@ -232,15 +232,27 @@ def fold_job_names(stage):
 
 
 def scaling_candidates():
-    """B0 and the grid points that meet the FLOPs constraint (torch-free compound maths)."""
-    scaling = config["scaling"]
-    grid = candidates(scaling["grid"], scaling["target"], scaling["tolerance"])
-    return ["b0"] + [candidate.name for candidate in grid]
+    """B0 and the grid's distinct networks whose measured FLOPs meet the constraint. Screening
+    measures FLOPs with torch (seconds), so it is imported here, called only from the input
+    functions of the scaling rules: a DAG without a scaling target never loads torch."""
+    from ptxseg.models.scaled_unet.search import screen_config
+
+    return ["b0"] + [
+        candidate.name for candidate in screen_config(config["scaling"])[0]
+    ]
+
+
+def scaling_rows(wildcards):
+    """Every scaling candidate's row.json: B0 and the screened grid."""
+    return [L.scaling_candidate(name, "row.json") for name in scaling_candidates()]
 
 
 def scaling_repack(wildcards):
     """The repack a scaling candidate reads: the smallest of repack.sizes at least its resolution."""
-    resolution = candidate_shape(wildcards.candidate, config["scaling"])[2]
+    from ptxseg.models.scaled_unet.search import find_candidate
+
+    candidate, phi = find_candidate(wildcards.candidate, config["scaling"])
+    resolution = candidate.scaled(phi, config["scaling"]["base_resolution"])[2]
     return siim_repack(source_size(resolution, config["repack"]["sizes"]))
 
 

@@ -1,5 +1,7 @@
 # Compound scaling search (EfficientNet-style) of a U-Net: every candidate is its own job, so a
 # cluster trains them side by side. Target: results/scaling/summary.csv (not part of 'all').
+# The candidates are listed by input functions (screening measures FLOPs with torch), and the
+# wildcard is constrained by the names' pattern, so other targets' DAGs never screen the grid.
 # A candidate's score depends on ensemble.grid (its triplet is tuned on its own maps), so widening
 # the grid reruns the candidates too.
 
@@ -19,7 +21,7 @@ rule scaling_candidate:
     benchmark:
         L.benchmark("scaling_candidate", "{candidate}")
     wildcard_constraints:
-        candidate="|".join(scaling_candidates()),
+        candidate=NAME_PATTERN,
     conda:
         "../../envs/ptxseg.yaml"
     threads: resources_of("train")["threads"]
@@ -41,10 +43,7 @@ rule scaling_candidate:
 
 rule scaling_summary:
     input:
-        rows=expand(
-            L.scaling_candidate("{candidate}", "row.json"),
-            candidate=scaling_candidates(),
-        ),
+        rows=scaling_rows,
     output:
         summary=L.scaling("summary.csv"),
         plot=L.scaling("score_vs_flops.png"),
@@ -64,10 +63,11 @@ rule scaling_summary:
         base_resolution=config["scaling"]["base_resolution"],
         phis=config["scaling"]["phis"],
         grid=config["scaling"]["grid"],
-        # B0's regularisation, grown with phi in best.yaml's B1 (and B2) entries.
-        rates={
+        # B0's regularisation and activation: best.yaml's B1 (and B2) entries take them, the rates
+        # grown with phi.
+        b0_recipe={
             key: config["scaling"]["recipe"][key]
-            for key in ("dropout_rate", "drop_path_rate")
+            for key in ("dropout_rate", "drop_path_rate", "activation")
         },
         # best.yaml scales segment.size by B1's multiplier; the stages and crops keep their ratio.
         resolution_keys=resolution_keys(config),

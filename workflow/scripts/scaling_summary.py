@@ -15,6 +15,6 @@ if __name__ == "__main__":
             out.best,
             out.search,
             p.resolution_keys,
-            rates=p.rates,
+            b0_recipe=p.b0_recipe,
         )
         build_scaling_report(out.summary, out.search, out.plot, out.report)

@@ -1,7 +1,7 @@
 """What a network costs: forward FLOPs per image and parameters, counted on the built model.
 
-The compound-scaling search (`ptxseg.models.scaled_unet.compound`) predicts FLOPs growing as
-``d * w**2 * r**2``; these functions measure them, for its summary and for any registered model.
+The compound-scaling search (`ptxseg.models.scaled_unet.search`) screens its grid by them, and
+they count any registered model.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ptxseg.models.grey import GreyInput
-from ptxseg.models.scaled_unet.model import SIZE_MULTIPLE, build_scaled_unet
 
 
 def input_channels(model: nn.Module) -> int:
@@ -53,9 +52,3 @@ def flops_per_image(
 
 def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def measure_scaled_unet(depth: float, width: float, resolution: int) -> tuple[int, int]:
-    """(parameters, forward FLOPs per grey image) of ``scaled_unet`` with one output class."""
-    model = GreyInput(build_scaled_unet(1, depth=depth, width=width), size_multiple=SIZE_MULTIPLE)
-    return parameter_count(model), flops_per_image(model, resolution)

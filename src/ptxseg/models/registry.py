@@ -91,6 +91,14 @@ class ModelSpec:
         encoder = {**self.builder_options, **(options or {})}.get("encoder")
         return encoder is None or encoder in DROP_PATH_ENCODERS
 
+    def has_activation(self, options: Mapping[str, Any] | None = None) -> bool:
+        """Whether this entry built with ``options`` lets its activation be chosen: its builder
+        takes ``activation`` and, where it has a ``decoder_block`` option, not smp's decoder
+        (conv-BN-ReLU only)."""
+        if "activation" not in self.builder_options:
+            return False
+        return {**self.builder_options, **(options or {})}.get("decoder_block") != "smp"
+
     def imagenet_weights(self, options: Mapping[str, Any] | None = None) -> ImagenetWeights | None:
         if self.imagenet_for is not None:
             return self.imagenet_for(options or {})

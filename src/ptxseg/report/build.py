@@ -643,7 +643,10 @@ def scaling_section(summary_csv: Path, search_json: Path, plot_png: Path) -> Sec
     section.warnings(search.get("warnings", []))
     section.text(
         f"Every candidate is scored at one common size: {search.get('scored_at', '')}, with "
-        "the triplet searched on its own maps."
+        "the triplet searched on its own maps. flops_ratio is the network's measured forward "
+        "FLOPs over B0's, the quantity the grid was screened by; nominal_flops_ratio is "
+        "(alpha * beta^2 * gamma^2)^phi before rounding; merged lists the grid points that "
+        "round to the same network, trained once under its name."
     )
     if plot_png.is_file():
         section.figure(plot_png.read_bytes(), "score against FLOPs")

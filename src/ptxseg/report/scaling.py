@@ -23,24 +23,27 @@ import yaml
 from ptxseg.grids import edge_warnings
 from ptxseg.io import atomic
 from ptxseg.models.catalog import CATALOG
-from ptxseg.models.flops import measure_scaled_unet
 from ptxseg.models.scaled_unet.compound import (
     AXES,
     Candidate,
+    Network,
     candidate_name,
     check_phi,
     compound,
     flops_factor,
+    network,
     scaled_resolution,
 )
+from ptxseg.models.scaled_unet.search import measure as measure_network
 from ptxseg.report.figures import plot_score_vs_flops
 from ptxseg.train.scaling_job import scaled_rate
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("alpha", "beta", "gamma", "phi", "params", "flops", "oof_score", "train_seconds")
-# Kept where the rows have them: the score on the candidate's own maps, and where oof_score was taken.
-OPTIONAL_COLUMNS = ("oof_score_at_resolution", "scored_at")
+# Kept where the rows have them: the score on the candidate's own maps, where oof_score was taken,
+# and the grid points that round to the candidate's network (trained once, under its name).
+OPTIONAL_COLUMNS = ("oof_score_at_resolution", "scored_at", "merged")
 
 
 def _rows_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -80,7 +83,7 @@ def summarise(
     rows: Iterable[Mapping[str, Any]],
     base_resolution: int,
     phis: Sequence[int] = (1, 2),
-    measure: Callable[[float, float, int], tuple[int, int]] | None = None,
+    measure: Callable[[Network], tuple[int, int]] | None = None,
 ) -> pd.DataFrame:
     """One table of the training results, with the best candidate scaled to B1, B2, ...
 
@@ -88,12 +91,14 @@ def summarise(
     are ignored), the grid's candidates at phi 1, and any later steps already trained. The best
     phi-1 candidate (`select_best`) is labelled B1; for each other ``phi`` in ``phis`` the row of
     the same (alpha, beta, gamma) is labelled B<phi>, or, where it has not been trained yet, is
-    added with its parameters and FLOPs from ``measure(depth, width, resolution)`` (default:
-    `measure_scaled_unet`), no score, and ``planned`` True.
+    added with its parameters and FLOPs from ``measure(network)`` (default: `search.measure`),
+    no score, and ``planned`` True.
 
     Columns: label ("B0", "B1", ... or "" for the other candidates), name, alpha, beta, gamma,
-    phi, depth, width, resolution, product, params, flops, oof_score, train_seconds, planned.
-    Sorted by phi, then FLOPs.
+    phi, depth and width (the builder's multipliers), depths and widths (per stage, as
+    ``1-2-2-6-5``), resolution, nominal_flops_ratio ((alpha * beta^2 * gamma^2)^phi),
+    flops_ratio (the measured FLOPs over B0's), params, flops, oof_score, train_seconds, merged
+    (where the rows have it), planned. Sorted by phi, then FLOPs.
     """
     table = _rows_frame(rows)
     base = table["phi"] == 0
@@ -115,8 +120,7 @@ def summarise(
         same = (table["name"] == best.name) & (table["phi"] == phi)
         if same.any():
             continue
-        depth, width, resolution = best.scaled(phi, base_resolution)
-        params, flops = (measure or measure_scaled_unet)(depth, width, resolution)
+        params, flops = (measure or measure_network)(best.network(phi, base_resolution))
         added.append(
             {
                 "alpha": best.alpha,
@@ -139,8 +143,26 @@ def summarise(
     ]
     table["depth"] = [s[0] for s in scaled]
     table["width"] = [s[1] for s in scaled]
-    table["resolution"] = [s[2] for s in scaled]
-    table["product"] = [flops_factor(a, b, g) for a, b, g in table[list(AXES)].values]
+    networks = [
+        network(a, b, g, int(phi), base_resolution).description
+        for a, b, g, phi in table[[*AXES, "phi"]].itertuples(index=False)
+    ]
+    table["depths"] = [n[0] for n in networks]
+    table["widths"] = [n[1] for n in networks]
+    table["resolution"] = [n[2] for n in networks]
+    table["nominal_flops_ratio"] = [
+        flops_factor(a, b, g) ** int(phi)
+        for a, b, g, phi in table[[*AXES, "phi"]].itertuples(index=False)
+    ]
+    base = table.loc[table["phi"] == 0, "flops"]
+    b0_flops = (
+        base.iloc[0]
+        if len(base)
+        else (measure or measure_network)(network(1, 1, 1, 0, base_resolution))[1]
+    )
+    table["flops_ratio"] = table["flops"] / b0_flops
+    if "merged" in table:
+        table["merged"] = table["merged"].fillna("")
     steps = set(phis) | {1}
     table["label"] = [
         "B0" if phi == 0 else (f"B{phi}" if name == best.name and phi in steps else "")
@@ -153,8 +175,11 @@ def summarise(
         "phi",
         "depth",
         "width",
+        "depths",
+        "widths",
         "resolution",
-        "product",
+        "nominal_flops_ratio",
+        "flops_ratio",
         "params",
         "flops",
         "oof_score",
@@ -216,20 +241,25 @@ def scaled_resolution_keys(keys: dict, gamma: float, phi: int) -> dict:
 
 
 def best_fragment(
-    table: pd.DataFrame, best: pd.Series, resolution_keys: dict, rates: dict | None = None
+    table: pd.DataFrame, best: pd.Series, resolution_keys: dict, b0_recipe: dict | None = None
 ) -> str:
     """best.yaml: a config fragment that adds the searched B1 as a segmenter and validates beside
     the config it was searched for (``snakemake --configfile my.yaml results/scaling/best.yaml``;
     a stage's size is repacked on demand). Its resolution multiplier gamma is applied to that
     config's ``segment.size`` and every stage and crop keeps its ratio to it
     (`scaled_resolution_keys`; ``resolution_keys`` is `ptxseg.recipes.resolution_keys` of the
-    config), so a staged recipe keeps its stages; the search recipe's dropout and drop path rates
-    grow to B1's phi. B2 is in a comment."""
+    config), so a staged recipe keeps its stages. ``b0_recipe`` holds the search recipe's
+    dropout and drop path rates, which grow to B1's phi, and its activation, which B1 keeps.
+    B2 is in a comment."""
     options = {"alpha": float(best["alpha"]), "beta": float(best["beta"])}
     gamma = float(best["gamma"])
 
     def regularised(phi: int) -> dict:
-        grown = {k: scaled_rate(v, phi) for k, v in (rates or {}).items() if v is not None}
+        grown = {
+            k: v if k == "activation" else scaled_rate(v, phi)
+            for k, v in (b0_recipe or {}).items()
+            if v is not None
+        }
         return {"recipe": grown} if grown else {}
 
     def sides(keys: dict) -> str:
@@ -266,7 +296,7 @@ def write_summary(
     out_best: str | os.PathLike,
     out_search: str | os.PathLike,
     resolution_keys: dict,
-    rates: dict | None = None,
+    b0_recipe: dict | None = None,
 ):
     """summary.csv, the score-against-FLOPs plot, the config entries of the chosen B1 and B2, and
     the search's choice with a warning for every multiplier chosen on the edge of its grid."""
@@ -291,7 +321,7 @@ def write_summary(
             "warnings": warnings,
         },
     )
-    atomic.write_text(out_best, best_fragment(table, best, resolution_keys, rates))
+    atomic.write_text(out_best, best_fragment(table, best, resolution_keys, b0_recipe))
     log.info(
         "scaling: best %s (alpha %.2f beta %.2f gamma %.2f), OOF %.4f",
         best["name"],

@@ -127,9 +127,16 @@ def _model(
 
 def _built_with(arch: str, options: dict | None, settings: FitSettings) -> dict:
     """The options a model is built (and later rebuilt for prediction) with: its own and the
-    recipe's regularisation; a recipe's drop path where the architecture has stochastic depth."""
+    recipe's regularisation; a recipe's drop path where the architecture has stochastic depth,
+    its activation where the architecture lets it be chosen and its own options do not."""
     spec = get_spec(arch)
+    options = options or {}
     has_drop_path = spec.has_drop_path(options)
+    has_activation = spec.has_activation(options)
+    if settings.activation is not None and not has_activation:
+        log.info(
+            "activation %s not applied to %s: its activations are fixed", settings.activation, arch
+        )
     if settings.drop_path_rate is not None and not has_drop_path:
         why = (
             "its encoder has no stochastic depth (an efficientnet-b* encoder has)"
@@ -137,7 +144,8 @@ def _built_with(arch: str, options: dict | None, settings: FitSettings) -> dict:
             else f"it has no stochastic depth (those that have: {', '.join(drop_path_models())})"
         )
         log.info("drop_path_rate %g not applied to %s: %s", settings.drop_path_rate, arch, why)
-    return {**(options or {}), **settings.model_options(has_drop_path)}
+    chosen = has_activation and "activation" not in options  # an entry's own option wins
+    return {**options, **settings.model_options(has_drop_path, chosen)}
 
 
 def _task(kind: str, settings: FitSettings, device: torch.device, **extra) -> Task:

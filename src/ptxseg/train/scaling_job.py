@@ -17,11 +17,13 @@ from pathlib import Path
 from ptxseg.io import atomic
 from ptxseg.models import build_model
 from ptxseg.models.flops import flops_per_image, parameter_count
-from ptxseg.models.scaled_unet.compound import candidate_multipliers, candidate_shape
+from ptxseg.models.scaled_unet.search import find_candidate
 from ptxseg.train.held_out import OneFold, train_and_score
 from ptxseg.train.settings import FitSettings
 
 log = logging.getLogger(__name__)
+
+ARCH = "scaled_unet"  # every candidate, B0 included: free depth and width multipliers
 
 
 def train_candidate(
@@ -35,31 +37,32 @@ def train_candidate(
 ) -> dict:
     """Train candidate ``name`` of the config's ``scaling`` section on its fold (one model),
     its regularisation grown with its phi; tune its triplet on its own OOF maps and score them at
-    each image's own size; write and return its row. ``data.size`` is the repack it reads and
-    resizes to its resolution (``compound.source_size``)."""
-    alpha, beta, gamma, phi = candidate_multipliers(
-        name, scaling["grid"], scaling["target"], scaling["tolerance"]
-    )
-    depth, width, resolution = candidate_shape(name, scaling)
+    each image's own size; write and return its row (with the grid points merged into it).
+    ``data.size`` is the repack it reads and resizes to its resolution
+    (``compound.source_size``)."""
+    candidate, phi = find_candidate(name, scaling)
+    depth, width, resolution = candidate.scaled(phi, scaling["base_resolution"])
+    options, settings = candidate_recipe(name, scaling, settings)
     scores = train_and_score(
         data,
-        arch="scaled_unet",
-        settings=scaled_regularisation(settings, phi),
+        arch=ARCH,
+        settings=settings,
         out_dir=out_dir,
         state_path=state_path,
         input_size=resolution,
-        options={"depth": depth, "width": width},
+        options=options,
     )
-    model = build_model("scaled_unet", 1, depth=depth, width=width)
+    model = build_model(ARCH, 1, depth=depth, width=width)
     row = {
         "name": name,
-        "alpha": alpha,
-        "beta": beta,
-        "gamma": gamma,
+        "alpha": candidate.alpha,
+        "beta": candidate.beta,
+        "gamma": candidate.gamma,
         "phi": phi,
         "depth": depth,
         "width": width,
         "resolution": resolution,
+        "merged": " ".join(candidate.merged),
         "params": parameter_count(model),
         "flops": flops_per_image(model, resolution),
         **{
@@ -82,6 +85,17 @@ def train_candidate(
         resolution,
     )
     return row
+
+
+def candidate_recipe(
+    name: str, scaling: dict, settings: FitSettings
+) -> tuple[dict[str, float], FitSettings]:
+    """(options, settings) candidate ``name`` trains `ARCH` with: its depth and width multipliers,
+    and the search recipe's settings with the regularisation grown to its phi (the activation,
+    drop path and dropout reach the model from the settings, as for every stage's models)."""
+    candidate, phi = find_candidate(name, scaling)
+    depth, width, _ = candidate.scaled(phi, scaling["base_resolution"])
+    return {"depth": depth, "width": width}, scaled_regularisation(settings, phi)
 
 
 # EfficientNet's dropout grows linearly from 0.2 at B0 to 0.5 at B7: 0.3 / 7 more per step of phi.

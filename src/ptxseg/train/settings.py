@@ -80,6 +80,7 @@ class FitSettings:
     drop_path_rate: float | None = None
     dropout_rate: float | None = None
     bn_momentum: float | None = None
+    activation: str | None = None  # where the architecture lets it be chosen; None: its own
     loss: dict = field(default_factory=lambda: {"name": "bce"})
     # Segmenters: the classification head's weight beside the pixel loss (None: no head), the
     # epochs trained with the encoder frozen, the training crop, and progressive-resizing stages.
@@ -137,6 +138,7 @@ class FitSettings:
             drop_path_rate=recipe["drop_path_rate"],
             dropout_rate=recipe["dropout_rate"],
             bn_momentum=recipe["bn_momentum"],
+            activation=recipe["activation"],
             loss=recipe["loss"],
             head_weight=recipe["head"]["weight"] if recipe["head"]["enabled"] else None,
             freeze_encoder_epochs=recipe["freeze_encoder_epochs"],
@@ -203,13 +205,15 @@ class FitSettings:
             )
         return plan
 
-    def model_options(self, drop_path: bool = True) -> dict:
+    def model_options(self, drop_path: bool = True, activation: bool = False) -> dict:
         """The options ``build_model`` takes from the recipe: the regularisation where it is set
-        (the drop path rate only for an architecture with stochastic depth, ``drop_path``) and the
+        (the drop path rate only for an architecture with stochastic depth, ``drop_path``), the
+        activation for an architecture that lets it be chosen (``activation``) and the
         classification head where the recipe trains one."""
         options: dict[str, Any] = {
             "drop_path_rate": self.drop_path_rate if drop_path else None,
             "dropout_rate": self.dropout_rate,
+            "activation": self.activation if activation else None,
             "classification_head": True if self.head_weight is not None else None,
         }
         return {key: value for key, value in options.items() if value is not None}

@@ -27,13 +27,13 @@ Options from EfficientNet: ``activation="silu"`` (swish) instead of ReLU everywh
 ``dropout_rate`` (channel dropout before the head). Both are parameter-free: the state-dict keys
 do not change, and with None (the default) the network is exactly the plain one.
 
-B0's base, widths (16, 32, 64, 128, 256) and depths (1, 1, 2, 2, 2): channels double as the
-side halves, so a block costs the same FLOPs in every stage and the FLOPs are spread by depth.
-The blocks are put where the activations are small (strides 8-32) and where a block adds the
-context a pneumothorax, a thin rim along the chest wall, needs to be told from skin folds. The
-blocks are ~90% of the FLOPs (stem, transitions and head the rest), so FLOPs follow
-``d * w**2 * r**2`` closely. Plain residual blocks rather than MBConv: depthwise convolutions
-are slow on CPU for their FLOPs, and the pipeline must train on a laptop.
+B0's base (`compound.BASE_WIDTHS`, `compound.BASE_DEPTHS`): widths (16, 32, 64, 128, 256) and
+depths (1, 2, 2, 6, 5), EfficientNet-B0's stage repeats summed by output stride. Channels double
+as the side halves, so a block costs the same FLOPs in every stage and the FLOPs are spread by
+depth; most blocks are where the activations are small (strides 16 and 32) and where a block adds
+the context a pneumothorax, a thin rim along the chest wall, needs to be told from skin folds.
+Plain residual blocks rather than MBConv: depthwise convolutions are slow on CPU for their FLOPs,
+and the pipeline must train on a laptop.
 """
 
 from __future__ import annotations
@@ -48,27 +48,19 @@ from ptxseg.models.heads import image_head
 from ptxseg.models.layers import check_rate, head_dropout, linear_drop_path_rates
 from ptxseg.models.scaled_unet.compound import (
     ALPHA,
+    BASE_DEPTHS,
+    BASE_WIDTHS,
     BETA,
     compound_multipliers,
-    round_filters,
-    round_repeats,
+    scaled_depths,
+    scaled_widths,
 )
 
-BASE_WIDTHS = (16, 32, 64, 128, 256)
-BASE_DEPTHS = (1, 1, 2, 2, 2)
 STEM_STRIDE = 2
 OUTPUT_STRIDE = STEM_STRIDE * 2 ** (len(BASE_WIDTHS) - 1)  # 32
 SIZE_MULTIPLE = OUTPUT_STRIDE
 MIN_SIZE = OUTPUT_STRIDE  # one pixel at the deepest stage
 ACTIVATIONS = ("relu", "silu")
-
-
-def scaled_widths(width: float = 1.0, base: Sequence[int] = BASE_WIDTHS) -> tuple[int, ...]:
-    return tuple(round_filters(c, width) for c in base)
-
-
-def scaled_depths(depth: float = 1.0, base: Sequence[int] = BASE_DEPTHS) -> tuple[int, ...]:
-    return tuple(round_repeats(n, depth) for n in base)
 
 
 def activation_layer(name: str) -> nn.Module:
