@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 # What Snakemake reads when it runs from the repository root: the Snakefile, its rules, schemas
 # and scripts, the embedded default config and the shipped ones, the conda environment files.
-CHECKOUT_FILES = ("Snakefile", "config.yaml", "configs", "workflow", "envs")
+CHECKOUT_FILES = ("Snakefile", "config.yaml", "configs", "workflow", "envs", "profiles")
 # What a run in the checkout writes: the user's own runs (`make demo`), never a test's.
 RUN_FOLDERS = ("results", ".snakemake")
 

@@ -5,6 +5,7 @@ command line is the whole config."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,19 @@ def _merge(base: dict, override: dict) -> None:
 
 def test_the_finished_run_has_nothing_to_do(finished, tmp_path):
     assert planned(finished, tmp_path) == {}
+
+
+def test_a_touched_script_reruns_nothing(finished, tmp_path):
+    """A checkout, `git pull` or copy gives a script new times and the same bytes: nothing reruns
+    (profiles/default leaves out the mtime-based code trigger; each rule's `code` param holds the
+    hash of what its script runs, test_code_hash.py)."""
+    script = ROOT / "workflow" / "scripts" / "train_fold.py"
+    times = script.stat()
+    try:
+        os.utime(script)  # now: newer than every output of the finished run
+        assert planned(finished, tmp_path) == {}
+    finally:
+        os.utime(script, ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
 def test_a_wider_threshold_grid_reruns_the_ensemble_and_what_reads_it(finished, tmp_path):

@@ -39,6 +39,7 @@ rule ablation_fold:
         runtime=resources_of("train")["runtime"],
         gpu=resources_of("train").get("gpu", 0),
     params:
+        code=code_of("train_fold.py"),
         arch=lever_arch_params,
         size=config["segment"]["size"],
         seed=config["seed"],
@@ -76,6 +77,7 @@ rule ablation_search:
         mem_mb=resources_of("ensemble")["mem_mb"],
         runtime=resources_of("ensemble")["runtime"],
     params:
+        code=code_of("ablation_search.py"),
         ensemble=config["ensemble"],
         classify_archs=list(config["classify"]["archs"]),
         arch=ablation_arch(config),
@@ -106,6 +108,7 @@ rule ablation_summary:
         mem_mb=resources_of("default")["mem_mb"],
         runtime=resources_of("default")["runtime"],
     params:
+        code=code_of("ablation_summary.py"),
         levers=ablation_levers(config),
         overrides=config["ablation"]["levers"],
         arch=ablation_arch(config),

@@ -29,6 +29,7 @@ rule augsearch_point:
         runtime=resources_of("train")["runtime"],
         gpu=resources_of("train").get("gpu", 0),
     params:
+        code=code_of("augsearch_point.py"),
         arch=augsearch_arch_params(),
         fold=config["augsearch"]["fold"],
         size=config["segment"]["size"],
@@ -59,6 +60,7 @@ rule augsearch_summary:
         mem_mb=resources_of("default")["mem_mb"],
         runtime=resources_of("default")["runtime"],
     params:
+        code=code_of("augsearch_summary.py"),
         grid={axis: config["augsearch"][axis] for axis in ("n", "m")},
     script:
         "../scripts/augsearch_summary.py"

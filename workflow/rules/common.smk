@@ -1,6 +1,10 @@
 # Input functions and helpers shared by all rules, the only Python in the .smk files. Every path
 # comes from ptxseg.layout; every rule's params are exactly the config keys its outputs depend on
-# (how-it-runs keys, the config's `runtime` section, are read by the scripts and rerun nothing).
+# (how-it-runs keys, the config's `runtime` section, are read by the scripts and rerun nothing),
+# and the hash of the code its script runs (`code_of`).
+from pathlib import Path
+
+from ptxseg.code_hash import code_hash
 from ptxseg.layout import (
     BASELINE,
     BEST,
@@ -411,3 +415,10 @@ def round2_params():
     """The pseudo_labels keys the second round's training reads (the rest shape its inputs)."""
     pseudo = config["pseudo_labels"]
     return {key: pseudo[key] for key in ("batch_share", "init", "mean_teacher")}
+
+
+def code_of(script):
+    """A rule's `code` param: the hash of its script and of the package modules it imports
+    (ptxseg.code_hash), so an edit of that code reruns the rule's jobs and a touched file does not
+    (profiles/default leaves out Snakemake's mtime-based code trigger)."""
+    return code_hash(Path(workflow.basedir) / "workflow" / "scripts" / script)

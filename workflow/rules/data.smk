@@ -18,6 +18,7 @@ rule demo_siim:
         mem_mb=resources_of("demo")["mem_mb"],
         runtime=resources_of("demo")["runtime"],
     params:
+        code=code_of("demo_siim.py"),
         demo=config["data"]["demo"],
         seed=config["seed"],
     script:
@@ -42,6 +43,7 @@ rule demo_nih:
         mem_mb=resources_of("demo")["mem_mb"],
         runtime=resources_of("demo")["runtime"],
     params:
+        code=code_of("demo_nih.py"),
         demo=config["data"]["demo"],
         seed=config["seed"],
     script:
@@ -66,6 +68,7 @@ rule index_siim:
         mem_mb=resources_of("index")["mem_mb"],
         runtime=resources_of("index")["runtime"],
     params:
+        code=code_of("index_siim.py"),
         stop_on_rejects=config["data"]["stop_on_rejects"],
     script:
         "../scripts/index_siim.py"
@@ -92,6 +95,7 @@ rule folds_siim:
         mem_mb=resources_of("default")["mem_mb"],
         runtime=resources_of("default")["runtime"],
     params:
+        code=code_of("folds_siim.py"),
         folds=config["folds"],
         seed=config["seed"],
     script:
@@ -120,6 +124,7 @@ rule repack_siim:
         mem_mb=resources_of("repack")["mem_mb"],
         runtime=resources_of("repack")["runtime"],
     params:
+        code=code_of("repack_siim.py"),
         normalisation=NORMALISATION,
     script:
         "../scripts/repack_siim.py"
@@ -142,6 +147,8 @@ rule fingerprint_siim:
     resources:
         mem_mb=resources_of("repack")["mem_mb"],
         runtime=resources_of("repack")["runtime"],
+    params:
+        code=code_of("fingerprint_siim.py"),
     script:
         "../scripts/fingerprint_siim.py"
 
@@ -163,6 +170,7 @@ rule index_nih:
         mem_mb=resources_of("index")["mem_mb"],
         runtime=resources_of("index")["runtime"],
     params:
+        code=code_of("index_nih.py"),
         val_fraction=config["nih_split"]["val_fraction"],
         seed=config["seed"],
         stop_on_rejects=config["data"]["stop_on_rejects"],
@@ -190,6 +198,7 @@ rule repack_nih:
         mem_mb=resources_of("repack")["mem_mb"],
         runtime=resources_of("repack")["runtime"],
     params:
+        code=code_of("repack_nih.py"),
         size=config["repack"]["nih_size"],
         normalisation=NORMALISATION,
     script:
@@ -216,5 +225,7 @@ rule exclude_siim_from_nih:
     resources:
         mem_mb=resources_of("index")["mem_mb"],
         runtime=resources_of("index")["runtime"],
+    params:
+        code=code_of("exclude_siim_from_nih.py"),
     script:
         "../scripts/exclude_siim_from_nih.py"

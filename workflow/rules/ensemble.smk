@@ -22,6 +22,7 @@ rule predict_classifier:
         runtime=resources_of("predict")["runtime"],
         gpu=resources_of("predict").get("gpu", 0),
     params:
+        code=code_of("predict_test.py"),
         size=config["classify"]["size"],
         train=config["train"],
     script:
@@ -49,6 +50,7 @@ rule predict_segmenter:
         runtime=resources_of("predict")["runtime"],
         gpu=resources_of("predict").get("gpu", 0),
     params:
+        code=code_of("predict_test.py"),
         size=config["segment"]["size"],
         train=config["train"],
     script:
@@ -87,6 +89,7 @@ rule ensemble:
         mem_mb=resources_of("ensemble")["mem_mb"],
         runtime=resources_of("ensemble")["runtime"],
     params:
+        code=code_of("ensemble.py"),
         ensemble=config["ensemble"],
         classify_archs=list(config["classify"]["archs"]),
         segment_archs=SEGMENTERS,
@@ -122,6 +125,7 @@ rule submission:
         mem_mb=resources_of("default")["mem_mb"],
         runtime=resources_of("default")["runtime"],
     params:
+        code=code_of("submission.py"),
         classify_archs=list(config["classify"]["archs"]),
         segment_archs=SEGMENTERS,
         n_folds=N_FOLDS,

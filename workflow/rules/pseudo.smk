@@ -17,6 +17,7 @@ rule pseudo_label_candidates:
     conda:
         "../../envs/ptxseg.yaml"
     params:
+        code=code_of("pseudo_label_candidates.py"),
         n=config["pseudo_labels"]["candidates"],
         seed=config["seed"],
     script:
@@ -41,6 +42,7 @@ rule repack_nih_candidates:
         mem_mb=resources_of("repack")["mem_mb"],
         runtime=resources_of("repack")["runtime"],
     params:
+        code=code_of("repack_nih.py"),
         size=config["segment"]["size"],
         normalisation=NORMALISATION,
     script:
@@ -73,6 +75,7 @@ rule pseudo_label_nih:
         runtime=resources_of("predict")["runtime"],
         gpu=resources_of("predict").get("gpu", 0),
     params:
+        code=code_of("pseudo_label_nih.py"),
         bands=pseudo_label_bands(),
         segment_size=config["segment"]["size"],
         classify_size=config["classify"]["size"],
@@ -114,6 +117,7 @@ rule train_segmenter_round2:
         runtime=resources_of("train")["runtime"],
         gpu=resources_of("train").get("gpu", 0),
     params:
+        code=code_of("train_fold.py"),
         arch=round2_arch_params,
         round2=round2_params(),
         size=config["segment"]["size"],

@@ -42,6 +42,8 @@ rule report:
     resources:
         mem_mb=resources_of("default")["mem_mb"],
         runtime=resources_of("default")["runtime"],
+    params:
+        code=code_of("report.py"),
     script:
         "../scripts/report.py"
 
@@ -80,6 +82,7 @@ rule model_card:
         mem_mb=resources_of("default")["mem_mb"],
         runtime=resources_of("default")["runtime"],
     params:
+        code=code_of("model_card.py"),
         demo=config["data"]["source"] == "demo",
     script:
         "../scripts/model_card.py"

@@ -30,6 +30,7 @@ rule scaling_candidate:
         runtime=resources_of("train")["runtime"],
         gpu=resources_of("train").get("gpu", 0),
     params:
+        code=code_of("scaling_candidate.py"),
         scaling={
             key: value for key, value in config["scaling"].items() if key != "phis"
         },
@@ -60,6 +61,7 @@ rule scaling_summary:
         mem_mb=resources_of("default")["mem_mb"],
         runtime=resources_of("default")["runtime"],
     params:
+        code=code_of("scaling_summary.py"),
         base_resolution=config["scaling"]["base_resolution"],
         phis=config["scaling"]["phis"],
         grid=config["scaling"]["grid"],

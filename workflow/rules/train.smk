@@ -29,6 +29,7 @@ rule pretrain_nih:
         runtime=resources_of("pretrain")["runtime"],
         gpu=resources_of("pretrain").get("gpu", 0),
     params:
+        code=code_of("pretrain_nih.py"),
         arch=arch_params("pretrain"),
         exclude_findings=config["pretrain"]["exclude_findings"],
         size=config["repack"]["nih_size"],
@@ -67,6 +68,7 @@ rule train_classifier:
         runtime=resources_of("train")["runtime"],
         gpu=resources_of("train").get("gpu", 0),
     params:
+        code=code_of("train_fold.py"),
         arch=arch_params("classify"),
         size=config["classify"]["size"],
         seed=config["seed"],
@@ -108,6 +110,7 @@ rule train_segmenter:
         runtime=resources_of("train")["runtime"],
         gpu=resources_of("train").get("gpu", 0),
     params:
+        code=code_of("train_fold.py"),
         arch=arch_params("segment"),
         size=config["segment"]["size"],
         seed=config["seed"],
