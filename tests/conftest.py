@@ -149,3 +149,15 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"fault injection: {len(_outcomes)} faults tried, {passed} handled as promised"
         )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on small inputs: with two threads on a busy CPU, waiting on each other costs
+    more than it saves (~10x). A module asks for it with pytest.mark.usefixtures."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -41,20 +41,13 @@ from ptxseg.models.scaled_unet.model import (
 from ptxseg.report.figures import plot_score_vs_flops
 from ptxseg.report.scaling import COLUMNS, select_best, summarise
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # Every convolution's FLOPs scale exactly with the area at any side that is a multiple of 32, so
 # the law is measured at the smallest side, where a forward pass is quickest.
 SIDE = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: with two threads on a busy CPU, waiting on each other costs ~10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _grey(net: nn.Module) -> GreyInput:

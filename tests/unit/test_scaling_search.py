@@ -6,7 +6,6 @@ import itertools
 from pathlib import Path
 
 import pytest
-import torch
 
 from ptxseg import config as cfg
 from ptxseg.models.flops import flops_per_image, parameter_count
@@ -15,16 +14,10 @@ from ptxseg.models.scaled_unet.compound import network
 from ptxseg.models.scaled_unet.model import SIZE_MULTIPLE, ScaledUNet
 from ptxseg.models.scaled_unet.search import measure, screen_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ("configs/full.yaml", "configs/tiny.yaml", "config.yaml")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _scaling(path: str) -> dict:

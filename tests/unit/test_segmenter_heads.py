@@ -13,6 +13,8 @@ from ptxseg.models import MODELS, build_model, encoder_of, freeze, model_names
 from ptxseg.models.flops import flops_per_image
 from ptxseg.models.outputs import split_logits
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SIDE = 64
 HEAD_PREFIX = "net.classification_head."
 
@@ -23,15 +25,6 @@ CASES = [pytest.param(name, {}, id=name) for name in model_names("segmenter")] +
         "unet_efficientnet_b4", {"decoder_block": "residual"}, id="unet_efficientnet_b4-residual"
     )
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small inputs: with two threads on a busy CPU, waiting on each other costs more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _build(name, options, seed=0, **extra):
