@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import pydicom
 import pytest
 from test_predictor import ENSEMBLE, radiographs, spec_of, tiny_models, torch_predictor
 
@@ -191,6 +192,24 @@ def test_overwrite_never_removes_an_input(tmp_path, loads, capsys):
     assert predict(out / "a_mask.png", "--overwrite", out=out) == cli.EXIT_ERROR
     assert "a_mask.png is an input: --overwrite would remove it" in capsys.readouterr().err
     assert (out / "a_mask.png").is_file()
+
+
+def test_dicom_out_sources_are_checked_before_models_load(tmp_path, loads, capsys):
+    good = dicom(tmp_path / "good.dcm", "1.2.3.9")
+    broken = dicom(tmp_path / "broken.dcm", "1.2.3.10")
+    dataset = pydicom.dcmread(broken)
+    dataset.StudyInstanceUID = "1.2.abc"
+    dataset.save_as(broken)
+    out, dicom_out = tmp_path / "out", tmp_path / "dicom"
+    assert predict(good, broken, "--dicom-out", dicom_out, out=out) == cli.EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "broken.dcm: StudyInstanceUID '1.2.abc' is not a valid UID" in err
+    assert loads == [] and not out.exists() and not dicom_out.exists()
+    assert predict(good, "--dicom-out", dicom_out, out=out) == cli.EXIT_OK
+    assert sorted(p.name for p in dicom_out.iterdir()) == ["1.2.3.9_capture.dcm", "1.2.3.9_seg.dcm"]
+    # an earlier run's DICOM outputs are refused as its PNGs are
+    assert predict(good, "--dicom-out", dicom_out, out=tmp_path / "other") == cli.EXIT_ERROR
+    assert f"{dicom_out} holds another run's outputs" in capsys.readouterr().err
 
 
 def test_rows_of_finished_images_survive_an_interruption(predictor, tmp_path):
