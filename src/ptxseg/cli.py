@@ -1,9 +1,11 @@
 """The ``ptxseg`` command: what a user runs outside the DAG.
 
-ptxseg predict IMAGE... [--results results | --model DIR] [--out predictions] [--device auto]
-               [--batch-size 8] [--quiet] [--dicom-out DIR [--dicom-probability]]
+ptxseg predict IMAGE_OR_FOLDER... [--results results | --model DIR] [--out predictions]
+               [--resume | --overwrite] [--strict] [--device auto] [--batch-size 8] [--quiet]
+               [--dicom-out DIR [--dicom-probability]]
 ptxseg export [--results results] --out DIR
 ptxseg validate SUBMISSION [--index results/data/siim_index.csv]
+ptxseg --version
 """
 
 from __future__ import annotations
@@ -15,49 +17,92 @@ import sys
 import time
 from pathlib import Path
 
+from ptxseg import __version__
 from ptxseg.layout import RESULTS
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 log = logging.getLogger("ptxseg.predict")
+
+EXIT_OK = 0
+EXIT_ERROR = 2  # nothing predicted: bad arguments or inputs, a refused --out (argparse's too)
+EXIT_SOME_FAILED = 3  # the readable inputs predicted, some inputs skipped (listed on stderr)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); the finished rows are kept
 
 
 def _predict(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     # Imported here: `ptxseg validate` and `--help` stay fast; --model never imports torch.
     from ptxseg.deploy import Predictor
-    from ptxseg.deploy.files import write_predictions
-    from ptxseg.deploy.images import image_id_of
+    from ptxseg.deploy.files import PREDICTIONS, write_predictions
+    from ptxseg.deploy.inputs import Reject, check_inputs, reason_of
+    from ptxseg.deploy.out_folder import NEW, OVERWRITE, RESUME, claim, read_done
 
-    for path in args.images:  # every input's identifier checked before any model is loaded
-        image_id_of(path)
+    if args.dicom_probability and args.dicom_out is None:
+        raise ValueError("--dicom-probability needs --dicom-out DIR")
+    out = Path(args.out)
+    dicom_out = None if args.dicom_out is None else Path(args.dicom_out)
+    # Every input is read and decoded before any model loads (seconds, not minutes, to a bad file).
+    inputs = check_inputs(args.images, read_done(out / PREDICTIONS) if args.resume else ())
+    for reject in inputs.rejects:
+        print(f"ptxseg predict: skipped {reject}", file=sys.stderr)
+    for note in inputs.notes:
+        log.info("%s", note)
+    if inputs.rejects and args.strict:
+        raise ValueError(f"--strict: {len(inputs.rejects)} input(s) cannot be read (listed above)")
+    if not inputs.todo and not inputs.done:
+        raise ValueError("no input could be read" if inputs.rejects else "no input given")
+    mode = RESUME if args.resume else OVERWRITE if args.overwrite else NEW
+    claim(out, dicom_out, mode, [item.path for item in inputs.todo])
+    paths = [item.path for item in inputs.todo]
+    if inputs.done:
+        log.info("--resume: %d image(s) already in %s", len(inputs.done), out / PREDICTIONS)
+    if not paths:
+        print(f"nothing to predict: every readable input is in {out / PREDICTIONS}")
+        return EXIT_SOME_FAILED if inputs.rejects else EXIT_OK
     dicom = None
-    if args.dicom_out is not None:  # every DICOM source checked before any image is predicted
+    if dicom_out is not None:  # every DICOM source checked before any image is predicted
         from ptxseg.deploy.dicom_files import DicomOutputs
 
-        dicom = DicomOutputs(Path(args.dicom_out), args.dicom_probability)
-        dicom.check(args.images)
-    elif args.dicom_probability:
-        raise ValueError("--dicom-probability needs --dicom-out DIR")
+        dicom = DicomOutputs(dicom_out, args.dicom_probability)
+        dicom.check(paths)
     if args.model is not None:
         predictor = Predictor.from_export(args.model, threads=args.threads)
     else:
         predictor = Predictor.from_results(args.results, args.device, args.threads)
     loaded = time.perf_counter() - started
-    rows, timings = write_predictions(
-        predictor.predict_many(args.images, batch_size=args.batch_size),
-        args.out,
-        total=len(args.images),
-        quiet=args.quiet,
-        started=started,
-        dicom=dicom,
-    )
+    failed = list(inputs.rejects)
+
+    def unreadable(path, error: Exception) -> None:  # passed the check, then failed to read
+        failed.append(Reject(str(path), reason_of(path, error)))
+        print(f"ptxseg predict: skipped {failed[-1]}", file=sys.stderr)
+
+    try:
+        rows, timings = write_predictions(
+            predictor.predict_many(paths, batch_size=args.batch_size, on_error=unreadable),
+            out,
+            total=len(paths),
+            quiet=args.quiet,
+            started=started,
+            dicom=dicom,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"ptxseg predict: interrupted; the finished images' rows are in "
+            f"{out / PREDICTIONS}: --resume continues",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     found = sum(r["EncodedPixels"] != "-1" for r in rows)
     log.info("models loaded in %.1f s; %s", loaded, timings)
+    resumed = f" (and {len(inputs.done)} from before)" if inputs.done else ""
     print(
-        f"{len(rows)} image(s), {found} with a pneumothorax; masks, overlays and predictions.csv "
-        f"in {args.out} ({timings})"
+        f"{len(rows)} image(s){resumed}, {found} with a pneumothorax; masks, overlays and "
+        f"predictions.csv in {out} ({timings})"
     )
-    return 0
+    if failed:
+        print(f"ptxseg predict: {len(failed)} input(s) skipped (listed above)", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -92,11 +137,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ptxseg", description="Pneumothorax segmentation on chest X-rays."
     )
+    parser.add_argument("--version", action="version", version=f"ptxseg {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser(
-        "predict", help="segment DICOM or PNG files with a trained ensemble"
+        "predict",
+        help="segment DICOM or PNG files with a trained ensemble",
+        epilog=f"Exit status: {EXIT_OK} every input predicted; {EXIT_SOME_FAILED} some inputs "
+        f"skipped (listed on stderr), the others predicted; {EXIT_ERROR} nothing predicted (bad "
+        f"arguments or inputs, a refused --out); {EXIT_INTERRUPTED} interrupted, the finished "
+        "images' rows kept in predictions.csv.",
     )
-    predict.add_argument("images", nargs="+", help="DICOM (.dcm) or image files")
+    predict.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER",
+        help="DICOM or image files, and folders searched recursively for *.dcm, *.png and "
+        "DICOMs without an extension. Outputs are named by ImageId (a DICOM's SOPInstanceUID, "
+        "else the file's stem); two inputs with one ImageId are an error naming both",
+    )
     source = predict.add_mutually_exclusive_group()
     source.add_argument(
         "--results",
@@ -107,7 +165,31 @@ def main(argv: list[str] | None = None) -> int:
         "--model", help="an `ptxseg export` folder, run with onnxruntime (no PyTorch)"
     )
     predict.add_argument(
-        "--out", default="predictions", help="output folder (default: predictions)"
+        "--out",
+        default="predictions",
+        help="output folder (default: predictions); one holding another run's outputs is "
+        "refused without --resume or --overwrite",
+    )
+    again = predict.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out: images already in its predictions.csv are skipped, "
+        "new rows appended",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="first remove the files an earlier run wrote in --out (and --dicom-out): "
+        "predictions.csv and *_mask/_probability/_overlay.png (*_seg/_capture/_probability.dcm); "
+        "nothing else",
+    )
+    predict.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"stop before loading any model when an input cannot be read (exit "
+        f"{EXIT_ERROR}); by default such inputs are listed, skipped, and the exit status is "
+        f"{EXIT_SOME_FAILED}",
     )
     predict.add_argument(
         "--device",
@@ -158,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (ValueError, FileNotFoundError) as error:  # bad input: a clear message, no traceback
         print(f"ptxseg {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    except KeyboardInterrupt:  # before any row (predict reports its own after the first)
+        print(f"ptxseg {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -76,6 +76,10 @@ def test_a_malformed_study_uid_stops_the_run_before_anything_is_written(tiny_run
     broken = tmp_path / "broken.dcm"
     dataset = pydicom.dcmread(good)
     dataset.StudyInstanceUID = "1.2.abc"
+    # another image: one SOPInstanceUID in two files would be an ImageId clash
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = (
+        "1.2.826.0.1.3680043.8.498.77"
+    )
     dataset.save_as(broken)
     out, dicom_out = tmp_path / "out", tmp_path / "dicom"
     run = ptxseg(

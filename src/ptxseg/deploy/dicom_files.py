@@ -14,6 +14,7 @@ from pathlib import Path
 import pydicom
 
 from ptxseg import __version__
+from ptxseg.deploy.inputs import is_dicom
 from ptxseg.deploy.prediction import Prediction
 from ptxseg.io.dicom_outputs import (
     check_source,
@@ -25,14 +26,6 @@ from ptxseg.io.dicom_outputs import (
 log = logging.getLogger(__name__)
 
 SUFFIXES = {"seg": "_seg.dcm", "capture": "_capture.dcm", "probability": "_probability.dcm"}
-
-
-def is_dicom(path: str | os.PathLike) -> bool:
-    """A DICOM by its suffix or its preamble's DICM marker, as ``ptxseg predict`` reads it."""
-    path = Path(path)
-    with open(path, "rb") as handle:
-        head = handle.read(132)
-    return path.suffix.lower() == ".dcm" or head[128:132] == b"DICM"
 
 
 @dataclass(frozen=True)

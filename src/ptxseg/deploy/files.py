@@ -1,5 +1,6 @@
 """What `ptxseg predict` writes: per image a mask, a probability map and an overlay (PNGs at the
-image's size), and one predictions.csv row, streamed as the predictions come; and its timings."""
+image's size), and one predictions.csv row, appended and flushed as each image's files are
+written, so a killed or interrupted run keeps every finished row; and its timings."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ COLUMNS = (
     "calibrated_probability",
     "uncertainty",
 )
+PREDICTIONS = "predictions.csv"
+OUTPUT_SUFFIXES = ("_mask.png", "_probability.png", "_overlay.png")  # after the ImageId
 PROGRESS_FROM = 4  # images; fewer get no progress bar
 
 
@@ -58,14 +61,11 @@ def row(prediction: Prediction) -> dict:
 
 
 def write_images(prediction: Prediction, out_dir: Path) -> None:
-    stem = out_dir / prediction.image_id
-    write_png(f"{stem}_mask.png", prediction.mask.astype(np.uint8) * 255)
-    probability = np.rint(prediction.probability_map * 255).astype(np.uint8)
-    write_png(f"{stem}_probability.png", probability)
+    mask, probability, overlaid = (out_dir / f"{prediction.image_id}{s}" for s in OUTPUT_SUFFIXES)
+    write_png(mask, prediction.mask.astype(np.uint8) * 255)
+    write_png(probability, np.rint(prediction.probability_map * 255).astype(np.uint8))
     if prediction.image is not None:
-        atomic.write_bytes(
-            f"{stem}_overlay.png", encode_png(overlay(prediction.image, prediction.mask))
-        )
+        atomic.write_bytes(overlaid, encode_png(overlay(prediction.image, prediction.mask)))
 
 
 @dataclass
@@ -91,25 +91,29 @@ def write_predictions(
     started: float | None = None,
     dicom: DicomOutputs | None = None,
 ) -> tuple[list[dict], Timings]:
-    """Write every prediction's files and predictions.csv (atomically, once all are done); with
-    ``dicom``, a DICOM input's SEG, Secondary Capture (and Parametric Map) too."""
+    """Write every prediction's files, then its row of predictions.csv (appended, with the header
+    where the file is new or empty, and flushed, so a row on disk means its files are there too);
+    with ``dicom``, a DICOM input's SEG, Secondary Capture (and Parametric Map) too. The rows
+    written, and the timings."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter() if started is None else started
     rows, first = [], None
     show = not quiet and (total is None or total >= PROGRESS_FROM)
     with (
-        atomic.atomic_open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle,
+        open(out / PREDICTIONS, "a", newline="", encoding="utf-8") as handle,
         tqdm(total=total, disable=not show, unit="image", file=sys.stderr) as bar,
     ):
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
+        if handle.tell() == 0:  # append mode opens at the end: 0 is a new or empty file
+            writer.writeheader()
         for prediction in predictions:
             write_images(prediction, out)
             if dicom is not None:
                 dicom.write(prediction)
             rows.append(row(prediction))
             writer.writerow(rows[-1])
+            handle.flush()  # on disk (the OS's cache) whatever stops the process next
             first = time.perf_counter() if first is None else first
             bar.update()
             log.debug(

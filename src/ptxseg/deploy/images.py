@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pydicom
 
 from ptxseg.contracts.ensemble_spec import EnsembleSpec
-from ptxseg.data.ids import check_image_id
 from ptxseg.data.intensity import scale_intensities
 from ptxseg.data.repack import normalise_histogram, resize_image
-from ptxseg.io.dicom import read_image
-from ptxseg.io.png import read_grey, scale_to_uint8
+from ptxseg.deploy.inputs import read_input
+from ptxseg.io.png import scale_to_uint8
 
 ImageInput = str | os.PathLike | np.ndarray
 
@@ -35,34 +32,10 @@ class PreparedImage:
     inputs: dict[int, np.ndarray]  # side -> (1, side, side) float32, scaled as in training
 
 
-def _is_dicom(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        head = handle.read(132)
-    return path.suffix.lower() == ".dcm" or head[128:132] == b"DICM"
-
-
-def image_id_of(path: str | os.PathLike) -> str:
-    """A file's ImageId from its header alone (a DICOM's SOPInstanceUID, else the file name's
-    stem), checked: ``ptxseg predict`` looks at every input this way before loading any model, so a
-    missing file or a hostile identifier stops it at once."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    if _is_dicom(path):
-        uid = pydicom.dcmread(path, stop_before_pixels=True).get("SOPInstanceUID")
-        return check_image_id(str(uid) if uid else path.stem, str(path))
-    return check_image_id(path.stem, str(path))
-
-
 def read_any(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     """A DICOM (by its header) or any image OpenCV reads, as uint8 grey, with its ImageId."""
-    path = Path(path)
-    if _is_dicom(path):
-        image, header = read_image(path)
-        image_id = header.sop_instance_uid or path.stem
-    else:
-        image, image_id = read_grey(path), path.stem
-    return image, check_image_id(image_id, str(path))
+    image, image_id, _ = read_input(path)
+    return image, image_id
 
 
 def as_grey(array: np.ndarray, where: str) -> np.ndarray:
@@ -100,23 +73,45 @@ def stage_sides(spec: EnsembleSpec) -> list[int]:
 
 
 def prepared_batches(
-    items: Iterable[ImageInput], spec: EnsembleSpec, batch_size: int
+    items: Iterable[ImageInput],
+    spec: EnsembleSpec,
+    batch_size: int,
+    on_error: Callable[[ImageInput, Exception], None] | None = None,
 ) -> Iterator[list[PreparedImage]]:
-    """Batches of prepared images in input order, the next one read while this one is used."""
+    """Batches of prepared images in input order, the next one read while this one is used.
+
+    With ``on_error``, an image that cannot be read or prepared is handed to it (with the error)
+    and left out of its batch, so one bad file does not end the stream; without, the error is
+    raised.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     sides = stage_sides(spec)
     numbered = enumerate(items)
 
-    def prepare_chunk(chunk: list[tuple[int, ImageInput]]) -> list[PreparedImage]:
-        return [prepare(item, index, spec, sides) for index, item in chunk]
+    def prepare_chunk(chunk: list[tuple[int, ImageInput]]) -> tuple[list, list]:
+        prepared, failed = [], []
+        for index, item in chunk:
+            try:
+                prepared.append(prepare(item, index, spec, sides))
+            except Exception as error:  # a decoder's error on a damaged file, of any kind
+                if on_error is None:
+                    raise
+                failed.append((item, error))
+        return prepared, failed
+
+    def ready(future) -> list[PreparedImage]:
+        prepared, failed = future.result()
+        for item, error in failed:  # reported here, in the caller's thread and order
+            on_error(item, error)
+        return prepared
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptxseg-read") as pool:
         pending = None
         while chunk := list(itertools.islice(numbered, batch_size)):
             ahead = pool.submit(prepare_chunk, chunk)
-            if pending is not None:
-                yield pending.result()
+            if pending is not None and (batch := ready(pending)):
+                yield batch
             pending = ahead
-        if pending is not None:
-            yield pending.result()
+        if pending is not None and (batch := ready(pending)):
+            yield batch

@@ -13,7 +13,7 @@ in the number of images. Importing this module imports no torch: ``from_results`
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -70,11 +70,15 @@ class Predictor:
         return next(self.predict_many([image], batch_size=1))
 
     def predict_many(
-        self, images: Iterable[ImageInput], batch_size: int = 8
+        self,
+        images: Iterable[ImageInput],
+        batch_size: int = 8,
+        on_error: Callable[[ImageInput, Exception], None] | None = None,
     ) -> Iterator[Prediction]:
         """Paths or arrays (the ``k``-th array named ``image_<k>``), predicted ``batch_size`` at a
-        time and yielded in input order."""
-        for batch in prepared_batches(images, self.spec, batch_size):
+        time and yielded in input order. With ``on_error``, an image that cannot be read is
+        handed to it with the error and skipped; without, the error is raised."""
+        for batch in prepared_batches(images, self.spec, batch_size, on_error):
             yield from self._predict_batch(batch)
 
     def _predict_batch(self, batch: list[PreparedImage]) -> list[Prediction]:

@@ -90,8 +90,23 @@ def to_grey_uint8(image: np.ndarray) -> np.ndarray:
     return scale_to_uint8(image) if image.dtype == np.uint16 else image
 
 
-def read_grey(path: str | os.PathLike) -> np.ndarray:
-    """Read a PNG (or any format OpenCV reads) as 2-D uint8 greyscale."""
+def conversion_of(image: np.ndarray) -> str | None:
+    """In words, what ``to_grey_uint8`` does to a decoded image beyond taking it as it is (None:
+    nothing), for a log line: a colour or 16-bit radiograph is worth a look."""
+    steps = []
+    if image.ndim == 3 and image.shape[2] > 1:
+        steps.append(
+            {2: "alpha dropped", 3: "colour made grey"}.get(
+                image.shape[2], "colour made grey, alpha dropped"
+            )
+        )
+    if image.dtype == np.uint16:
+        steps.append("16-bit stretched to 8 bits over its own range")
+    return "; ".join(steps) or None
+
+
+def read_grey_noted(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
+    """A PNG (or any format OpenCV reads) as 2-D uint8 grey, with ``conversion_of`` its pixels."""
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -99,8 +114,13 @@ def read_grey(path: str | os.PathLike) -> np.ndarray:
         raise FileNotFoundError(f"{path}: image file does not exist") from None
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
-        raise ImageError(f"{path}: not a readable image")
+        raise ImageError(f"{path}: not a readable image" + ("" if data.size else " (empty file)"))
     try:
-        return to_grey_uint8(image)
+        return to_grey_uint8(image), conversion_of(image)
     except ValueError as error:
         raise ImageError(f"{path}: {error}") from error
+
+
+def read_grey(path: str | os.PathLike) -> np.ndarray:
+    """Read a PNG (or any format OpenCV reads) as 2-D uint8 greyscale."""
+    return read_grey_noted(path)[0]
