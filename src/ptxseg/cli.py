@@ -52,8 +52,8 @@ def _predict(args: argparse.Namespace) -> int:
     if not inputs.todo and not inputs.done:
         raise ValueError("no input could be read" if inputs.rejects else "no input given")
     mode = RESUME if args.resume else OVERWRITE if args.overwrite else NEW
-    claim(out, dicom_out, mode, [item.path for item in inputs.todo])
     paths = [item.path for item in inputs.todo]
+    claim(out, dicom_out, mode, paths)
     if inputs.done:
         log.info("--resume: %d image(s) already in %s", len(inputs.done), out / PREDICTIONS)
     if not paths:

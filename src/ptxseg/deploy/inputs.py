@@ -151,10 +151,11 @@ def _check(path: Path, done: frozenset[str]) -> tuple[Input | Reject, str | None
             path.is_file() and path.stat().st_size == 0
         ):  # said plainly: each reader words it its way
             return Reject(str(path), "empty file"), None
-        image_id = image_id_of(path)
-        if image_id in done:
+        # Resuming, an image already done is known by its header alone; every other input is
+        # decoded once (its ImageId comes with it) to be sure, and dropped.
+        if done and (image_id := image_id_of(path)) in done:
             return Input(str(path), image_id), None
-        _, image_id, note = read_input(path)  # decoded to be sure, and dropped
+        _, image_id, note = read_input(path)
     # Hostile and damaged files make the decoders raise errors of many kinds; each is a reject.
     except Exception as error:
         return Reject(str(path), reason_of(path, error)), None
