@@ -58,12 +58,23 @@ def test_every_rule_runs_as_a_slurm_job_and_the_submission_is_valid(slurm_run):
     assert set(run.expected) >= set(GPU_RULES) | {"demo_siim", "submission"}
     assert {"submission", "report", "folds_siim"} <= local
     sbatched = {rule: jobs for rule, jobs in run.expected.items() if rule not in local}
+    # The profile's array rules (slurm-array-jobs): their folds went to SLURM as one array job
+    # each, its task logs named <array id>_<task>.log.
+    arrays = array_submissions(run.output)
+    array_rules = set(profile_setting("slurm-array-jobs").split(","))
+    assert array_rules & set(sbatched) <= {rule for rule, _ in arrays}, arrays
+    slurm_logs = run.workdir / ".snakemake" / "slurm_logs"
     for rule, jobs in sbatched.items():
         logs = [
             Path(path)
             for job_id, path in submitted
             if f"/rule_{rule}/" in path and Path(path).stem == job_id
         ]
+        for array_rule, tasks in arrays:
+            if array_rule == rule:
+                assert tasks >= 2, f"{rule}: an array job of {tasks} task"
+                task_logs = (slurm_logs / f"rule_{rule}").rglob("*.log")
+                logs += [log for log in task_logs if re.fullmatch(r"\d+_\d+", log.stem)]
         assert len(logs) >= jobs, f"{rule}: {jobs} job(s) expected, SLURM logs: {logs}"
         for log in logs:  # the job's own output, written by SLURM on the node
             assert f"rule {rule}:" in log.read_text(), f"{log} does not show rule {rule} running"
@@ -95,6 +106,23 @@ def test_every_rule_runs_as_a_slurm_job_and_the_submission_is_valid(slurm_run):
         for log in (run.workdir / ".snakemake" / "slurm_logs" / f"rule_{rule}").rglob("*.log"):
             assert "SLURM_JOB_GPUS" in log.read_text(), f"{log}: no GPU allocated"
     print(f"SLURM run of the tiny DAG: {run.seconds:.0f} s, {len(sbatch)} jobs")
+
+
+def array_submissions(output: str) -> list[tuple[str, int]]:
+    """(rule, task count) of each array job the plugin submitted."""
+    found = []
+    for line in re.findall(r"Submitting array job with sbatch call: (sbatch .*)", output):
+        rule = re.search(r"--allowed-rules '?(\w+)", line)[1]
+        first, last = map(int, re.search(r"--array=(\d+)-(\d+)", line).groups())
+        found.append((rule, last - first + 1))
+    return found
+
+
+def profile_setting(key: str) -> str:
+    import yaml
+    from dag import ROOT
+
+    return str(yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())[key])
 
 
 def state_epoch(path: Path) -> int | None:
