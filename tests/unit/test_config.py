@@ -243,15 +243,18 @@ def test_a_preset_fills_the_recipe_beneath_its_own_keys():
     assert recipe["optimiser"]["weight_decay"] == 1e-5
     assert recipe["optimiser"]["decay_norm_and_bias"] is False
     assert recipe["grad_clip"] is None
-    assert recipe["schedule"].items() >= {
-        "name": "exponential",
-        "warmup_epochs": 5,
-        "warmup_from": 0.0,
-        "decay_factor": 0.97,
-        "decay_epochs": 2.4,
-        "staircase": True,
-        "reference_epochs": 350,
-    }.items()
+    assert (
+        recipe["schedule"].items()
+        >= {
+            "name": "exponential",
+            "warmup_epochs": 5,
+            "warmup_from": 0.0,
+            "decay_factor": 0.97,
+            "decay_epochs": 2.4,
+            "staircase": True,
+            "reference_epochs": 350,
+        }.items()
+    )
     assert (recipe["bn_momentum"], recipe["drop_path_rate"], recipe["dropout_rate"]) == (
         0.99,
         0.2,

@@ -404,9 +404,12 @@ def test_dropout_by_phi_needs_an_entry_for_every_phi(tmp_path):
     from ptxseg import config as cfg
 
     path = tmp_path / "short.yaml"
-    path.write_text(yaml.safe_dump({"scaling": {"phis": [1, 2, 3], "dropout_by_phi": [0.2, 0.2, 0.3]}}))
+    path.write_text(
+        yaml.safe_dump({"scaling": {"phis": [1, 2, 3], "dropout_by_phi": [0.2, 0.2, 0.3]}})
+    )
     with pytest.raises(
-        cfg.ConfigError, match=r"'scaling.dropout_by_phi' has 3 entries \(phi 0 to 2\), but scaling.phis reaches 3"
+        cfg.ConfigError,
+        match=r"'scaling.dropout_by_phi' has 3 entries \(phi 0 to 2\), but scaling.phis reaches 3",
     ):
         cfg.load(path)
 

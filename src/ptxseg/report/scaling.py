@@ -327,7 +327,8 @@ def write_summary(
             "warnings": warnings,
         },
     )
-    atomic.write_text(out_best, best_fragment(table, best, resolution_keys, b0_recipe, dropout_by_phi)
+    atomic.write_text(
+        out_best, best_fragment(table, best, resolution_keys, b0_recipe, dropout_by_phi)
     )
     log.info(
         "scaling: best %s (alpha %.2f beta %.2f gamma %.2f), OOF %.4f",

@@ -95,9 +95,7 @@ def candidate_recipe(
     and dropout reach the model from the settings, as for every stage's models)."""
     candidate, phi = find_candidate(name, scaling)
     depth, width, _ = candidate.scaled(phi, scaling["base_resolution"])
-    grown = grown_rates(
-        {"dropout_rate": settings.dropout_rate}, phi, scaling["dropout_by_phi"]
-    )
+    grown = grown_rates({"dropout_rate": settings.dropout_rate}, phi, scaling["dropout_by_phi"])
     return {"depth": depth, "width": width}, replace(settings, **grown)
 
 

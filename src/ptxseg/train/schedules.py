@@ -12,9 +12,8 @@ parameter or, as the official EfficientNet code, not on BatchNorm's (nor, here, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import torch
 from timm.optim import RMSpropTF
