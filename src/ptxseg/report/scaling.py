@@ -40,10 +40,6 @@ from ptxseg.train.scaling_job import grown_rates
 
 log = logging.getLogger(__name__)
 
-# The official EfficientNet B0-B7 dropout (efficientnet_builder.py), the schema's default of
-# scaling.dropout_by_phi.
-DROPOUT_BY_PHI = (0.2, 0.2, 0.3, 0.3, 0.4, 0.4, 0.5, 0.5)
-
 COLUMNS = ("alpha", "beta", "gamma", "phi", "params", "flops", "oof_score", "train_seconds")
 # Kept where the rows have them: the score on the candidate's own maps, where oof_score was taken,
 # and the grid points that round to the candidate's network (trained once, under its name).
@@ -249,7 +245,7 @@ def best_fragment(
     best: pd.Series,
     resolution_keys: dict,
     b0_recipe: dict | None = None,
-    dropout_by_phi: Sequence[float] = DROPOUT_BY_PHI,
+    dropout_by_phi: Sequence[float] | None = None,
 ) -> str:
     """best.yaml: a config fragment that adds the searched B1 as a segmenter and validates beside
     the config it was searched for (``snakemake --configfile my.yaml results/scaling/best.yaml``;
@@ -263,7 +259,7 @@ def best_fragment(
     gamma = float(best["gamma"])
 
     def regularised(phi: int) -> dict:
-        rates = grown_rates(b0_recipe or {}, phi, list(dropout_by_phi))
+        rates = grown_rates(b0_recipe or {}, phi, dropout_by_phi)
         grown = {k: v for k, v in rates.items() if v is not None}
         return {"recipe": grown} if grown else {}
 
@@ -302,7 +298,7 @@ def write_summary(
     out_search: str | os.PathLike,
     resolution_keys: dict,
     b0_recipe: dict | None = None,
-    dropout_by_phi: Sequence[float] = DROPOUT_BY_PHI,
+    dropout_by_phi: Sequence[float] | None = None,
 ):
     """summary.csv, the score-against-FLOPs plot, the config entries of the chosen B1 and B2, and
     the search's choice with a warning for every multiplier chosen on the edge of its grid."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -99,16 +100,16 @@ def candidate_recipe(
     return {"depth": depth, "width": width}, replace(settings, **grown)
 
 
-def grown_rates(b0: dict, phi: int, dropout_by_phi: list[float]) -> dict:
+def grown_rates(b0: dict, phi: int, dropout_by_phi: Sequence[float] | None) -> dict:
     """B0's regularisation keys (``dropout_rate``, ``drop_path_rate``, ...) at compound step
     ``phi``: the dropout grown as the official EfficientNet B0-B7 grow theirs (B0's rate plus
     ``dropout_by_phi[phi] - dropout_by_phi[0]``: 0.2, 0.2, 0.3 ... 0.5 from 0.2), the others as
     they are (the official code keeps drop_connect_rate 0.2 at every phi); None stays None."""
-    if phi >= len(dropout_by_phi):
-        raise ValueError(
-            f"scaling.dropout_by_phi has {len(dropout_by_phi)} entries, none for phi {phi}"
-        )
     rate = b0.get("dropout_rate")
     if rate is None:
         return dict(b0)
+    if dropout_by_phi is None or phi >= len(dropout_by_phi):
+        raise ValueError(
+            f"scaling.dropout_by_phi has {len(dropout_by_phi or [])} entries, none for phi {phi}"
+        )
     return {**b0, "dropout_rate": round(rate + dropout_by_phi[phi] - dropout_by_phi[0], 4)}
