@@ -31,7 +31,8 @@ def merge_recipe(base: dict, override: dict) -> dict:
         merged["optimiser"]["lr_per_256"] = None
     # The same for the exponential schedule's epoch scale: a schedule renamed is counted as written.
     schedule = override.get("schedule") or {}
-    if schedule.get("name", "exponential") != "exponential" and "reference_epochs" not in schedule:
+    renamed = schedule.get("name", "exponential") != "exponential"
+    if renamed and "reference_epochs" not in schedule:
         merged["schedule"]["reference_epochs"] = None
     return merged
 
