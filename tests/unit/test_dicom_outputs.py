@@ -540,3 +540,19 @@ def test_the_hospital_dx_image_gives_outputs_without_dciodvfy_errors(real_data, 
     if _dciodvfy_available():
         for name, out in outs.items():
             assert dicom_outputs.validate_with_dciodvfy(out) == [], name
+
+
+@pytest.mark.parametrize(
+    "body_part", [*sorted(dicom_outputs._UNPAIRED_BODY_PARTS), "BREAST", "KNEE", "THORAX"]
+)
+def test_the_unpaired_body_parts_agree_with_dciodvfy(tmp_path, body_part):
+    """The hand-written list of unpaired Body Part Examined terms is dciodvfy's: the capture of
+    a source with each term (and no side known) has no Laterality error, absent or empty."""
+    _dciodvfy_available()
+    source = pydicom.dcmread(_write_source(tmp_path / "source.dcm"))
+    source.BodyPartExamined = body_part
+    out = tmp_path / "sc.dcm"
+    dicom_outputs.write_secondary_capture(source, _mask(), 0.5, out, algorithm_version=VERSION)
+    unpaired = body_part in dicom_outputs._UNPAIRED_BODY_PARTS
+    assert ("Laterality" not in pydicom.dcmread(out)) == unpaired
+    assert dicom_outputs.validate_with_dciodvfy(out) == []

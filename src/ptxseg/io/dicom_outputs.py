@@ -20,6 +20,15 @@ standard need:
   Patient's Age; they are rewritten as DICOM ages ("058Y"), and an unreadable age is left out.
 - highdicom asks the Secondary Capture for a patient orientation that SIIM headers lack; the
   source's own (possibly empty) Patient Orientation is written instead of inventing one.
+- Laterality (General Series, type 2C) follows the source's body part (`_laterality`): absent
+  for an unpaired one such as CHEST; otherwise required on the capture and the map, whose IODs
+  carry no Image Laterality, with the source's side (its Laterality, else its Image Laterality)
+  or empty where unknown. dciodvfy refuses it on the SEG in any form, so the SEG has none.
+- The Parametric Map holds float32 pixels (Float Pixel Data) with an identity mapping: the
+  probabilities as given, not in integer steps.
+- The Secondary Capture is a drawing for people: an outline that leaves the lung inside it
+  visible, letters scaled to the image, and "NOT FOR DIAGNOSTIC USE" burned in (Burned In
+  Annotation YES).
 
 An empty prediction still gives a SEG with its one segment and one all-zero frame: the standard
 wants at least one frame (Number of Frames is 1 or more), and highdicom 0.28 writes the zero
