@@ -1,13 +1,17 @@
-"""`ptxseg predict`'s stderr: one line a stage by default (inputs checked, models loaded, images
-predicted; the outputs written on stdout), every library's lines with --verbose; a --device the run
-cannot honour refused before anything is read or loaded, and the device models run on stated. The
-tiny-model ensemble of test_predictor stands in for the loaded models."""
+"""`ptxseg predict`'s options of how it reports and draws: stderr has one line a stage by default
+(inputs checked, models loaded, images predicted; the outputs written on stdout), every library's
+lines with --verbose; a --device the run cannot honour is refused before anything is read or
+loaded, and the device models run on stated; --fill tints the region in the PNG overlay and the
+Secondary Capture. The tiny-model ensemble of test_predictor stands in for the loaded models."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pydicom
 import pytest
 import torch
 from test_predictor import ENSEMBLE, radiographs, spec_of, tiny_models, torch_predictor
@@ -15,7 +19,7 @@ from test_predictor import ENSEMBLE, radiographs, spec_of, tiny_models, torch_pr
 from ptxseg import cli
 from ptxseg.deploy import Predictor
 from ptxseg.io.dicom import write_dicom
-from ptxseg.io.png import write_png
+from ptxseg.io.png import read_grey, write_png
 
 STAGES = ("inputs checked: 3 to predict", "models loaded: ", "3 image(s) predicted")
 
@@ -146,3 +150,22 @@ def test_cuda_without_a_gpu_is_refused_before_anything_is_read(
     err = capsys.readouterr().err
     assert "models loaded: 10, PyTorch on the CPU (no GPU visible)" in err
     assert "training" not in err
+
+
+def test_fill_reaches_the_png_overlay_and_the_capture(tmp_path, loads):
+    plain, filled = tmp_path / "plain", tmp_path / "filled"
+    plain.mkdir()
+    filled.mkdir()
+    assert run(plain) == cli.EXIT_OK and run(filled, "--fill") == cli.EXIT_OK
+    uid = "1.2.826.0.1.3680043.8.498.1"
+    mask = read_grey(plain / "out" / f"{uid}_mask.png") > 0
+    assert mask.any()
+    for folder, name in (("out", f"{uid}_overlay.png"), ("dicom", f"{uid}_capture.dcm")):
+        if name.endswith(".png"):
+            outlined, tinted = (cv2.imread(str(f / folder / name)) for f in (plain, filled))
+        else:
+            outlined, tinted = (
+                pydicom.dcmread(f / folder / name).pixel_array for f in (plain, filled)
+            )
+        assert np.array_equal(outlined[~mask], tinted[~mask]), name  # the outline is on the mask
+        assert (outlined[mask] != tinted[mask]).any(), name
