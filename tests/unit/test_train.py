@@ -373,7 +373,7 @@ def test_gpu_requested_without_one_falls_back_with_a_warning(caplog, monkeypatch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level(logging.WARNING):
         assert pick_device("cuda").type == "cpu"
-    assert "training on the CPU" in caplog.text
+    assert "running on the CPU" in caplog.text
     assert pick_device("auto").type == "cpu"
     with pytest.raises(ValueError):
         pick_device("tpu")
