@@ -20,6 +20,7 @@ import pandas as pd
 
 from ptxseg.data.ids import check_image_id, printable
 from ptxseg.data.layouts import (
+    COMPETITION_SIZE,
     MIRROR_HINT,
     MIRROR_LABELS,
     MIRROR_TRAIN,
@@ -523,3 +524,61 @@ def read_index(path: str | os.PathLike) -> pd.DataFrame:
 def labels_by_image(rle_csv: str | os.PathLike) -> dict[str, list[str]]:
     """ImageId -> its RLE rows (empty list for a ``-1`` image)."""
     return {image_id: entry.rles for image_id, entry in read_rle_csv(rle_csv).items()}
+
+
+@dataclass
+class DataCheck:
+    """What `check_data` found: notes to read, problems that would stop the index (or leave it
+    empty), and the counts."""
+
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def check_data(layout: SiimLayout, stop_on_rejects: bool = True, limit: int = 10) -> DataCheck:
+    """The index's checks that need no pixel: every label row parsed, every image and label
+    paired, ImageIds safe and each in one split, copies found by content. Seconds for the real
+    release; damaged pixel data is left for the index to find."""
+    result = DataCheck(notes=list(layout.notes))
+    if layout.mask_size and layout.mask_size != COMPETITION_SIZE:
+        result.notes.append(
+            f"the masks in {layout.labels} are {layout.mask_size} px: images and masks are used at "
+            f"that size, and scores are computed at it, not at the competition's "
+            f"{COMPETITION_SIZE} px (their scored_at text says so)"
+        )
+    try:
+        sources = gather(layout)
+    except (LabelFileError, DicomError, OSError) as error:
+        result.problems.append(str(error))
+        return result
+    result.notes += sources.notes
+    rejects = match(layout, sources)
+    result.counts = {
+        "train images": len(sources.images["train"]),
+        "test images": len(sources.images["test"]),
+        "labelled images": len(sources.labels),
+        "rejects": len(rejects),
+    }
+    if not sources.images["train"]:
+        result.problems.append(empty_train_reason(layout, sources, rejects))
+    elif rejects:
+        lines = [
+            f"{len(rejects)} image(s) or label(s) without their counterpart; "
+            + (
+                "the index would stop on them. Fix the data, or set data.stop_on_rejects: false "
+                f"to leave them out ({len(sources.images['train'])} train images remain)"
+                if stop_on_rejects
+                else "data.stop_on_rejects is false: the index leaves them out"
+            )
+        ]
+        lines += [f"  {r['split']} {r['image_id']}: {r['reason']}" for r in rejects[:limit]]
+        if len(rejects) > limit:
+            lines.append(f"  ... and {len(rejects) - limit} more")
+        (result.problems if stop_on_rejects else result.notes).append("\n".join(lines))
+    if not sources.images["test"]:
+        result.problems.append(
+            f"no test image in {', '.join(layout.test)}: the submission would be empty; give "
+            "the test images' folder"
+        )
+    return result
