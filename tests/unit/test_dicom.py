@@ -405,17 +405,20 @@ def test_find_dicoms_walks_nested_folders_and_refuses_different_duplicates(tmp_p
         dicom.find_dicoms(tmp_path / "missing")
 
 
-def test_find_dicoms_reads_identical_copies_once_with_one_note(tmp_path):
+def test_find_dicoms_reads_identical_copies_once(tmp_path):
     first, _ = synthetic(tmp_path / "a", name="1.2.3.dcm")
     synthetic(tmp_path / "a", name="1.2.4.dcm", patient_id="patient-2")
     twin = tmp_path / "copy" / "a"
     twin.mkdir(parents=True)
     for path in (tmp_path / "a").iterdir():
         (twin / path.name).write_bytes(path.read_bytes())
-    notes = []
-    found = dicom.find_dicoms([tmp_path / "a", tmp_path / "copy"], notes)
+    twins = []
+    found = dicom.find_dicoms([tmp_path / "a", tmp_path / "copy"], twins)
     assert found == {"1.2.3": first, "1.2.4": tmp_path / "a" / "1.2.4.dcm"}
-    assert len(notes) == 1 and "2 file(s)" in notes[0] and "identical copies" in notes[0]
+    assert twins == [
+        (first, twin / "1.2.3.dcm"),
+        (tmp_path / "a" / "1.2.4.dcm", twin / "1.2.4.dcm"),
+    ]
 
 
 def test_find_dicoms_follows_symlinked_folders_without_looping(tmp_path):

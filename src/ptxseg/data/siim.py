@@ -29,7 +29,7 @@ from ptxseg.data.layouts import (
 )
 from ptxseg.io import atomic, rle
 from ptxseg.io.dicom import DicomError, DicomHeader, check_pixel_data, find_dicoms
-from ptxseg.io.files import find_by_stem
+from ptxseg.io.files import find_by_stem, twin_note
 from ptxseg.io.png import ImageError, read_grey
 from ptxseg.parallel import parallel_map
 
@@ -167,12 +167,12 @@ class Sources:
 
 def gather(layout: SiimLayout) -> Sources:
     """List a layout's images, labels and masks (file names and the label file; no pixels)."""
-    notes: list[str] = []
+    twins: list[tuple[Path, Path]] = []
     masks: dict[str, Path] = {}
     if layout.image_kind == "dicom":
         images = {
-            "train": find_dicoms(layout.train, notes),
-            "test": find_dicoms(layout.test, notes),
+            "train": find_dicoms(layout.train, twins),
+            "test": find_dicoms(layout.test, twins),
         }
     elif layout.mapping:  # vbookshelf: one folder, its file names mapped by two CSVs
         images = {}
@@ -187,16 +187,17 @@ def gather(layout: SiimLayout) -> Sources:
         }
     else:  # iafoss: PNGs named by ImageId
         images = {
-            "train": find_by_stem(layout.train, ".png", LabelFileError, notes),
-            "test": find_by_stem(layout.test, ".png", LabelFileError, notes),
+            "train": find_by_stem(layout.train, ".png", LabelFileError, twins),
+            "test": find_by_stem(layout.test, ".png", LabelFileError, twins),
         }
     if layout.label_kind == "rle":
         labels = read_rle_csv(layout.labels)
     else:
         if not layout.mapping:
-            masks = find_by_stem(layout.labels, ".png", LabelFileError, notes)
+            masks = find_by_stem(layout.labels, ".png", LabelFileError, twins)
         labels = {image_id: ImageLabels() for image_id in masks}
-    return Sources(images, labels, masks, notes)
+    note = twin_note(twins)
+    return Sources(images, labels, masks, [note] if note else [])
 
 
 def _label_place(layout: SiimLayout) -> str:

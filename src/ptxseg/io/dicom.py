@@ -330,15 +330,16 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, DicomHeader]:
 
 
 def find_dicoms(
-    folders: str | os.PathLike | Iterable[str | os.PathLike], notes: list[str] | None = None
+    folders: str | os.PathLike | Iterable[str | os.PathLike],
+    twins: list[tuple[Path, Path]] | None = None,
 ) -> dict[str, Path]:
     """Map each ``*.dcm`` below ``folders`` (any nesting, symlinked folders followed) to its
     ImageId, the file's stem.
 
-    Identical copies of one file (a mirror's second copy) are read once, counted in ``notes``;
+    Identical copies of one file (a mirror's second copy) are read once, listed in ``twins``;
     two different files with one stem are an error naming both, as either could be the image meant.
     """
-    return find_by_stem(folders, ".dcm", DicomError, notes)
+    return find_by_stem(folders, ".dcm", DicomError, twins)
 
 
 def jpeg_baseline(image: np.ndarray, quality: int = 95) -> bytes:

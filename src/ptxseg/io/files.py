@@ -39,17 +39,17 @@ def find_by_stem(
     folders: str | os.PathLike | Iterable[str | os.PathLike],
     suffix: str,
     error: type[Exception] = ValueError,
-    notes: list[str] | None = None,
+    twins: list[tuple[Path, Path]] | None = None,
 ) -> dict[str, Path]:
     """Map each ``*<suffix>`` file below ``folders`` (any nesting) to its stem.
 
     Two files with one stem and the same content are one image, kept at the path found first;
-    ``notes`` (where given) receives one line counting them. Two that differ raise ``error``
-    naming both, as either could be the image meant.
+    ``twins`` (where given) receives each (first, copy) pair, for `twin_note`. Two that differ
+    raise ``error`` naming both, as either could be the image meant.
     """
+    twins = [] if twins is None else twins
     roots = [folders] if isinstance(folders, str | os.PathLike) else list(folders)
     found: dict[str, Path] = {}
-    twins: list[tuple[Path, Path]] = []
     for root in map(Path, roots):
         if not root.is_dir():
             raise FileNotFoundError(f"folder {root} does not exist")
@@ -66,10 +66,15 @@ def find_by_stem(
                     "either could be the image meant; remove one, or point the config at the "
                     "folder holding the one to use"
                 )
-    if twins and notes is not None:
-        first, copy = twins[0]
-        notes.append(
-            f"{len(twins)} file(s) below {', '.join(map(str, roots))} are identical copies of "
-            f"files found first (e.g. {copy} of {first}); each image is read once"
-        )
     return found
+
+
+def twin_note(twins: list[tuple[Path, Path]]) -> str | None:
+    """One line for all identical copies found (None: none), naming one pair."""
+    if not twins:
+        return None
+    first, copy = twins[0]
+    return (
+        f"{len(twins)} file(s) are identical copies of files found first (e.g. {copy} of "
+        f"{first}): each image is read once"
+    )
