@@ -8,6 +8,7 @@ import os
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from siim_layouts import (
@@ -297,3 +298,26 @@ def test_a_root_that_is_an_image_folder(tmp_path, sample):
     folder = nest(tmp_path / "dicom-images-train", sample, train)
     with pytest.raises(LayoutError, match="give the folder above it"):
         resolve({"root": str(folder)})
+
+
+def test_check_data_names_two_different_files_with_one_image_id(tmp_path, sample, capsys):
+    train, test = split(sample)
+    root = mirror(tmp_path / "siim", sample, train, test, twin=True)
+    victim = next((root / "pneumothorax" / "dicom-images-test").rglob(f"{test[0]}.dcm"))
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    assert cli.main(["check-data", str(write_config(tmp_path, {"root": str(root)}))]) == 3
+    err = capsys.readouterr().err
+    assert str(victim) in err and "the two files differ" in err
+
+
+def test_a_png_mask_of_another_size_is_a_reject_naming_it(tmp_path, sample):
+    train, test = split(sample)
+    root = iafoss(tmp_path / "iafoss", sample, train, test, 256)
+    victim = root / "masks" / f"{train[0]}.png"
+    cv2.imwrite(str(victim), np.zeros((128, 128), np.uint8))
+    layout = resolve({"root": str(root)})
+    frame, _, out = index(tmp_path, layout, stop_on_rejects=False)
+    rejects = pd.read_csv(out / "rejects.csv", dtype=str)
+    assert rejects["image_id"].tolist() == [train[0]]
+    assert f"{victim}: mask 128x128, its image 256x256" in rejects["reason"][0]
+    assert train[0] not in set(frame["image_id"])

@@ -176,25 +176,27 @@ def gather(layout: SiimLayout) -> Sources:
         }
     elif layout.mapping:  # vbookshelf: one folder, its file names mapped by two CSVs
         images = {}
-        for split, csv_path in zip(("train", "test"), layout.mapping, strict=True):
-            folder = Path((layout.train if split == "train" else layout.test)[0])
-            images[split] = {i: folder / name for name, i in read_mapping(csv_path).items()}
-        mask_names = {i: name for name, i in read_mapping(layout.mapping[0]).items()}
-        masks = {
-            i: Path(layout.labels, name)
-            for i, name in mask_names.items()
-            if Path(layout.labels, name).is_file()
-        }
+        for split, csv_path, folder in zip(
+            ("train", "test"), layout.mapping, (layout.train[0], layout.test[0]), strict=True
+        ):
+            names = read_mapping(csv_path)
+            images[split] = {i: Path(folder, name) for name, i in names.items()}
+            if split == "train":  # the masks of test images are not used
+                masks = {
+                    i: Path(layout.labels, name)
+                    for name, i in names.items()
+                    if Path(layout.labels, name).is_file()
+                }
     else:  # iafoss: PNGs named by ImageId
         images = {
-            "train": find_by_stem(layout.train, ".png", LabelFileError, twins),
-            "test": find_by_stem(layout.test, ".png", LabelFileError, twins),
+            "train": find_by_stem(layout.train, ".png", ImageError, twins),
+            "test": find_by_stem(layout.test, ".png", ImageError, twins),
         }
     if layout.label_kind == "rle":
         labels = read_rle_csv(layout.labels)
     else:
         if not layout.mapping:
-            masks = find_by_stem(layout.labels, ".png", LabelFileError, twins)
+            masks = find_by_stem(layout.labels, ".png", ImageError, twins)
         labels = {image_id: ImageLabels() for image_id in masks}
     note = twin_note(twins)
     return Sources(images, labels, masks, [note] if note else [])
@@ -550,7 +552,7 @@ def check_data(layout: SiimLayout, stop_on_rejects: bool = True, limit: int = 10
         )
     try:
         sources = gather(layout)
-    except (LabelFileError, DicomError, OSError) as error:
+    except (ValueError, OSError) as error:  # a label row, a clash of two files: named in it
         result.problems.append(str(error))
         return result
     result.notes += sources.notes
