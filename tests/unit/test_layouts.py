@@ -3,6 +3,7 @@ caught before any pixel is read, each message naming the folder or file and the 
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 
@@ -25,7 +26,7 @@ from siim_layouts import (
 
 from ptxseg import cli
 from ptxseg.data import siim
-from ptxseg.data.layouts import LayoutError, resolve
+from ptxseg.data.layouts import LayoutError, label_dialect, resolve
 from ptxseg.data.repack import Normalisation, read_manifest, repack_siim, resize_mask
 from ptxseg.io import rle
 from ptxseg.io.dicom import DicomError
@@ -209,11 +210,18 @@ def test_png_sets_keep_regions_and_state_their_mask_size(tmp_path, sample, kind,
     assert len(manifest) == len(sample.ids)
 
 
-def test_dialects_are_both_read(tmp_path, sample):
-    train, _ = split(sample)
-    spaced = siim.read_rle_csv(label_csv(tmp_path / "a.csv", sample, train))
-    plain = siim.read_rle_csv(label_csv(tmp_path / "b.csv", sample, train, COMPETITION_HEADER))
-    assert {k: v.rles for k, v in spaced.items()} == {k: v.rles for k, v in plain.items()}
+def test_dialects_are_both_read(tmp_path, real_data):
+    """The whole real label file (12,954 rows, 12,047 images), and the same rows under the
+    competition's header without the space, as stage_2_train.csv has them."""
+    with gzip.open(real_data / "labels" / "siim-train-rle.csv.gz", "rt", encoding="utf-8") as f:
+        text = f.read()
+    spaced, plain = tmp_path / "train-rle.csv", tmp_path / "stage_2_train.csv"
+    spaced.write_text(text)
+    plain.write_text(text.replace("ImageId, EncodedPixels", COMPETITION_HEADER, 1))
+    assert label_dialect(spaced) == "siim" and label_dialect(plain) == "competition"
+    first, second = siim.read_rle_csv(spaced), siim.read_rle_csv(plain)
+    assert len(first) == 12047 and sum(len(v.lines) for v in first.values()) == 12954
+    assert {k: v.rles for k, v in first.items()} == {k: v.rles for k, v in second.items()}
 
 
 def test_labels_of_other_images_give_the_reason_not_an_empty_index(tmp_path, sample):
