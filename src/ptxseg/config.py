@@ -12,6 +12,7 @@ import difflib
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -213,9 +214,18 @@ def siim_layout(config: dict) -> SiimLayout:
     if data["source"] == "demo":
         return demo_layout(RESULTS.demo("siim"))
     try:
-        return resolve(data["siim"])
+        layout = resolve(data["siim"])
     except LayoutError as error:
         raise ConfigError(f"invalid SIIM-ACR data:\n  {error}") from None
+    sizes = {*config["repack"]["sizes"], config["classify"]["size"], config["segment"]["size"]}
+    larger = sorted(size for size in sizes if layout.mask_size and size > layout.mask_size)
+    if larger:  # allowed (a 256 px set trained at 512 is a choice), but worth knowing
+        note = (
+            f"the images and masks come at {layout.mask_size} px: the repacks at "
+            f"{', '.join(map(str, larger))} px enlarge them, adding no detail"
+        )
+        layout = replace(layout, notes=(*layout.notes, note))
+    return layout
 
 
 def _check_models(config: dict) -> list[str]:

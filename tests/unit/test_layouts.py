@@ -25,6 +25,7 @@ from siim_layouts import (
 )
 
 from ptxseg import cli
+from ptxseg import config as cfg
 from ptxseg.data import siim
 from ptxseg.data.layouts import LayoutError, label_dialect, resolve
 from ptxseg.data.repack import Normalisation, read_manifest, repack_siim, resize_mask
@@ -175,6 +176,24 @@ def test_png_sets_keep_regions_and_state_their_mask_size(tmp_path, sample, kind,
         iafoss(root, sample, train, test, size)
     layout = resolve({"root": str(root)})
     assert (layout.name, layout.image_kind, layout.mask_size) == (kind, "png", size)
+    config = cfg.validate(
+        {
+            "data": {
+                "source": "files",
+                "siim": {"root": str(root)},
+                "nih": {"image_dir": "unused", "labels_csv": "unused"},
+            },
+            "repack": {"sizes": [512]},
+        }
+    )
+    enlarged = [n for n in cfg.siim_layout(config).notes if "enlarge" in n]
+    assert enlarged == (
+        []
+        if size >= 512
+        else [
+            f"the images and masks come at {size} px: the repacks at 512 px enlarge them, adding no detail"
+        ]
+    )
     frame, labels, out = index(tmp_path, layout)
     trained = frame[frame["split"] == "train"].set_index("image_id")
     assert sorted(trained.index) == sorted(train)
