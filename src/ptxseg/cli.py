@@ -199,6 +199,36 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ptxseg.config import siim_layout, validate
+    from ptxseg.data.siim import check_data
+
+    start = time.monotonic()
+    with open(args.config, encoding="utf-8") as handle:
+        config = validate(yaml.safe_load(handle) or {})
+    if config["data"]["source"] == "demo":
+        print(
+            f"{args.config}: data.source is 'demo': the pipeline makes its own data; nothing to check"
+        )
+        return EXIT_OK
+    layout = siim_layout(config)  # a ConfigError (a ValueError) names the folder and the fix
+    print(layout.describe())
+    found = check_data(layout, config["data"]["stop_on_rejects"])
+    for note in found.notes[len(layout.notes) :]:
+        print(f"  note: {note}")
+    print("  " + ", ".join(f"{count} {what}" for what, count in found.counts.items()))
+    for problem in found.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    verdict = "ready to run" if not found.problems else f"{len(found.problems)} problem(s)"
+    print(
+        f"{args.config}: {verdict} ({time.monotonic() - start:.1f} s; pixel data is checked by "
+        "the index)"
+    )
+    return EXIT_OK if not found.problems else EXIT_SOME_FAILED
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -322,6 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("submission")
     validate.add_argument("--index", default=RESULTS.data("siim_index.csv"))
     validate.set_defaults(run=_validate)
+    check = commands.add_parser(
+        "check-data",
+        help="find the SIIM-ACR layout a config points at and check it, in seconds, before a run",
+        epilog=f"Exit status: {EXIT_OK} ready to run; {EXIT_SOME_FAILED} problems found (listed "
+        f"on stderr, each naming the file or folder and the fix); {EXIT_ERROR} the config or "
+        "its data.siim folders cannot be used (the message says why).",
+    )
+    check.add_argument("config", help="the config file, e.g. configs/full.yaml")
+    check.set_defaults(run=_check_data)
     args = parser.parse_args(argv)
     try:
         with _logging(getattr(args, "verbose", False)):

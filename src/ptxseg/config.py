@@ -12,6 +12,7 @@ import difflib
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import jsonschema
 import yaml
 
 from ptxseg import presets
-from ptxseg.layout import BASELINE, ROUND2, round1_arch, round2_name
+from ptxseg.data.layouts import LayoutError, SiimLayout, demo_layout, resolve
+from ptxseg.layout import BASELINE, RESULTS, ROUND2, round1_arch, round2_name
 from ptxseg.models.catalog import CATALOG, names
 from ptxseg.recipes import (
     lever_recipe,
@@ -184,20 +186,47 @@ def _check_consistency(config: dict) -> None:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     data = config.get("data", {})
     if data.get("source") == "files":
-        missing = [
-            f"data.{group}.{key}"
-            for group, keys in (
-                ("siim", ("train_dicom_dir", "train_rle_csv", "test_dicom_dir")),
-                ("nih", ("image_dir", "labels_csv")),
-            )
-            for key in keys
-            if not data.get(group, {}).get(key)
-        ]
+        siim, nih = data.get("siim", {}), data.get("nih", {})
+        missing = [f"data.nih.{key}" for key in ("image_dir", "labels_csv") if not nih.get(key)]
+        if not siim.get("root"):
+            missing += [
+                f"data.siim.{key}"
+                for key in ("train_dicom_dir", "train_rle_csv", "test_dicom_dir")
+                if not siim.get(key)
+            ]
         if missing:
             raise ConfigError(
                 "invalid config:\n  data.source is 'files' but these keys are empty: "
                 + ", ".join(missing)
+                + (
+                    " (data.siim.root, the SIIM-ACR folder as downloaded, names all three)"
+                    if any(key.startswith("data.siim.") for key in missing)
+                    else ""
+                )
             )
+
+
+def siim_layout(config: dict) -> SiimLayout:
+    """The SIIM-ACR layout of a validated config: the demo's, or the one found below
+    ``data.siim.root`` (its path keys in place of what they name). Reads folder listings and a
+    label file's header, no image: seconds, at DAG build. Raises ConfigError naming the folder or
+    file at fault and the fix."""
+    data = config["data"]
+    if data["source"] == "demo":
+        return demo_layout(RESULTS.demo("siim"))
+    try:
+        layout = resolve(data["siim"])
+    except LayoutError as error:
+        raise ConfigError(f"invalid SIIM-ACR data:\n  {error}") from None
+    sizes = {*config["repack"]["sizes"], config["classify"]["size"], config["segment"]["size"]}
+    larger = sorted(size for size in sizes if layout.mask_size and size > layout.mask_size)
+    if larger:  # allowed (a 256 px set trained at 512 is a choice), but worth knowing
+        note = (
+            f"the images and masks come at {layout.mask_size} px: the repacks at "
+            f"{', '.join(map(str, larger))} px enlarge them, adding no detail"
+        )
+        layout = replace(layout, notes=(*layout.notes, note))
+    return layout
 
 
 def _check_models(config: dict) -> list[str]:

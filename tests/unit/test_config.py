@@ -323,3 +323,38 @@ def test_the_searches_name_a_segmenter_and_a_fold_of_the_config():
     )
     assert "'augsearch.fold' is 2, but folds.n_folds is 2" in message
     assert "'scaling.fold' is 5, but folds.n_folds is 2" in message
+
+
+def _files(siim: dict) -> dict:
+    return {"data": {"source": "files", "siim": siim, "nih": {"image_dir": "n", "labels_csv": "c"}}}
+
+
+@pytest.mark.parametrize("root", ["/data/siim-acr", ["/data/kaggle", "/data/mirror"]])
+def test_data_siim_root_alone_names_the_siim_download(root):
+    validated = cfg.validate(_files({"root": root}), SCHEMA)
+    assert validated["data"]["siim"]["root"] == root
+    assert validated["data"]["siim"]["layout"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("siim", "message"),
+    [
+        ({}, "data.siim.train_dicom_dir, data.siim.train_rle_csv, data.siim.test_dicom_dir"),
+        ({"root": []}, "data.siim.root"),
+        ({"root": "x", "layout": "stage2"}, "data.siim.layout"),
+    ],
+)
+def test_data_siim_without_root_or_keys_is_refused(siim, message):
+    with pytest.raises(cfg.ConfigError, match=message):
+        cfg.validate(_files(siim), SCHEMA)
+
+
+def test_a_missing_root_is_a_config_error_naming_it(tmp_path):
+    config = cfg.validate(_files({"root": str(tmp_path / "nowhere")}), SCHEMA)
+    with pytest.raises(cfg.ConfigError, match=f"{tmp_path / 'nowhere'} is not a folder"):
+        cfg.siim_layout(config)
+
+
+def test_the_demo_layout_needs_no_folder():
+    layout = cfg.siim_layout(cfg.validate({}, SCHEMA))
+    assert layout.name == "mirror" and layout.labels.endswith("demo/siim/train-rle.csv")

@@ -57,7 +57,7 @@ rule ablation_search:
         stats=L.repack_stats("siim", config["segment"]["size"]),
         classify_stats=L.repack_stats("siim", config["classify"]["size"]),
         index=L.data("siim_index.csv"),
-        rle=siim_source()["rle"],
+        rle=SIIM_LABELS,
     output:
         ensemble=L.ablation_ensemble("{lever}", "ensemble.json"),
         scores=L.ablation_ensemble("{lever}", "scores.csv"),

@@ -46,6 +46,9 @@ N_FOLDS = config["folds"]["n_folds"]
 # Every segmenter by its results name: segment.archs, then their second rounds where planned.
 SEGMENTERS = segmenter_names(config)
 ROUND2_ARCHS = round2_archs(config)
+# The labels every stage after the index reads: one file in the release's dialect, whatever layout
+# the download came in (index_siim writes it).
+SIIM_LABELS = L.data("siim_labels.csv")
 NORMALISATION = {
     key: config["repack"][key]
     for key in ("normalisation", "clahe_clip_limit", "clahe_tile_grid")
@@ -53,19 +56,9 @@ NORMALISATION = {
 
 
 def siim_source():
-    """Paths of the SIIM train/test DICOM folders and label file: the demo's or the user's."""
-    if config["data"]["source"] == "demo":  # the outputs of rule demo_siim
-        return {
-            "train": rules.demo_siim.output.train,
-            "test": rules.demo_siim.output.test,
-            "rle": rules.demo_siim.output.rle,
-        }
-    siim = config["data"]["siim"]
-    return {
-        "train": siim["train_dicom_dir"],
-        "test": siim["test_dicom_dir"],
-        "rle": siim["train_rle_csv"],
-    }
+    """Every folder and file the SIIM index reads (SIIM_LAYOUT, found at DAG build): the demo's
+    or the user's download."""
+    return SIIM_LAYOUT.inputs()
 
 
 def nih_source():

@@ -71,7 +71,7 @@ rule ensemble:
         stats=L.repack_stats("siim", config["segment"]["size"]),
         classify_stats=L.repack_stats("siim", config["classify"]["size"]),
         index=L.data("siim_index.csv"),
-        rle=siim_source()["rle"],
+        rle=SIIM_LABELS,
     output:
         ensemble=L.ensemble("ensemble.json"),
         scores=L.ensemble("scores.csv"),

@@ -11,7 +11,7 @@ rule scaling_candidate:
         unpack(scaling_repack),
         folds=L.data("siim_folds.csv"),
         index=L.data("siim_index.csv"),
-        rle=siim_source()["rle"],
+        rle=SIIM_LABELS,
     output:
         row=L.scaling_candidate("{candidate}", "row.json"),
         model=model_file(L.scaling_dir("{candidate}"), BEST),
