@@ -457,6 +457,12 @@ def pseudo_label_bands():
     return {key: pseudo[key] for key in BAND_KEYS}
 
 
+def pseudo_label_numerics():
+    """pseudo_label_nih's `train` param: the training numerics with the pseudo-labelling's own TTA
+    (pseudo_labels.tta: the second round's training data, not train.tta's predictions)."""
+    return {**training_numerics(), "tta": config["pseudo_labels"]["tta"]}
+
+
 def round2_params():
     """The pseudo_labels keys the second round's training reads (the rest shape its inputs)."""
     pseudo = config["pseudo_labels"]

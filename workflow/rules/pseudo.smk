@@ -80,7 +80,7 @@ rule pseudo_label_nih:
         bands=pseudo_label_bands(),
         segment_size=config["segment"]["size"],
         classify_size=config["classify"]["size"],
-        train=config["train"],
+        train=pseudo_label_numerics(),
     script:
         "../scripts/pseudo_label_nih.py"
 
