@@ -127,7 +127,7 @@ def test_a_new_tta_reruns_the_predictions_and_downstream_and_no_training(finishe
 
 def test_a_new_pseudo_label_tta_relabels_and_trains_the_second_round_only(finished, tmp_path):
     archs = len(TINY["segment"]["archs"])
-    assert "tta" not in TINY["pseudo_labels"]  # the schema's default, [none, hflip]
+    assert TINY["pseudo_labels"]["tta"] != ["none"]
     assert planned(finished, tmp_path, pseudo_labels={"tta": ["none"]}) == {
         "pseudo_label_nih": N_FOLDS,
         "train_segmenter_round2": archs * N_FOLDS,

@@ -279,6 +279,10 @@ def test_tiny_run_trains_every_model_and_writes_oof(tiny_run):
             assert {"competition", "all_empty"} <= set(summary["members"][member])
         assert summary["tta"] == [["none", 1.0], ["hflip", 1.0]]
         assert "members" not in json.loads((seg / "summary.json").read_text())  # the training's
+        # The pseudo-labels take pseudo_labels.tta, not train.tta.
+        log = results / "logs" / "pseudo_label_nih" / f"fold{fold}.log"
+        assert "TTA passes (pseudo_labels.tta; " in log.read_text()
+        assert "[('none', 1.0), ('vflip', 1.0)]" in log.read_text()
         metrics = pd.read_csv(seg / "metrics.csv")
         assert {"epoch", "lr", "train_loss", "val_loss", "competition", "snapshot"} <= set(
             metrics.columns
