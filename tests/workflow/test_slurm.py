@@ -13,10 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from slurm_cluster import (
+    EFFICIENCY_REPORTS,
     Run,
     finish,
     local_rules,
     require_slurm,
+    slurm_required,
     snakemake_command,
     start,
     stop,
@@ -51,9 +53,8 @@ def test_every_rule_runs_as_a_slurm_job_and_the_submission_is_valid(slurm_run):
     index = read_index(results / "data" / "siim_index.csv")
     validate_submission(results / "submission.csv", index[index["split"] == "test"])
 
-    # Each job: "Job <n> has been submitted with SLURM jobid <id> (log: .../rule_<rule>/...)";
-    # the Snakefile's local rules run in Snakemake's process, no job of their own.
-    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", run.output)
+    # The Snakefile's local rules run in Snakemake's process, no job of their own.
+    submitted = single_submissions(run.output)
     local = local_rules() & set(run.expected)
     assert set(run.expected) >= set(GPU_RULES) | {"demo_siim", "submission"}
     assert {"submission", "report", "folds_siim"} <= local
@@ -106,6 +107,48 @@ def test_every_rule_runs_as_a_slurm_job_and_the_submission_is_valid(slurm_run):
         for log in (run.workdir / ".snakemake" / "slurm_logs" / f"rule_{rule}").rglob("*.log"):
             assert "SLURM_JOB_GPUS" in log.read_text(), f"{log}: no GPU allocated"
     print(f"SLURM run of the tiny DAG: {run.seconds:.0f} s, {len(sbatch)} jobs")
+
+
+def test_the_plugins_efficiency_report_has_a_row_per_job(slurm_run):
+    """--slurm-efficiency-report (asked for where sacct answers, as in CI): the plugin's CSV has
+    one row per job it submitted singly, with its rule and CPU and memory efficiency."""
+    run = slurm_run
+    assert run.returncode == 0, f"snakemake failed:\n{run.output[-6000:]}"
+    if run.no_accounting:
+        message = f"no SLURM accounting ({run.no_accounting}), so no efficiency report"
+        if slurm_required():
+            pytest.fail(f"PTXSEG_SLURM=1: {message}; .ci/slurm/start.sh sets up slurmdbd")
+        pytest.skip(message)
+    run_id = re.search(r"SLURM run ID: (\S+)", run.output)[1]
+    folder = run.workdir / EFFICIENCY_REPORTS
+    reports = list(folder.glob("*.csv"))
+    assert reports == [folder / f"efficiency_report_{run_id}.csv"], (
+        f"{reports}; snakemake said:\n{run.output[-3000:]}"
+    )
+    report = pd.read_csv(reports[0], dtype={"JobID": str, "RuleName": str})
+    # The plugin keeps each job's srun step (its `batch` step dropped). An array task runs
+    # without srun (snakemake-executor-plugin-slurm-jobstep), so it has no row: the report
+    # covers the singly submitted jobs, one row each.
+    rules = {
+        job_id: re.search(r"/rule_(\w+)/", log)[1] for job_id, log in single_submissions(run.output)
+    }
+    job_ids = report["JobID"].str.split(".").str[0]
+    assert sorted(job_ids) == sorted(rules), report[["JobID", "JobName"]]
+    for job_id, rule_name in zip(job_ids, report["RuleName"], strict=True):
+        assert rule_name.startswith(f"rule_{rules[job_id]}"), (job_id, rule_name)
+    efficiency = report[["CPU Efficiency (%)", "Memory Usage (%)"]]
+    assert efficiency.notna().all().all() and (efficiency >= 0).all().all(), efficiency
+    # Every job runs Python, so it used CPU time, and it asked for memory (the config's mem_mb);
+    # the seconds-long ones may end before the first memory sample (every 2 s in CI).
+    assert (report["CPU Efficiency (%)"] > 0).all(), report
+    assert (report["RequestedMem_MB"] > 0).all(), report
+    assert (report["Memory Usage (%)"] > 0).any(), report
+
+
+def single_submissions(output: str) -> list[tuple[str, str]]:
+    """(SLURM job id, log path) of each job the plugin submitted on its own (not in an array):
+    "Job <n> has been submitted with SLURM jobid <id> (log: .../rule_<rule>/...)"."""
+    return re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
 
 
 def array_submissions(output: str) -> list[tuple[str, int]]:
