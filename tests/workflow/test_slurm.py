@@ -109,9 +109,9 @@ def test_every_rule_runs_as_a_slurm_job_and_the_submission_is_valid(slurm_run):
     print(f"SLURM run of the tiny DAG: {run.seconds:.0f} s, {len(sbatch)} jobs")
 
 
-def test_the_plugins_efficiency_report_has_a_row_per_job(slurm_run):
+def test_the_plugins_efficiency_report_has_a_row_per_job_step(slurm_run):
     """--slurm-efficiency-report (asked for where sacct answers, as in CI): the plugin's CSV has
-    one row per job it submitted singly, with its rule and CPU and memory efficiency."""
+    one row per job step, with its rule and CPU and memory efficiency."""
     run = slurm_run
     assert run.returncode == 0, f"snakemake failed:\n{run.output[-6000:]}"
     if run.no_accounting:
@@ -126,16 +126,24 @@ def test_the_plugins_efficiency_report_has_a_row_per_job(slurm_run):
         f"{reports}; snakemake said:\n{run.output[-3000:]}"
     )
     report = pd.read_csv(reports[0], dtype={"JobID": str, "RuleName": str})
-    # The plugin keeps each job's srun step (its `batch` step dropped). An array task runs
-    # without srun (snakemake-executor-plugin-slurm-jobstep), so it has no row: the report
-    # covers the singly submitted jobs, one row each.
-    rules = {
-        job_id: re.search(r"/rule_(\w+)/", log)[1] for job_id, log in single_submissions(run.output)
+    # The plugin keeps the jobs' srun steps (<job>.0; the `batch` steps dropped): one per job
+    # submitted on its own, and one per array task but the first, which runs its command in the
+    # batch step, without srun (snakemake-executor-plugin-slurm-jobstep 0.6), so has no row.
+    expected = {
+        job_id: "rule_" + re.search(r"/rule_(\w+)/", log)[1]
+        for job_id, log in single_submissions(run.output)
     }
+    tasks = re.findall(r"Registered array job task: external_jobid=(\d+)_(\d+)", run.output)
+    first_task = {job: min(int(t) for j, t in tasks if j == job) for job, _ in tasks}
+    array_rules = tuple(f"rule_{rule}" for rule in profile_setting("slurm-array-jobs").split(","))
+    for job, task in tasks:
+        if int(task) != first_task[job]:
+            expected[f"{job}_{task}"] = array_rules
+    assert first_task, "no array job: the profile's array rules did not run as arrays"
     job_ids = report["JobID"].str.split(".").str[0]
-    assert sorted(job_ids) == sorted(rules), report[["JobID", "JobName"]]
+    assert sorted(job_ids) == sorted(expected), report[["JobID", "RuleName"]]
     for job_id, rule_name in zip(job_ids, report["RuleName"], strict=True):
-        assert rule_name.startswith(f"rule_{rules[job_id]}"), (job_id, rule_name)
+        assert rule_name.startswith(expected[job_id]), (job_id, rule_name)
     efficiency = report[["CPU Efficiency (%)", "Memory Usage (%)"]]
     assert efficiency.notna().all().all() and (efficiency >= 0).all().all(), efficiency
     # Every job runs Python, so it used CPU time, and it asked for memory (the config's mem_mb);
