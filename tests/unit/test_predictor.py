@@ -370,18 +370,20 @@ def copy_export(folder: Path, tmp_path: Path) -> Path:
 
 
 def test_a_damaged_export_names_the_file(exported, tmp_path):
+    """A model file is checked when first read, with the first batch: before any prediction."""
     folder, manifest, _ = exported
     copy = copy_export(folder, tmp_path)
     name = manifest["models"][1]["file"]
     (copy / name).write_bytes((copy / name).read_bytes()[:-100])
+    image = np.full((30, 30), 80, np.uint8)
     with pytest.raises(ExportError, match=rf"{name}: sha256 \w+ differs from manifest.json's"):
-        Predictor.from_export(copy)
+        Predictor.from_export(copy).predict(image)
     # Damaged and the manifest's digest made to match: onnxruntime refuses it, named.
     edited = json.loads((copy / MANIFEST).read_text())
     edited["models"][1]["sha256"] = sha256(copy / name)
     (copy / MANIFEST).write_text(json.dumps(edited))
     with pytest.raises(ExportError, match=rf"{name}: onnxruntime cannot load it"):
-        Predictor.from_export(copy)
+        Predictor.from_export(copy).predict(image)
     (copy / name).unlink()
     with pytest.raises(ExportError, match=rf"{name}: model file missing from the export"):
         Predictor.from_export(copy)
