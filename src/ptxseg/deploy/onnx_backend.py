@@ -106,10 +106,15 @@ class OnnxBackend:
         keep = budget if providers == ["CPUExecutionProvider"] else None
         return cls(spec, Resident(sizes, load, keep))
 
-    def outputs(self, keys: list[ModelKey], images: np.ndarray) -> Iterator[ModelOutput]:
+    def outputs(
+        self, keys: list[ModelKey], batches: list[np.ndarray]
+    ) -> Iterator[list[ModelOutput]]:
         for key in keys:
             session = self.sessions[key]
-            arrays = session.run(None, {INPUT_NAME: images})
             names = [o.name for o in session.get_outputs()]
+            outputs = [
+                ModelOutput.from_named(names, session.run(None, {INPUT_NAME: images}))
+                for images in batches
+            ]
             del session  # one not kept is freed before the next is made
-            yield ModelOutput.from_named(names, arrays)
+            yield outputs

@@ -16,9 +16,10 @@ from typing import Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
-# The default budget for the weights kept loaded: with the libraries, one model loaded beside
-# them and a batch's activations, the demo ensemble's prediction peaks under 3 GiB.
-BUDGET = 3 << 29  # 1.5 GiB
+# The default budget for the weights kept loaded: with the libraries (about 0.9 GiB with torch),
+# one model loaded beside them and a round's activations, the demo ensemble's prediction peaks
+# under 3 GiB.
+BUDGET = 1 << 30
 
 
 class Resident(Mapping[K, V], Generic[K, V]):

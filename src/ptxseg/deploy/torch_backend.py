@@ -68,10 +68,15 @@ class TorchBackend:
         return cls(Resident(sizes, load, keep), torch_device)
 
     @torch.inference_mode()
-    def outputs(self, keys: list[ModelKey], images: np.ndarray) -> Iterator[ModelOutput]:
-        batch = torch.from_numpy(images).to(self.device)
+    def outputs(
+        self, keys: list[ModelKey], batches: list[np.ndarray]
+    ) -> Iterator[list[ModelOutput]]:
+        inputs = [torch.from_numpy(images).to(self.device) for images in batches]
         for key in keys:
             module = self.modules[key]
-            arrays = [a.float().cpu().numpy() for a in module(batch)]
+            outputs = []
+            for batch in inputs:
+                arrays = [a.float().cpu().numpy() for a in module(batch)]
+                outputs.append(ModelOutput.from_named(output_names(key.stage, len(arrays)), arrays))
             del module  # one not kept is freed before the next loads
-            yield ModelOutput.from_named(output_names(key.stage, len(arrays)), arrays)
+            yield outputs

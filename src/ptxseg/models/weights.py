@@ -191,8 +191,8 @@ def load_state(model: nn.Module, state: StateDict, path: str | os.PathLike) -> N
     """Give ``model``, built on torch's meta device (no memory, no initialisation), the tensors of
     ``state``, a checkpoint of exactly this model: every key and shape must fit (a CheckpointError
     names those that do not). The tensors are taken as they are (``assign``: no copy; a
-    memory-mapped file's pages are read as the model runs), except where their layout or dtype
-    differs from the model's own, which are copied into it, as ``load_state_dict`` would: the
+    memory-mapped file's pages are read as the model runs), unless one's layout or dtype differs
+    from the model's own: then all are copied into the model's, as ``load_state_dict`` would. The
     outputs are those of a model built, initialised and loaded, bit for bit."""
     state = _strip_wrapper_prefix(state, model.state_dict())
     own = model.state_dict()
@@ -204,14 +204,18 @@ def load_state(model: nn.Module, state: StateDict, path: str | os.PathLike) -> N
             f"checkpoint {path} does not fit the model: missing keys {_names(missing)}; "
             f"unexpected keys {_names(unexpected)}; shapes differ for {_names(wrong)}"
         )
-    fitted = {}
-    for key, mine in own.items():
-        value = state[key]
-        if value.dtype != mine.dtype or value.stride() != mine.stride():
-            # Saved channels-last or in another precision: copied into the model's own layout,
-            # as load_state_dict copies, since a layout changes a convolution's float sums.
-            value = torch.empty_strided(mine.shape, mine.stride(), dtype=mine.dtype).copy_(value)
-        fitted[key] = value
+    fits = all(
+        state[k].dtype == v.dtype and state[k].stride() == v.stride() for k, v in own.items()
+    )
+    if not fits:
+        # Saved channels-last or in another precision: copied into the model's own layout, as
+        # load_state_dict copies, since a layout changes a convolution's float sums. All of them:
+        # one tensor left in a memory-mapped file keeps the whole file mapped, copied pages too.
+        state = {
+            k: torch.empty_strided(v.shape, v.stride(), dtype=v.dtype).copy_(state[k])
+            for k, v in own.items()
+        }
+    fitted = {k: state[k] for k in own}
     model.load_state_dict(fitted, strict=True, assign=True)
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if left:  # a buffer outside the state dict: only a real build would give it a value
