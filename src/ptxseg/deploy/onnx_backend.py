@@ -4,7 +4,6 @@ a memory budget (`Resident`). Imports no torch."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from ptxseg.deploy.manifest import (
     MANIFEST,
     ExportError,
     read_manifest,
+    sha256,
 )
 from ptxseg.deploy.resident import BUDGET, Resident
 
@@ -41,17 +41,14 @@ def model_file(folder: Path, entry: dict[str, Any]) -> Path:
     return path
 
 
-def checked_bytes(path: Path, entry: dict[str, Any]) -> bytes:
-    """The bytes of ``path``, as the export wrote them (its sha256 in the manifest): read once,
-    for the check and for onnxruntime alike."""
-    data = path.read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
+def check_file(path: Path, entry: dict[str, Any]) -> None:
+    """``path`` as the export wrote it (its sha256 in the manifest)."""
+    actual = sha256(path)
     if actual != entry.get("sha256"):
         raise ExportError(
             f"{path}: sha256 {actual} differs from {MANIFEST}'s {entry.get('sha256')}: the file "
             "is damaged or was replaced after the export; export again"
         )
-    return data
 
 
 class OnnxBackend:
@@ -68,7 +65,8 @@ class OnnxBackend:
         budget: int | None = BUDGET,
     ) -> OnnxBackend:
         """The export's sessions, each made when first used; on the CPU, those beyond ``budget``
-        bytes of model files are made again at each use (None: all kept)."""
+        bytes (a session counted as twice its file) are made again at each use (None: all
+        kept)."""
         import onnxruntime as ort
 
         folder = Path(folder)
@@ -92,17 +90,17 @@ class OnnxBackend:
 
         def load(key: ModelKey) -> Any:
             path = files[key]
-            if key in checked:  # its bytes were checked when first read
-                data = path.read_bytes()
-            else:
-                data = checked_bytes(path, entries[key])
+            if key not in checked:  # checked when first read, not at every round
+                check_file(path, entries[key])
                 checked.add(key)
             try:
-                return ort.InferenceSession(data, options, providers=providers)
+                # From the path, not its bytes: a copy of the file less at the peak.
+                return ort.InferenceSession(str(path), options, providers=providers)
             except Exception as error:  # onnxruntime raises its own types for a bad file
                 raise ExportError(f"{path}: onnxruntime cannot load it ({error})") from error
 
-        sizes = {key: path.stat().st_size for key, path in files.items()}
+        # A session holds its weights about twice (the graph's and onnxruntime's folded ones).
+        sizes = {key: 2 * path.stat().st_size for key, path in files.items()}
         keep = budget if providers == ["CPUExecutionProvider"] else None
         return cls(spec, Resident(sizes, load, keep))
 
