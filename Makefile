@@ -5,8 +5,8 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-# PyTorch first and pinned: a bare `pip install torch` may pull a newer CUDA build of several GB.
-TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# Every package at the exact version and hash of requirements.lock (README "Pinned environment").
+LOCK := requirements.lock
 CORES ?= all
 PYTEST_ARGS ?=
 # Two test workers: much of the workflow tests' time is Snakemake start-up and SLURM polling.
@@ -19,13 +19,13 @@ TEST_WORKERS ?= 2
 export NO_ALBUMENTATIONS_UPDATE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install demo test lint format bench bench-scale clean
+.PHONY: install demo test lint format bench bench-scale clean lock
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install $(TORCH_SPEC)
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --require-hashes -r $(LOCK)
+	# The package itself, its dependencies already there; setuptools (its build backend) is in the lock.
+	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(BIN)/.installed
@@ -61,6 +61,17 @@ SCALE_WORKDIR ?= $(or $(TMPDIR),/tmp)
 
 bench-scale: install
 	$(BIN)/python benchmarks/bench_scale.py --images $(SCALE_IMAGES) --workdir $(SCALE_WORKDIR)
+
+# Upgrading the pinned environment: newest releases under envs/constraints.txt (PyTorch's pin), for
+# Python 3.11 on every platform, with hashes; envs/ptxseg.yaml follows. Then `make test`, and commit.
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" -c envs/constraints.txt
+
+lock: install
+	$(BIN)/python -m pip install -q uv
+	$(UV_COMPILE) --upgrade -o envs/runtime.lock
+	$(UV_COMPILE) --extra dev -c envs/runtime.lock -o $(LOCK)
+	$(BIN)/python envs/conda_env.py envs/runtime.lock > envs/ptxseg.yaml
 
 clean:
 	rm -rf results .snakemake

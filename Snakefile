@@ -1,11 +1,12 @@
 # ptxseg: pneumothorax classification + segmentation cascade on chest X-rays (SIIM-ACR 2019).
 # Rules hold paths, parameters and resources; all logic lives in the ptxseg package.
 import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version
 
-from ptxseg.config import load_schema, validate
+from ptxseg.config import load_schema, siim_layout, validate
 
 # Snakemake 9: the executor plugins, storage of params for rerun triggers and `workflow` attributes
 # used below.
@@ -28,6 +29,11 @@ if not workflow.overwrite_configfiles:
 
 # Validated once at DAG build: unknown keys and wrong types stop here, naming the key.
 config.update(validate(config, load_schema()))
+# The SIIM-ACR layout, found at DAG build from folder and file names (seconds, no image read): a
+# download the index could not read stops here, naming the folder and the fix.
+SIIM_LAYOUT = siim_layout(config)
+if config["data"]["source"] == "files":
+    print(SIIM_LAYOUT.describe(), file=sys.stderr)
 
 
 include: "workflow/rules/common.smk"

@@ -314,9 +314,14 @@ def write_model_outputs(
     for k, job in enumerate(jobs):
         rng = np.random.default_rng([seed, k])
         mine = {p: kind for p, kind in kinds.items() if drawn[p] is job}
-        for kind in ("segment OOF maps", "segment test maps"):
-            if paths := [p for p, d in mine.items() if d.kind == kind]:
-                map_jobs.append(_map_job(workdir, kind, paths, mine[paths[0]], truth, seed, k))
+        # A prediction job's OOF maps are every fold's: one map job per fold (its images).
+        oof_folds = sorted({d.fold for d in mine.values() if d.kind == "segment OOF maps"})
+        groups = [("segment OOF maps", fold) for fold in oof_folds] + [("segment test maps", None)]
+        for g, (kind, fold) in enumerate(groups):
+            paths = [p for p, d in mine.items() if d.kind == kind and fold in (None, d.fold)]
+            if paths:
+                at = k * 100 + g  # each group its own seed
+                map_jobs.append(_map_job(workdir, kind, paths, mine[paths[0]], truth, seed, at))
         for path, what in mine.items():
             if "maps" not in what.kind:
                 target = workdir / path
@@ -355,9 +360,11 @@ def _probabilities(labels, members: list[str], rng: np.random.Generator) -> dict
     return {m: 1 / (1 + np.exp(-(shared + rng.normal(0, 0.3, len(labels))))) for m in members}
 
 
-def _members_of(job, member_of) -> list[str]:
-    """The members of a job's outputs of one kind (model files, OOF maps), in its order."""
-    return [m for p in job.output if (m := member_of(p)) is not None]
+def _members_of(paths, member_of, fold: int) -> list[str]:
+    """The members of one fold's files of one kind among ``paths`` (a job's model files or OOF
+    maps; a prediction job has every fold's), in their order, each once."""
+    members = (m for p in paths if (m := member_of(p)) is not None and _fold_in(p) == fold)
+    return list(dict.fromkeys(members))
 
 
 def _has_head(config: dict, name: str) -> bool:
@@ -373,7 +380,7 @@ def _draw_oof_ids(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> N
     """A segmenter fold's OOF image order, with each member's head probability where it has one."""
     table = truth.held_out(what.fold).copy()
     if _has_head(config, what.name):
-        members = _members_of(job, oof_maps_member)
+        members = _members_of(job.output, oof_maps_member, what.fold)
         for member, p in _probabilities(table["has_pneumothorax"], members, rng).items():
             table[probability_column(member)] = p
     atomic.write_csv(path, table)
@@ -381,7 +388,7 @@ def _draw_oof_ids(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> N
 
 def _draw_classifier_oof(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> None:
     table = truth.held_out(what.fold).copy()
-    members = _members_of(job, model_member)
+    members = _members_of(job.input, model_member, what.fold)  # the kept models it predicts
     for member, p in _probabilities(table["has_pneumothorax"], members, rng).items():
         table[probability_column(member)] = p
     atomic.write_csv(path, table)
@@ -391,7 +398,7 @@ def _draw_test_ids(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> 
     """A segmenter's test image order, with each fold's head probability where it has one."""
     table = pd.DataFrame({"image_id": truth.test_ids})
     if _has_head(config, what.name):
-        for fold in sorted(f for p in job.output if (f := _fold_in(p)) is not None):
+        for fold in sorted({f for p in job.output if (f := _fold_in(p)) is not None}):
             table[fold_name(fold)] = rng.random(len(table))
     atomic.write_csv(path, table)
 
@@ -423,7 +430,6 @@ def _draw_summary(path: Path, what: Drawn, job, config, truth: _Truth, rng) -> N
             size=truth.size,
             images_held_out=len(truth.held_out(what.fold)),
             epochs=sum(s["epochs"] for s in recipe["stages"]) or recipe["epochs"],
-            members={m: {"competition": 0.8} for m in _members_of(job, oof_maps_member)},
             stages=[
                 {"size": s["size"], "epochs": s["epochs"], "freeze_encoder_epochs": 0}
                 for s in recipe["stages"]

@@ -4,6 +4,8 @@
 that a failure. `whole_tiny_dag` runs the whole DAG once per test run, shared between the xdist
 workers: tests/workflow/test_slurm.py checks how it ran, and where PTXSEG_SLURM=1 the workflow
 tests check its results too (the `tiny_run` fixture), so CI runs the tiny DAG once, not twice.
+Where the cluster has accounting (`sacct` answers; CI's has), that run also makes the SLURM
+plugin's efficiency report, into EFFICIENCY_REPORTS in its workdir.
 The jobs run on this machine's file system with this Python: sbatch exports the environment.
 """
 
@@ -26,6 +28,7 @@ import yaml
 from dag import ROOT, built_once, job_counts
 
 PROFILE = ROOT / "profiles" / "slurm"
+EFFICIENCY_REPORTS = "slurm-efficiency"  # --slurm-efficiency-report-path, in the run's workdir
 
 
 def slurm_required() -> bool:
@@ -47,6 +50,20 @@ def slurm_problem() -> str | None:
     states = [state.rstrip("*~#$@+!%") for state in result.stdout.split()]
     if not {"idle", "mixed", "allocated", "completing"} & set(states):
         return f"no node takes jobs (node states: {states or 'none'})"
+    return None
+
+
+def accounting_problem() -> str | None:
+    """Why `sacct` cannot answer here, or None where it does. Without slurmdbd it fails, or
+    waits for the database without end: hence the timeout."""
+    try:
+        result = subprocess.run(["sacct", "-n", "-X"], capture_output=True, text=True, timeout=10)
+    except FileNotFoundError:
+        return "sacct is not on PATH"
+    except subprocess.TimeoutExpired:
+        return "sacct did not answer within 10 s"
+    if result.returncode != 0:
+        return f"sacct failed: {result.stderr.strip()}"
     return None
 
 
@@ -140,6 +157,7 @@ class Run:
     output: str
     expected: dict[str, int]  # rule -> jobs, from the dry run
     seconds: float
+    no_accounting: str | None  # why no efficiency report was asked for; None: it was
 
 
 def whole_tiny_dag(tmp_path_factory) -> Run:
@@ -151,6 +169,16 @@ def whole_tiny_dag(tmp_path_factory) -> Run:
 
     def build(workdir: Path) -> None:
         config = write_config(workdir / "tiny-gpu.yaml")
+        # The plugin reads its efficiency report from sacct when the run ends: asked for only
+        # where accounting answers (the plugin's sacct call has no timeout of its own).
+        no_accounting = accounting_problem()
+        report = []
+        if no_accounting is None:
+            report = [
+                "--slurm-efficiency-report",
+                "--slurm-efficiency-report-path",
+                workdir / EFFICIENCY_REPORTS,
+            ]
         dry = subprocess.run(
             [*snakemake_command(workdir, config), "-n"],
             stdout=subprocess.PIPE,
@@ -164,10 +192,13 @@ def whole_tiny_dag(tmp_path_factory) -> Run:
         if dry.returncode == 0:
             log = workdir / "snakemake.log"
             started = time.monotonic()
-            returncode = finish(start(snakemake_command(workdir, config), log), log, timeout=1500)
+            command = snakemake_command(workdir, config, *report)
+            returncode = finish(start(command, log), log, timeout=1500)
             seconds = time.monotonic() - started
         (workdir / "outcome.json").write_text(
-            json.dumps({"returncode": returncode, "seconds": seconds})
+            json.dumps(
+                {"returncode": returncode, "seconds": seconds, "no_accounting": no_accounting}
+            )
         )
 
     workdir = built_once(tmp_path_factory, "slurm_run", build)
@@ -180,6 +211,7 @@ def whole_tiny_dag(tmp_path_factory) -> Run:
         log.read_text() if log.exists() else dry_run,
         job_counts(dry_run) if "Job stats:" in dry_run else {},
         outcome["seconds"],
+        outcome["no_accounting"],
     )
 
 

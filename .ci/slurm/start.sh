@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Start a one-node SLURM cluster on this machine for the CI tests of profiles/slurm:
-# munged, slurmctld and slurmd run as root in the background, their PIDs in $STATE/pids
-# (stop.sh ends exactly those). Idempotent: a daemon whose recorded PID still runs is kept.
+# munged, mariadbd, slurmdbd, slurmctld and slurmd run as root in the background, their PIDs in
+# $STATE/pids (stop.sh ends exactly those). Idempotent: a daemon whose recorded PID still runs is
+# kept. The cluster has accounting (slurmdbd on a MariaDB database whose files and socket live in
+# $STATE), so `sacct` answers and the SLURM plugin's efficiency report can be checked.
 #
 # Environment: PTXSEG_SLURM_STATE (state folder, default /tmp/ptxseg-slurm), PTXSEG_SLURM_GPUS
 # (fake GPUs on the node, default 2: two GPU jobs at once), PTXSEG_SLURM_PARTITION (default debug),
 # PTXSEG_SLURM_GPU_PARTITION (default gpu): the node is in both, as profiles/slurm/partitions.yaml says.
+# PTXSEG_SLURM_DB_PORT (MariaDB's TCP port on 127.0.0.1, default 3307: not a system MySQL's 3306).
 set -euo pipefail
 
 STATE=${PTXSEG_SLURM_STATE:-/tmp/ptxseg-slurm}
 GPUS=${PTXSEG_SLURM_GPUS:-2}
 PARTITION=${PTXSEG_SLURM_PARTITION:-debug}
 GPU_PARTITION=${PTXSEG_SLURM_GPU_PARTITION:-gpu}
+DB_PORT=${PTXSEG_SLURM_DB_PORT:-3307}
+CLUSTER=ptxseg-ci
+DB_DIR=$STATE/mysql
+DB_SOCKET=$STATE/run/mysqld.sock
 PIDS=$STATE/pids
 LOGS=$STATE/log
 HOST=$(hostname -s)
@@ -27,6 +34,13 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
   || ! command -v munged >/dev/null || ! command -v sinfo >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+fi
+# Accounting: slurmdbd and its database. Debian's postinst may start a system MariaDB (where
+# services can start); ours is a separate one, on its own port and data folder.
+if ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null \
+  || ! command -v mariadb-install-db >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmdbd mariadb-server >/dev/null
 fi
 
 mkdir -p "$PIDS" "$LOGS" "$STATE/spool/ctld" "$STATE/spool/slurmd" "$STATE/run"
@@ -81,7 +95,7 @@ if ! alive slurmctld; then
   fi
   cat >/etc/slurm/slurm.conf <<CONF
 $MARKER
-ClusterName=ptxseg-ci
+ClusterName=$CLUSTER
 SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
@@ -92,11 +106,18 @@ SlurmctldPidFile=$STATE/run/slurmctld.pid
 SlurmdPidFile=$STATE/run/slurmd.pid
 SlurmctldLogFile=$LOGS/slurmctld.log
 SlurmdLogFile=$LOGS/slurmd.log
-# No cgroups, no accounting: only squeue answers job states (profiles use squeue).
+# No cgroups: processes are tracked and measured from /proc (jobacct_gather/linux, sampled
+# every 2 s so that jobs of seconds get a MaxRSS), their figures stored through slurmdbd, which
+# sacct reads. Profiles still ask squeue for job states: sacct may be missing on a user's cluster.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=2
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+# sacct shows each job's --comment, where the SLURM plugin puts the rule (its efficiency report's
+# RuleName column; without this flag the report drops the column with a warning).
+AccountingStoreFlags=job_comment
 JobCompType=jobcomp/none
 MpiDefault=none
 SchedulerType=sched/backfill
@@ -147,7 +168,75 @@ wait_for 20 sh -c 'munge -n </dev/null | unmunge' || {
   exit 1
 }
 
-# 4. slurmctld (-c: clear state left by an earlier cluster), then slurmd.
+# 4. Accounting: MariaDB (data folder and socket in $STATE; TCP on 127.0.0.1:$DB_PORT for
+# slurmdbd), the database and its user, then slurmdbd, then the cluster, an account and root in
+# it: slurmctld registers with slurmdbd when it starts, so all this comes before it.
+sql() { timeout 30 mariadb --no-defaults --socket="$DB_SOCKET" -uroot "$@"; }
+if [[ ! -d $DB_DIR/mysql ]]; then
+  rm -rf "$DB_DIR"  # a half-made folder from an interrupted start
+  mariadb-install-db --no-defaults --datadir="$DB_DIR" --user=root --skip-test-db \
+    --auth-root-authentication-method=socket >>"$LOGS/mariadb-install-db.out" 2>&1 || {
+    echo "start.sh: mariadb-install-db failed; see $LOGS/mariadb-install-db.out" >&2
+    exit 1
+  }
+fi
+start_daemon mariadbd mariadbd --no-defaults --user=root --datadir="$DB_DIR" \
+  --socket="$DB_SOCKET" --pid-file="$STATE/run/mariadbd.pid" --bind-address=127.0.0.1 \
+  --port="$DB_PORT" --skip-name-resolve --log-error="$LOGS/mariadbd.log" \
+  --innodb-buffer-pool-size=64M --innodb-lock-wait-timeout=900
+wait_for 60 timeout 5 mariadb-admin --no-defaults --socket="$DB_SOCKET" -uroot ping || {
+  echo "start.sh: MariaDB does not answer; see $LOGS/mariadbd.log" >&2
+  exit 1
+}
+password_file=$STATE/slurmdbd.password
+if [[ ! -s $password_file ]]; then
+  (umask 077 && head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$password_file")
+fi
+password=$(<"$password_file")
+sql <<SQL
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$password';
+ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$password';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+SQL
+if ! alive slurmdbd; then
+  # Read by slurmdbd only: mode 600, owned by its SlurmUser (root), since it holds the password.
+  (umask 077 && cat >/etc/slurm/slurmdbd.conf <<CONF
+$MARKER
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+SlurmUser=root
+PidFile=$STATE/run/slurmdbd.pid
+LogFile=$LOGS/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$password
+StorageLoc=slurm_acct_db
+CONF
+  )
+  chown root:root /etc/slurm/slurmdbd.conf
+  chmod 600 /etc/slurm/slurmdbd.conf
+fi
+start_daemon slurmdbd slurmdbd -D
+wait_for 60 timeout 5 sacctmgr -n list cluster || {
+  echo "start.sh: slurmdbd does not answer; see $LOGS/slurmdbd.log" >&2
+  exit 1
+}
+# sacctmgr -i: no confirmation; each added only when missing, so a second start changes nothing.
+if [[ -z $(timeout 10 sacctmgr -n -P list cluster "$CLUSTER" format=cluster) ]]; then
+  timeout 30 sacctmgr -i add cluster "$CLUSTER"
+fi
+if [[ -z $(timeout 10 sacctmgr -n -P list account ptxseg format=account) ]]; then
+  timeout 30 sacctmgr -i add account ptxseg cluster="$CLUSTER" description="ptxseg CI"
+fi
+if [[ -z $(timeout 10 sacctmgr -n -P list assoc cluster="$CLUSTER" account=ptxseg user=root format=user) ]]; then
+  timeout 30 sacctmgr -i add user root account=ptxseg cluster="$CLUSTER"
+fi
+
+# 5. slurmctld (-c: clear state left by an earlier cluster), then slurmd.
 if alive slurmctld; then
   echo "slurmctld already running (pid $(<"$PIDS/slurmctld.pid"))"
 else
@@ -159,7 +248,7 @@ wait_for 30 sh -c 'scontrol ping | grep -q UP' || {
 }
 start_daemon slurmd slurmd -D
 
-# 5. Wait for the node: idle (or busy with jobs); a drained or down node is resumed.
+# 6. Wait for the node: idle (or busy with jobs); a drained or down node is resumed.
 node_ready() {
   local state
   state=$(sinfo -h -n "$HOST" -o %T 2>/dev/null | head -n 1)
@@ -174,4 +263,9 @@ if ! wait_for 60 node_ready; then
   tail -n 20 "$LOGS/slurmctld.log" "$LOGS/slurmd.log" >&2 || true
   exit 1
 fi
+# 7. Accounting answers (sacct waits for slurmdbd without end where it does not: a timeout).
+timeout 20 sacct -n -X >/dev/null || {
+  echo "start.sh: sacct does not answer; see $LOGS/slurmdbd.log" >&2
+  exit 1
+}
 sinfo

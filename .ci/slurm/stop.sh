@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop the cluster started by start.sh: cancel its jobs, then end exactly the recorded PIDs
-# (SIGTERM, up to 15 s, then SIGKILL) and remove their PID files. Config files stay.
+# (SIGTERM, up to 15 s, then SIGKILL) and remove their PID files. Config files and the accounting
+# database (in $STATE/mysql) stay.
 set -euo pipefail
 
 STATE=${PTXSEG_SLURM_STATE:-/tmp/ptxseg-slurm}
@@ -20,7 +21,7 @@ recorded_pid() {
 if [[ -n $(recorded_pid slurmctld) ]] && command -v scancel >/dev/null; then
   scancel --user="$(id -un)" 2>/dev/null || true
   for _ in $(seq 1 20); do
-    [[ -z $(squeue -h 2>/dev/null) ]] && break
+    [[ -z $(timeout 10 squeue -h 2>/dev/null) ]] && break
     sleep 0.5
   done
 fi
@@ -30,7 +31,8 @@ running() {
   [[ -r /proc/$1/stat ]] && [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]
 }
 
-for name in slurmd slurmctld munged; do
+# slurmdbd before its database, munged last: the others authenticate through it.
+for name in slurmd slurmctld slurmdbd mariadbd munged; do
   pid=$(recorded_pid "$name")
   if [[ -n $pid ]]; then
     kill "$pid" 2>/dev/null || true

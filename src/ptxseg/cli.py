@@ -2,7 +2,7 @@
 
 ptxseg predict IMAGE_OR_FOLDER... [--results results | --model DIR] [--out predictions]
                [--resume | --overwrite] [--strict] [--device auto] [--batch-size 8] [--quiet]
-               [--dicom-out DIR [--dicom-probability]]
+               [--verbose] [--fill] [--dicom-out DIR [--dicom-probability]]
 ptxseg export [--results results] --out DIR
 ptxseg validate SUBMISSION [--index results/data/siim_index.csv]
 ptxseg --version
@@ -11,10 +11,12 @@ ptxseg --version
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ptxseg import __version__
@@ -29,6 +31,61 @@ EXIT_SOME_FAILED = 3  # the readable inputs predicted, some inputs skipped (list
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); the finished rows are kept
 
 
+@contextlib.contextmanager
+def _logging(verbose: bool) -> Iterator[None]:
+    """Stderr for the command's duration: by default one line a stage (this command's and the
+    deploy package's INFO lines, everyone's warnings); ``verbose`` adds every library's INFO lines
+    (checkpoints, highdicom) and ptxseg's DEBUG lines (one an image). Undone at the end, as
+    `main` may be called more than once in a process (tests)."""
+    levels = {
+        "": logging.INFO if verbose else logging.WARNING,
+        "ptxseg": logging.DEBUG if verbose else logging.NOTSET,
+        "ptxseg.predict": logging.DEBUG if verbose else logging.INFO,
+        "ptxseg.deploy": logging.DEBUG if verbose else logging.INFO,
+    }
+    loggers = {name: logging.getLogger(name) for name in levels}
+    before = {name: logger.level for name, logger in loggers.items()}
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    loggers[""].addHandler(handler)
+    for name, level in levels.items():
+        loggers[name].setLevel(level)
+    try:
+        yield
+    finally:
+        loggers[""].removeHandler(handler)
+        for name, level in before.items():
+            loggers[name].setLevel(level)
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    """Refuse a --device the run cannot honour, before anything is read or loaded."""
+    if args.device != "cuda":
+        return
+    if args.model is not None:
+        raise ValueError(
+            "--device cuda: an export (--model) runs with onnxruntime on the CPU; --device "
+            "chooses PyTorch's device with --results"
+        )
+    from ptxseg.runtime.device import cuda_visible, no_gpu_reason
+
+    if not cuda_visible():
+        raise ValueError(
+            f"--device cuda: no CUDA GPU is visible ({no_gpu_reason()}); --device cpu or auto "
+            "predicts on the CPU"
+        )
+
+
+def _runs_on(predictor, device: str) -> str:
+    """Where the models run, for the "models loaded" line."""
+    where = getattr(predictor.backend, "device", None)  # PyTorch's; onnxruntime runs on the CPU
+    if where is None:
+        return "onnxruntime on the CPU"
+    if where.type == "cuda":
+        return "PyTorch on the GPU"
+    return "PyTorch on the CPU" + (" (no GPU visible)" if device == "auto" else "")
+
+
 def _predict(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     # Imported here: `ptxseg validate` and `--help` stay fast; --model never imports torch.
@@ -39,6 +96,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.dicom_probability and args.dicom_out is None:
         raise ValueError("--dicom-probability needs --dicom-out DIR")
+    _check_device(args)
     out = Path(args.out)
     dicom_out = None if args.dicom_out is None else Path(args.dicom_out)
     # Every input is read and decoded before any model loads (seconds, not minutes, to a bad file).
@@ -46,7 +104,7 @@ def _predict(args: argparse.Namespace) -> int:
     for reject in inputs.rejects:
         print(f"ptxseg predict: skipped {reject}", file=sys.stderr)
     for note in inputs.notes:
-        log.info("%s", note)
+        log.debug("%s", note)
     if inputs.rejects and args.strict:
         raise ValueError(f"--strict: {len(inputs.rejects)} input(s) cannot be read (listed above)")
     if not inputs.todo and not inputs.done:
@@ -54,8 +112,15 @@ def _predict(args: argparse.Namespace) -> int:
     mode = RESUME if args.resume else OVERWRITE if args.overwrite else NEW
     paths = [item.path for item in inputs.todo]
     claim(out, dicom_out, mode, paths)
-    if inputs.done:
-        log.info("--resume: %d image(s) already in %s", len(inputs.done), out / PREDICTIONS)
+    log.info(
+        "inputs checked: %d to predict%s%s%s",
+        len(paths),
+        f", {len(inputs.rejects)} skipped (listed above)" if inputs.rejects else "",
+        f", {len(inputs.done)} already in {out / PREDICTIONS} (--resume)" if inputs.done else "",
+        f", {len(inputs.notes)} converted to 8-bit grey (--verbose names them)"
+        if inputs.notes
+        else "",
+    )
     if not paths:
         print(f"nothing to predict: every readable input is in {out / PREDICTIONS}")
         return EXIT_SOME_FAILED if inputs.rejects else EXIT_OK
@@ -63,13 +128,19 @@ def _predict(args: argparse.Namespace) -> int:
     if dicom_out is not None:  # every DICOM source checked before any image is predicted
         from ptxseg.deploy.dicom_files import DicomOutputs
 
-        dicom = DicomOutputs(dicom_out, args.dicom_probability)
+        dicom = DicomOutputs(dicom_out, args.dicom_probability, args.fill)
         dicom.check(paths)
     if args.model is not None:
         predictor = Predictor.from_export(args.model, threads=args.threads)
     else:
         predictor = Predictor.from_results(args.results, args.device, args.threads)
     loaded = time.perf_counter() - started
+    log.info(
+        "models loaded: %d, %s, in %.1f s",
+        len(predictor.spec.model_keys()),
+        _runs_on(predictor, args.device),
+        loaded,
+    )
     failed = list(inputs.rejects)
 
     def unreadable(path, error: Exception) -> None:  # passed the check, then failed to read
@@ -84,6 +155,7 @@ def _predict(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             started=started,
             dicom=dicom,
+            fill=args.fill,
         )
     except KeyboardInterrupt:
         print(
@@ -93,11 +165,12 @@ def _predict(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     found = sum(r["EncodedPixels"] != "-1" for r in rows)
-    log.info("models loaded in %.1f s; %s", loaded, timings)
+    log.info("%d image(s) predicted, %d with a pneumothorax; %s", len(rows), found, timings)
     resumed = f" (and {len(inputs.done)} from before)" if inputs.done else ""
+    dicoms = f"; DICOM outputs in {dicom_out}" if dicom_out is not None else ""
     print(
-        f"{len(rows)} image(s){resumed}, {found} with a pneumothorax; masks, overlays and "
-        f"predictions.csv in {out} ({timings})"
+        f"outputs written: {len(rows)} image(s){resumed}, {found} with a pneumothorax; masks, "
+        f"overlays and predictions.csv in {out}{dicoms} ({timings})"
     )
     if failed:
         print(f"ptxseg predict: {len(failed)} input(s) skipped (listed above)", file=sys.stderr)
@@ -124,6 +197,36 @@ def _validate(args: argparse.Namespace) -> int:
     validate_submission(args.submission, index[index["split"] == "test"])
     print(f"{args.submission}: valid ({(index['split'] == 'test').sum()} test images)")
     return 0
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ptxseg.config import siim_layout, validate
+    from ptxseg.data.siim import check_data
+
+    start = time.monotonic()
+    with open(args.config, encoding="utf-8") as handle:
+        config = validate(yaml.safe_load(handle) or {})
+    if config["data"]["source"] == "demo":
+        print(
+            f"{args.config}: data.source is 'demo': the pipeline makes its own data; nothing to check"
+        )
+        return EXIT_OK
+    layout = siim_layout(config)  # a ConfigError (a ValueError) names the folder and the fix
+    print(layout.describe())
+    found = check_data(layout, config["data"]["stop_on_rejects"])
+    for note in found.notes[len(layout.notes) :]:
+        print(f"  note: {note}")
+    print("  " + ", ".join(f"{count} {what}" for what, count in found.counts.items()))
+    for problem in found.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    verdict = "ready to run" if not found.problems else f"{len(found.problems)} problem(s)"
+    print(
+        f"{args.config}: {verdict} ({time.monotonic() - start:.1f} s; pixel data is checked by "
+        "the index)"
+    )
+    return EXIT_OK if not found.problems else EXIT_SOME_FAILED
 
 
 def _positive(text: str) -> int:
@@ -195,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         "--device",
         default="auto",
         choices=["auto", "cuda", "cpu"],
-        help="PyTorch's device (--results only)",
+        help="PyTorch's device with --results (auto: the GPU where one is visible); cuda without "
+        "a visible GPU, or with --model (onnxruntime on the CPU), is refused",
     )
     predict.add_argument(
         "--batch-size", type=_positive, default=8, help="images per batch (default: 8)"
@@ -208,13 +312,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     predict.add_argument(
+        "--verbose",
+        action="store_true",
+        help="every log line (each model's checkpoint, highdicom's, one an image); by default "
+        "one line a stage: inputs checked, models loaded, images predicted, outputs written",
+    )
+    predict.add_argument(
+        "--fill",
+        action="store_true",
+        help="tint the predicted region red in the overlays (PNG and Secondary Capture); by "
+        "default it is only outlined, the lung under it left as it is",
+    )
+    predict.add_argument(
         "--dicom-out",
-        help="for DICOM inputs, also write a DICOM SEG and a Secondary Capture per image here",
+        help="for DICOM inputs, also write a DICOM SEG and a Secondary Capture (outline, "
+        "probability and NOT FOR DIAGNOSTIC USE burned in) per image here",
     )
     predict.add_argument(
         "--dicom-probability",
         action="store_true",
-        help="with --dicom-out, also a Parametric Map of the pixel probabilities",
+        help="with --dicom-out, also a Parametric Map of the pixel probabilities (float32, the "
+        "models' own, not the PNG's 1/255 steps)",
     )
     predict.set_defaults(run=_predict)
     export = commands.add_parser(
@@ -234,10 +352,19 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("submission")
     validate.add_argument("--index", default=RESULTS.data("siim_index.csv"))
     validate.set_defaults(run=_validate)
+    check = commands.add_parser(
+        "check-data",
+        help="find the SIIM-ACR layout a config points at and check it, in seconds, before a run",
+        epilog=f"Exit status: {EXIT_OK} ready to run; {EXIT_SOME_FAILED} problems found (listed "
+        f"on stderr, each naming the file or folder and the fix); {EXIT_ERROR} the config or "
+        "its data.siim folders cannot be used (the message says why).",
+    )
+    check.add_argument("config", help="the config file, e.g. configs/full.yaml")
+    check.set_defaults(run=_check_data)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.run(args)
+        with _logging(getattr(args, "verbose", False)):
+            return args.run(args)
     except (ValueError, FileNotFoundError) as error:  # bad input: a clear message, no traceback
         print(f"ptxseg {args.command}: error: {error}", file=sys.stderr)
         return EXIT_ERROR

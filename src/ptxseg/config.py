@@ -12,6 +12,7 @@ import difflib
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import jsonschema
 import yaml
 
 from ptxseg import presets
-from ptxseg.layout import BASELINE, ROUND2, round1_arch, round2_name
+from ptxseg.data.layouts import LayoutError, SiimLayout, demo_layout, resolve
+from ptxseg.layout import BASELINE, RESULTS, ROUND2, round1_arch, round2_name
 from ptxseg.models.catalog import CATALOG, names
 from ptxseg.recipes import (
     lever_recipe,
@@ -129,7 +131,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     another order would otherwise look changed and rerun every job.
     """
     schema = load_schema() if schema is None else schema
-    filled = _expand_presets(copy.deepcopy(config), schema)
+    filled = _expand_presets(copy.deepcopy(config))
     errors = sorted(
         _Validator(schema).iter_errors(filled), key=lambda e: list(map(str, e.absolute_path))
     )
@@ -143,18 +145,18 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 RECIPE_SECTIONS = ("pretrain", "classify", "segment", "scaling")
 
 
-def _expand_presets(config: dict, schema: dict) -> dict:
+def _expand_presets(config: dict) -> dict:
     """Each recipe that names a preset gets the preset's keys beneath its own, before defaults are
-    filled, so that a key the user wrote wins over the preset and the preset over the default."""
-    properties = schema.get("$defs", {}).get("recipe", {}).get("properties", {})
-    defaults = {key: properties.get(key, {}).get("default") for key in ("epochs", "batch_size")}
+    filled, so that a key the user wrote wins over the preset and the preset over the default.
+    The preset's rate is a rule of the batch (optimiser.lr_per_256): an architecture's or a
+    stage's batch reaches it when the settings are built (`ptxseg.train.settings`)."""
     for section in RECIPE_SECTIONS:
         recipe = (
             config.get(section, {}).get("recipe") if isinstance(config.get(section), dict) else None
         )
         if isinstance(recipe, dict) and recipe.get("preset") is not None:
             try:
-                config[section]["recipe"] = presets.expand(recipe, defaults)
+                config[section]["recipe"] = presets.expand(recipe)
             except ValueError as error:
                 raise ConfigError(
                     f"invalid config:\n  config key '{section}.recipe.preset': {error}"
@@ -178,25 +180,53 @@ def _check_consistency(config: dict) -> None:
         + _check_snapshots(config)
         + _check_searches(config)
         + _check_levers(config)
+        + _check_schedules(config)
     )
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     data = config.get("data", {})
     if data.get("source") == "files":
-        missing = [
-            f"data.{group}.{key}"
-            for group, keys in (
-                ("siim", ("train_dicom_dir", "train_rle_csv", "test_dicom_dir")),
-                ("nih", ("image_dir", "labels_csv")),
-            )
-            for key in keys
-            if not data.get(group, {}).get(key)
-        ]
+        siim, nih = data.get("siim", {}), data.get("nih", {})
+        missing = [f"data.nih.{key}" for key in ("image_dir", "labels_csv") if not nih.get(key)]
+        if not siim.get("root"):
+            missing += [
+                f"data.siim.{key}"
+                for key in ("train_dicom_dir", "train_rle_csv", "test_dicom_dir")
+                if not siim.get(key)
+            ]
         if missing:
             raise ConfigError(
                 "invalid config:\n  data.source is 'files' but these keys are empty: "
                 + ", ".join(missing)
+                + (
+                    " (data.siim.root, the SIIM-ACR folder as downloaded, names all three)"
+                    if any(key.startswith("data.siim.") for key in missing)
+                    else ""
+                )
             )
+
+
+def siim_layout(config: dict) -> SiimLayout:
+    """The SIIM-ACR layout of a validated config: the demo's, or the one found below
+    ``data.siim.root`` (its path keys in place of what they name). Reads folder listings and a
+    label file's header, no image: seconds, at DAG build. Raises ConfigError naming the folder or
+    file at fault and the fix."""
+    data = config["data"]
+    if data["source"] == "demo":
+        return demo_layout(RESULTS.demo("siim"))
+    try:
+        layout = resolve(data["siim"])
+    except LayoutError as error:
+        raise ConfigError(f"invalid SIIM-ACR data:\n  {error}") from None
+    sizes = {*config["repack"]["sizes"], config["classify"]["size"], config["segment"]["size"]}
+    larger = sorted(size for size in sizes if layout.mask_size and size > layout.mask_size)
+    if larger:  # allowed (a 256 px set trained at 512 is a choice), but worth knowing
+        note = (
+            f"the images and masks come at {layout.mask_size} px: the repacks at "
+            f"{', '.join(map(str, larger))} px enlarge them, adding no detail"
+        )
+        layout = replace(layout, notes=(*layout.notes, note))
+    return layout
 
 
 def _check_models(config: dict) -> list[str]:
@@ -256,6 +286,26 @@ def _check_weights_path(weights: str | None, key: str) -> list[str]:
     ]
 
 
+def _check_schedules(config: dict) -> list[str]:
+    """schedule.reference_epochs scales the exponential schedule only (cosine cycle ends, the
+    snapshot points, stay in whole epochs)."""
+    problems = []
+    for section in RECIPE_SECTIONS:
+        entry = config.get(section, {})
+        archs = entry.get("archs") if section in ("classify", "segment") else None
+        for arch in archs or [None]:
+            if "recipe" not in entry:
+                continue
+            schedule = (recipe_for(config, section, arch) if arch else entry["recipe"])["schedule"]
+            if schedule.get("reference_epochs") is not None and schedule["name"] != "exponential":
+                problems.append(
+                    f"config key '{section}.recipe.schedule.reference_epochs'"
+                    f"{f' (for {arch})' if arch else ''} applies to the exponential schedule "
+                    f"only, not {schedule['name']!r}"
+                )
+    return problems
+
+
 def _check_members(config: dict) -> list[str]:
     """Ensemble members must be models the stage's recipe keeps."""
     problems = []
@@ -285,6 +335,13 @@ def _check_searches(config: dict) -> list[str]:
     step = config.get("ensemble", {}).get("blend", {}).get("grid_step")
     if step is not None and abs(round(1 / step) * step - 1) > 1e-9:
         problems.append(f"config key 'ensemble.blend.grid_step' is {step}, which does not divide 1")
+    scaling = config.get("scaling", {})
+    by_phi, phis = scaling.get("dropout_by_phi"), scaling.get("phis") or [1]
+    if by_phi is not None and len(by_phi) <= max(phis):
+        problems.append(
+            f"config key 'scaling.dropout_by_phi' has {len(by_phi)} entries (phi 0 to "
+            f"{len(by_phi) - 1}), but scaling.phis reaches {max(phis)}"
+        )
     for key in ("augsearch", "scaling"):
         fold, n_folds = config.get(key, {}).get("fold"), config.get("folds", {}).get("n_folds")
         if fold is not None and n_folds is not None and fold >= n_folds:

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 MAPS_SUFFIX = ".h5"  # probability maps (ptxseg.io.maps)
-# The tables a training job writes into its folder beside its models.
+# The tables in a fold job's folder beside its models: its training's (metrics, summary) and its
+# OOF predictions' (oof*, written by the architecture's prediction job, ptxseg.train.oof).
 OOF_CSV = "oof.csv"  # a classifier's OOF probabilities, one column per member
 OOF_IDS = "oof_ids.csv"  # a segmenter's OOF image order (its maps' rows)
+OOF_SUMMARY = "oof_summary.json"  # the members' OOF metrics and TTA passes (ptxseg.train.oof)
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 BEST, SWA, EMA, SNAPSHOT = "best", "swa", "ema", "snapshot"
@@ -99,6 +101,14 @@ def fold_of(path_or_name: str | PurePath) -> int:
         if found:
             return int(found[1])
     raise ValueError(f"{path_or_name}: no fold<k> part in this path")
+
+
+def by_fold(paths) -> dict[int, list[str]]:
+    """Files grouped by their fold (``fold_of``), in their order within each fold."""
+    grouped: dict[int, list[str]] = {}
+    for path in paths:
+        grouped.setdefault(fold_of(path), []).append(str(path))
+    return grouped
 
 
 def training_job_of(path: str | PurePath) -> tuple[str, str, int | None]:
@@ -214,7 +224,7 @@ class Layout:
         return model_file(folder, member)
 
     def fold_file(self, stage: str, arch: str, fold: int | str, name: str) -> str:
-        """oof.csv, oof_ids.csv, metrics.csv or summary.json of one fold model."""
+        """oof.csv, oof_ids.csv, oof_summary.json, metrics.csv or summary.json of one fold model."""
         return f"{self.fold_dir(stage, arch, fold)}/{name}"
 
     def oof_maps(self, arch: str, fold: int | str, member: str) -> str:

@@ -20,13 +20,30 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def merge_recipe(base: dict, override: dict) -> dict:
+    """``override``'s recipe keys over ``base``'s (`deep_merge`). A peak rate the override writes
+    (optimiser.lr) beats a batch rule from the base (optimiser.lr_per_256, the EfficientNet
+    preset's), and a schedule it renames drops the base's schedule.reference_epochs (the
+    exponential schedule's): the more specific key wins, as for every other key."""
+    merged = deep_merge(base, override)
+    written = override.get("optimiser") or {}
+    if "lr" in written and "lr_per_256" not in written and "optimiser" in merged:
+        merged["optimiser"]["lr_per_256"] = None
+    # The same for the exponential schedule's epoch scale: a schedule renamed is counted as written.
+    schedule = override.get("schedule") or {}
+    renamed = schedule.get("name", "exponential") != "exponential"
+    if renamed and "reference_epochs" not in schedule:
+        merged["schedule"]["reference_epochs"] = None
+    return merged
+
+
 def recipe_for(config: dict, stage: str, arch: str) -> dict:
     """The recipe of ``arch`` in ``stage`` ('pretrain', 'classify', 'segment')."""
     section = config[stage]
     override = (
         section.get("archs", {}).get(arch, {}).get("recipe", {}) if stage != "pretrain" else {}
     )
-    return deep_merge(section["recipe"], override)
+    return merge_recipe(section["recipe"], override)
 
 
 def ablation_arch(config: dict) -> str:
@@ -47,7 +64,7 @@ def lever_recipe(config: dict, lever: str) -> dict:
     recipe = recipe_for(config, "segment", ablation_arch(config))
     if lever == BASELINE:
         return recipe
-    return deep_merge(recipe, config["ablation"]["levers"][lever].get("recipe", {}))
+    return merge_recipe(recipe, config["ablation"]["levers"][lever].get("recipe", {}))
 
 
 def lever_train(config: dict, lever: str) -> dict:
@@ -76,7 +93,7 @@ def segmenter_recipe(config: dict, name: str) -> dict:
     recipe = recipe_for(config, "segment", round1_arch(name))
     if name == round1_arch(name):
         return recipe
-    return deep_merge(recipe, config["pseudo_labels"]["recipe"])
+    return merge_recipe(recipe, config["pseudo_labels"]["recipe"])
 
 
 def positive_only(recipe: dict) -> bool:

@@ -229,31 +229,58 @@ def test_the_runtime_section_reaches_the_typed_settings():
 
 def test_a_preset_fills_the_recipe_beneath_its_own_keys():
     from ptxseg import presets
+    from ptxseg.runtime.options import Runtime
+    from ptxseg.train.settings import FitSettings
 
     config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
     config["scaling"]["recipe"] = {"preset": "efficientnet", "epochs": 35, "batch_size": 32}
     config["segment"]["recipe"]["preset"] = "efficientnet"
     recipe = cfg.validate(config, SCHEMA)["scaling"]["recipe"]
     assert recipe["optimiser"]["name"] == "rmsprop_tf"
-    assert recipe["optimiser"]["lr"] == pytest.approx(0.016 * 32 / 256)  # scaled with the batch
+    assert recipe["optimiser"]["lr_per_256"] == 0.016  # a rule of the batch, resolved in settings
+    assert FitSettings.from_config(recipe, 0, Runtime()).lr == pytest.approx(0.016 * 32 / 256)
     assert recipe["optimiser"]["rmsprop"] == {"decay": 0.9, "momentum": 0.9, "eps": 0.001}
-    assert recipe["schedule"]["name"] == "exponential"
-    assert recipe["schedule"]["decay_epochs"] == pytest.approx(2.4 * 35 / 350)
-    assert recipe["schedule"]["decay_factor"] == 0.97
+    assert recipe["optimiser"]["weight_decay"] == 1e-5
+    assert recipe["optimiser"]["decay_norm_and_bias"] is False
+    assert recipe["grad_clip"] is None
+    assert (
+        recipe["schedule"].items()
+        >= {
+            "name": "exponential",
+            "warmup_epochs": 5,
+            "warmup_from": 0.0,
+            "decay_factor": 0.97,
+            "decay_epochs": 2.4,
+            "staircase": True,
+            "reference_epochs": 350,
+        }.items()
+    )
     assert (recipe["bn_momentum"], recipe["drop_path_rate"], recipe["dropout_rate"]) == (
         0.99,
         0.2,
         0.2,
     )
     assert recipe["ema"] == {"enabled": True, "decay": 0.9999, "warmup": True}
-    # The paper's total decay over the run: 0.97 ** (350 / 2.4), whatever the epochs.
-    assert 0.97 ** (35 / recipe["schedule"]["decay_epochs"]) == pytest.approx(0.97 ** (350 / 2.4))
-    # Keys the config writes win over the preset's (tiny's own optimiser rate and schedule).
+    # Keys the config writes win over the preset's (tiny's own optimiser rate and schedule): the
+    # written rate drops the batch rule, the renamed schedule the exponential's epoch scale.
     segment = cfg.validate(config, SCHEMA)["segment"]["recipe"]
     assert segment["optimiser"]["lr"] == config["segment"]["recipe"]["optimiser"]["lr"]
+    assert segment["optimiser"]["lr_per_256"] is None
     assert segment["schedule"]["name"] == config["segment"]["recipe"]["schedule"]["name"]
+    assert segment["schedule"]["reference_epochs"] is None
     assert segment["optimiser"]["name"] == "rmsprop_tf" and segment["ema"]["enabled"]
-    assert presets.expand({"epochs": 3}, {"epochs": 30, "batch_size": 16}) == {"epochs": 3}
+    assert presets.expand({"epochs": 3}) == {"epochs": 3}
+
+
+def test_reference_epochs_with_another_schedule_names_the_key():
+    config = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+    config["segment"]["recipe"]["schedule"]["reference_epochs"] = 350
+    with pytest.raises(
+        cfg.ConfigError,
+        match=r"'segment.recipe.schedule.reference_epochs' \(for unet_resnet34\) applies to the "
+        "exponential schedule only, not 'cosine_restarts'",
+    ):
+        cfg.validate(config, SCHEMA)
 
 
 def test_an_unknown_preset_names_the_key():
@@ -296,3 +323,38 @@ def test_the_searches_name_a_segmenter_and_a_fold_of_the_config():
     )
     assert "'augsearch.fold' is 2, but folds.n_folds is 2" in message
     assert "'scaling.fold' is 5, but folds.n_folds is 2" in message
+
+
+def _files(siim: dict) -> dict:
+    return {"data": {"source": "files", "siim": siim, "nih": {"image_dir": "n", "labels_csv": "c"}}}
+
+
+@pytest.mark.parametrize("root", ["/data/siim-acr", ["/data/kaggle", "/data/mirror"]])
+def test_data_siim_root_alone_names_the_siim_download(root):
+    validated = cfg.validate(_files({"root": root}), SCHEMA)
+    assert validated["data"]["siim"]["root"] == root
+    assert validated["data"]["siim"]["layout"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("siim", "message"),
+    [
+        ({}, "data.siim.train_dicom_dir, data.siim.train_rle_csv, data.siim.test_dicom_dir"),
+        ({"root": []}, "data.siim.root"),
+        ({"root": "x", "layout": "stage2"}, "data.siim.layout"),
+    ],
+)
+def test_data_siim_without_root_or_keys_is_refused(siim, message):
+    with pytest.raises(cfg.ConfigError, match=message):
+        cfg.validate(_files(siim), SCHEMA)
+
+
+def test_a_missing_root_is_a_config_error_naming_it(tmp_path):
+    config = cfg.validate(_files({"root": str(tmp_path / "nowhere")}), SCHEMA)
+    with pytest.raises(cfg.ConfigError, match=f"{tmp_path / 'nowhere'} is not a folder"):
+        cfg.siim_layout(config)
+
+
+def test_the_demo_layout_needs_no_folder():
+    layout = cfg.siim_layout(cfg.validate({}, SCHEMA))
+    assert layout.name == "mirror" and layout.labels.endswith("demo/siim/train-rle.csv")

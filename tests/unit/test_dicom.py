@@ -392,14 +392,41 @@ def test_missing_pixel_data_is_an_error(tmp_path):
         dicom.check_pixel_data(tmp_path / "nopixels.dcm")
 
 
-def test_find_dicoms_walks_nested_folders_and_refuses_duplicates(tmp_path):
+def test_find_dicoms_walks_nested_folders_and_refuses_different_duplicates(tmp_path):
     synthetic(tmp_path / "a" / "b", name="1.2.3.dcm")
     synthetic(tmp_path / "c", name="1.2.4.dcm")
     (tmp_path / "a" / "b").mkdir(parents=True, exist_ok=True)
     found = dicom.find_dicoms(tmp_path)
     assert sorted(found) == ["1.2.3", "1.2.4"]
-    synthetic(tmp_path / "d", name="1.2.3.dcm")
-    with pytest.raises(dicom.DicomError, match="1.2.3"):
+    synthetic(tmp_path / "d", name="1.2.3.dcm", patient_id="patient-2")
+    with pytest.raises(dicom.DicomError, match=r"1\.2\.3.* is also at .*and the two files differ"):
         dicom.find_dicoms(tmp_path)
     with pytest.raises(FileNotFoundError):
         dicom.find_dicoms(tmp_path / "missing")
+
+
+def test_find_dicoms_reads_identical_copies_once(tmp_path):
+    first, _ = synthetic(tmp_path / "a", name="1.2.3.dcm")
+    synthetic(tmp_path / "a", name="1.2.4.dcm", patient_id="patient-2")
+    twin = tmp_path / "copy" / "a"
+    twin.mkdir(parents=True)
+    for path in (tmp_path / "a").iterdir():
+        (twin / path.name).write_bytes(path.read_bytes())
+    twins = []
+    found = dicom.find_dicoms([tmp_path / "a", tmp_path / "copy"], twins)
+    assert found == {"1.2.3": first, "1.2.4": tmp_path / "a" / "1.2.4.dcm"}
+    assert twins == [
+        (first, twin / "1.2.3.dcm"),
+        (tmp_path / "a" / "1.2.4.dcm", twin / "1.2.4.dcm"),
+    ]
+
+
+def test_find_dicoms_follows_symlinked_folders_without_looping(tmp_path):
+    synthetic(tmp_path / "real" / "study", name="1.2.3.dcm")
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "train").symlink_to(tmp_path / "real", target_is_directory=True)
+    (tmp_path / "real" / "study" / "loop").symlink_to(links, target_is_directory=True)
+    found = dicom.find_dicoms(links)
+    assert sorted(found) == ["1.2.3"]
+    assert found["1.2.3"] == links / "train" / "study" / "1.2.3.dcm"

@@ -1,6 +1,8 @@
 """DICOM outputs for a SIIM-style DICOM: SEG, Secondary Capture and Parametric Map, each valid per
 dicom3tools' dciodvfy, in the source's study, referencing it and reading back to what was written;
-an empty prediction; sources that must be refused before anything is written.
+an empty prediction; sources that must be refused before anything is written. A hospital DX image
+(MONOCHROME1, Laterality empty, Image Laterality set); the capture's outline, text scaled to the
+image and not-for-diagnostic-use note; the Parametric Map's float32 probabilities.
 
 dciodvfy checks skip where it is not installed, unless PTXSEG_REQUIRE_DCIODVFY=1 (as in CI).
 """
@@ -11,10 +13,13 @@ import os
 import re
 import shutil
 
+import cv2
 import numpy as np
 import pydicom
 import pytest
 
+from ptxseg.deploy.dicom_files import DicomOutputs
+from ptxseg.deploy.prediction import Prediction
 from ptxseg.io import dicom, dicom_outputs
 
 VERSION = "0.1.0-test"
@@ -161,18 +166,82 @@ def test_secondary_capture_draws_the_outline_on_the_radiograph(outputs):
     pixels = sc.pixel_array
     radiograph, _ = dicom.read_image(outputs["source"])  # JPEG-decoded, as the pipeline reads it
     assert pixels.shape == (ROWS, COLUMNS, 3)
-    # Inside the region: tinted towards red; away from it and below the text: the radiograph.
-    inside = pixels[40, 90].astype(int)
-    assert inside[0] > inside[1] and inside[0] > inside[2]
-    below_text = np.s_[85:, 30:60]
+    # The region's edge is red; inside it, the radiograph as it is (outline only, no fill).
+    assert tuple(pixels[45, 70]) == (255, 0, 0)
     for channel in range(3):
-        assert np.array_equal(pixels[below_text][..., channel], radiograph[below_text])
-    # The probability's text is drawn in the top rows, absent from the capture without one.
-    text = np.s_[:12, :]
-    assert not np.array_equal(pixels[text][..., 0], radiograph[text])
+        assert np.array_equal(pixels[40:56, 80:100, channel], radiograph[40:56, 80:100])
+    # The probability is drawn at the top, the note at the bottom of every capture.
+    assert not np.array_equal(pixels[:12, :, 0], radiograph[:12])
+    assert not np.array_equal(pixels[-12:, :, 0], radiograph[-12:])
     empty = pydicom.dcmread(outputs["empty_sc"]).pixel_array
     for channel in range(3):
-        assert np.array_equal(empty[..., channel], radiograph)
+        assert np.array_equal(empty[:40, :, channel], radiograph[:40])
+    assert not np.array_equal(empty[-12:, :, 0], radiograph[-12:])
+
+
+def _edge_and_interior(mask: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the mask's edge pixels, its pixels more than ``width`` from the edge)."""
+    kernel = np.ones((3, 3), np.uint8)
+    inner = cv2.erode(mask.astype(np.uint8), kernel, borderValue=0).astype(bool)
+    deep = cv2.erode(mask.astype(np.uint8), kernel, iterations=width + 1, borderValue=0)
+    return mask & ~inner, deep.astype(bool)
+
+
+@pytest.mark.parametrize("shape", [(169, 211), (1024, 1024)])
+def test_the_outline_leaves_the_lung_under_it_as_it_is(shape):
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    mask = np.zeros(shape, bool)
+    rows, columns = shape
+    mask[rows // 4 : rows // 2, columns // 3 : 2 * columns // 3] = True
+    mask[3 * rows // 4 :, : columns // 5] = True  # a second region, at the image's corner
+    edge, interior = _edge_and_interior(mask, dicom_outputs.outline_thickness(shape))
+    outlined = dicom_outputs.outline_overlay(image, mask)
+    assert (outlined[edge] == (0, 0, 255)).all()  # red, in OpenCV's BGR
+    away = ~cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    for channel in range(3):
+        assert np.array_equal(outlined[..., channel][interior], image[interior])
+        assert np.array_equal(outlined[..., channel][away], image[away])
+    # --fill tints the interior towards red as well.
+    filled = dicom_outputs.outline_overlay(image, mask, fill=True)[interior].astype(int)
+    assert (filled[:, 2] >= filled[:, 0]).all()
+    assert (filled[:, 2] > image[interior]).mean() > 0.9
+
+
+def _changed(drawn: np.ndarray, image: np.ndarray, axis: tuple[int, int]) -> np.ndarray:
+    """The rows (axis (1, 2)) or columns (axis (0, 2)) where drawing changed a pixel."""
+    return np.flatnonzero((drawn != image[..., None]).any(axis=axis))
+
+
+@pytest.mark.parametrize(("shape", "cap"), [((169, 211), 9), ((512, 512), 18), ((1024, 1024), 37)])
+def test_text_is_scaled_to_the_image(shape, cap):
+    """Capitals 1/28 of the shorter side tall, never below 9 px: 9 px at 169 x 211 (the DX
+    image; 5 px before), 37 px at 1024; every line inside the image."""
+    assert dicom_outputs.text_height(shape) == cap
+    grey = np.full(shape, 128, np.uint8)
+    empty = np.zeros(shape, bool)
+    note = dicom_outputs.outline_overlay(grey, empty, note=dicom_outputs.NOT_FOR_DIAGNOSTIC_USE)
+    rows = _changed(note, grey, (1, 2))
+    # One line of capitals: their height, and the black edge and antialiasing around them.
+    assert rows.min() > shape[0] / 2 and cap <= rows.max() - rows.min() + 1 <= 1.5 * cap + 4
+    columns = _changed(note, grey, (0, 2))
+    assert columns.min() > 0 and columns.max() < shape[1] - 1
+    probability = dicom_outputs.outline_overlay(grey, empty, 0.87)
+    rows = _changed(probability, grey, (1, 2))
+    assert rows.max() < shape[0] / 2 and rows.max() - rows.min() + 1 >= cap
+    columns = _changed(probability, grey, (0, 2))
+    assert columns.min() > 0 and columns.max() < shape[1] - 1
+
+
+def test_the_capture_says_not_for_diagnostic_use(tmp_path):
+    source = _write_source(tmp_path / "source.dcm")
+    out = tmp_path / "sc.dcm"
+    dicom_outputs.write_secondary_capture(source, _mask(), 0.5, out, algorithm_version=VERSION)
+    sc = pydicom.dcmread(out)
+    assert sc.BurnedInAnnotation == "YES"
+    radiograph, _ = dicom.read_image(source)
+    noted = dicom_outputs.outline_overlay(radiograph, _mask(), 0.5, note="NOT FOR DIAGNOSTIC USE")
+    assert np.array_equal(sc.pixel_array, cv2.cvtColor(noted, cv2.COLOR_BGR2RGB))
+    assert not np.array_equal(noted, dicom_outputs.outline_overlay(radiograph, _mask(), 0.5))
 
 
 def test_outline_overlay_is_bgr_and_leaves_an_empty_mask_grey():
@@ -186,18 +255,40 @@ def test_outline_overlay_is_bgr_and_leaves_an_empty_mask_grey():
     assert tuple(edge) == (0, 0, 255)
 
 
-def test_probability_map_reads_back_within_its_quantisation(outputs):
+def test_probability_map_holds_the_float32_probabilities(outputs):
     pm = pydicom.dcmread(outputs["pm"])
     assert pm.SOPClassUID == pydicom.uid.ParametricMapStorage
+    assert "FloatPixelData" in pm and "PixelData" not in pm
     mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
     assert mapping.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator == "UCUM"
-    values = pm.pixel_array * mapping.RealWorldValueSlope + mapping.RealWorldValueIntercept
-    assert values.shape == (ROWS, COLUMNS)
-    assert np.abs(values - _probability()).max() <= 0.5 / 65535 + 1e-9
+    assert (mapping.RealWorldValueSlope, mapping.RealWorldValueIntercept) == (1.0, 0.0)
+    values = pm.pixel_array
+    assert values.dtype == np.float32 and values.shape == (ROWS, COLUMNS)
+    assert np.array_equal(values, _probability())  # exactly: no 1/255 (or 1/65535) steps
+    assert not np.allclose(values * 255, np.rint(values * 255), atol=1e-3)
     # The map's own Frame of Reference, none the source has; and its pixels are the source's.
     assert pm.FrameOfReferenceUID != pydicom.dcmread(outputs["source"]).get("FrameOfReferenceUID")
     derivation = pm.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
     assert derivation.SourceImageSequence[0].SpatialLocationsPreserved == "YES"
+
+
+def test_predict_maps_the_float_probabilities_not_the_pngs(tmp_path):
+    """`ptxseg predict --dicom-probability`: the Parametric Map holds the prediction's float map
+    (the models' own), not its 1/255-step map (the PNG's)."""
+    source = _write_source(tmp_path / "source.dcm")
+    prediction = Prediction(
+        image_id="x",
+        mask=_mask(),
+        probability_map=np.rint(_probability() * 255).astype(np.float32) / 255,
+        probability=0.5,
+        calibrated_probability=0.5,
+        uncertainty=0.0,
+        source=str(source),
+        float_probability_map=_probability(),
+    )
+    written = DicomOutputs(tmp_path / "out", probability_map=True).write(prediction)
+    (path,) = [p for p in written if p.name.endswith("_probability.dcm")]
+    assert np.array_equal(pydicom.dcmread(path).pixel_array, _probability())
 
 
 def test_a_dataset_is_accepted_and_left_unchanged(tmp_path):
@@ -282,21 +373,18 @@ def test_a_mask_of_another_size_is_refused(tmp_path):
 
 @pytest.mark.realdata
 def test_real_siim_file_outputs_are_valid(real_data, tmp_path):
-    path = sorted((real_data / "siim-sample").glob("*.dcm"))[0]
-    image, _ = dicom.read_image(path)
-    mask = np.zeros(image.shape, dtype=bool)
-    mask[200:400, 600:800] = True
-    probability = mask.astype(np.float32) * 0.9
-    seg, sc, pm = (tmp_path / f"{name}.dcm" for name in ("seg", "sc", "pm"))
-    dicom_outputs.write_segmentation(path, mask, seg, algorithm_version=VERSION)
-    dicom_outputs.write_secondary_capture(
-        path, mask, 0.9, sc, algorithm_version=VERSION, image=image
-    )
-    dicom_outputs.write_probability_map(path, probability, pm, algorithm_version=VERSION)
-    assert np.array_equal(dicom_outputs.read_segmentation_mask(seg), mask)
-    if _dciodvfy_available():
-        for output in (seg, sc, pm):
-            assert dicom_outputs.validate_with_dciodvfy(output) == [], output
+    """Every SIIM sample DICOM: outputs without dciodvfy errors. Warnings left: no Study ID
+    (needed only for a DICOMDIR; the release has none), SIIM's Patient's Name in the retired
+    one-component form (the release's own value), and highdicom's QUANTITY Image and Frame Type
+    on the Parametric Map (valid for that IOD; dicom3tools does not list it)."""
+    for k, path in enumerate(sorted((real_data / "siim-sample").glob("*.dcm"))):
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        outs = _all_outputs(path, folder)
+        assert "Laterality" not in pydicom.dcmread(outs["sc"])  # CHEST: unpaired
+        if _dciodvfy_available():
+            for name, output in outs.items():
+                assert dicom_outputs.validate_with_dciodvfy(output) == [], (path.name, name)
 
 
 def test_a_deeper_hospital_export_gives_valid_outputs(tmp_path):
@@ -334,7 +422,8 @@ def test_a_deeper_hospital_export_gives_valid_outputs(tmp_path):
     radiograph, _ = dicom.read_image(path)
     sc = pydicom.dcmread(outs["sc"])
     assert list(sc.PatientOrientation) == ["R", "F"]
-    assert np.array_equal(sc.pixel_array[85:, 30:60, 1], radiograph[85:, 30:60])
+    # Between the probability's lines at the top and the note at the bottom, beside the regions.
+    assert np.array_equal(sc.pixel_array[34:64, 25:60, 1], radiograph[34:64, 25:60])
     pm = pydicom.dcmread(outs["pm"])
     assert pm.FrameOfReferenceUID != source.FrameOfReferenceUID  # the map's own
     shared = pm.SharedFunctionalGroupsSequence[0]
@@ -359,3 +448,111 @@ def test_a_probability_map_given_as_mask_is_refused(tmp_path):
             source, _probability(), tmp_path / "seg.dcm", algorithm_version=VERSION
         )
     assert not (tmp_path / "seg.dcm").exists()
+
+
+def _write_dx_like(path):
+    """A hospital DX header as highdicom's dx_image.dcm has it: MONOCHROME1, 169 x 211, Body
+    Part Examined THORAX (no Annex L term), Laterality present but empty, Image Laterality L."""
+    image = np.random.default_rng(0).integers(0, 256, (169, 211), dtype=np.uint8)
+    dicom.write_dicom(
+        path,
+        image,
+        sop_instance_uid="1.2.826.0.1.3680043.8.498.31",
+        study_instance_uid="1.2.826.0.1.3680043.8.498.32",
+        series_instance_uid="1.2.826.0.1.3680043.8.498.33",
+        patient_id="patient-3",
+        patient_age=5,
+        patient_sex="F",
+        view_position="",
+        jpeg_quality=None,
+        photometric="MONOCHROME1",
+    )
+    source = pydicom.dcmread(path)
+    source.SOPClassUID = source.file_meta.MediaStorageSOPClassUID = (
+        pydicom.uid.DigitalXRayImageStorageForPresentation
+    )
+    source.Modality = "DX"
+    source.BodyPartExamined = "THORAX"
+    source.Laterality = ""
+    source.ImageLaterality = "L"
+    source.save_as(path)
+    return path
+
+
+def _all_outputs(source, folder) -> dict:
+    image, _ = dicom.read_image(source)
+    mask = np.zeros(image.shape, bool)
+    rows, columns = image.shape
+    mask[rows // 4 : rows // 2, columns // 4 : columns // 2] = True
+    probability = np.linspace(0, 1, image.size, dtype=np.float32).reshape(image.shape)
+    outs = {name: folder / f"{name}.dcm" for name in ("seg", "sc", "pm")}
+    dicom_outputs.write_segmentation(source, mask, outs["seg"], algorithm_version=VERSION)
+    dicom_outputs.write_secondary_capture(
+        source, mask, 0.9, outs["sc"], algorithm_version=VERSION, image=image
+    )
+    dicom_outputs.write_probability_map(source, probability, outs["pm"], algorithm_version=VERSION)
+    assert np.array_equal(dicom_outputs.read_segmentation_mask(outs["seg"]), mask)
+    return outs
+
+
+def test_a_dx_image_with_an_empty_laterality_gives_valid_outputs(tmp_path):
+    """Laterality (General Series, type 2C) on a thorax, a term dciodvfy cannot tell unpaired:
+    required on the capture and map, which have no Image Laterality; the source's side from its
+    Image Laterality. Refused on a SEG in any form. dciodvfy finds no error in any of them."""
+    outs = _all_outputs(_write_dx_like(tmp_path / "dx.dcm"), tmp_path)
+    assert pydicom.dcmread(outs["sc"]).Laterality == "L"
+    assert pydicom.dcmread(outs["pm"]).Laterality == "L"
+    assert "Laterality" not in pydicom.dcmread(outs["seg"])
+    if _dciodvfy_available():
+        for name, out in outs.items():
+            assert dicom_outputs.validate_with_dciodvfy(out) == [], name
+
+
+@pytest.mark.parametrize(
+    ("header", "laterality"),
+    [
+        ({"BodyPartExamined": "CHEST"}, None),  # unpaired: absent
+        ({"BodyPartExamined": "CHEST", "Laterality": "L", "ImageLaterality": "L"}, None),
+        ({"BodyPartExamined": "THORAX", "Laterality": "R", "ImageLaterality": "L"}, "R"),
+        ({"BodyPartExamined": "THORAX", "Laterality": "", "ImageLaterality": "L"}, "L"),
+        ({"BodyPartExamined": "BREAST", "ImageLaterality": "B"}, ""),  # paired, side unknown
+        ({}, ""),  # no body part: required, unknown
+    ],
+)
+def test_laterality_is_copied_or_emptied_as_the_standard_asks(header, laterality):
+    source = pydicom.Dataset()
+    for keyword, value in header.items():
+        setattr(source, keyword, value)
+    assert dicom_outputs._laterality(source) == laterality
+
+
+@pytest.mark.realdata
+def test_the_hospital_dx_image_gives_outputs_without_dciodvfy_errors(real_data, tmp_path):
+    """highdicom's dx_image.dcm (../shared/data/hospital): every output passes dciodvfy without
+    an error. Warnings left: Body Part Examined THORAX is the source's own value, not an Annex L
+    term; the Parametric Map's Image and Frame Type QUANTITY are highdicom's, valid for the IOD."""
+    source = real_data / "hospital" / "dx_image.dcm"
+    if not source.is_file():
+        pytest.fail(f"{source} is missing (see its PROVENANCE.md)")
+    outs = _all_outputs(source, tmp_path)
+    sc = pydicom.dcmread(outs["sc"])
+    assert sc.BurnedInAnnotation == "YES" and sc.Rows == 169 and sc.Columns == 211
+    if _dciodvfy_available():
+        for name, out in outs.items():
+            assert dicom_outputs.validate_with_dciodvfy(out) == [], name
+
+
+@pytest.mark.parametrize(
+    "body_part", [*sorted(dicom_outputs._UNPAIRED_BODY_PARTS), "BREAST", "KNEE", "THORAX"]
+)
+def test_the_unpaired_body_parts_agree_with_dciodvfy(tmp_path, body_part):
+    """The hand-written list of unpaired Body Part Examined terms is dciodvfy's: the capture of
+    a source with each term (and no side known) has no Laterality error, absent or empty."""
+    _dciodvfy_available()
+    source = pydicom.dcmread(_write_source(tmp_path / "source.dcm"))
+    source.BodyPartExamined = body_part
+    out = tmp_path / "sc.dcm"
+    dicom_outputs.write_secondary_capture(source, _mask(), 0.5, out, algorithm_version=VERSION)
+    unpaired = body_part in dicom_outputs._UNPAIRED_BODY_PARTS
+    assert ("Laterality" not in pydicom.dcmread(out)) == unpaired
+    assert dicom_outputs.validate_with_dciodvfy(out) == []

@@ -86,8 +86,8 @@ def _schedule(peak=0.2):
 def test_exponential_schedule_is_the_closed_form(epoch, batch):
     _, schedule = _schedule()
     schedule.step_batch(epoch, batch, 5)
-    after_warmup = epoch - 1 + batch / 5  # fractional epochs since the warm-up ended
-    assert schedule.lr == pytest.approx(0.2 * 0.97 ** (after_warmup / 2.4), rel=1e-12)
+    at = epoch + batch / 5  # fractional epochs since step 0, the warm-up included (official)
+    assert schedule.lr == pytest.approx(0.2 * 0.97 ** (at / 2.4), rel=1e-12)
 
 
 def test_exponential_schedule_warms_up_then_decays_every_batch_and_resumes():
@@ -98,9 +98,10 @@ def test_exponential_schedule_warms_up_then_decays_every_batch_and_resumes():
             schedule.step_batch(epoch, batch, 5)
             rates.append(schedule.lr)
     assert rates[:5] == pytest.approx([0.2 * (0.05 + 0.95 * k / 5) for k in range(1, 6)])
-    assert rates[5] == pytest.approx(0.2)  # the peak at the first batch after warm-up
+    # After warm-up the decay counted from step 0: the first batch after it is 1 epoch in.
+    assert rates[5] == pytest.approx(0.2 * 0.97 ** (1 / 2.4))
     assert all(b < a for a, b in pairwise(rates[5:]))  # falls every batch
-    assert rates[5 + 12] == pytest.approx(0.2 * 0.97)  # one factor after 2.4 epochs (12 batches)
+    assert rates[5 + 12] == pytest.approx(rates[5] * 0.97)  # one factor per 2.4 epochs (12 batches)
     assert schedule.cycle_ends() == []  # no cycle ends: no snapshot points
     # Resumed as the loop does: a fresh schedule on a fresh optimiser, then both states loaded.
     resumed_optimiser, resumed = _schedule()
@@ -108,7 +109,7 @@ def test_exponential_schedule_warms_up_then_decays_every_batch_and_resumes():
     resumed.load_state_dict(schedule.state_dict())
     schedule.step_batch(4, 2, 5)
     resumed.step_batch(4, 2, 5)
-    assert resumed.lr == schedule.lr == pytest.approx(0.2 * 0.97 ** (3.4 / 2.4))
+    assert resumed.lr == schedule.lr == pytest.approx(0.2 * 0.97 ** (4.4 / 2.4))
 
 
 # ----------------------------------------------------------------------------- EMA
@@ -269,12 +270,13 @@ def test_drop_path_follows_the_encoder_an_architecture_is_built_with():
 def _scaling_candidate_model(config_path, name: str, phi: int):
     """Candidate ``name`` of the config file's scaling search, built as its job builds it."""
     from ptxseg.train.run import _built_with, _model
-    from ptxseg.train.scaling_job import ARCH, candidate_recipe, scaled_rate
+    from ptxseg.train.scaling_job import ARCH, candidate_recipe
 
     scaling = cfg.load(config_path, cfg.load_schema())["scaling"]
     settings = FitSettings.from_config(scaling["recipe"], 0, Runtime())
     options, grown = candidate_recipe(name, scaling, settings)
-    assert grown.drop_path_rate == scaled_rate(0.2, phi) == grown.dropout_rate
+    # B0 and B1 (phi 0 and 1): the official 0.2 dropout; drop path 0.2 at every phi
+    assert grown.drop_path_rate == 0.2 == grown.dropout_rate
     return _model(ARCH, 1, grown, "none", None, _built_with(ARCH, options, grown)), grown
 
 

@@ -21,7 +21,7 @@ from ptxseg import config as config_module
 from ptxseg.contracts.scores import Kind, Level, Metric, ScoreTable
 from ptxseg.data.repack import read_manifest
 from ptxseg.ensemble.oof import Grid
-from ptxseg.layout import METRICS, head_source, model_file
+from ptxseg.layout import METRICS, OOF_SUMMARY, head_source, model_file
 from ptxseg.models import build_model
 from ptxseg.models.parts import encoder_of
 from ptxseg.runtime import checkpoint
@@ -29,6 +29,7 @@ from ptxseg.runtime.options import Runtime
 from ptxseg.runtime.predict import mark_trained, model_passes, scaled_side, tta_passes, tta_predict
 from ptxseg.runtime.tta import passes_for, trained_scales
 from ptxseg.train.loop import Members, fit
+from ptxseg.train.oof import write_fold_oof
 from ptxseg.train.run import train_fold
 from ptxseg.train.schedules import ScheduleSpec
 from ptxseg.train.settings import FitSettings, StageSpec
@@ -219,10 +220,29 @@ def test_a_staged_recipe_changes_size_and_freezes_the_encoder_at_the_right_epoch
     assert summary["epochs"] == 5 and [s["size"] for s in summary["stages"]] == [32, 64]
     # The hand-over and resume files of the stages are gone once the job is complete.
     assert not (tmp_path / "checkpoints" / "run.stages").exists()
+    # The training writes no OOF prediction: the prediction job does (write_fold_oof), with its
+    # TTA, whose scales reach the staged model over its stages' span (32 -> 64: 0.5 to 1.0).
+    assert not list((tmp_path / "run").glob("oof*"))
+    tta = ("none", "hflip", 0.5, 1.0, 1.5)
+    oof_summary = write_fold_oof(
+        kind="segmenter",
+        fold=0,
+        models=[model_file(tmp_path / "run", member) for member in STAGED.members],
+        folds_csv=tmp_path / "folds.csv",
+        manifest_csv=repacks[64][0],
+        stats_json=repacks[64][1],
+        size=64,
+        runtime=replace(STAGED.runtime, tta=tta),
+    )
+    assert oof_summary["tta"] == [[f, s] for s in (0.5, 1.0) for f in ("none", "hflip")]
+    assert json.loads((tmp_path / "run" / OOF_SUMMARY).read_text())["tta"] == oof_summary["tta"]
     # The head's OOF probability is written beside the maps, per member.
-    oof = pd.read_csv(tmp_path / "run" / "oof_ids.csv")
+    oof = pd.read_csv(tmp_path / "run" / "oof_ids.csv", dtype={"image_id": str})
+    folds = pd.read_csv(tmp_path / "folds.csv", dtype={"image_id": str})
+    assert oof["image_id"].tolist() == folds.loc[folds["fold"] == 0, "image_id"].tolist()
     assert "prob_best" in oof and oof["prob_best"].between(0, 1).all()
-    assert "head_auc" in summary["members"]["best"]
+    assert "head_auc" in oof_summary["members"]["best"]
+    assert {"competition", "all_empty"} <= set(oof_summary["members"]["best"])
 
 
 def test_a_staged_run_killed_inside_the_second_stage_resumes_to_the_same_weights(tmp_path):

@@ -178,3 +178,37 @@ def test_segmenter_loss_wraps_in_the_head_only_with_a_weight():
         mask, target
     ) + 0.25 * nn.functional.binary_cross_entropy_with_logits(image, torch.tensor([[0.0], [1.0]]))
     assert float(wrapped((mask, image), target)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_the_lovasz_hinge_is_per_image_by_default_and_in_the_full_config(tmp_path):
+    """Berman's reference lovasz_hinge and the 3rd place's symmetric Lovasz average per image:
+    the schema's default, and full.yaml's segment loss, from the config file to the loss built."""
+    import yaml
+    from dag import ROOT
+
+    from ptxseg import config as cfg
+    from ptxseg.recipes import recipe_for
+    from ptxseg.runtime.options import Runtime
+    from ptxseg.train.losses import WeightedSum
+    from ptxseg.train.settings import FitSettings
+
+    def lovasz_terms(config: dict) -> list:
+        recipe = recipe_for(config, "segment", next(iter(config["segment"]["archs"])))
+        settings = FitSettings.from_config(recipe, 0, Runtime())
+        loss = segmenter_loss(settings.loss, settings.head_weight)
+        pixel = loss.pixel_loss if hasattr(loss, "pixel_loss") else loss
+        assert isinstance(pixel, WeightedSum)
+        return [term for term in pixel.losses if isinstance(term, SymmetricLovaszLoss)]
+
+    full = cfg.load(ROOT / "configs" / "full.yaml")
+    (term,) = lovasz_terms(full)
+    assert term.lovasz.per_image is True
+    path = tmp_path / "default.yaml"
+    loss = {"name": "combined", "weights": {"bce": 1, "symmetric_lovasz": 1}}
+    path.write_text(yaml.safe_dump({"segment": {"recipe": {"loss": loss}}}))
+    (term,) = lovasz_terms(cfg.load(path))
+    assert term.lovasz.per_image is True  # the schema's default
+    loss["per_image"] = False
+    path.write_text(yaml.safe_dump({"segment": {"recipe": {"loss": loss}}}))
+    (term,) = lovasz_terms(cfg.load(path))
+    assert term.lovasz.per_image is False

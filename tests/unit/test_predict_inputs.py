@@ -6,6 +6,7 @@ ensemble of test_predictor stands in for the loaded models."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ptxseg.deploy.files import COLUMNS, write_predictions
 from ptxseg.deploy.inputs import InputError, check_inputs
 from ptxseg.deploy.out_folder import read_done
 from ptxseg.io.dicom import write_dicom
+from ptxseg.io.dicom_outputs import validate_with_dciodvfy
 from ptxseg.io.png import write_png
 
 
@@ -289,6 +291,32 @@ def test_a_real_siim_dicom_cut_short(real_data, tmp_path, loads, capsys):
     assert [str(r) for r in checked.rejects] == [
         f"{cut}: pixel data is truncated (the file ends inside it)"
     ]
+
+
+def test_the_hospital_dx_image_predicted_to_valid_dicom_outputs(real_data, tmp_path, loads):
+    """highdicom's dx_image.dcm (MONOCHROME1, 169 x 211, Laterality empty) through `ptxseg
+    predict --dicom-out --dicom-probability`: every output without a dciodvfy error (where
+    dciodvfy is installed; CI requires it), the map the prediction's float probabilities."""
+    source = real_data / "hospital" / "dx_image.dcm"
+    out, dicom_out = tmp_path / "out", tmp_path / "dicom"
+    args = ["--dicom-out", dicom_out, "--dicom-probability"]
+    assert predict(source, *args, out=out) == cli.EXIT_OK
+    (image_id,) = ids_in(out)
+    outputs = sorted(dicom_out.iterdir())
+    assert [p.name.removeprefix(image_id) for p in outputs] == [
+        "_capture.dcm",
+        "_probability.dcm",
+        "_seg.dcm",
+    ]
+    probability = pydicom.dcmread(dicom_out / f"{image_id}_probability.dcm").pixel_array
+    assert probability.dtype == np.float32 and probability.shape == (169, 211)
+    assert not np.allclose(probability * 255, np.rint(probability * 255), atol=1e-3)
+    if shutil.which("dciodvfy") is None:
+        if os.environ.get("PTXSEG_REQUIRE_DCIODVFY") == "1":
+            pytest.fail("PTXSEG_REQUIRE_DCIODVFY=1 but dciodvfy (dicom3tools) is not on PATH")
+        pytest.skip("dciodvfy (dicom3tools) is not installed")
+    for path in outputs:
+        assert validate_with_dciodvfy(path) == [], path.name
 
 
 def test_version(capsys):

@@ -563,3 +563,17 @@ def test_a_killed_export_resumes_keeping_the_graphs_it_finished(ensemble, tmp_pa
     counted.clear()
     write_export(spec, modules, out, "sha256:test")
     assert counted == keys
+
+
+def test_the_float_map_keeps_the_models_precision(ensemble):
+    """`Prediction.float_probability_map` (the Parametric Map's): the segmenters' blend of their
+    models' float maps, without the cascade's uint8 steps; within their rounding of the map the
+    cascade reads (half a 1/255 step each: a model's map, the blend, its resize to the image's
+    size), and not in 1/255 steps."""
+    _, _, predictor = ensemble
+    for prediction in predictor.predict_many(radiographs(3), batch_size=2):
+        precise, stepped = prediction.float_probability_map, prediction.probability_map
+        assert precise.dtype == np.float32 and precise.shape == stepped.shape
+        assert precise.min() >= 0.0 and precise.max() <= 1.0
+        assert np.abs(precise - stepped).max() <= 1.5 / 255 + 1e-6
+        assert not np.allclose(precise * 255, np.rint(precise * 255), atol=1e-3)

@@ -357,30 +357,61 @@ def test_registry_entries_when_registered():
     assert model.net.depths == build_scaled_unet_b1(1).depths
 
 
-def test_regularisation_grows_with_phi_and_reaches_best_yaml():
-    """EfficientNet's dropout: 0.2 at B0 to 0.5 at B7, so 0.3 / 7 more per step of phi."""
+def test_dropout_grows_with_phi_as_the_official_b0_to_b7_and_reaches_best_yaml(tmp_path):
+    """The official efficientnet_builder's dropout, B0 0.2, B1 0.2, B2 0.3 ... B7 0.5, from the
+    schema's default of scaling.dropout_by_phi; drop path stays 0.2 at every phi (its
+    drop_connect_rate). From a config file to the candidates' settings and to best.yaml."""
     import yaml
 
-    from ptxseg.config import validate
+    from ptxseg import config as cfg
     from ptxseg.report.scaling import best_fragment
-    from ptxseg.train.scaling_job import scaled_rate, scaled_regularisation
+    from ptxseg.runtime.options import Runtime
+    from ptxseg.train.scaling_job import candidate_recipe, grown_rates
     from ptxseg.train.settings import FitSettings
 
-    assert scaled_rate(0.2, 7) == pytest.approx(0.5) and scaled_rate(None, 2) is None
-    base = FitSettings(epochs=1, batch_size=2, lr=0.1, dropout_rate=0.2, drop_path_rate=0.2)
-    b1, b2 = (scaled_regularisation(base, phi) for phi in (1, 2))
-    assert base.dropout_rate < b1.dropout_rate < b2.dropout_rate
-    assert b2.drop_path_rate == pytest.approx(0.2 + 2 * 0.3 / 7, abs=1e-4)
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump({"scaling": {"recipe": {"preset": "efficientnet"}}}))
+    scaling = cfg.load(path)["scaling"]
+    assert scaling["dropout_by_phi"] == [0.2, 0.2, 0.3, 0.3, 0.4, 0.4, 0.5, 0.5]
+    settings = FitSettings.from_config(scaling["recipe"], 0, Runtime())
+    _, b0 = candidate_recipe("b0", scaling, settings)
+    _, at_phi1 = candidate_recipe("a1.20_b1.10_g1.10", scaling, settings)
+    assert (b0.dropout_rate, b0.drop_path_rate) == (0.2, 0.2)
+    assert (at_phi1.dropout_rate, at_phi1.drop_path_rate) == (0.2, 0.2)  # B1's: both 0.2
+    rates = {"dropout_rate": 0.2, "drop_path_rate": 0.2}
+    assert [grown_rates(rates, phi, scaling["dropout_by_phi"])["dropout_rate"] for phi in range(8)] == [
+        0.2, 0.2, 0.3, 0.3, 0.4, 0.4, 0.5, 0.5
+    ]  # fmt: skip
+    assert grown_rates(rates, 7, scaling["dropout_by_phi"])["drop_path_rate"] == 0.2
+    assert grown_rates({"dropout_rate": None}, 2, [0.2, 0.2, 0.3]) == {"dropout_rate": None}
+    with pytest.raises(ValueError, match="dropout_by_phi has 3 entries, none for phi 3"):
+        grown_rates(rates, 3, [0.2, 0.2, 0.3])
     table = summarise(_rows(), base_resolution=256, measure=lambda net: (7, 8 * 10**9))
     best = table[table["label"] == "B1"].iloc[0]
     keys = {"segment": {"size": 256, "archs": {}}}
-    b0_recipe = {"dropout_rate": 0.2, "drop_path_rate": None, "activation": "silu"}
-    text = best_fragment(table, best, keys, b0_recipe)
+    b0_recipe = {"dropout_rate": 0.2, "drop_path_rate": 0.2, "activation": "silu"}
+    text = best_fragment(table, best, keys, b0_recipe, scaling["dropout_by_phi"])
     fragment = yaml.safe_load(text)
     b1_entry = fragment["segment"]["archs"]["scaled_unet_b1"]
-    assert b1_entry["recipe"] == {"dropout_rate": scaled_rate(0.2, 1), "activation": "silu"}
-    assert f'"dropout_rate": {scaled_rate(0.2, 2)}' in text  # B2's entry, in a comment
-    validate(fragment)  # the fragment validates as it is
+    assert b1_entry["recipe"] == {"dropout_rate": 0.2, "drop_path_rate": 0.2, "activation": "silu"}
+    assert '"dropout_rate": 0.3, "drop_path_rate": 0.2' in text  # B2's entry, in a comment
+    cfg.validate(fragment)  # the fragment validates as it is
+
+
+def test_dropout_by_phi_needs_an_entry_for_every_phi(tmp_path):
+    import yaml
+
+    from ptxseg import config as cfg
+
+    path = tmp_path / "short.yaml"
+    path.write_text(
+        yaml.safe_dump({"scaling": {"phis": [1, 2, 3], "dropout_by_phi": [0.2, 0.2, 0.3]}})
+    )
+    with pytest.raises(
+        cfg.ConfigError,
+        match=r"'scaling.dropout_by_phi' has 3 entries \(phi 0 to 2\), but scaling.phis reaches 3",
+    ):
+        cfg.load(path)
 
 
 def _best_yaml_over(config_path, rows):

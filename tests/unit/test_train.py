@@ -373,7 +373,7 @@ def test_gpu_requested_without_one_falls_back_with_a_warning(caplog, monkeypatch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with caplog.at_level(logging.WARNING):
         assert pick_device("cuda").type == "cpu"
-    assert "training on the CPU" in caplog.text
+    assert "running on the CPU" in caplog.text
     assert pick_device("auto").type == "cpu"
     with pytest.raises(ValueError):
         pick_device("tpu")
@@ -404,3 +404,65 @@ def test_steps_per_epoch_cuts_each_epoch_to_that_many_batches(tmp_path, tiny_set
     history, _ = _run(tmp_path, "short", tiny_set, settings=short)
     assert (full["images"] > SETTINGS.batch_size).all()
     assert (history["images"] == SETTINGS.batch_size).all()
+
+
+def _staged_settings(tmp_path, span: str | None) -> list[FitSettings]:
+    """The stages' settings of a segment recipe read from a config file: 2 + 2 epochs, the
+    positive share sliding 0.8 -> 0.4 (``span`` as written, or the schema's default)."""
+    import yaml
+
+    from ptxseg import config as cfg
+    from ptxseg.recipes import recipe_for
+
+    sampling = {"mode": "positive_fraction", "start": 0.8, "end": 0.4}
+    if span is not None:
+        sampling["span"] = span
+    recipe = {
+        "batch_size": 4,
+        "stages": [{"size": 32, "epochs": 2}, {"size": 64, "epochs": 2}],
+        "sampling": sampling,
+        "monitor": "competition",
+        "monitor_mode": "max",
+    }
+    path = tmp_path / f"span-{span}.yaml"
+    path.write_text(yaml.safe_dump({"segment": {"size": 64, "recipe": recipe}}))
+    config = cfg.load(path)
+    settings = FitSettings.from_config(recipe_for(config, "segment", "unet_resnet34"), 3, Runtime())
+    return [replace(stage, runtime=SETTINGS.runtime) for _, stage in settings.stage_plan(64)]
+
+
+@pytest.mark.parametrize(
+    ("span", "images"),
+    [
+        # One slide over the 4 epochs: the 2nd stage's epochs are the run's 3rd and 4th, at
+        # shares 0.53 and 0.4: 4 positives and round(4 x 0.47 / 0.53) = 3, then all 4, negatives.
+        (None, [7, 8]),
+        ("run", [7, 8]),
+        # Restarted: the 2nd stage begins again at 0.8 (4 positives, 1 negative), then 0.4.
+        ("stage", [5, 8]),
+    ],
+)
+def test_the_positive_share_slides_once_over_the_stages(tmp_path, tiny_set, span, images):
+    first, second = _staged_settings(tmp_path, span)
+    whole = span != "stage"
+    assert (first.sampling_offset, first.sampling_epochs) == ((0, 4) if whole else (0, None))
+    assert (second.sampling_offset, second.sampling_epochs) == ((2, 4) if whole else (0, None))
+    history, _ = _run(tmp_path, f"second-{span}", tiny_set, settings=second)
+    assert history["images"].tolist() == images
+
+
+def test_the_full_config_slides_the_positive_share_once_over_its_stages():
+    from dag import ROOT
+
+    from ptxseg import config as cfg
+    from ptxseg.recipes import recipe_for
+
+    config = cfg.load(ROOT / "configs" / "full.yaml")
+    recipe = recipe_for(config, "segment", "unet_resnet34")
+    assert recipe["sampling"]["span"] == "run"
+    plan = FitSettings.from_config(recipe, 0, Runtime()).stage_plan(1024)
+    assert [(s.sampling_offset, s.sampling_epochs) for _, s in plan] == [(0, 40), (30, 40)]
+    last = plan[-1][1]
+    first_share = positive_fraction(last.sampling_offset, last.sampling_epochs, 0.8, 0.4)
+    assert first_share == pytest.approx(0.8 - 0.4 * 30 / 39)  # 0.49, not a restart at 0.8
+    assert positive_fraction(39, 40, 0.8, 0.4) == pytest.approx(0.4)

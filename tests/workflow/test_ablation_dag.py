@@ -11,6 +11,7 @@ import yaml
 from dag import ROOT, job_counts, snakemake
 
 from ptxseg.layout import BASELINE, RESULTS
+from ptxseg.recipes import member_names
 
 pytestmark = pytest.mark.workflow
 
@@ -73,6 +74,19 @@ def test_one_search_per_lever_with_the_baseline_and_one_summary(ablation_plan):
         "results/segment/" in p for p in searches[BASELINE] if p.endswith(("oof_ids.csv", ".h5"))
     )
     assert not any(p.startswith("results/ablation/baseline/") for p in searches[BASELINE])
+
+
+def test_one_oof_prediction_per_trained_lever_reading_its_fold_models(ablation_plan):
+    """A lever's OOF maps are predicted apart from its training (predict_ablation, with the
+    lever's TTA), one job per lever, none per fold; the baseline's are predict_segmenter's."""
+    counts, jobs = ablation_plan
+    predictions = {j["wildcards"]["lever"]: j for j in jobs if j["rule"] == "predict_ablation"}
+    assert counts["predict_ablation"] == len(LEVERS) and set(predictions) == set(LEVERS)
+    for lever, job in predictions.items():
+        models = {p for p in job["input"] if p.endswith(".pt")}
+        assert {p.rsplit("/", 2)[0] for p in models} == {f"results/ablation/{lever}/{ARCH}"}
+        assert len(models) == N_FOLDS * len(member_names(DEMO["segment"]["recipe"]))
+    assert counts["predict_segmenter"] == 1  # the baseline's: the ablated architecture's
 
 
 def test_a_lever_stages_bring_their_repacks(ablation_plan):

@@ -32,7 +32,7 @@ from ptxseg.contracts.ensemble_spec import EnsembleSpec
 from ptxseg.data.siim import read_index
 from ptxseg.ensemble.submission import PredictionFiles, validate_submission, write_submission
 from ptxseg.io import maps, rle
-from ptxseg.layout import RESULTS, SUMMARY, Layout, head_arch, round2_name
+from ptxseg.layout import OOF_SUMMARY, RESULTS, SUMMARY, Layout, head_arch, round2_name
 from ptxseg.scoring.cascade import Cascade
 
 pytestmark = pytest.mark.workflow
@@ -160,8 +160,8 @@ def test_the_levers_meet_where_they_used_to_break(full_run):
     point = sorted((workdir / "results" / "augsearch").glob("*/metrics.csv"))[0]
     assert sorted(set(pd.read_csv(point)["size"])) == sorted(stage_sizes)
 
-    def passes(stage, arch):
-        path = workdir / RESULTS.fold_file(stage, arch, 0, SUMMARY)
+    def passes(stage, arch):  # as the prediction job took them (ptxseg.train.oof)
+        path = workdir / RESULTS.fold_file(stage, arch, 0, OOF_SUMMARY)
         return [tuple(p) for p in json.loads(path.read_text())["tta"]]
 
     flips = [("none", 1.0), ("hflip", 1.0)]

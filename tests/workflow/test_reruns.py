@@ -108,6 +108,37 @@ def test_segmenter_epochs_rerun_the_segmenters_and_downstream_only(finished, tmp
     }
 
 
+def test_a_new_tta_reruns_the_predictions_and_downstream_and_no_training(finished, tmp_path):
+    """train.tta is an inference choice: no training job has it as a param (their OOF
+    predictions are the prediction jobs', ptxseg.train.oof), so a new TTA predicts the OOF and
+    test maps of every architecture of both rounds again, and what reads them, and trains nothing;
+    the pseudo-labels, the second round's training data, have their own pseudo_labels.tta."""
+    tta = [*TINY["train"]["tta"], "vflip"]
+    archs = len(TINY["segment"]["archs"])
+    assert planned(finished, tmp_path, train={"tta": tta}) == {
+        "predict_classifier": len(TINY["classify"]["archs"]),
+        "predict_segmenter": 2 * archs,  # round 1 and round 2
+        "ensemble": 1,
+        "submission": 1,
+        "report": 1,
+        "model_card": 1,
+    }
+
+
+def test_a_new_pseudo_label_tta_relabels_and_trains_the_second_round_only(finished, tmp_path):
+    archs = len(TINY["segment"]["archs"])
+    assert TINY["pseudo_labels"]["tta"] != ["none"]
+    assert planned(finished, tmp_path, pseudo_labels={"tta": ["none"]}) == {
+        "pseudo_label_nih": N_FOLDS,
+        "train_segmenter_round2": archs * N_FOLDS,
+        "predict_segmenter": archs,  # round 2's
+        "ensemble": 1,
+        "submission": 1,
+        "report": 1,
+        "model_card": 1,
+    }
+
+
 def test_the_report_reruns_when_a_file_it_reads_changes(finished, tmp_path):
     layout = Layout(str(finished / "results"))
     arch = next(iter(TINY["segment"]["archs"]))

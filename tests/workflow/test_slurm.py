@@ -13,10 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from slurm_cluster import (
+    EFFICIENCY_REPORTS,
     Run,
     finish,
     local_rules,
     require_slurm,
+    slurm_required,
     snakemake_command,
     start,
     stop,
@@ -51,19 +53,29 @@ def test_every_rule_runs_as_a_slurm_job_and_the_submission_is_valid(slurm_run):
     index = read_index(results / "data" / "siim_index.csv")
     validate_submission(results / "submission.csv", index[index["split"] == "test"])
 
-    # Each job: "Job <n> has been submitted with SLURM jobid <id> (log: .../rule_<rule>/...)";
-    # the Snakefile's local rules run in Snakemake's process, no job of their own.
-    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", run.output)
+    # The Snakefile's local rules run in Snakemake's process, no job of their own.
+    submitted = single_submissions(run.output)
     local = local_rules() & set(run.expected)
     assert set(run.expected) >= set(GPU_RULES) | {"demo_siim", "submission"}
     assert {"submission", "report", "folds_siim"} <= local
     sbatched = {rule: jobs for rule, jobs in run.expected.items() if rule not in local}
+    # The profile's array rules (slurm-array-jobs): their folds went to SLURM as one array job
+    # each, its task logs named <array id>_<task>.log.
+    arrays = array_submissions(run.output)
+    array_rules = set(profile_setting("slurm-array-jobs").split(","))
+    assert array_rules & set(sbatched) <= {rule for rule, _ in arrays}, arrays
+    slurm_logs = run.workdir / ".snakemake" / "slurm_logs"
     for rule, jobs in sbatched.items():
         logs = [
             Path(path)
             for job_id, path in submitted
             if f"/rule_{rule}/" in path and Path(path).stem == job_id
         ]
+        for array_rule, tasks in arrays:
+            if array_rule == rule:
+                assert tasks >= 2, f"{rule}: an array job of {tasks} task"
+                task_logs = (slurm_logs / f"rule_{rule}").rglob("*.log")
+                logs += [log for log in task_logs if re.fullmatch(r"\d+_\d+", log.stem)]
         assert len(logs) >= jobs, f"{rule}: {jobs} job(s) expected, SLURM logs: {logs}"
         for log in logs:  # the job's own output, written by SLURM on the node
             assert f"rule {rule}:" in log.read_text(), f"{log} does not show rule {rule} running"
@@ -95,6 +107,73 @@ def test_every_rule_runs_as_a_slurm_job_and_the_submission_is_valid(slurm_run):
         for log in (run.workdir / ".snakemake" / "slurm_logs" / f"rule_{rule}").rglob("*.log"):
             assert "SLURM_JOB_GPUS" in log.read_text(), f"{log}: no GPU allocated"
     print(f"SLURM run of the tiny DAG: {run.seconds:.0f} s, {len(sbatch)} jobs")
+
+
+def test_the_plugins_efficiency_report_has_a_row_per_job_step(slurm_run):
+    """--slurm-efficiency-report (asked for where sacct answers, as in CI): the plugin's CSV has
+    one row per job step, with its rule and CPU and memory efficiency."""
+    run = slurm_run
+    assert run.returncode == 0, f"snakemake failed:\n{run.output[-6000:]}"
+    if run.no_accounting:
+        message = f"no SLURM accounting ({run.no_accounting}), so no efficiency report"
+        if slurm_required():
+            pytest.fail(f"PTXSEG_SLURM=1: {message}; .ci/slurm/start.sh sets up slurmdbd")
+        pytest.skip(message)
+    run_id = re.search(r"SLURM run ID: (\S+)", run.output)[1]
+    folder = run.workdir / EFFICIENCY_REPORTS
+    reports = list(folder.glob("*.csv"))
+    assert reports == [folder / f"efficiency_report_{run_id}.csv"], (
+        f"{reports}; snakemake said:\n{run.output[-3000:]}"
+    )
+    report = pd.read_csv(reports[0], dtype={"JobID": str, "RuleName": str})
+    # The plugin keeps the jobs' srun steps (<job>.0; the `batch` steps dropped): one per job
+    # submitted on its own, and one per array task but the first, which runs its command in the
+    # batch step, without srun (snakemake-executor-plugin-slurm-jobstep 0.6), so has no row.
+    expected = {
+        job_id: "rule_" + re.search(r"/rule_(\w+)/", log)[1]
+        for job_id, log in single_submissions(run.output)
+    }
+    tasks = re.findall(r"Registered array job task: external_jobid=(\d+)_(\d+)", run.output)
+    first_task = {job: min(int(t) for j, t in tasks if j == job) for job, _ in tasks}
+    array_rules = tuple(f"rule_{rule}" for rule in profile_setting("slurm-array-jobs").split(","))
+    for job, task in tasks:
+        if int(task) != first_task[job]:
+            expected[f"{job}_{task}"] = array_rules
+    assert first_task, "no array job: the profile's array rules did not run as arrays"
+    job_ids = report["JobID"].str.split(".").str[0]
+    assert sorted(job_ids) == sorted(expected), report[["JobID", "RuleName"]]
+    for job_id, rule_name in zip(job_ids, report["RuleName"], strict=True):
+        assert rule_name.startswith(expected[job_id]), (job_id, rule_name)
+    efficiency = report[["CPU Efficiency (%)", "Memory Usage (%)"]]
+    assert efficiency.notna().all().all() and (efficiency >= 0).all().all(), efficiency
+    # Every job runs Python, so it used CPU time, and it asked for memory (the config's mem_mb);
+    # the seconds-long ones may end before the first memory sample (every 2 s in CI).
+    assert (report["CPU Efficiency (%)"] > 0).all(), report
+    assert (report["RequestedMem_MB"] > 0).all(), report
+    assert (report["Memory Usage (%)"] > 0).any(), report
+
+
+def single_submissions(output: str) -> list[tuple[str, str]]:
+    """(SLURM job id, log path) of each job the plugin submitted on its own (not in an array):
+    "Job <n> has been submitted with SLURM jobid <id> (log: .../rule_<rule>/...)"."""
+    return re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", output)
+
+
+def array_submissions(output: str) -> list[tuple[str, int]]:
+    """(rule, task count) of each array job the plugin submitted."""
+    found = []
+    for line in re.findall(r"Submitting array job with sbatch call: (sbatch .*)", output):
+        rule = re.search(r"--allowed-rules '?(\w+)", line)[1]
+        first, last = map(int, re.search(r"--array=(\d+)-(\d+)", line).groups())
+        found.append((rule, last - first + 1))
+    return found
+
+
+def profile_setting(key: str) -> str:
+    import yaml
+    from dag import ROOT
+
+    return str(yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())[key])
 
 
 def state_epoch(path: Path) -> int | None:

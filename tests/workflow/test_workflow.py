@@ -272,9 +272,17 @@ def test_tiny_run_trains_every_model_and_writes_oof(tiny_run):
             maps = read_rows(seg / f"oof_{member}{SUFFIX}", slice(None))
             assert maps.dtype == np.uint8 and maps.shape == (len(ids), 32, 32)
             assert (seg / f"model_{member}.pt").is_file()
-        summary = json.loads((seg / "summary.json").read_text())
-        for member in kept:  # the rule reports the score and its baseline
+        # The prediction job reports each member's OOF score and its baseline, and the TTA
+        # passes it took (tiny's train.tta: flips; its 2.0 scale is beyond the training's).
+        summary = json.loads((seg / "oof_summary.json").read_text())
+        for member in kept:
             assert {"competition", "all_empty"} <= set(summary["members"][member])
+        assert summary["tta"] == [["none", 1.0], ["hflip", 1.0]]
+        assert "members" not in json.loads((seg / "summary.json").read_text())  # the training's
+        # The pseudo-labels take pseudo_labels.tta, not train.tta.
+        log = results / "logs" / "pseudo_label_nih" / f"fold{fold}.log"
+        assert "TTA passes (pseudo_labels.tta; " in log.read_text()
+        assert "[('none', 1.0), ('vflip', 1.0)]" in log.read_text()
         metrics = pd.read_csv(seg / "metrics.csv")
         assert {"epoch", "lr", "train_loss", "val_loss", "competition", "snapshot"} <= set(
             metrics.columns

@@ -1,7 +1,8 @@
 # The winners' levers of SIIM-ACR, each switched on alone against one baseline. Target:
 # results/ablation/summary.csv (not part of 'all'). Every lever but the baseline trains the
 # ablated segmenter (ablation.arch) on every fold, one job per (lever, fold), with the segment
-# recipe and the lever's overrides; one search per lever (the baseline's reads the segment stage's
+# recipe and the lever's overrides, and predicts its OOF maps in one job per lever with the
+# lever's TTA (predict_ablation); one search per lever (the baseline's reads the segment stage's
 # own folds of that architecture, the same recipe, not trained again) scores its cascade with the
 # stage's classifiers on OOF; the summary compares them.
 
@@ -16,11 +17,6 @@ rule ablation_fold:
             L.ablation_model("{{lever}}", "{{arch}}", "{{fold}}", "{member}"),
             member=stage_members("segment"),
         ),
-        oof=expand(
-            L.ablation_oof_maps("{{lever}}", "{{arch}}", "{{fold}}", "{member}"),
-            member=stage_members("segment"),
-        ),
-        oof_ids=L.ablation_fold_file("{lever}", "{arch}", "{fold}", OOF_IDS),
         metrics=L.ablation_fold_file("{lever}", "{arch}", "{fold}", METRICS),
         summary=L.ablation_fold_file("{lever}", "{arch}", "{fold}", SUMMARY),
     log:
@@ -43,10 +39,54 @@ rule ablation_fold:
         arch=lever_arch_params,
         size=config["segment"]["size"],
         seed=config["seed"],
-        train=lever_train_params,
+        # A lever's TTA is its prediction's (predict_ablation), as train.tta is predict_segmenter's.
+        train=training_numerics(),
         state=L.ablation_state("{lever}", "{arch}", "{fold}"),
     script:
-        "../scripts/train_fold.py"  # train_segmenter's script: the lever's recipe and TTA in params
+        "../scripts/train_fold.py"  # train_segmenter's script: the lever's recipe in params
+
+
+# Every fold's OOF predictions of a lever's models, with the lever's TTA where it has one (else
+# train.tta), as predict_segmenter writes the stage's (no test set: the ablation scores OOF).
+rule predict_ablation:
+    input:
+        **siim_repack(config["segment"]["size"]),
+        folds=L.data("siim_folds.csv"),
+        kept=lever_models,
+    output:
+        oof_maps=[
+            L.ablation_oof_maps("{lever}", "{arch}", fold, member)
+            for fold in range(N_FOLDS)
+            for member in stage_members("segment")
+        ],
+        oof_ids=[
+            L.ablation_fold_file("{lever}", "{arch}", fold, OOF_IDS)
+            for fold in range(N_FOLDS)
+        ],
+        oof_summaries=[
+            L.ablation_fold_file("{lever}", "{arch}", fold, OOF_SUMMARY)
+            for fold in range(N_FOLDS)
+        ],
+    log:
+        L.log("predict_ablation", "{lever}_{arch}"),
+    benchmark:
+        L.benchmark("predict_ablation", "{lever}_{arch}")
+    wildcard_constraints:
+        lever="|".join(trained_levers()) or "(?!)",
+        arch=ablation_arch(config),
+    conda:
+        "../../envs/ptxseg.yaml"
+    threads: resources_of("predict")["threads"]
+    resources:
+        mem_mb=resources_of("predict")["mem_mb"],
+        runtime=resources_of("predict")["runtime"],
+        gpu=resources_of("predict").get("gpu", 0),
+    params:
+        code=code_of("predict_test.py"),
+        size=config["segment"]["size"],
+        train=lever_train_params,
+    script:
+        "../scripts/predict_test.py"
 
 
 rule ablation_search:
@@ -57,7 +97,7 @@ rule ablation_search:
         stats=L.repack_stats("siim", config["segment"]["size"]),
         classify_stats=L.repack_stats("siim", config["classify"]["size"]),
         index=L.data("siim_index.csv"),
-        rle=siim_source()["rle"],
+        rle=SIIM_LABELS,
     output:
         ensemble=L.ablation_ensemble("{lever}", "ensemble.json"),
         scores=L.ablation_ensemble("{lever}", "scores.csv"),

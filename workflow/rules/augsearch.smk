@@ -10,7 +10,7 @@ rule augsearch_point:
         **siim_repack(config["segment"]["size"]),
         folds=L.data("siim_folds.csv"),
         index=L.data("siim_index.csv"),
-        rle=siim_source()["rle"],
+        rle=SIIM_LABELS,
     output:
         row=L.augsearch_file("{point}", "row.json"),
         model=model_file(L.augsearch_dir("{point}"), BEST),

@@ -11,6 +11,7 @@ from ptxseg.layout import (
     METRICS,
     OOF_CSV,
     OOF_IDS,
+    OOF_SUMMARY,
     RESULTS as L,
     SUMMARY,
     ablation_job,
@@ -46,6 +47,9 @@ N_FOLDS = config["folds"]["n_folds"]
 # Every segmenter by its results name: segment.archs, then their second rounds where planned.
 SEGMENTERS = segmenter_names(config)
 ROUND2_ARCHS = round2_archs(config)
+# The labels every stage after the index reads: one file in the release's dialect, whatever layout
+# the download came in (index_siim writes it).
+SIIM_LABELS = L.data("siim_labels.csv")
 NORMALISATION = {
     key: config["repack"][key]
     for key in ("normalisation", "clahe_clip_limit", "clahe_tile_grid")
@@ -53,19 +57,9 @@ NORMALISATION = {
 
 
 def siim_source():
-    """Paths of the SIIM train/test DICOM folders and label file: the demo's or the user's."""
-    if config["data"]["source"] == "demo":  # the outputs of rule demo_siim
-        return {
-            "train": rules.demo_siim.output.train,
-            "test": rules.demo_siim.output.test,
-            "rle": rules.demo_siim.output.rle,
-        }
-    siim = config["data"]["siim"]
-    return {
-        "train": siim["train_dicom_dir"],
-        "test": siim["test_dicom_dir"],
-        "rle": siim["train_rle_csv"],
-    }
+    """Every folder and file the SIIM index reads (SIIM_LAYOUT, found at DAG build): the demo's
+    or the user's download."""
+    return SIIM_LAYOUT.inputs()
 
 
 def nih_source():
@@ -171,17 +165,53 @@ def ensemble_targets():
     return [L.ensemble("ensemble.json"), L.submission, L.report, L.model_card]
 
 
-def fold_models(stage):
-    """Every ensemble member's model file of every fold of the job's architecture."""
+def fold_models(stage, members=None):
+    """Every fold's model files of the job's architecture: its ensemble members (what predicts
+    the test set) or ``members``."""
 
     def models(wildcards):
         return [
             L.model(stage, wildcards.arch, fold, member)
             for fold in range(N_FOLDS)
-            for member in config["ensemble"]["members"][stage]
+            for member in members or config["ensemble"]["members"][stage]
         ]
 
     return models
+
+
+def oof_outputs(stage):
+    """The OOF files of every fold of a prediction job's architecture ("{arch}"), which it writes
+    beside each fold's models (ptxseg.train.oof): a classifier's oof.csv, a segmenter's map file
+    per kept member and oof_ids.csv; oof_summary.json (the members' metrics, the TTA passes).
+    """
+    folds = range(N_FOLDS)
+    summaries = [L.fold_file(stage, "{arch}", fold, OOF_SUMMARY) for fold in folds]
+    if stage == "classify":
+        return {
+            "oof": [L.fold_file(stage, "{arch}", fold, OOF_CSV) for fold in folds],
+            "oof_summaries": summaries,
+        }
+    return {
+        "oof_maps": [
+            L.oof_maps("{arch}", fold, member)
+            for fold in folds
+            for member in stage_members(stage)
+        ],
+        "oof_ids": [L.fold_file(stage, "{arch}", fold, OOF_IDS) for fold in folds],
+        "oof_summaries": summaries,
+    }
+
+
+# The keys of `train` that only prediction reads (OOF, test, pseudo-labels): a training job's
+# `train` param leaves them out, so changing one reruns the predictions and no training.
+INFERENCE_ONLY_TRAIN_KEYS = ("tta",)
+
+
+def training_numerics(train=None):
+    """The `train` section (or a lever's, ``train``) less its inference-only keys: the `train`
+    param of every job that trains and predicts nothing."""
+    train = config["train"] if train is None else train
+    return {k: v for k, v in train.items() if k not in INFERENCE_ONLY_TRAIN_KEYS}
 
 
 def segmenter_test_maps():
@@ -305,8 +335,17 @@ def lever_arch_params(wildcards):
 
 
 def lever_train_params(wildcards):
-    """The `train` section with the lever's TTA where it has one."""
+    """The `train` section with the lever's TTA where it has one (its prediction's param)."""
     return lever_train(config, wildcards.lever)
+
+
+def lever_models(wildcards):
+    """Every fold's kept models of a lever (what predict_ablation predicts the OOF maps of)."""
+    return [
+        L.ablation_model(wildcards.lever, wildcards.arch, fold, member)
+        for fold in range(N_FOLDS)
+        for member in stage_members("segment")
+    ]
 
 
 def lever_tta(wildcards):
@@ -409,6 +448,12 @@ def pseudo_label_bands():
     """The pseudo_labels keys the labelling reads: its bands and its cascade (ptxseg's Bands)."""
     pseudo = config["pseudo_labels"]
     return {key: pseudo[key] for key in BAND_KEYS}
+
+
+def pseudo_label_numerics():
+    """pseudo_label_nih's `train` param: the training numerics with the pseudo-labelling's own TTA
+    (pseudo_labels.tta: the second round's training data, not train.tta's predictions)."""
+    return {**training_numerics(), "tta": config["pseudo_labels"]["tta"]}
 
 
 def round2_params():

@@ -55,6 +55,9 @@ rule index_siim:
         **siim_source(),
     output:
         index=L.data("siim_index.csv"),
+        # The train labels in the release's dialect, whatever the layout, and where they came from.
+        labels=SIIM_LABELS,
+        labels_origin=L.data("siim_labels.json"),
     log:
         # A log, not an output: Snakemake keeps it when the job fails on rejects.
         rejects=L.data("siim_rejects.csv"),
@@ -69,6 +72,7 @@ rule index_siim:
         runtime=resources_of("index")["runtime"],
     params:
         code=code_of("index_siim.py"),
+        layout=SIIM_LAYOUT.to_dict(),
         stop_on_rejects=config["data"]["stop_on_rejects"],
     script:
         "../scripts/index_siim.py"
@@ -106,7 +110,7 @@ rule folds_siim:
 rule repack_siim:
     input:
         index=L.data("siim_index.csv"),
-        rle=siim_source()["rle"],
+        rle=SIIM_LABELS,
     output:
         images=directory(L.repack_images("siim", "{size}")),
         manifest=L.repack_manifest("siim", "{size}"),

@@ -1,12 +1,16 @@
-# Ensemble: test-set predictions per architecture (every fold model), blending weights and
-# cascade thresholds searched on out-of-fold predictions, and the submission.
+# Ensemble: predictions per architecture (every fold model: its out-of-fold predictions on the
+# fold it held out, and the test set, both with train.tta), blending weights and cascade
+# thresholds searched on the out-of-fold predictions, and the submission.
 
 
 rule predict_classifier:
     input:
         **siim_repack(config["classify"]["size"]),
+        folds=L.data("siim_folds.csv"),
         models=fold_models("classify"),
+        kept=fold_models("classify", stage_members("classify")),
     output:
+        **oof_outputs("classify"),
         probabilities=L.test_probabilities("{arch}"),
     log:
         L.log("predict_classifier", job_name("{arch}")),
@@ -32,8 +36,11 @@ rule predict_classifier:
 rule predict_segmenter:
     input:
         **siim_repack(config["segment"]["size"]),
+        folds=L.data("siim_folds.csv"),
         models=fold_models("segment"),
+        kept=fold_models("segment", stage_members("segment")),
     output:
+        **oof_outputs("segment"),
         maps=[L.test_maps("{arch}", fold) for fold in range(N_FOLDS)],
         ids=L.test_ids("{arch}"),
     log:
@@ -71,7 +78,7 @@ rule ensemble:
         stats=L.repack_stats("siim", config["segment"]["size"]),
         classify_stats=L.repack_stats("siim", config["classify"]["size"]),
         index=L.data("siim_index.csv"),
-        rle=siim_source()["rle"],
+        rle=SIIM_LABELS,
     output:
         ensemble=L.ensemble("ensemble.json"),
         scores=L.ensemble("scores.csv"),

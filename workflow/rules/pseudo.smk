@@ -1,7 +1,8 @@
 # The NIH second round (pseudo_labels.enabled): candidates sampled from the NIH images that are not
 # SIIM images, repacked at the segment size; per fold, that fold's first-round models label them
 # (pseudo_label_nih); per architecture and fold, the segmenter trains again with them
-# (train_segmenter_round2, results under <arch>-round2, which the ensemble takes beside round 1).
+# (train_segmenter_round2, results under <arch>-round2, which the ensemble takes beside round 1;
+# its OOF and test predictions are predict_segmenter's for <arch>-round2, as round 1's).
 
 
 rule pseudo_label_candidates:
@@ -79,7 +80,7 @@ rule pseudo_label_nih:
         bands=pseudo_label_bands(),
         segment_size=config["segment"]["size"],
         classify_size=config["classify"]["size"],
-        train=config["train"],
+        train=pseudo_label_numerics(),
     script:
         "../scripts/pseudo_label_nih.py"
 
@@ -95,11 +96,6 @@ rule train_segmenter_round2:
             L.model("segment", round2_name("{{arch}}"), "{{fold}}", "{member}"),
             member=stage_members("segment"),
         ),
-        oof=expand(
-            L.oof_maps(round2_name("{{arch}}"), "{{fold}}", "{member}"),
-            member=stage_members("segment"),
-        ),
-        oof_ids=L.fold_file("segment", round2_name("{arch}"), "{fold}", OOF_IDS),
         metrics=L.fold_file("segment", round2_name("{arch}"), "{fold}", METRICS),
         summary=L.fold_file("segment", round2_name("{arch}"), "{fold}", SUMMARY),
     log:
@@ -122,7 +118,7 @@ rule train_segmenter_round2:
         round2=round2_params(),
         size=config["segment"]["size"],
         seed=config["seed"],
-        train=config["train"],
+        train=training_numerics(),
         state=L.training_state("segment", round2_name("{arch}"), "{fold}"),
     script:
         "../scripts/train_fold.py"

@@ -11,7 +11,7 @@ rule scaling_candidate:
         unpack(scaling_repack),
         folds=L.data("siim_folds.csv"),
         index=L.data("siim_index.csv"),
-        rle=siim_source()["rle"],
+        rle=SIIM_LABELS,
     output:
         row=L.scaling_candidate("{candidate}", "row.json"),
         model=model_file(L.scaling_dir("{candidate}"), BEST),
@@ -65,12 +65,13 @@ rule scaling_summary:
         base_resolution=config["scaling"]["base_resolution"],
         phis=config["scaling"]["phis"],
         grid=config["scaling"]["grid"],
-        # B0's regularisation and activation: best.yaml's B1 (and B2) entries take them, the rates
-        # grown with phi.
+        # B0's regularisation and activation: best.yaml's B1 (and B2) entries take them, the
+        # dropout grown with phi as the official B0-B7 grow theirs.
         b0_recipe={
             key: config["scaling"]["recipe"][key]
             for key in ("dropout_rate", "drop_path_rate", "activation")
         },
+        dropout_by_phi=config["scaling"]["dropout_by_phi"],
         # best.yaml scales segment.size by B1's multiplier; the stages and crops keep their ratio.
         resolution_keys=resolution_keys(config),
     script:

@@ -1,6 +1,8 @@
 # Training: NIH pretraining per classifier architecture, then classifiers and segmenters per
 # architecture and fold. Resume states live in results/checkpoints/, outside the declared outputs,
-# so a killed or preempted job's rerun continues where it stopped.
+# so a killed or preempted job's rerun continues where it stopped. A fold job keeps its models;
+# their OOF predictions are the architecture's prediction job's (ensemble.smk), with train.tta,
+# which is no training job's param: changing it retrains nothing.
 
 
 rule pretrain_nih:
@@ -34,7 +36,7 @@ rule pretrain_nih:
         exclude_findings=config["pretrain"]["exclude_findings"],
         size=config["repack"]["nih_size"],
         seed=config["seed"],
-        train=config["train"],
+        train=training_numerics(),
         state=L.training_state("pretrain", "{arch}"),
     script:
         "../scripts/pretrain_nih.py"
@@ -50,7 +52,6 @@ rule train_classifier:
             L.model("classify", "{{arch}}", "{{fold}}", "{member}"),
             member=stage_members("classify"),
         ),
-        oof=L.fold_file("classify", "{arch}", "{fold}", OOF_CSV),
         metrics=L.fold_file("classify", "{arch}", "{fold}", METRICS),
         summary=L.fold_file("classify", "{arch}", "{fold}", SUMMARY),
     log:
@@ -72,7 +73,7 @@ rule train_classifier:
         arch=arch_params("classify"),
         size=config["classify"]["size"],
         seed=config["seed"],
-        train=config["train"],
+        train=training_numerics(),
         state=L.training_state("classify", "{arch}", "{fold}"),
     script:
         "../scripts/train_fold.py"
@@ -88,11 +89,6 @@ rule train_segmenter:
             L.model("segment", "{{arch}}", "{{fold}}", "{member}"),
             member=stage_members("segment"),
         ),
-        oof=expand(
-            L.oof_maps("{{arch}}", "{{fold}}", "{member}"),
-            member=stage_members("segment"),
-        ),
-        oof_ids=L.fold_file("segment", "{arch}", "{fold}", OOF_IDS),
         metrics=L.fold_file("segment", "{arch}", "{fold}", METRICS),
         summary=L.fold_file("segment", "{arch}", "{fold}", SUMMARY),
     log:
@@ -114,7 +110,7 @@ rule train_segmenter:
         arch=arch_params("segment"),
         size=config["segment"]["size"],
         seed=config["seed"],
-        train=config["train"],
+        train=training_numerics(),
         state=L.training_state("segment", "{arch}", "{fold}"),
     script:
         "../scripts/train_fold.py"

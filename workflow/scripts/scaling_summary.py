@@ -16,5 +16,6 @@ if __name__ == "__main__":
             out.search,
             p.resolution_keys,
             b0_recipe=p.b0_recipe,
+            dropout_by_phi=p.dropout_by_phi,
         )
         build_scaling_report(out.summary, out.search, out.plot, out.report)

@@ -93,8 +93,18 @@ class RepackTask:
     params: Normalisation
 
 
+def kind_of(path: str) -> str:
+    """'png' for a PNG (a PNG set's SIIM images, NIH's), 'dicom' else: how an index path is read."""
+    return "png" if path.lower().endswith(".png") else "dicom"
+
+
+def read_source(path: str, kind: str) -> np.ndarray:
+    """An index's image as 8-bit grey: a DICOM as its header says to display it, a PNG as it is."""
+    return read_image(path)[0] if kind == "dicom" else read_grey(path)
+
+
 def _read_source(task: RepackTask) -> np.ndarray:
-    return read_image(task.source)[0] if task.kind == "dicom" else read_grey(task.source)
+    return read_source(task.source, task.kind)
 
 
 def repack_one(task: RepackTask) -> tuple[str, np.ndarray, np.ndarray]:
@@ -210,7 +220,7 @@ def siim_tasks(
             RepackTask(
                 image_id=row.image_id,
                 source=row.path,
-                kind="dicom",
+                kind=kind_of(row.path),
                 subfolder=row.split,
                 rles=tuple(labels[row.image_id]) if is_train else None,
                 out_root=str(out_root),
@@ -232,7 +242,8 @@ def repack_siim(
     workers: int = 1,
     fingerprints_path: str | os.PathLike | None = None,
 ) -> dict:
-    """SIIM train and test DICOMs of the index -> ``out_root/<size>/{train,test,masks}/<id>.png``
+    """SIIM train and test images of the index (DICOMs, or a PNG set's PNGs) and the masks of
+    ``rle_csv`` (the index's label file) -> ``out_root/<size>/{train,test,masks}/<id>.png``
     (and their fingerprints, split 'train' or 'test', to ``fingerprints_path`` where given)."""
     index = read_index(index_path)
     tasks = siim_tasks(index, labels_by_image(rle_csv), out_root, sizes, params)
@@ -241,19 +252,19 @@ def repack_siim(
     )
 
 
-def _fingerprint_dicom(path: str) -> np.ndarray:
-    return fingerprint(read_image(path)[0])
+def _fingerprint_image(path: str) -> np.ndarray:
+    return fingerprint(read_source(path, kind_of(path)))
 
 
 def fingerprint_siim(
     index_path: str | os.PathLike, fingerprints_path: str | os.PathLike, workers: int = 1
 ) -> int:
-    """Every SIIM DICOM of the index (train and test) -> its content fingerprint, as the repack takes
+    """Every SIIM image of the index (train and test; DICOM or PNG) -> its content fingerprint, as the repack takes
     it. A job of its own, not part of a repack size: adding a size then leaves the NIH chain alone."""
     index = read_index(index_path)
     table = fingerprint_table(index["image_id"].tolist(), index["split"].tolist(), 0)
     contents = parallel_map(
-        _fingerprint_dicom, index["path"].tolist(), workers, desc="fingerprints"
+        _fingerprint_image, index["path"].tolist(), workers, desc="fingerprints"
     )
     for position, content in enumerate(contents):
         table["fingerprint"][position] = content

@@ -75,6 +75,8 @@ class ArchitectureMean:
     def __init__(self, n_folds: int, n_flips: int = 1) -> None:
         self.n_flips = n_flips
         self.maps: dict[int, MemberSum] = {}
+        # The same maps unquantised, for outputs that keep full precision (a Parametric Map).
+        self.float_maps: dict[int, ProbabilitySum] = {}
         self.probabilities: dict[int, ProbabilitySum] = {}
         self.heads: dict[int, ProbabilitySum] = {}
         self.fold_passes: list[list[np.ndarray]] = [[] for _ in range(n_folds)]
@@ -84,6 +86,9 @@ class ArchitectureMean:
         if main.ndim == 3:  # a segmenter's maps
             running = self.maps.setdefault(key.fold, MemberSum(main.shape))
             running.add(quantise_probabilities(main))
+            precise = self.float_maps.setdefault(key.fold, ProbabilitySum(main.shape))
+            precise.add(main)
+            precise.next_member()
         else:  # a classifier's probabilities: its first class
             running = self.probabilities.setdefault(key.fold, ProbabilitySum(len(main)))
             running.add(main[:, 0])
@@ -100,6 +105,10 @@ class ArchitectureMean:
     def map(self) -> np.ndarray:
         """A segmenter's map: the mean of its folds' uint8 maps, float32 (0-255)."""
         return architecture_map([self.maps[fold].mean() for fold in sorted(self.maps)])
+
+    def float_map(self) -> np.ndarray:
+        """`map` without the uint8 steps: the folds' mean of their members' float maps (0-1)."""
+        return architecture_map([self.float_maps[fold].mean() for fold in sorted(self.float_maps)])
 
     def probability(self) -> np.ndarray:
         """A classifier's probability (B,): its folds' mean of their members' mean."""
@@ -154,6 +163,13 @@ def gate(spec: EnsembleSpec, means: dict[tuple[str, str], ArchitectureMean]) -> 
     return Gate(gate_probability(sources, weights), spread)
 
 
+def _at(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A map at the image's ``shape`` (bilinear where the model's size differs)."""
+    if array.shape == shape:
+        return array
+    return cv2.resize(array, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
 def predictions(
     spec: EnsembleSpec,
     batch: list[PreparedImage],
@@ -164,7 +180,9 @@ def predictions(
     gated = gate(spec, means)
     archs = spec.segmenters
     maps = [means[(SEGMENT, arch)].map() for arch in archs]
-    blended = blend_maps(maps, [spec.segmenter_weights[a] for a in archs])
+    weights = [spec.segmenter_weights[a] for a in archs]
+    blended = blend_maps(maps, weights)
+    precise = weighted_mean([means[(SEGMENT, arch)].float_map() for arch in archs], weights)
     calibrated = None
     if gated is not None:
         calibrated = gated.probability if calibrate is None else calibrate(gated.probability)
@@ -173,14 +191,13 @@ def predictions(
         shape = prepared.image.shape
         probability = None if gated is None else float(gated.probability[i])
         mask = binarise(blended[i], spec.cascade, probability, out_shape=shape)
-        resized = blended[i]
-        if resized.shape != shape:
-            resized = cv2.resize(resized, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+        resized, precise_resized = _at(blended[i], shape), _at(precise[i], shape)
         out.append(
             Prediction(
                 image_id=prepared.image_id,
                 mask=mask,
                 probability_map=resized.astype(np.float32) / np.float32(255),
+                float_probability_map=np.clip(precise_resized, 0.0, 1.0).astype(np.float32),
                 probability=probability,
                 calibrated_probability=None if calibrated is None else float(calibrated[i]),
                 uncertainty=None if gated is None else float(gated.spread[i]),

@@ -1,7 +1,7 @@
 """What `ptxseg predict --dicom-out DIR` writes for a DICOM input: a DICOM Segmentation of the
-mask, a Secondary Capture of the radiograph with the mask outlined and the probability drawn, and
-with ``--dicom-probability`` a Parametric Map of the pixel probabilities (``io.dicom_outputs``,
-highdicom). Every DICOM input is checked before any image is predicted, so a source without a valid
+mask, a Secondary Capture of the radiograph with the mask outlined (``--fill``: tinted too) and the
+probability drawn, and with ``--dicom-probability`` a Parametric Map of the pixel probabilities at
+full precision (``io.dicom_outputs``, highdicom). Every DICOM input is checked before any image is predicted, so a source without a valid
 StudyInstanceUID stops the run at once, naming its file, before anything is written."""
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ SUFFIXES = {"seg": "_seg.dcm", "capture": "_capture.dcm", "probability": "_proba
 class DicomOutputs:
     out_dir: Path
     probability_map: bool = False
+    fill: bool = False
 
     def check(self, paths: list[str | os.PathLike]) -> int:
         """Check every DICOM input's identifiers and image before prediction; the count."""
@@ -61,10 +62,12 @@ class DicomOutputs:
             written[1],
             algorithm_version=__version__,
             image=prediction.image,
+            fill=self.fill,
         )
         if self.probability_map:
             written.append(Path(f"{stem}{SUFFIXES['probability']}"))
-            write_probability_map(
-                source, prediction.probability_map, written[-1], algorithm_version=__version__
-            )
+            # The models' float blend where the prediction has it, not the PNG's 1/255 steps.
+            precise = prediction.float_probability_map
+            probability = prediction.probability_map if precise is None else precise
+            write_probability_map(source, probability, written[-1], algorithm_version=__version__)
         return written

@@ -38,10 +38,10 @@ OUTPUT_SUFFIXES = ("_mask.png", "_probability.png", "_overlay.png")  # after the
 PROGRESS_FROM = 4  # images; fewer get no progress bar
 
 
-def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The radiograph in grey with the predicted region tinted red and outlined (BGR), as the
-    DICOM Secondary Capture draws it."""
-    return outline_overlay(image, mask)
+def overlay(image: np.ndarray, mask: np.ndarray, fill: bool = False) -> np.ndarray:
+    """The radiograph in grey with the predicted region outlined in red (``fill``: tinted too),
+    BGR, as the DICOM Secondary Capture draws it."""
+    return outline_overlay(image, mask, fill=fill)
 
 
 def _rounded(value: float | None) -> float | str:
@@ -60,12 +60,12 @@ def row(prediction: Prediction) -> dict:
     }
 
 
-def write_images(prediction: Prediction, out_dir: Path) -> None:
+def write_images(prediction: Prediction, out_dir: Path, fill: bool = False) -> None:
     mask, probability, overlaid = (out_dir / f"{prediction.image_id}{s}" for s in OUTPUT_SUFFIXES)
     write_png(mask, prediction.mask.astype(np.uint8) * 255)
     write_png(probability, np.rint(prediction.probability_map * 255).astype(np.uint8))
     if prediction.image is not None:
-        atomic.write_bytes(overlaid, encode_png(overlay(prediction.image, prediction.mask)))
+        atomic.write_bytes(overlaid, encode_png(overlay(prediction.image, prediction.mask, fill)))
 
 
 @dataclass
@@ -90,10 +90,12 @@ def write_predictions(
     quiet: bool = False,
     started: float | None = None,
     dicom: DicomOutputs | None = None,
+    fill: bool = False,
 ) -> tuple[list[dict], Timings]:
     """Write every prediction's files, then its row of predictions.csv (appended, with the header
     where the file is new or empty, and flushed, so a row on disk means its files are there too);
-    with ``dicom``, a DICOM input's SEG, Secondary Capture (and Parametric Map) too. The rows
+    with ``dicom``, a DICOM input's SEG, Secondary Capture (and Parametric Map) too; ``fill``
+    tints the region in the overlay PNG besides outlining it. The rows
     written, and the timings."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +110,7 @@ def write_predictions(
         if handle.tell() == 0:  # append mode opens at the end: 0 is a new or empty file
             writer.writeheader()
         for prediction in predictions:
-            write_images(prediction, out)
+            write_images(prediction, out, fill)
             if dicom is not None:
                 dicom.write(prediction)
             rows.append(row(prediction))

@@ -15,6 +15,10 @@ class Prediction:
     ``probability_map``: float32 in [0, 1] at the input's size: the segmenters' blended map as the
     cascade reads it (stored to 1/255 at the segmenters' size, resized bilinearly), so ``mask`` is
     the pixels at or above the bottom threshold wherever the image passes the gate and the top test.
+    ``float_probability_map``: float32 in [0, 1] at the input's size: the same blend from the
+    models' float maps, without the cascade's uint8 steps (for a Parametric Map at full
+    precision); None where a prediction was made without it. Not part of the comparison: backends
+    agree on it to float rounding, not bit for bit.
     ``probability``: the gate's blended image-level probability (classifiers and segmenter heads as
     the ensemble weighs them); None for an ensemble without a gate.
     ``calibrated_probability``: ``probability`` through the ensemble's calibration where
@@ -34,6 +38,7 @@ class Prediction:
     uncertainty: float | None
     source: str | None = None
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    float_probability_map: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def found(self) -> bool:

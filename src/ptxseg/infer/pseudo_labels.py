@@ -113,6 +113,9 @@ def _predict(
     bands: Bands,
 ) -> pd.DataFrame:
     passes = tta_passes(runtime.tta)
+    log.info(
+        "TTA passes (pseudo_labels.tta; each model takes those its training covered): %s", passes
+    )
     n = len(segment_set)
     probability = np.full(n, np.nan, dtype=np.float32)
     confidence = np.full(n, np.nan, dtype=np.float32)

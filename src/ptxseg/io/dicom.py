@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from pydicom.uid import (
 )
 
 from ptxseg.io import atomic
+from ptxseg.io.files import find_by_stem
 from ptxseg.io.png import scale_to_uint8
 
 log = logging.getLogger(__name__)
@@ -327,21 +329,17 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, DicomHeader]:
     return image, header
 
 
-def find_dicoms(folder: str | os.PathLike) -> dict[str, Path]:
-    """Map each ``*.dcm`` below ``folder`` (any nesting) to its ImageId, the file's stem.
+def find_dicoms(
+    folders: str | os.PathLike | Iterable[str | os.PathLike],
+    twins: list[tuple[Path, Path]] | None = None,
+) -> dict[str, Path]:
+    """Map each ``*.dcm`` below ``folders`` (any nesting, symlinked folders followed) to its
+    ImageId, the file's stem.
 
-    Two files with one stem are an error naming both, as either could be the image meant.
+    Identical copies of one file (a mirror's second copy) are read once, listed in ``twins``;
+    two different files with one stem are an error naming both, as either could be the image meant.
     """
-    found: dict[str, Path] = {}
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"DICOM folder {root} does not exist")
-    for path in sorted(root.rglob("*.dcm")):
-        image_id = path.stem
-        if image_id in found:
-            raise DicomError(f"{path}: ImageId {image_id!r} is also at {found[image_id]}")
-        found[image_id] = path
-    return found
+    return find_by_stem(folders, ".dcm", DicomError, twins)
 
 
 def jpeg_baseline(image: np.ndarray, quality: int = 95) -> bytes:

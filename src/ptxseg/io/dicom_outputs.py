@@ -20,6 +20,15 @@ standard need:
   Patient's Age; they are rewritten as DICOM ages ("058Y"), and an unreadable age is left out.
 - highdicom asks the Secondary Capture for a patient orientation that SIIM headers lack; the
   source's own (possibly empty) Patient Orientation is written instead of inventing one.
+- Laterality (General Series, type 2C) follows the source's body part (`_laterality`): absent
+  for an unpaired one such as CHEST; otherwise required on the capture and the map, whose IODs
+  carry no Image Laterality, with the source's side (its Laterality, else its Image Laterality)
+  or empty where unknown. dciodvfy refuses it on the SEG in any form, so the SEG has none.
+- The Parametric Map holds float32 pixels (Float Pixel Data) with an identity mapping: the
+  probabilities as given, not in integer steps.
+- The Secondary Capture is a drawing for people: an outline that leaves the lung inside it
+  visible, letters scaled to the image, and "NOT FOR DIAGNOSTIC USE" burned in (Burned In
+  Annotation YES).
 
 An empty prediction still gives a SEG with its one segment and one all-zero frame: the standard
 wants at least one frame (Number of Frames is 1 or more), and highdicom 0.28 writes the zero
@@ -54,12 +63,18 @@ MANUFACTURER = "ptxseg"
 SEG_SERIES_NUMBER = 9901
 SC_SERIES_NUMBER = 9902
 PM_SERIES_NUMBER = 9903
-# Parametric Map pixels: probabilities in 16-bit steps (largest error 1/131070), integer pixel
-# data being what most viewers display; the real world value mapping turns them back into 0..1.
-_PM_LEVELS = 65535
 _PROBABILITY_UNIT = hd.sr.CodedConcept("{probability}", "UCUM", "probability")
 # The outline colour of the project's PNG overlays, in OpenCV's BGR order.
 _OUTLINE_BGR = (0, 0, 255)
+# Burned into every Secondary Capture: a research model's drawing is no diagnosis.
+NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+# Letters 1/28 of the shorter side tall (37 px at 1024), never below 9 px.
+_TEXT_FRACTION = 28
+_MIN_TEXT_PX = 9
+# The height of _FONT's capitals at scale 1, measured (203 px at scale 10); cv2.getTextSize's
+# height (27) includes room above them.
+_CAP_AT_SCALE_1 = 20.3
 
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
@@ -189,18 +204,66 @@ def _quiet_person_names() -> Iterator[None]:
         yield
 
 
-def _keep_orientation_and_anatomy(output: pydicom.Dataset, source: pydicom.Dataset) -> None:
-    """The source's Patient Orientation, Body Part Examined and Laterality, as far as known."""
+# Body Part Examined terms (PS3.16 Annex L) of unpaired regions, for which General Series'
+# Laterality (type 2C) must be absent. Written out here: no DICOM library lists which terms are
+# paired. A term not listed (a paired one, or one outside Annex L such as "THORAX") is treated as
+# possibly paired, as dciodvfy treats it.
+_UNPAIRED_BODY_PARTS = frozenset(
+    (
+        "ABDOMEN",
+        "ABDOMENPELVIS",
+        "CHEST",
+        "CHESTABDOMEN",
+        "CHESTABDPELVIS",
+        "CSPINE",
+        "HEAD",
+        "HEART",
+        "LSPINE",
+        "NECK",
+        "PELVIS",
+        "SKULL",
+        "SPINE",
+        "TSPINE",
+        "WHOLEBODY",
+    )
+)
+
+
+def _laterality(source: pydicom.Dataset) -> str | None:
+    """The outputs' Laterality (General Series, type 2C); None where it must be absent.
+
+    Required, and possibly empty, unless the body part examined is known to be unpaired or the
+    image carries Image Laterality. The outputs' IODs have no Image Laterality, so it is required
+    for any body part not known to be unpaired: the source's Laterality where it has a value, else
+    its Image Laterality where that is L or R (the source's DX Anatomy Imaged says the side; B
+    and U have no Laterality equivalent), else empty: unknown.
+    """
+    body_part = str(source.get("BodyPartExamined", "") or "").strip().upper()
+    if body_part in _UNPAIRED_BODY_PARTS:
+        return None
+    for keyword in ("Laterality", "ImageLaterality"):
+        value = str(source.get(keyword, "") or "").strip().upper()
+        if value in ("L", "R"):
+            return value
+    return ""
+
+
+def _keep_orientation_and_anatomy(
+    output: pydicom.Dataset, source: pydicom.Dataset, *, laterality: bool = True
+) -> None:
+    """The source's Patient Orientation, Body Part Examined and Laterality, as the standard asks;
+    without ``laterality`` (a SEG) no Laterality at all."""
     # Patient Orientation is required (type 2C) on images without plane orientation and may be
     # empty; the source's own is the only one known.
     output.PatientOrientation = source.get("PatientOrientation", "")
-    for keyword in ("BodyPartExamined", "Laterality"):
-        if source.get(keyword):
-            setattr(output, keyword, source.get(keyword))
-    # Laterality (type 2C) is required for a paired body part: empty, "unknown", only where the
-    # body part itself is not known; a chest is unpaired and needs none.
-    if "BodyPartExamined" not in output and "Laterality" not in output:
-        output.Laterality = ""
+    if source.get("BodyPartExamined"):
+        output.BodyPartExamined = source.BodyPartExamined
+    value = _laterality(source) if laterality else None
+    if value is None:
+        if "Laterality" in output:
+            del output.Laterality
+    else:
+        output.Laterality = value
 
 
 # Patient directions (x to the left, y to the back, z to the head) of Patient Orientation's letters.
@@ -296,46 +359,83 @@ def write_segmentation(
             omit_empty_frames=False,
         )
     seg.SeriesDescription = "ptxseg pneumothorax segmentation"
-    _keep_orientation_and_anatomy(seg, dataset)
+    # dciodvfy refuses a SEG's series Laterality in any form, body part known or not, paired or
+    # not (a segment's side would be a modifier of its segmented property, not the series').
+    _keep_orientation_and_anatomy(seg, dataset, laterality=False)
     _save(seg, out_path)
     return seg
 
 
-def _draw_text(colour: np.ndarray, text: str) -> None:
-    """White text edged in black (legible on any grey) in the top-left corner, in place."""
+def text_height(shape: tuple[int, ...]) -> int:
+    """The height in pixels of a capital letter drawn on an image of ``shape``: 1/28 of its
+    shorter side (37 px at 1024), at least 9 px, below which Hershey letters are not legible."""
+    return max(_MIN_TEXT_PX, round(min(shape[:2]) / _TEXT_FRACTION))
+
+
+def _wrapped(text: str, width: int, scale: float, thickness: int) -> list[str]:
+    """``text`` in lines no wider than ``width`` where its words allow (a longer word keeps a line)."""
+    lines: list[str] = []
+    for word in text.split():
+        line = f"{lines[-1]} {word}" if lines else word
+        fits = cv2.getTextSize(line, _FONT, scale, thickness)[0][0] <= width
+        if lines and fits:
+            lines[-1] = line
+        else:
+            lines.append(word)
+    return lines
+
+
+def _draw_text(colour: np.ndarray, text: str, *, bottom: bool = False) -> None:
+    """White text edged in black (legible on any grey), at the top-left corner or the bottom-left,
+    wrapped to the image's width, in place."""
     height, width = colour.shape[:2]
-    margin = max(2, width // 64)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    # About 1/40 of the image's height a line, smaller where the line would not fit the width.
-    scale = height / 1200
-    (text_width, _), _ = cv2.getTextSize(text, font, scale, 1)
-    scale = min(scale, scale * (width - 2 * margin) / text_width)
-    thickness = max(1, round(scale * 2))
-    (_, text_height), _ = cv2.getTextSize(text, font, scale, thickness)
-    origin = (margin, margin + text_height)
-    cv2.putText(colour, text, origin, font, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-    cv2.putText(colour, text, origin, font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    cap = text_height(colour.shape)
+    scale = cap / _CAP_AT_SCALE_1
+    thickness = max(1, round(cap / 12))
+    margin = max(2, cap // 2)
+    lines = _wrapped(text, width - 2 * margin, scale, thickness)
+    step = round(cap * 1.6)  # line pitch: room for descenders and the black edge
+    top = height - margin - step * (len(lines) - 1) if bottom else margin + cap
+    for k, line in enumerate(lines):
+        origin = (margin, top + k * step)
+        cv2.putText(colour, line, origin, _FONT, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+        cv2.putText(colour, line, origin, _FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+
+
+def outline_thickness(shape: tuple[int, ...]) -> int:
+    """The outline's width in pixels: 1 up to 799 px on the shorter side, 2 at 1024."""
+    return max(1, min(shape[:2]) // 400)
 
 
 def outline_overlay(
-    image: np.ndarray, mask: np.ndarray, probability: float | None = None
+    image: np.ndarray,
+    mask: np.ndarray,
+    probability: float | None = None,
+    *,
+    fill: bool = False,
+    note: str | None = None,
 ) -> np.ndarray:
-    """The radiograph in colour with the region tinted red and outlined, the probability as text.
+    """The radiograph in colour with the region outlined in red, the probability as text.
 
     ``image`` is uint8 greyscale, ``mask`` bool of its shape; the result is uint8 BGR, as OpenCV
-    orders channels (``ptxseg.io.png.encode_png`` writes it as is). Without ``probability`` no
-    text is drawn, and an empty mask leaves the image grey.
+    orders channels (``ptxseg.io.png.encode_png`` writes it as is). Inside the outline the
+    radiograph stays as it is, for the reader to see the lung under the prediction; ``fill``
+    tints it red. Without ``probability`` no probability is written; ``note`` is written at the
+    bottom-left. An empty mask leaves the image grey.
     """
     mask = np.asarray(mask, dtype=bool)  # an integer mask would index, not select
     colour = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if mask.any():
-        colour[mask] = (0.6 * colour[mask] + 0.4 * np.array(_OUTLINE_BGR)).astype(np.uint8)
+        if fill:
+            colour[mask] = (0.6 * colour[mask] + 0.4 * np.array(_OUTLINE_BGR)).astype(np.uint8)
         contours, _ = cv2.findContours(
             mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
         )
-        cv2.drawContours(colour, contours, -1, _OUTLINE_BGR, max(1, image.shape[0] // 512))
+        cv2.drawContours(colour, contours, -1, _OUTLINE_BGR, outline_thickness(image.shape))
     if probability is not None:
         _draw_text(colour, f"Pneumothorax probability {probability:.2f}")
+    if note is not None:
+        _draw_text(colour, note, bottom=True)
     return colour
 
 
@@ -369,13 +469,17 @@ def write_secondary_capture(
     *,
     algorithm_version: str,
     image: np.ndarray | None = None,
+    fill: bool = False,
     series_number: int = SC_SERIES_NUMBER,
 ) -> hd.sc.SCImage:
     """Write an RGB Secondary Capture of the radiograph with the mask outlined and ``probability``.
 
     For viewers that show no SEG on projection radiographs. ``image`` is the radiograph as
     ``ptxseg.io.dicom.read_image`` decodes it (uint8 after the header's LUTs); without it the
-    source's pixel data are decoded the same way. Returns the dataset written.
+    source's pixel data are decoded the same way. The region is outlined (``fill``: tinted too),
+    the probability written at the top and "NOT FOR DIAGNOSTIC USE" at the bottom, in letters
+    scaled to the image (`outline_overlay`); Burned In Annotation says so. Returns the dataset
+    written.
     """
     dataset, where = _load(source)
     mask = _as_mask(mask, dataset, where)
@@ -388,7 +492,8 @@ def write_secondary_capture(
     _check_shape(image, dataset, "image", where)
     if probability is not None and not 0.0 <= probability <= 1.0:
         raise ValueError(f"{where}: probability {probability} is outside 0..1")
-    rgb = cv2.cvtColor(outline_overlay(image, mask, probability), cv2.COLOR_BGR2RGB)
+    drawn = outline_overlay(image, mask, probability, fill=fill, note=NOT_FOR_DIAGNOSTIC_USE)
+    rgb = cv2.cvtColor(drawn, cv2.COLOR_BGR2RGB)
     header = _header_for_highdicom(dataset)
     with _quiet_person_names():
         sc = hd.sc.SCImage.from_ref_dataset(
@@ -410,7 +515,8 @@ def write_secondary_capture(
     sc.SeriesDescription = "ptxseg pneumothorax overlay"
     sc.ManufacturerModelName = MANUFACTURER
     sc.SoftwareVersions = algorithm_version
-    sc.BurnedInAnnotation = "YES"  # the outline and the probability are drawn into the pixels
+    # The outline, the probability and the not-for-diagnostic-use note are drawn into the pixels.
+    sc.BurnedInAnnotation = "YES"
     sc.DerivationDescription = "Radiograph with the pneumothorax predicted by ptxseg outlined"
     sc.SourceImageSequence = [_source_image_item(dataset)]
     sc.ReferencedSeriesSequence = _referenced_series(dataset)
@@ -428,8 +534,8 @@ def write_probability_map(
 ) -> hd.pm.ParametricMap:
     """Write a Parametric Map of pixel probabilities (float in 0..1, the source's Rows x Columns).
 
-    Stored as 16-bit integers with a real world value mapping back to 0..1 (unit UCUM
-    "{probability}"), so a value reads back within 1/131070 of the one given. Returns the dataset
+    Stored as 32-bit floats (Float Pixel Data) with an identity real world value mapping (unit
+    UCUM "{probability}"), so each value reads back exactly as its float32. Returns the dataset
     written.
     """
     dataset, where = _load(source)
@@ -441,13 +547,12 @@ def write_probability_map(
         raise ValueError(
             f"{where}: probabilities span {probability.min()}..{probability.max()}, not 0..1"
         )
-    levels = np.rint(probability.astype(np.float64) * _PM_LEVELS).astype(np.uint16)
     mapping = hd.pm.RealWorldValueMapping(
         lut_label="PROBABILITY",
         lut_explanation="Pneumothorax probability per pixel",
         unit=_PROBABILITY_UNIT,
-        value_range=(0, _PM_LEVELS),
-        slope=1.0 / _PM_LEVELS,
+        value_range=(0.0, 1.0),
+        slope=1.0,
         intercept=0.0,
     )
     header = _header_for_highdicom(dataset)
@@ -455,7 +560,7 @@ def write_probability_map(
     with _quiet_person_names():
         pm = hd.pm.ParametricMap(
             source_images=[header],
-            pixel_array=levels,
+            pixel_array=probability.astype(np.float32),
             series_instance_uid=hd.UID(),
             series_number=series_number,
             sop_instance_uid=hd.UID(),
@@ -467,9 +572,7 @@ def write_probability_map(
             contains_recognizable_visual_features=False,
             real_world_value_mappings=[mapping],
             # Shown as 0 (black) to 1 (white) by viewers that ignore the mapping.
-            voi_lut_transformations=[
-                hd.VOILUTTransformation(window_center=_PM_LEVELS / 2, window_width=_PM_LEVELS + 1)
-            ],
+            voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
             content_label="PROBABILITY",
             content_description="Pneumothorax probability map by ptxseg",
         )

@@ -36,7 +36,7 @@ from ptxseg.models.scaled_unet.compound import (
 )
 from ptxseg.models.scaled_unet.search import measure as measure_network
 from ptxseg.report.figures import plot_score_vs_flops
-from ptxseg.train.scaling_job import scaled_rate
+from ptxseg.train.scaling_job import grown_rates
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,11 @@ def scaled_resolution_keys(keys: dict, gamma: float, phi: int) -> dict:
 
 
 def best_fragment(
-    table: pd.DataFrame, best: pd.Series, resolution_keys: dict, b0_recipe: dict | None = None
+    table: pd.DataFrame,
+    best: pd.Series,
+    resolution_keys: dict,
+    b0_recipe: dict | None = None,
+    dropout_by_phi: Sequence[float] | None = None,
 ) -> str:
     """best.yaml: a config fragment that adds the searched B1 as a segmenter and validates beside
     the config it was searched for (``snakemake --configfile my.yaml results/scaling/best.yaml``;
@@ -249,17 +253,14 @@ def best_fragment(
     config's ``segment.size`` and every stage and crop keeps its ratio to it
     (`scaled_resolution_keys`; ``resolution_keys`` is `ptxseg.recipes.resolution_keys` of the
     config), so a staged recipe keeps its stages. ``b0_recipe`` holds the search recipe's
-    dropout and drop path rates, which grow to B1's phi, and its activation, which B1 keeps.
-    B2 is in a comment."""
+    dropout rate, which grows to B1's phi by ``dropout_by_phi`` (`grown_rates`), and its drop path
+    rate and activation, which B1 keeps. B2 is in a comment."""
     options = {"alpha": float(best["alpha"]), "beta": float(best["beta"])}
     gamma = float(best["gamma"])
 
     def regularised(phi: int) -> dict:
-        grown = {
-            k: v if k == "activation" else scaled_rate(v, phi)
-            for k, v in (b0_recipe or {}).items()
-            if v is not None
-        }
+        rates = grown_rates(b0_recipe or {}, phi, dropout_by_phi)
+        grown = {k: v for k, v in rates.items() if v is not None}
         return {"recipe": grown} if grown else {}
 
     def sides(keys: dict) -> str:
@@ -297,6 +298,7 @@ def write_summary(
     out_search: str | os.PathLike,
     resolution_keys: dict,
     b0_recipe: dict | None = None,
+    dropout_by_phi: Sequence[float] | None = None,
 ):
     """summary.csv, the score-against-FLOPs plot, the config entries of the chosen B1 and B2, and
     the search's choice with a warning for every multiplier chosen on the edge of its grid."""
@@ -321,7 +323,9 @@ def write_summary(
             "warnings": warnings,
         },
     )
-    atomic.write_text(out_best, best_fragment(table, best, resolution_keys, b0_recipe))
+    atomic.write_text(
+        out_best, best_fragment(table, best, resolution_keys, b0_recipe, dropout_by_phi)
+    )
     log.info(
         "scaling: best %s (alpha %.2f beta %.2f gamma %.2f), OOF %.4f",
         best["name"],

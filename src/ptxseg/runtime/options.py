@@ -27,7 +27,9 @@ class Runtime:
 
     @classmethod
     def from_config(cls, runtime: dict, train: dict, threads: int) -> Runtime:
-        """From the config's ``runtime`` and ``train`` sections and the job's thread count."""
+        """From the config's ``runtime`` and ``train`` sections and the job's thread count. A
+        training job's ``train`` has no ``tta`` (an inference choice, not its parameter): its
+        runtime has no TTA pass, and a prediction with it fails rather than guess one."""
         return cls(
             device=runtime["device"],
             num_workers=runtime["num_workers"],
@@ -35,12 +37,13 @@ class Runtime:
             checkpoint_every_s=float(runtime["checkpoint_every_s"]),
             amp=train["amp"],
             channels_last=train["channels_last"],
-            tta=tuple(train["tta"]),
+            tta=tuple(train.get("tta", ())),
         )
 
     def numerics(self) -> dict:
-        """What a resumed run must share with the interrupted one; the rest may change."""
-        return {"amp": self.amp, "channels_last": self.channels_last, "tta": list(self.tta)}
+        """What a resumed training must share with the interrupted one; the rest may change (TTA
+        too: a training predicts nothing with it, its OOF predictions are written apart)."""
+        return {"amp": self.amp, "channels_last": self.channels_last}
 
     def predict_batches(self, model, dataset, device: torch.device, batch_size: int):
         """``predict_batches`` with this runtime's TTA, loader workers, precision and layout."""

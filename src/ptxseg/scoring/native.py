@@ -7,6 +7,7 @@ that a blend at 512 px and a scaling candidate at 300 px are measured with the s
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -27,13 +28,23 @@ class NativeTruth:
             r.image_id: (int(r.rows), int(r.columns))
             for r in index[index["split"] == "train"].itertuples()
         }
-        self.source = Path(rle_csv).name
+        self.source = truth_name(rle_csv)
 
     def shape(self, image_id: str) -> tuple[int, int]:
         return self.shapes[image_id]
 
     def mask(self, image_id: str) -> np.ndarray:
         return rle.decode_union(self.rles[image_id], self.shapes[image_id])
+
+
+def truth_name(rle_csv: str | os.PathLike) -> str:
+    """What scores against ``rle_csv`` name as their truth: the label file the download came with,
+    as the index recorded beside its label file (``.json``), with the size its masks came at
+    where a PNG set's masks are not the competition's 1024 px labels; else the file's name."""
+    origin = Path(rle_csv).with_suffix(".json")
+    if origin.is_file():
+        return str(json.loads(origin.read_text(encoding="utf-8"))["truth"])
+    return Path(rle_csv).name
 
 
 def native_outcomes(

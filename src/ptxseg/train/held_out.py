@@ -16,10 +16,11 @@ import pandas as pd
 from ptxseg.contracts.scored_at import ScoredAt
 from ptxseg.data.datasets import RepackedImages
 from ptxseg.io import maps
-from ptxseg.layout import BEST, OOF_IDS, oof_maps_file
+from ptxseg.layout import BEST, OOF_IDS, model_file, oof_maps_file
 from ptxseg.scoring.cascade import Cascade
 from ptxseg.scoring.native import NativeTruth, native_score
 from ptxseg.scoring.thresholds import CascadeGrid, Histograms
+from ptxseg.train.oof import write_fold_oof
 from ptxseg.train.run import siim_held_out, train_fold
 from ptxseg.train.settings import FitSettings
 
@@ -57,16 +58,20 @@ def train_and_score(
     """Train one model of ``arch`` (no snapshots, SWA or EMA) on the fold's other folds, then
     score its OOF maps (``score_held_out``); the scores and the training's seconds."""
     started = time.perf_counter()
-    train_fold(
-        kind="segmenter",
-        arch=arch,
+    settings = settings.one_model()
+    split = dict(
         fold=data.fold,
         folds_csv=data.folds_csv,
         manifest_csv=data.manifest_csv,
         stats_json=data.stats_json,
         size=data.size,
         input_size=input_size,
-        settings=settings.one_model(),
+    )
+    train_fold(
+        kind="segmenter",
+        arch=arch,
+        **split,
+        settings=settings,
         weights=weights,
         options=options,
         weights_dir=weights_dir,
@@ -75,6 +80,9 @@ def train_and_score(
         stage_repacks=data.stage_repacks,
     )
     seconds = time.perf_counter() - started
+    # Trained and scored in one job: its OOF maps with the job's TTA, as every fold job's.
+    models = [model_file(out_dir, member) for member in settings.members]
+    write_fold_oof(kind="segmenter", models=models, runtime=settings.runtime, **split)
     return {**score_held_out(data, out_dir, input_size), "train_seconds": round(seconds, 1)}
 
 

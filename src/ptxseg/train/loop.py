@@ -38,7 +38,7 @@ from ptxseg.runtime.device import pick_device, seed_everything
 from ptxseg.runtime.precision import autocast
 from ptxseg.train.kept import KeptCopies
 from ptxseg.train.sampling import epoch_indices
-from ptxseg.train.schedules import LrSchedule, build_optimiser
+from ptxseg.train.schedules import LrSchedule, build_optimiser, parameter_groups
 from ptxseg.train.settings import FitSettings
 
 log = logging.getLogger(__name__)
@@ -159,8 +159,8 @@ def fit(
         indices = epoch_indices(
             positive,
             settings.sampling,
-            epoch,
-            settings.epochs,
+            settings.sampling_offset + epoch,  # a stage's place in a slide over the whole run
+            settings.sampling_epochs or settings.epochs,
             rng,
             settings.sampling_start,
             settings.sampling_end,
@@ -231,7 +231,7 @@ def _warmed_ema_fn(decay: float):
 
 def _parts(model: nn.Module, settings: FitSettings, members: Members, meta: dict) -> _Parts:
     optimiser = build_optimiser(
-        model.parameters(),
+        parameter_groups(model, settings.weight_decay, settings.decay_norm_and_bias),
         settings.optimiser,
         settings.lr,
         settings.weight_decay,

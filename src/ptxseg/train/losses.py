@@ -4,7 +4,7 @@
 only segmenters:
 
 - ``bce_dice`` (the segmenters' default): ``bce_weight`` * BCE + ``dice_weight`` * Dice;
-- ``lovasz``: smp's Lovasz hinge (``per_image`` or over the whole batch);
+- ``lovasz``: smp's Lovasz hinge (``per_image``, as Berman's reference, or over the whole batch);
 - ``symmetric_lovasz``: the Lovasz hinge on the mask and on its complement, averaged
   (:class:`SymmetricLovaszLoss`, SIIM-ACR's 3rd place);
 - ``combined``: a :class:`WeightedSum` of the terms of ``weights`` (``bce``, ``dice``, ``focal``,
@@ -52,7 +52,7 @@ class SymmetricLovaszLoss(nn.Module):
     background as the class) makes it symmetric, as SIIM-ACR's 3rd place trained its U-Nets.
     """
 
-    def __init__(self, per_image: bool = False) -> None:
+    def __init__(self, per_image: bool = True) -> None:
         super().__init__()
         self.lovasz = smp.losses.LovaszLoss("binary", per_image=per_image)
 
@@ -116,7 +116,7 @@ def build_loss(
     bce_weight: float = 1.0,
     dice_weight: float = 1.0,
     focal_gamma: float = 2.0,
-    per_image: bool = False,
+    per_image: bool = True,
     weights: Mapping[str, float] | None = None,
 ) -> nn.Module:
     """A loss on logits; ``kind`` is 'segmenter', 'classifier' (one logit) or 'multilabel' (NIH).

@@ -1,10 +1,10 @@
 """File-level training functions, one per rule: paths and plain values in, models and tables out.
 
 ``pretrain_nih`` trains a NIH ChestX-ray14 findings classifier; ``train_fold`` trains a
-pneumothorax classifier or segmenter on the SIIM folds other than ``fold`` and writes its
-out-of-fold (OOF) predictions on ``fold``: classifier probabilities in a CSV, segmenter maps as
-uint8 map files (``ptxseg.io.maps``; one per kept model: best, SWA, snapshots), in the order of
-``oof_ids.csv``. Both go through one fit-job path (``_start``, ``_fit``).
+pneumothorax classifier or segmenter on the SIIM folds other than ``fold``, scored on ``fold``
+after each epoch, and keeps its models (best, SWA, EMA, snapshots). Its out-of-fold (OOF)
+predictions on ``fold`` are written apart, by ``ptxseg.train.oof`` (TTA is an inference choice:
+changing it retrains nothing). Both go through one fit-job path (``_start``, ``_fit``).
 """
 
 from __future__ import annotations
@@ -28,28 +28,23 @@ from ptxseg.data.nih import pretraining_findings
 from ptxseg.data.pseudo_labels import read_pseudo_labels
 from ptxseg.data.repack import read_manifest, read_stats
 from ptxseg.data.transforms import build_augment
-from ptxseg.io import atomic, maps
+from ptxseg.io import atomic
 from ptxseg.layout import (
     BEST,
     EMA,
     METRICS,
-    OOF_CSV,
-    OOF_IDS,
     SUMMARY,
     SWA,
     model_file,
-    oof_maps_file,
-    probability_column,
     snapshot_index,
 )
 from ptxseg.models import build_model, drop_path_models, get_spec, set_batchnorm_momentum
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device, seed_everything
-from ptxseg.runtime.predict import mark_trained, model_passes, quantise_probabilities, tta_passes
+from ptxseg.runtime.predict import mark_trained
 from ptxseg.train.kept import remove_training_state
 from ptxseg.train.loop import Members, Task, fit
 from ptxseg.train.mean_teacher import MeanTeacher
-from ptxseg.train.metrics import SegmentationScores, classification_metrics
 from ptxseg.train.sampling import mixed_order
 from ptxseg.train.settings import FitSettings
 from ptxseg.train.tasks import classification_task, segmentation_task
@@ -235,7 +230,24 @@ def siim_held_out(
     folds_csv, manifest_csv, stats_json, size: int, fold: int, input_size: int | None = None
 ) -> RepackedImages:
     """The held-out images of ``fold``, with their masks, as training scored them."""
-    return _siim_split(folds_csv, manifest_csv, stats_json, size, fold, True, None, input_size)[1]
+    return held_out_split(folds_csv, manifest_csv, stats_json, size, fold, True, input_size)[0]
+
+
+def held_out_split(
+    folds_csv,
+    manifest_csv,
+    stats_json,
+    size: int,
+    fold: int,
+    with_masks: bool,
+    input_size: int | None = None,
+) -> tuple[RepackedImages, pd.DataFrame]:
+    """The held-out images of ``fold`` (with their masks for a segmenter, ``with_masks``; their
+    labels otherwise), as training scored them, and their rows of the folds file."""
+    split = _siim_split(
+        folds_csv, manifest_csv, stats_json, size, fold, with_masks, None, input_size
+    )
+    return split[1], split[3]
 
 
 def train_fold(
@@ -258,15 +270,16 @@ def train_fold(
     stage_repacks: dict[int, tuple[str | os.PathLike, str | os.PathLike]] | None = None,
     nih: NihImages | None = None,
 ) -> dict:
-    """Train one fold model of ``kind`` 'classifier' or 'segmenter' and write its OOF predictions.
+    """Train one fold model of ``kind`` 'classifier' or 'segmenter': its kept models, metrics
+    and summary (its OOF predictions are ``ptxseg.train.oof``'s, apart from the training).
 
-    Images are read at the repacked ``size``; ``input_size`` resizes them on reading for a model
-    whose input side is not a repacked size (the compound-scaled U-Nets). A segmenter recipe with
-    stages trains each in turn at its size (``stage_repacks``: size -> (manifest, stats) of the
-    sizes other than ``size``); the OOF maps are predicted at ``size``, on whole images.
-    ``stop_after_epoch`` counts epochs over all stages (tests of resuming). ``nih``: the NIH
-    images of a second round (pseudo-labels woven into each batch at ``settings.pseudo_share``,
-    or unlabelled images for ``settings.mean_teacher``); OOF predictions stay on SIIM images.
+        Images are read at the repacked ``size``; ``input_size`` resizes them on reading for a model
+        whose input side is not a repacked size (the compound-scaled U-Nets). A segmenter recipe with
+        stages trains each in turn at its size (``stage_repacks``: size -> (manifest, stats) of the
+        sizes other than ``size``); the held-out fold is scored at ``size``, on whole images.
+        ``stop_after_epoch`` counts epochs over all stages (tests of resuming). ``nih``: the NIH
+        images of a second round (pseudo-labels woven into each batch at ``settings.pseudo_share``,
+        or unlabelled images for ``settings.mean_teacher``); the held-out fold stays SIIM images.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be 'classifier' or 'segmenter', got {kind!r}")
@@ -284,11 +297,10 @@ def train_fold(
     meta = {"arch": arch, "kind": kind, "fold": fold, "size": size, "options": built_with}
     if settings.stages:
         meta["stages"] = [asdict(stage) for stage in settings.stages]
-    mark_trained(model, meta)  # its stages' sizes decide its TTA passes
     epochs_before, histories = 0, []
     for k, (stage_size, stage) in enumerate(plan):
         last = k == len(plan) - 1
-        job, held_rows = _stage_job(
+        job, _ = _stage_job(
             model,
             kind,
             stage,
@@ -322,9 +334,6 @@ def train_fold(
         "size": size,
         "images_held_out": len(job.val_set),
         "epochs": sum(len(h) for h in histories),
-        "members": _write_oof(job, plan[-1][1], device, out_dir, held_rows, segmenter),
-        # The TTA passes its OOF (and test) predictions take: those its training covered.
-        "tta": [list(p) for p in model_passes(model, tta_passes(settings.runtime.tta))],
     }
     if settings.stages:
         summary["stages"] = [
@@ -332,7 +341,7 @@ def train_fold(
             for s, st in plan
         ]
     atomic.write_json(out_dir / SUMMARY, summary)
-    _log_summary(summary)
+    log.info("%s %s fold %s: %d epochs", kind, arch, fold, summary["epochs"])
     remove_training_state(state_path)  # the run is complete; its resume state is no longer needed
     shutil.rmtree(_stages_dir(state_path), ignore_errors=True)
     return summary
@@ -510,88 +519,6 @@ def _write_stage_metrics(path: Path, histories: list[pd.DataFrame]) -> None:
     table = table.rename(columns={"epoch": "stage_epoch"})
     table.insert(0, "epoch", range(1, len(table) + 1))
     atomic.write_csv(path, table)
-
-
-def _write_oof(
-    job: FitJob,
-    settings: FitSettings,
-    device: torch.device,
-    out_dir: Path,
-    held_rows: pd.DataFrame,
-    segmenter: bool,
-) -> dict:
-    """Each kept member's OOF predictions on the held-out fold; returns its metrics per member."""
-    oof = held_rows[["image_id", "has_pneumothorax"]].copy()
-    metrics = {}
-    for name in settings.members:
-        job.model.load_state_dict(checkpoint.load(model_file(out_dir, name))["model"])
-        if segmenter:
-            path = Path(oof_maps_file(out_dir, name))
-            head = _predict_maps(job.model, job.val_set, path, settings, device)
-            metrics[name] = score_maps(path, job.val_set)
-            if head is not None:  # the classification head's image probability
-                oof[probability_column(name)] = head
-                labels = held_rows["has_pneumothorax"]
-                metrics[name]["head_auc"] = classification_metrics(labels, head)["auc"]
-        else:
-            probability = _predict_probabilities(job.model, job.val_set, settings, device)
-            oof[probability_column(name)] = probability
-            metrics[name] = classification_metrics(held_rows["has_pneumothorax"], probability)
-    atomic.write_csv(out_dir / (OOF_IDS if segmenter else OOF_CSV), oof)
-    return metrics
-
-
-def _predict_probabilities(
-    model, dataset: RepackedImages, settings: FitSettings, device: torch.device
-) -> np.ndarray:
-    model.to(device)
-    probabilities = np.zeros(len(dataset), dtype=np.float32)
-    batches = settings.runtime.predict_batches(model, dataset, device, settings.eval_batch_size)
-    for indices, p, _ in batches:
-        probabilities[indices] = p[:, 0]
-    return probabilities
-
-
-def _predict_maps(
-    model, dataset: RepackedImages, path: Path, settings: FitSettings, device: torch.device
-) -> np.ndarray | None:
-    """uint8 maps streamed into ``path``, in the dataset's order; the classification head's
-    probability per image where the model has a head (else None)."""
-    model.to(device)
-    batches = settings.runtime.predict_batches(model, dataset, device, settings.eval_batch_size)
-    first = tuple(dataset[0]["image"].shape[-2:])
-    heads = None
-    with maps.create(path, (len(dataset), *first)) as out:
-        for indices, p, head in batches:
-            out[indices] = quantise_probabilities(p)
-            if head is not None:
-                heads = np.zeros(len(dataset), dtype=np.float32) if heads is None else heads
-                heads[indices] = head
-    return heads
-
-
-def score_maps(maps_path: str | os.PathLike, dataset: RepackedImages, chunk: int = 64) -> dict:
-    """Metrics of stored uint8 maps against the dataset's masks at a threshold of one half, chunk
-    by chunk. (Thresholds tuned per model are the ensemble stage's: its scores.csv.)"""
-    scores = SegmentationScores()
-    with maps.MapFile(maps_path) as stored:
-        for start, chunk_maps in stored.chunks(chunk):
-            truth = np.stack([dataset.truth_mask(i) for i in range(start, start + len(chunk_maps))])
-            scores.add(chunk_maps >= 128, truth)
-    return scores.result()
-
-
-def _log_summary(summary: dict) -> None:
-    for name, metrics in summary["members"].items():
-        text = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-        log.info(
-            "%s %s fold %s, OOF of %s: %s",
-            summary["kind"],
-            summary["arch"],
-            summary["fold"],
-            name,
-            text,
-        )
 
 
 def pretrain_nih(

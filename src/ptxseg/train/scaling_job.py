@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -91,26 +92,24 @@ def candidate_recipe(
     name: str, scaling: dict, settings: FitSettings
 ) -> tuple[dict[str, float], FitSettings]:
     """(options, settings) candidate ``name`` trains `ARCH` with: its depth and width multipliers,
-    and the search recipe's settings with the regularisation grown to its phi (the activation,
-    drop path and dropout reach the model from the settings, as for every stage's models)."""
+    and the search recipe's settings with the dropout grown to its phi (the activation, drop path
+    and dropout reach the model from the settings, as for every stage's models)."""
     candidate, phi = find_candidate(name, scaling)
     depth, width, _ = candidate.scaled(phi, scaling["base_resolution"])
-    return {"depth": depth, "width": width}, scaled_regularisation(settings, phi)
+    grown = grown_rates({"dropout_rate": settings.dropout_rate}, phi, scaling["dropout_by_phi"])
+    return {"depth": depth, "width": width}, replace(settings, **grown)
 
 
-# EfficientNet's dropout grows linearly from 0.2 at B0 to 0.5 at B7: 0.3 / 7 more per step of phi.
-RATE_PER_PHI = (0.5 - 0.2) / 7
-
-
-def scaled_rate(rate: float | None, phi: int) -> float | None:
-    """A regularisation rate of B0 at compound step ``phi``; None stays None."""
-    return None if rate is None else round(rate + RATE_PER_PHI * phi, 4)
-
-
-def scaled_regularisation(settings: FitSettings, phi: int) -> FitSettings:
-    """The recipe's dropout and drop path rates (B0's) grown with phi, so B1 and B2 get more."""
-    return replace(
-        settings,
-        dropout_rate=scaled_rate(settings.dropout_rate, phi),
-        drop_path_rate=scaled_rate(settings.drop_path_rate, phi),
-    )
+def grown_rates(b0: dict, phi: int, dropout_by_phi: Sequence[float] | None) -> dict:
+    """B0's regularisation keys (``dropout_rate``, ``drop_path_rate``, ...) at compound step
+    ``phi``: the dropout grown as the official EfficientNet B0-B7 grow theirs (B0's rate plus
+    ``dropout_by_phi[phi] - dropout_by_phi[0]``: 0.2, 0.2, 0.3 ... 0.5 from 0.2), the others as
+    they are (the official code keeps drop_connect_rate 0.2 at every phi); None stays None."""
+    rate = b0.get("dropout_rate")
+    if rate is None:
+        return dict(b0)
+    if dropout_by_phi is None or phi >= len(dropout_by_phi):
+        raise ValueError(
+            f"scaling.dropout_by_phi has {len(dropout_by_phi or [])} entries, none for phi {phi}"
+        )
+    return {**b0, "dropout_rate": round(rate + dropout_by_phi[phi] - dropout_by_phi[0], 4)}

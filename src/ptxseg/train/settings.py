@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ptxseg.presets import batch_lr
 from ptxseg.recipes import member_names
 from ptxseg.runtime.options import Runtime
 from ptxseg.train.schedules import RmspropSpec, ScheduleSpec
@@ -60,6 +61,10 @@ class FitSettings:
     lr: float
     optimiser: str = "adamw"
     weight_decay: float = 1e-4
+    decay_norm_and_bias: bool = True  # False: no weight decay on 1-D parameters (BatchNorm, biases)
+    # The peak rate per 256 images of effective batch (batch_size x accumulate), applied in each
+    # stage to its own batch (`ptxseg.presets.batch_lr`); None: ``lr`` as given.
+    lr_per_256: float | None = None
     rmsprop: RmspropSpec = field(default_factory=RmspropSpec)  # rmsprop_tf's constants
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     snapshots: int = 0
@@ -73,6 +78,11 @@ class FitSettings:
     sampling: str = "all"
     sampling_start: float = 0.8
     sampling_end: float = 0.4
+    # 'run': a progressive run's stages share one slide of the positive share (stage_plan sets each
+    # stage's place in it); 'stage': each stage slides from start to end over its own epochs.
+    sampling_span: str = "run"
+    sampling_offset: int = 0  # epochs of the slide before this run (earlier stages)
+    sampling_epochs: int | None = None  # epochs of the whole slide; None: this run's
     monitor: str = "loss"
     monitor_mode: str = "min"
     # The model's regularisation (applied when the model is built): stochastic depth, dropout
@@ -101,12 +111,20 @@ class FitSettings:
         and the job's runtime."""
         schedule, swa, sampling = recipe["schedule"], recipe["swa"], recipe["sampling"]
         rmsprop, ema = recipe["optimiser"]["rmsprop"], recipe["ema"]
+        optimiser = recipe["optimiser"]
+        per_256 = optimiser["lr_per_256"]
         return cls(
             epochs=recipe["epochs"],
             batch_size=recipe["batch_size"],
-            lr=recipe["optimiser"]["lr"],
-            optimiser=recipe["optimiser"]["name"],
-            weight_decay=recipe["optimiser"]["weight_decay"],
+            lr=(
+                optimiser["lr"]
+                if per_256 is None
+                else batch_lr(per_256, recipe["batch_size"], recipe["accumulate"])
+            ),
+            lr_per_256=per_256,
+            optimiser=optimiser["name"],
+            weight_decay=optimiser["weight_decay"],
+            decay_norm_and_bias=optimiser["decay_norm_and_bias"],
             rmsprop=RmspropSpec(
                 decay=rmsprop["decay"], momentum=rmsprop["momentum"], eps=rmsprop["eps"]
             ),
@@ -121,6 +139,9 @@ class FitSettings:
                 decay_factor=schedule["decay_factor"],
                 decay_epochs=schedule["decay_epochs"],
                 mode=recipe["monitor_mode"],
+                staircase=schedule["staircase"],
+                warmup_from=schedule["warmup_from"],
+                reference_epochs=schedule["reference_epochs"],
             ),
             snapshots=recipe["snapshots"],
             swa_start=swa["start_epoch"] - 1 if swa["enabled"] else None,
@@ -133,6 +154,7 @@ class FitSettings:
             sampling=sampling["mode"],
             sampling_start=sampling["start"],
             sampling_end=sampling["end"],
+            sampling_span=sampling["span"],
             monitor=recipe["monitor"],
             monitor_mode=recipe["monitor_mode"],
             drop_path_rate=recipe["drop_path_rate"],
@@ -181,7 +203,10 @@ class FitSettings:
     def stage_plan(self, size: int) -> list[tuple[int, FitSettings]]:
         """(size, settings) of each stage in order: the recipe itself at ``size`` without stages;
         with stages, each stage's overrides, and only the last keeps members (SWA, EMA,
-        snapshots), so every stage before it hands its best model on."""
+        snapshots), so every stage before it hands its best model on. A stage's peak rate is its
+        own ``lr``, else the recipe's rule for its batch (``lr_per_256``), else the recipe's; its
+        schedule runs over its own epochs; the positive share slides once over all the stages'
+        epochs (``sampling_span`` 'run') or over each stage's."""
         if not self.stages:
             return [(size, self)]
         if self.stages[-1].size != size:
@@ -189,20 +214,31 @@ class FitSettings:
                 f"recipe.stages: the last stage's size {self.stages[-1].size} must be the "
                 f"stage's size {size} (the size of the OOF and test maps)"
             )
-        plan = []
+        plan, before = [], 0
+        total = sum(stage.epochs for stage in self.stages)
+        whole_run = self.sampling_span == "run"
         for k, stage in enumerate(self.stages):
+            batch_size = stage.batch_size or self.batch_size
+            by_batch = (
+                batch_lr(self.lr_per_256, batch_size, self.accumulate)
+                if self.lr_per_256 is not None
+                else self.lr
+            )
             settings = replace(
                 self,
                 stages=(),
                 epochs=stage.epochs,
-                batch_size=stage.batch_size or self.batch_size,
-                lr=stage.lr or self.lr,
+                batch_size=batch_size,
+                lr=stage.lr or by_batch,
                 freeze_encoder_epochs=stage.freeze_encoder_epochs,
                 crop=stage.crop,
+                sampling_offset=before if whole_run else 0,
+                sampling_epochs=total if whole_run else None,
             )
             plan.append(
                 (stage.size, settings if k == len(self.stages) - 1 else settings.one_model())
             )
+            before += stage.epochs
         return plan
 
     def model_options(self, drop_path: bool = True, activation: bool = False) -> dict:
