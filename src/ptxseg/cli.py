@@ -77,7 +77,7 @@ def _check_device(args: argparse.Namespace) -> None:
 
 
 def _runs_on(predictor, device: str) -> str:
-    """Where the models run, for the "models loaded" line."""
+    """Where the models run, for the "models ready" line."""
     where = getattr(predictor.backend, "device", None)  # PyTorch's; onnxruntime runs on the CPU
     if where is None:
         return "onnxruntime on the CPU"
@@ -134,12 +134,12 @@ def _predict(args: argparse.Namespace) -> int:
         predictor = Predictor.from_export(args.model, threads=args.threads)
     else:
         predictor = Predictor.from_results(args.results, args.device, args.threads)
-    loaded = time.perf_counter() - started
+    # The models load when their first batch needs them (deploy/resident.py): this line counts and
+    # places them; the time to the first image is in the "predicted" line's summary.
     log.info(
-        "models loaded: %d, %s, in %.1f s",
+        "models ready: %d, %s (each loaded when first used)",
         len(predictor.spec.model_keys()),
         _runs_on(predictor, args.device),
-        loaded,
     )
     failed = list(inputs.rejects)
 
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "--verbose",
         action="store_true",
         help="every log line (each model's checkpoint, highdicom's, one an image); by default "
-        "one line a stage: inputs checked, models loaded, images predicted, outputs written",
+        "one line a stage: inputs checked, models ready, images predicted, outputs written",
     )
     predict.add_argument(
         "--fill",

@@ -1,5 +1,5 @@
 """`ptxseg predict`'s options of how it reports and draws: stderr has one line a stage by default
-(inputs checked, models loaded, images predicted; the outputs written on stdout), every library's
+(inputs checked, models ready, images predicted; the outputs written on stdout), every library's
 lines with --verbose; a --device the run cannot honour is refused before anything is read or
 loaded, and the device models run on stated; --fill tints the region in the PNG overlay and the
 Secondary Capture. The tiny-model ensemble of test_predictor stands in for the loaded models."""
@@ -21,7 +21,7 @@ from ptxseg.deploy import Predictor
 from ptxseg.io.dicom import write_dicom
 from ptxseg.io.png import read_grey, write_png
 
-STAGES = ("inputs checked: 3 to predict", "models loaded: ", "3 image(s) predicted")
+STAGES = ("inputs checked: 3 to predict", "models ready: ", "3 image(s) predicted")
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_a_default_run_logs_one_line_a_stage(tmp_path, loads, capsys):
     assert len(lines) <= len(STAGES) + 1, lines
     assert not [line for line in lines if "checkpoint" in line or "highdicom" in line]
     assert "onnxruntime on the CPU" not in captured.err  # the stand-in is PyTorch's, on the CPU
-    assert "models loaded: 10, PyTorch on the CPU" in captured.err
+    assert "models ready: 10, PyTorch on the CPU" in captured.err
     assert captured.out.startswith("outputs written: 3 image(s)")
 
 
@@ -148,7 +148,7 @@ def test_cuda_without_a_gpu_is_refused_before_anything_is_read(
     # auto (the default) predicts on the CPU and says so.
     assert cli.main(args) == cli.EXIT_OK
     err = capsys.readouterr().err
-    assert "models loaded: 10, PyTorch on the CPU (no GPU visible)" in err
+    assert "models ready: 10, PyTorch on the CPU (no GPU visible)" in err
     assert "training" not in err
 
 

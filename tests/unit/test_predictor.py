@@ -23,9 +23,11 @@ import ptxseg
 from ptxseg.contracts.ensemble_spec import CLASSIFY, EnsembleSpec, EnsembleSpecError, ModelKey
 from ptxseg.deploy import Prediction, Predictor
 from ptxseg.deploy import export as export_module
+from ptxseg.deploy import predictor as predictor_module
 from ptxseg.deploy.export import onnx_name, write_export
 from ptxseg.deploy.files import COLUMNS, write_predictions
 from ptxseg.deploy.manifest import MANIFEST, ExportError, sha256
+from ptxseg.deploy.resident import Resident
 from ptxseg.deploy.torch_backend import TorchBackend
 from ptxseg.deploy.tta_module import TTAModule
 from ptxseg.io import rle
@@ -370,18 +372,20 @@ def copy_export(folder: Path, tmp_path: Path) -> Path:
 
 
 def test_a_damaged_export_names_the_file(exported, tmp_path):
+    """A model file is checked when first read, with the first batch: before any prediction."""
     folder, manifest, _ = exported
     copy = copy_export(folder, tmp_path)
     name = manifest["models"][1]["file"]
     (copy / name).write_bytes((copy / name).read_bytes()[:-100])
+    image = np.full((30, 30), 80, np.uint8)
     with pytest.raises(ExportError, match=rf"{name}: sha256 \w+ differs from manifest.json's"):
-        Predictor.from_export(copy)
+        Predictor.from_export(copy).predict(image)
     # Damaged and the manifest's digest made to match: onnxruntime refuses it, named.
     edited = json.loads((copy / MANIFEST).read_text())
     edited["models"][1]["sha256"] = sha256(copy / name)
     (copy / MANIFEST).write_text(json.dumps(edited))
     with pytest.raises(ExportError, match=rf"{name}: onnxruntime cannot load it"):
-        Predictor.from_export(copy)
+        Predictor.from_export(copy).predict(image)
     (copy / name).unlink()
     with pytest.raises(ExportError, match=rf"{name}: model file missing from the export"):
         Predictor.from_export(copy)
@@ -484,6 +488,81 @@ def test_threads_reach_both_backends(exported, ensemble, tmp_path, monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_models_load_once_a_round_within_the_budget(ensemble, monkeypatch):
+    """Models beyond the budget are loaded once per round, not per batch; the predictions are
+    those of every model held in memory."""
+    monkeypatch.setattr(predictor_module, "ROUND_IMAGES", 8)
+    spec, models, everything = ensemble
+    modules = {key: TTAModule(model, spec.passes).eval() for key, model in models.items()}
+    keys = list(modules)
+    resident = Resident(dict.fromkeys(keys, 1), modules.__getitem__, budget=3)
+    predictor = Predictor(spec, TorchBackend(resident, CPU))
+    images = radiographs(13)
+    assert predictor.round_images(2) == 8  # 24 px: the images' cap, not the pixels'
+    monkeypatch.setattr(predictor_module, "ROUND_PIXELS", 24**2 * 3)
+    assert predictor.round_images(2) == 3 and predictor.round_images(4) == 4  # a batch at least
+    monkeypatch.setattr(predictor_module, "ROUND_PIXELS", 24**2 * 100)
+    got = list(predictor.predict_many(images, batch_size=2))
+    expected = list(everything.predict_many(images, batch_size=2))
+    assert [g.image_id for g in got] == [e.image_id for e in expected]
+    for a, b in zip(got, expected, strict=True):
+        assert a.probability == b.probability and np.array_equal(a.mask, b.mask)
+        assert np.array_equal(a.probability_map, b.probability_map)
+    # Rounds: the first batch (2 images), then 8 images (4 batches), then the last 3 images.
+    rounds = 3
+    assert len(resident.kept) == 3
+    assert resident.loads == 3 + (len(keys) - 3) * rounds
+
+
+def test_a_killed_export_resumes_keeping_the_graphs_it_finished(ensemble, tmp_path, monkeypatch):
+    spec = spec_of(EXPORTED)
+    keys = spec.model_keys()
+    modules = torch_predictor(spec, {k: m for k, m in ensemble[1].items() if k in keys})
+    modules = modules.backend.modules
+    sources = {}
+    for key in keys:  # the checkpoints the graphs come from (only their bytes matter here)
+        sources[key] = tmp_path / f"{onnx_name(key)}.pt"
+        sources[key].write_bytes(repr(key).encode())
+    straight = write_export(spec, modules, tmp_path / "straight", "sha256:test", sources=sources)
+    real, made = export_module._export_one, []
+
+    def export_one(module, key, *args, **kwargs):
+        if len(made) == 3:
+            raise KeyboardInterrupt  # killed while making the fourth graph
+        made.append(key)
+        return real(module, key, *args, **kwargs)
+
+    monkeypatch.setattr(export_module, "_export_one", export_one)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        write_export(spec, modules, out, "sha256:test", sources=sources)
+    assert not (out / MANIFEST).exists()
+    assert made == keys[:3]
+    made.clear()
+    monkeypatch.setattr(export_module, "_export_one", real)
+    counted = []
+    monkeypatch.setattr(
+        export_module,
+        "_export_one",
+        lambda m, key, *a, **k: counted.append(key) or real(m, key, *a, **k),
+    )
+    resumed = write_export(spec, modules, out, "sha256:test", sources=sources)
+    assert counted == keys[3:]  # the three finished graphs kept, their models not even loaded
+    assert resumed == json.loads((out / MANIFEST).read_text())
+    assert [m["sha256"] for m in resumed["models"]] == [m["sha256"] for m in straight["models"]]
+    assert resumed["models"] == straight["models"]
+    # Another checkpoint, a damaged graph: those two are made again, the rest kept.
+    sources[keys[0]].write_bytes(b"retrained")
+    (out / onnx_name(keys[4])).write_bytes(b"damaged")
+    counted.clear()
+    write_export(spec, modules, out, "sha256:test", sources=sources)
+    assert counted == [keys[0], keys[4]]
+    # Without sources (no checkpoint to compare), every graph is made afresh.
+    counted.clear()
+    write_export(spec, modules, out, "sha256:test")
+    assert counted == keys
 
 
 def test_the_float_map_keeps_the_models_precision(ensemble):

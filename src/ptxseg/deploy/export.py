@@ -3,11 +3,17 @@
 Only the models prediction runs are written: the classifiers with gate weight above 0 and the
 segmenters whose maps or head have weight, every fold and kept member. Each graph is the fold model
 with its TTA (`TTAModule`): a dynamic batch axis, the stage's fixed image side. An architecture's
-members and folds differ only in their weights: its first model is traced (tens of seconds each
-with torch.onnx's exporter), the others are that graph with their own weights written in. Every graph is
+members and folds differ only in their weights: its first model is traced (torch.onnx's TorchScript
+exporter: seconds a graph, where its dynamo exporter took tens of them for these CNNs), the others
+are that graph with their own weights written in where every weight maps onto it. Every graph is
 checked against PyTorch with onnxruntime on a batch of another size before the manifest, written
 last, names it; an old manifest is removed first, so a failed export leaves no folder that looks
 complete.
+
+Resumable: each graph, once written and checked, gets a line in ``PROGRESS`` (its manifest entry,
+the sha256 of the checkpoint it came from, the side, passes and opset). A rerun into the same
+folder keeps every graph whose line matches and whose file still has its sha256, without loading
+its model, and exports the others: a killed export loses only the graph it was writing.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import logging
 import os
 import time
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +44,7 @@ from ptxseg.deploy.manifest import (
     ExportError,
     sha256,
 )
-from ptxseg.deploy.torch_backend import TorchBackend
+from ptxseg.deploy.torch_backend import TorchBackend, model_files
 from ptxseg.deploy.tta_module import TTAModule
 from ptxseg.io import atomic
 from ptxseg.layout import fold_name
@@ -47,6 +56,7 @@ for _name in ("onnx_ir", "onnxscript", "torch.onnx"):
 
 OPSET = 18
 PARITY = 1e-3  # the largest |onnxruntime - PyTorch| difference an exported graph may show
+PROGRESS = ".export-progress.jsonl"  # one line per graph written and checked (see the docstring)
 
 
 def onnx_name(key: ModelKey) -> str:
@@ -67,12 +77,26 @@ def _graph(module: TTAModule) -> TTAModule:
 def _trace(
     module: TTAModule, side: int, names: list[str], path: Path, opset: int, optimize: bool = False
 ) -> None:
-    """torch.onnx's exporter on ``module`` into ``path``. Without the exporter's optimiser, which
-    folds BatchNorm into the convolutions before it: every parameter and buffer stays an
-    initializer under its state_dict name, so another member's weights can be swapped in
-    (`_swap_weights`); onnxruntime folds them itself when it loads the graph."""
+    """torch.onnx's TorchScript exporter on ``module`` into ``path``, the batch axis dynamic.
+    Without constant folding, and with BatchNorm kept as it is (``TrainingMode.PRESERVE`` on a
+    module in eval mode): every parameter and buffer stays an initializer under its state_dict
+    name, so another member's weights can be swapped in (`_swap_weights`); onnxruntime folds them
+    itself when it loads the graph. ``optimize``: the exporter's folding (BatchNorm into the
+    convolutions), for a member whose unfolded graph does not reproduce PyTorch."""
     quiet = io.StringIO()  # the exporter prints its progress; the log says what matters
-    with contextlib.redirect_stdout(quiet), torch.no_grad():
+    folding = (
+        {"do_constant_folding": True}
+        if optimize
+        else {
+            "do_constant_folding": False,
+            "training": torch.onnx.TrainingMode.PRESERVE,
+        }
+    )
+    batch = {0: "batch"}
+    with contextlib.redirect_stdout(quiet), torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter warns that dynamo is the future and about traced branches on
+        # shapes: the graph is checked against PyTorch on another batch size below.
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             _graph(module),
             (_inputs(2, side, seed=0),),
@@ -80,10 +104,9 @@ def _trace(
             input_names=[INPUT_NAME],
             output_names=names,
             opset_version=opset,
-            dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
-            external_data=False,
-            dynamo=True,
-            optimize=optimize,
+            dynamic_axes={name: batch for name in (INPUT_NAME, *names)},
+            dynamo=False,
+            **folding,
         )
 
 
@@ -178,50 +201,105 @@ def _export_one(
 def export_onnx(
     results: str | os.PathLike, out_dir: str | os.PathLike, opset: int = OPSET
 ) -> dict[str, Any]:
-    """Export the ensemble of ``results`` into ``out_dir``; returns the manifest written."""
+    """Export the ensemble of ``results`` into ``out_dir``, keeping the graphs an earlier run
+    finished there (see the module's docstring); returns the manifest written."""
     spec = EnsembleSpec.from_results(results)
     raw = Path(spec.source).read_bytes()
+    # Models loaded as each graph needs them, and only those not kept from an earlier run.
     backend = TorchBackend.load(results, spec, device="cpu")
     config_hash = f"sha256:{hashlib.sha256(raw).hexdigest()}"
-    return write_export(spec, backend.modules, out_dir, config_hash, opset)
+    sources = model_files(results, spec)
+    return write_export(spec, backend.modules, out_dir, config_hash, opset, sources)
+
+
+def _progress(out: Path) -> dict[ModelKey, dict[str, Any]]:
+    """The graphs an earlier run wrote and checked in ``out``, by key (the last line of a key
+    wins; a line cut short by a kill is ignored)."""
+    path = out / PROGRESS
+    done = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+            key = ModelKey(entry["stage"], entry["arch"], int(entry["fold"]), entry["member"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        done[key] = entry
+    return done
+
+
+def _kept(entry: dict[str, Any] | None, out: Path, recipe: dict[str, Any]) -> bool:
+    """Whether an earlier run's graph stands: made the same way from the same checkpoint, and its
+    file as that run wrote it."""
+    if entry is None or any(entry.get(k) != v for k, v in recipe.items()):
+        return False
+    path = out / str(entry.get("file"))
+    return path.is_file() and sha256(path) == entry.get("sha256")
 
 
 def write_export(
     spec: EnsembleSpec,
-    modules: dict[ModelKey, TTAModule],
+    modules: Mapping[ModelKey, TTAModule],
     out_dir: str | os.PathLike,
     config_hash: str,
     opset: int = OPSET,
+    sources: Mapping[ModelKey, str | os.PathLike] | None = None,
 ) -> dict[str, Any]:
-    """Write ``modules`` (every model of ``spec``) as ONNX graphs and the manifest, ``spec``'s
-    prediction keys in it; returns the manifest."""
+    """Write ``modules`` (every model of ``spec``; a `Resident` loads each when its graph is
+    made) as ONNX graphs and the manifest, ``spec``'s prediction keys in it; returns the manifest.
+    ``sources``: each model's checkpoint, by whose sha256 a rerun keeps the graphs an earlier run
+    finished; without them every graph is made afresh."""
     if opset < 17:
         raise ValueError(f"opset {opset}: the export needs opset 17 or later")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
-    started, models = time.perf_counter(), []
+    started, models, kept = time.perf_counter(), [], 0
+    done = _progress(out) if sources is not None else {}
     templates: dict[tuple, Path] = {}  # one traced graph per architecture, side and passes
-    for key in spec.model_keys():
-        side = spec.sizes[key.stage]
-        path = out / onnx_name(key)
-        shape = (key.stage, key.arch, side, tuple(map(tuple, modules[key].passes)))
-        names, template = _export_one(modules[key], key, side, path, opset, templates.get(shape))
-        if template and shape not in templates:  # unoptimised and checked: weights swap into it
-            templates[shape] = path
-        models.append(
-            {
-                "stage": key.stage,
-                "arch": key.arch,
-                "fold": key.fold,
-                "member": key.member,
-                "file": path.name,
-                "sha256": sha256(path),
-                "input": {"name": INPUT_NAME, "shape": ["batch", 1, side, side]},
-                "outputs": names,
-                "tta_passes": [list(p) for p in modules[key].passes],  # those it was trained for
+    with open(out / PROGRESS, "a") as progress:
+        for key in spec.model_keys():
+            side = spec.sizes[key.stage]
+            path = out / onnx_name(key)
+            recipe = {
+                "source_sha256": sha256(sources[key]) if sources is not None else None,
+                "side": side,
+                "opset": opset,
+                "ensemble_passes": [list(p) for p in spec.passes],
             }
-        )
+            entry = done.get(key)
+            if recipe["source_sha256"] is not None and _kept(entry, out, recipe):
+                kept += 1
+                passes = tuple(map(tuple, entry["tta_passes"]))
+                template = bool(entry.get("template"))
+            else:
+                module = modules[key]
+                passes = tuple(map(tuple, module.passes))
+                shape = (key.stage, key.arch, side, passes)
+                names, template = _export_one(module, key, side, path, opset, templates.get(shape))
+                del module  # one not kept loaded is freed before the next loads
+                entry = {
+                    "stage": key.stage,
+                    "arch": key.arch,
+                    "fold": key.fold,
+                    "member": key.member,
+                    "file": path.name,
+                    "sha256": sha256(path),
+                    "input": {"name": INPUT_NAME, "shape": ["batch", 1, side, side]},
+                    "outputs": names,
+                    "tta_passes": [list(p) for p in passes],  # those it was trained for
+                    "template": template,
+                    **recipe,
+                }
+                # Written and checked: recorded at once, so a kill after this keeps it.
+                progress.write(json.dumps(entry) + "\n")
+                progress.flush()
+                os.fsync(progress.fileno())
+            shape = (key.stage, key.arch, side, passes)
+            if template and shape not in templates:  # unoptimised and checked: weights swap in
+                templates[shape] = path
+            models.append({k: v for k, v in entry.items() if k not in (*recipe, "template")})
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -234,5 +312,11 @@ def write_export(
         "models": models,
     }
     atomic.write_json(out / MANIFEST, manifest)
-    log.info("%d models exported to %s in %.0f s", len(models), out, time.perf_counter() - started)
+    log.info(
+        "%d models exported to %s in %.0f s (%d kept from an earlier run)",
+        len(models),
+        out,
+        time.perf_counter() - started,
+        kept,
+    )
     return manifest

@@ -1,10 +1,11 @@
 """The onnxruntime backend: an export folder's fold models, each checked against its sha256 in
-manifest.json before onnxruntime loads it. Imports no torch."""
+manifest.json before onnxruntime first loads it; sessions are made when first used and kept within
+a memory budget (`Resident`). Imports no torch."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ptxseg.deploy.manifest import (
     read_manifest,
     sha256,
 )
+from ptxseg.deploy.resident import BUDGET, Resident
 
 
 def _key(entry: dict[str, Any], where: str) -> ModelKey:
@@ -28,28 +30,31 @@ def _key(entry: dict[str, Any], where: str) -> ModelKey:
         raise ExportError(f"{where}: a 'models' entry lacks {error}: {entry}") from error
 
 
-def checked_file(folder: Path, entry: dict[str, Any]) -> Path:
-    """The model file of a manifest entry, present and as the export wrote it."""
+def model_file(folder: Path, entry: dict[str, Any]) -> Path:
+    """The model file of a manifest entry, present (its sha256 is checked when it is read)."""
     name = str(entry.get("file", ""))
     if not name or Path(name).name != name:
         raise ExportError(f"{folder / MANIFEST}: model file name {name!r} is not a plain file name")
     path = folder / name
     if not path.is_file():
         raise ExportError(f"{path}: model file missing from the export (listed in {MANIFEST})")
+    return path
+
+
+def check_file(path: Path, entry: dict[str, Any]) -> None:
+    """``path`` as the export wrote it (its sha256 in the manifest)."""
     actual = sha256(path)
     if actual != entry.get("sha256"):
         raise ExportError(
             f"{path}: sha256 {actual} differs from {MANIFEST}'s {entry.get('sha256')}: the file "
             "is damaged or was replaced after the export; export again"
         )
-    return path
 
 
 class OnnxBackend:
-    def __init__(self, spec: EnsembleSpec, sessions: dict[ModelKey, Any]) -> None:
+    def __init__(self, spec: EnsembleSpec, sessions: Mapping[ModelKey, Any]) -> None:
         self.spec = spec
-        self.sessions = sessions
-        self.names = {key: [o.name for o in s.get_outputs()] for key, s in sessions.items()}
+        self.sessions = sessions  # a dict, or a `Resident` that makes them as they are used
 
     @classmethod
     def load(
@@ -57,7 +62,11 @@ class OnnxBackend:
         folder: str | os.PathLike,
         providers: list[str] | None = None,
         threads: int | None = None,
+        budget: int | None = BUDGET,
     ) -> OnnxBackend:
+        """The export's sessions, each made when first used; on the CPU, those beyond ``budget``
+        bytes of model files are made again at each use (None: all
+        kept)."""
         import onnxruntime as ort
 
         folder = Path(folder)
@@ -71,20 +80,39 @@ class OnnxBackend:
         options.enable_cpu_mem_arena = False
         if threads is not None:
             options.intra_op_num_threads = threads
-        sessions = {}
+        providers = providers or ["CPUExecutionProvider"]
+        files = {}
         for key in spec.model_keys():
             if key not in entries:
                 raise ExportError(f"{where}: no model file listed for {key}")
-            path = checked_file(folder, entries[key])
+            files[key] = model_file(folder, entries[key])
+        checked: set[ModelKey] = set()
+
+        def load(key: ModelKey) -> Any:
+            path = files[key]
+            if key not in checked:  # checked when first read, not at every round
+                check_file(path, entries[key])
+                checked.add(key)
             try:
-                sessions[key] = ort.InferenceSession(
-                    str(path), options, providers=providers or ["CPUExecutionProvider"]
-                )
+                # From the path, not its bytes: a copy of the file less at the peak.
+                return ort.InferenceSession(str(path), options, providers=providers)
             except Exception as error:  # onnxruntime raises its own types for a bad file
                 raise ExportError(f"{path}: onnxruntime cannot load it ({error})") from error
-        return cls(spec, sessions)
 
-    def outputs(self, keys: list[ModelKey], images: np.ndarray) -> Iterator[ModelOutput]:
+        # A session counted as its file's size: the demo's peak was 2.46 GiB at the default budget.
+        sizes = {key: path.stat().st_size for key, path in files.items()}
+        keep = budget if providers == ["CPUExecutionProvider"] else None
+        return cls(spec, Resident(sizes, load, keep))
+
+    def outputs(
+        self, keys: list[ModelKey], batches: list[np.ndarray]
+    ) -> Iterator[list[ModelOutput]]:
         for key in keys:
-            arrays = self.sessions[key].run(None, {INPUT_NAME: images})
-            yield ModelOutput.from_named(self.names[key], arrays)
+            session = self.sessions[key]
+            names = [o.name for o in session.get_outputs()]
+            outputs = [
+                ModelOutput.from_named(names, session.run(None, {INPUT_NAME: images}))
+                for images in batches
+            ]
+            del session  # one not kept is freed before the next is made
+            yield outputs

@@ -5,9 +5,13 @@
     prediction = predictor.predict("image.dcm")
     for prediction in predictor.predict_many(paths, batch_size=8): ...
 
-Every fold model is loaded once; images go through in batches, read one batch ahead, and each
-model runs once per batch; predictions are yielded as their batch completes, so memory stays flat
-in the number of images. Importing this module imports no torch: ``from_results`` does.
+Images go through in batches, read one batch ahead, and batches in rounds: each fold model is
+loaded (or taken from those kept loaded, `ptxseg.deploy.resident`) once per round and runs on the
+round's batches, one after the other. The first round is the first batch alone, so the first
+predictions come as soon as every model has run once; later rounds hold up to ``ROUND_IMAGES``
+images, so a model's loading is shared by many. Predictions are yielded as their round completes,
+so memory stays flat in the number of images. Importing this module imports no torch:
+``from_results`` does.
 """
 
 from __future__ import annotations
@@ -23,10 +27,19 @@ from ptxseg.deploy.combine import ArchitectureMean, ModelOutput, predictions
 from ptxseg.deploy.images import ImageInput, PreparedImage, prepared_batches
 from ptxseg.deploy.prediction import Prediction
 
+# A round's images at most (see the module's docstring), and its pixels at the segmenters' side at
+# most: each image holds a running sum per segmenter fold until its round ends (at 1024 px, 16
+# images; at the demo's 64 px, 64).
+ROUND_IMAGES = 64
+ROUND_PIXELS = 16 << 20
+
 
 class Backend(Protocol):
-    def outputs(self, keys: list[ModelKey], images: np.ndarray) -> Iterator[ModelOutput]:
-        """Each model's output on the batch ``images`` (B, 1, S, S), in the order of ``keys``."""
+    def outputs(
+        self, keys: list[ModelKey], batches: list[np.ndarray]
+    ) -> Iterator[list[ModelOutput]]:
+        """Each model's outputs on every batch of ``batches`` ((B, 1, S, S) each), in the order
+        of ``keys``: each model loaded once for all of them."""
         ...
 
 
@@ -76,22 +89,43 @@ class Predictor:
         on_error: Callable[[ImageInput, Exception], None] | None = None,
     ) -> Iterator[Prediction]:
         """Paths or arrays (the ``k``-th array named ``image_<k>``), predicted ``batch_size`` at a
-        time and yielded in input order. With ``on_error``, an image that cannot be read is
-        handed to it with the error and skipped; without, the error is raised."""
-        for batch in prepared_batches(images, self.spec, batch_size, on_error):
-            yield from self._predict_batch(batch)
+        time and yielded in input order, a round of batches at a time (see the module's
+        docstring). With ``on_error``, an image that cannot be read is handed to it with the
+        error and skipped; without, the error is raised."""
+        batches = prepared_batches(images, self.spec, batch_size, on_error)
+        for round_ in self._rounds(batches, batch_size):
+            yield from self._predict_round(round_)
 
-    def _predict_batch(self, batch: list[PreparedImage]) -> list[Prediction]:
-        means: dict[tuple[str, str], ArchitectureMean] = {}
+    def round_images(self, batch_size: int) -> int:
+        """The images of a round after the first (at least one batch)."""
+        side = self.spec.sizes.get(SEGMENT) or self.spec.sizes.get(CLASSIFY) or 1
+        return max(batch_size, min(ROUND_IMAGES, ROUND_PIXELS // side**2))
+
+    def _rounds(
+        self, batches: Iterable[list[PreparedImage]], batch_size: int
+    ) -> Iterator[list[list[PreparedImage]]]:
+        limit, round_, first = self.round_images(batch_size), [], True
+        for batch in batches:
+            round_.append(batch)
+            if first or sum(map(len, round_)) + batch_size > limit:
+                yield round_
+                round_, first = [], False
+        if round_:
+            yield round_
+
+    def _predict_round(self, batches: list[list[PreparedImage]]) -> Iterator[Prediction]:
+        means: list[dict[tuple[str, str], ArchitectureMean]] = [{} for _ in batches]
         for stage in (CLASSIFY, SEGMENT):
             keys = self.spec.model_keys(stage)
             if not keys:
                 continue
             side = self.spec.sizes[stage]
-            inputs = np.stack([prepared.inputs[side] for prepared in batch])
-            for key, output in zip(keys, self.backend.outputs(keys, inputs), strict=True):
-                mean = means.setdefault(
-                    (stage, key.arch), ArchitectureMean(self.spec.n_folds, self.spec.n_flips)
-                )
-                mean.add(key, output)
-        return predictions(self.spec, batch, means, self._calibrate)
+            inputs = [np.stack([prepared.inputs[side] for prepared in batch]) for batch in batches]
+            for key, outputs in zip(keys, self.backend.outputs(keys, inputs), strict=True):
+                for batch_means, output in zip(means, outputs, strict=True):
+                    mean = batch_means.setdefault(
+                        (stage, key.arch), ArchitectureMean(self.spec.n_folds, self.spec.n_flips)
+                    )
+                    mean.add(key, output)
+        for batch, batch_means in zip(batches, means, strict=True):
+            yield from predictions(self.spec, batch, batch_means, self._calibrate)

@@ -89,8 +89,14 @@ def find_imagenet_file(
     )
 
 
-def read_state_dict(path: str | os.PathLike) -> StateDict:
-    """A state dict from ``path``: bare, or under ``"model"`` / ``"state_dict"``; tensors only."""
+def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> StateDict:
+    """A state dict from ``path``: bare, or under ``"model"`` / ``"state_dict"``; tensors only.
+    ``mmap``: the tensors stay in the file's pages, read as they are used (`load_state`)."""
+    return state_dict_of(read_file(path, mmap), path)
+
+
+def read_file(path: str | os.PathLike, mmap: bool = False) -> object:
+    """What ``path`` holds, read with ``weights_only=True`` (and memory-mapped with ``mmap``)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(
@@ -98,7 +104,7 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
             f"of a .pt/.pth checkpoint"
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise CheckpointError(
@@ -107,6 +113,10 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
         ) from error
     except Exception as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+
+
+def state_dict_of(obj: object, path: str | os.PathLike) -> StateDict:
+    """The state dict in a file's contents ``obj``: bare, or under ``"model"`` / ``"state_dict"``."""
     for key in ("model", "state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -175,6 +185,44 @@ def load_checkpoint_weights(model: nn.Module, path: str | os.PathLike) -> list[s
     model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
     log.info("loaded checkpoint %s (%d tensors)", path, len(state) - len(skipped))
     return skipped
+
+
+def load_state(model: nn.Module, state: StateDict, path: str | os.PathLike) -> None:
+    """Give ``model``, built on torch's meta device (no memory, no initialisation), the tensors of
+    ``state``, a checkpoint of exactly this model: every key and shape must fit (a CheckpointError
+    names those that do not). The tensors are taken as they are (``assign``: no copy; a
+    memory-mapped file's pages are read as the model runs), unless one's layout or dtype differs
+    from the model's own: then all are copied into the model's, as ``load_state_dict`` would. The
+    outputs are those of a model built, initialised and loaded, bit for bit."""
+    state = _strip_wrapper_prefix(state, model.state_dict())
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model: missing keys {_names(missing)}; "
+            f"unexpected keys {_names(unexpected)}; shapes differ for {_names(wrong)}"
+        )
+    fits = all(
+        state[k].dtype == v.dtype and state[k].stride() == v.stride() for k, v in own.items()
+    )
+    if not fits:
+        # Saved channels-last or in another precision: copied into the model's own layout, as
+        # load_state_dict copies, since a layout changes a convolution's float sums. All of them:
+        # one tensor left in a memory-mapped file keeps the whole file mapped, copied pages too.
+        state = {
+            k: torch.empty_strided(v.shape, v.stride(), dtype=v.dtype).copy_(state[k])
+            for k, v in own.items()
+        }
+    fitted = {k: state[k] for k in own}
+    model.load_state_dict(fitted, strict=True, assign=True)
+    left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:  # a buffer outside the state dict: only a real build would give it a value
+        raise CheckpointError(
+            f"{path}: the model keeps tensors no checkpoint holds: {_names(left)}"
+        )
+    log.debug("loaded checkpoint %s (%d tensors)", path, len(fitted))
 
 
 def _strip_wrapper_prefix(state: StateDict, own: Mapping[str, torch.Tensor]) -> StateDict:

@@ -26,11 +26,12 @@ def save(path: str | os.PathLike, payload: dict) -> None:
         torch.save(payload, handle)
 
 
-def load(path: str | os.PathLike) -> dict:
+def load(path: str | os.PathLike, mmap: bool = False) -> dict:
     """The payload of ``path`` (tensors and plain values only); `CheckpointError` (the models'
-    one, whichever layer reads the file) when it cannot be loaded safely."""
+    one, whichever layer reads the file) when it cannot be loaded safely. ``mmap``: the tensors
+    stay in the file's pages, read when used (a model that only predicts needs no copy)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise
     except Exception as error:  # a pickle payload, a damaged file
