@@ -156,6 +156,19 @@ def test_colliding_names_are_an_error_naming_both(tmp_path, loads, capsys):
     assert loads == [] and not (tmp_path / "out").exists()
 
 
+def test_a_run_that_predicted_nothing_does_not_hold_its_out(tmp_path, loads):
+    """A run stopped before its first image (a damaged model file) leaves a predictions.csv
+    without rows: the next run into that folder goes ahead, with one header; one row is a run's."""
+    image = png(tmp_path / "in" / "a.png", 0)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.csv").write_text(",".join(COLUMNS) + "\n")
+    assert predict(image, out=out) == cli.EXIT_OK
+    lines = (out / "predictions.csv").read_text().splitlines()
+    assert lines[0] == ",".join(COLUMNS) and len(lines) == 2 and ids_in(out) == ["a"]
+    assert predict(image, out=out) == cli.EXIT_ERROR  # now it holds a row: refused
+
+
 def test_an_earlier_runs_out_is_refused_resumed_or_overwritten(tmp_path, loads, capsys):
     images = [png(tmp_path / "in" / f"{name}.png", k) for k, name in enumerate("abc")]
     out = tmp_path / "out"

@@ -44,6 +44,14 @@ def claim(out: Path, dicom_out: Path | None, mode: str, inputs: list[str] = ()) 
     earlier = written_by_predict(out, OUTPUT_SUFFIXES)
     if dicom_out is not None:
         earlier += written_by_predict(dicom_out, tuple(DICOM_SUFFIXES.values()))
+    # A predictions.csv without rows is a run that stopped before its first image (a damaged model
+    # file, say): nothing of it to lose, so it does not make the folder another run's.
+    unfinished = [path for path in earlier if path.name == PREDICTIONS and not _has_rows(path)]
+    earlier = [path for path in earlier if path not in unfinished]
+    if mode == NEW:
+        for path in unfinished:
+            path.unlink()
+            log.info("%s: an earlier run's file without rows (it predicted nothing) replaced", path)
     if mode == NEW and earlier:
         folders = " and ".join(sorted({str(path.parent) for path in earlier}))
         raise OutFolderError(
@@ -60,6 +68,12 @@ def claim(out: Path, dicom_out: Path | None, mode: str, inputs: list[str] = ()) 
             path.unlink()
         if earlier:
             log.info("--overwrite: %d files of an earlier run removed", len(earlier))
+
+
+def _has_rows(path: Path) -> bool:
+    """Whether a predictions.csv holds a line after its header."""
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip()) > 1
 
 
 def read_done(path: Path) -> frozenset[str]:
