@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,17 @@ class ImageLabels:
     empty: bool = False
 
 
+def _data_rows(reader, path: Path, width: int, last_col: int) -> Iterator[tuple[int, list[str]]]:
+    """(line, cells) of a label CSV's rows after its header: blank rows skipped, a row too short
+    to hold column ``last_col`` an error naming file and line (``width``: the header's)."""
+    for line, row in enumerate(reader, start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) <= last_col:
+            raise LabelFileError(f"{path}: line {line}: {len(row)} fields, expected {width}")
+        yield line, row
+
+
 def read_rle_csv(path: str | os.PathLike) -> dict[str, ImageLabels]:
     """Read ``train-rle.csv`` (header ``ImageId, EncodedPixels``, the space included).
 
@@ -91,13 +103,7 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, ImageLabels]:
             ) from None
         labels: dict[str, ImageLabels] = {}
         seen_rows: dict[tuple[str, str], int] = {}
-        for line, row in enumerate(reader, start=2):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) <= max(id_col, rle_col):
-                raise LabelFileError(
-                    f"{path}: line {line}: {len(row)} fields, expected {len(names)}"
-                )
+        for line, row in _data_rows(reader, path, len(names), max(id_col, rle_col)):
             where = f"{path}: line {line}"
             image_id = check_image_id(row[id_col].strip(), where)
             encoded = row[rle_col].strip()
@@ -144,12 +150,8 @@ def read_mapping(path: str | os.PathLike) -> dict[str, str]:
                 f"{path}: line 1: columns {names!r}; expected 'new_filename' and 'ImageId'"
             ) from None
         mapping: dict[str, str] = {}
-        for line, row in enumerate(reader, start=2):
-            if not row or all(not cell.strip() for cell in row):
-                continue
+        for line, row in _data_rows(reader, path, len(names), max(file_col, id_col)):
             where = f"{path}: line {line}"
-            if len(row) <= max(file_col, id_col):
-                raise LabelFileError(f"{where}: {len(row)} fields, expected {len(names)}")
             mapping[row[file_col].strip()] = check_image_id(row[id_col].strip(), where)
     return mapping
 
