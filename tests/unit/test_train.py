@@ -10,13 +10,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from ptxseg.data.datasets import RepackedImages
 from ptxseg.models import build_model
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device
 from ptxseg.runtime.options import Runtime
-from ptxseg.train.loop import Members, NonFiniteLossError, Task, fit
+from ptxseg.train.loop import Members, NonFiniteLossError, Task, _finish_swa, fit
 from ptxseg.train.losses import build_loss
 from ptxseg.train.metrics import (
     all_empty_score,
@@ -314,6 +315,29 @@ def test_swa_averages_and_recomputes_batchnorm(tmp_path, tiny_set):
     assert any(not torch.equal(swa[k], last[k]) for k in weights)
     running = [k for k in swa if k.endswith("running_mean")]
     assert running and any(not torch.equal(swa[k], last[k]) for k in running)
+
+
+def test_swa_batchnorm_statistics_are_collected_with_dropout_off(tiny_set):
+    """The averaged model's BatchNorm statistics are those it has at inference: a dropout of 0.9
+    before the BatchNorm (on in training, where it rescales what it keeps by 10) leaves them as
+    they are without it, and the model is left in eval mode."""
+    train, _, _ = tiny_set
+
+    def finished(dropout: float) -> AveragedModel:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 1), torch.nn.Dropout(dropout), torch.nn.BatchNorm2d(4)
+        )
+        swa = AveragedModel(net)
+        _finish_swa(swa, train, SETTINGS, torch.device("cpu"))
+        return swa
+
+    dropped, kept = finished(0.9), finished(0.0)
+    norm, kept_norm = dropped.module[2], kept.module[2]
+    assert kept_norm.running_var.min() > 0
+    assert torch.allclose(norm.running_mean, kept_norm.running_mean, atol=1e-6)
+    assert torch.allclose(norm.running_var, kept_norm.running_var, rtol=1e-5)
+    assert not any(module.training for module in dropped.modules())
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, tiny_set):
