@@ -114,3 +114,70 @@ def test_resident_keeps_the_first_models_that_fit_and_reloads_the_others():
     assert everything.loads == 4
     with pytest.raises(KeyError):
         everything["e"]
+
+
+def test_an_ensemble_builds_each_architecture_once_and_runs_each_member_as_its_own_model(
+    tmp_path, monkeypatch
+):
+    """`ModelShells`: members of two architectures, alternating, give what each member loaded
+    on its own gives, bit for bit; each architecture is built once; the architecture used before
+    lets go of its member's tensors (meta again) when the other is in use."""
+    from ptxseg.infer import test_set
+
+    paths = []
+    for k, (arch, options) in enumerate([("unet_resnet34", {}), ("xception", {})] * 2):
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        torch.manual_seed(k)  # each member its own weights
+        paths.append((arch, saved(folder, arch, options, channels_last=k == 2)))
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = [load_member(path, CPU).eval()(x) for _, path in paths]
+    builds = []
+    real_build = test_set.build_shell
+
+    def build(arch, *args, **kwargs):
+        builds.append(arch)
+        return real_build(arch, *args, **kwargs)
+
+    monkeypatch.setattr(test_set, "build_shell", build)
+    shells = test_set.ModelShells(CPU)
+    members = [shells.read(path) for _, path in paths]  # all read before any is used, as kept
+    for (_, path), member, want in zip(paths, members, expected, strict=True):
+        model = shells.holding(member).eval()
+        with torch.inference_mode():
+            assert torch.equal(model(x), want), path
+        assert model.trained_scales is not None
+    assert builds == ["unet_resnet34", "xception"]
+    resnet, _ = shells._shell("unet_resnet34", {})
+    xception, _ = shells._shell("xception", {})
+    assert all(t.is_meta for t in resnet.state_dict().values())  # xception was last in use
+    assert not any(t.is_meta for t in xception.state_dict().values())
+
+
+def test_resident_in_order_loads_the_next_on_another_thread_and_raises_at_its_turn():
+    import threading
+    import time
+
+    threads: dict[str, str] = {}
+
+    def load(key: str) -> str:
+        threads[key] = threading.current_thread().name
+        if key == "c":
+            raise OSError("c: damaged")
+        time.sleep(0.05)
+        return key.upper()
+
+    resident = Resident({"a": 1, "b": 1, "c": 1, "d": 1}, load, budget=1)
+    used = []
+    with pytest.raises(OSError, match="c: damaged"):
+        for value in resident.in_order(["a", "b", "c", "d"]):
+            used.append(value)
+            if value == "B":  # while b is used, c (damaged) loads: its error waits for its turn
+                time.sleep(0.2)
+                assert "c" in threads
+    assert used == ["A", "B"]
+    assert threads["a"].startswith("ptxseg-load") and threads["b"].startswith("ptxseg-load")
+    assert list(resident.kept) == ["a"] and resident.loads == 2
+    # Kept models are not loaded again; the others are, on the loading thread, in order.
+    assert list(resident.in_order(["a", "b"])) == ["A", "B"] and resident.loads == 3

@@ -263,14 +263,6 @@ def test_dicom_predict_draws_what_the_submission_draws(full_run, drawn, tmp_path
     assert len(list(dicom_out.iterdir())) == 2 * len(dicoms)
 
 
-@pytest.mark.xfail(
-    reason="an SWA member of unet_efficientnet_b4 here is ill-conditioned: its BatchNorm "
-    "statistics, recomputed over a handful of augmented crops with dropout and drop path on, give "
-    "logits of +-110 where its snapshots give +-0.2, so onnxruntime's other float sums (BatchNorm "
-    "folded into the convolutions) move its maps by up to 1.0; PyTorch with another thread count "
-    "moves them by 2e-4 (2026-12-07; issue #32)",
-    strict=False,
-)
 def test_export_predicts_what_the_submission_draws(drawn, tmp_path):
     """`ptxseg export` of the full config's ensemble, and `ptxseg predict --model` on the test
     DICOMs: the submission's rows up to onnxruntime's float rounding."""

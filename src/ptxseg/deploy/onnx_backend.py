@@ -1,6 +1,6 @@
 """The onnxruntime backend: an export folder's fold models, each checked against its sha256 in
-manifest.json before onnxruntime first loads it; sessions are made when first used and kept within
-a memory budget (`Resident`). Imports no torch."""
+manifest.json before onnxruntime first loads it; sessions are made when first used (the next while
+one runs) and kept within a memory budget (`Resident`). Imports no torch."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from ptxseg.deploy.manifest import (
     read_manifest,
     sha256,
 )
-from ptxseg.deploy.resident import BUDGET, Resident
+from ptxseg.deploy.resident import BUDGET, Resident, in_order
 
 
 def _key(entry: dict[str, Any], where: str) -> ModelKey:
@@ -107,12 +107,11 @@ class OnnxBackend:
     def outputs(
         self, keys: list[ModelKey], batches: list[np.ndarray]
     ) -> Iterator[list[ModelOutput]]:
-        for key in keys:
-            session = self.sessions[key]
+        for session in in_order(self.sessions, keys):
             names = [o.name for o in session.get_outputs()]
             outputs = [
                 ModelOutput.from_named(names, session.run(None, {INPUT_NAME: images}))
                 for images in batches
             ]
-            del session  # one not kept is freed before the next is made
+            del session  # one not kept is freed before the one after next is made
             yield outputs

@@ -4,14 +4,16 @@ A demo ensemble's fold models hold about 6 GB of weights; the cascade averages t
 need be in memory at once. Models are loaded as prediction first asks for them and kept, in that
 order, while the sizes of those kept stay within ``budget`` bytes; any other is loaded again at
 each use and freed after it. The models always run in the same order, so keeping the first that
-fit (rather than the last used) is what keeps most of them loaded under the budget. Imports no
-torch: the ONNX backend keeps its sessions here too.
+fit (rather than the last used) is what keeps most of them loaded under the budget. Taken in
+order (`in_order`), the next model loads on a second thread while one is used. Imports no torch:
+the ONNX backend keeps its sessions here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -20,6 +22,8 @@ V = TypeVar("V")
 # one model loaded beside them and a round's activations, the demo ensemble's prediction peaks
 # under 3 GiB (2.2 GiB with PyTorch at 1 GiB, 2026-12-07).
 BUDGET = 3 << 29  # 1.5 GiB
+
+_NOT_LOADED = object()
 
 
 class Resident(Mapping[K, V], Generic[K, V]):
@@ -37,10 +41,34 @@ class Resident(Mapping[K, V], Generic[K, V]):
         self.loads = 0  # how many times a model was loaded, for the benchmark and tests
 
     def __getitem__(self, key: K) -> V:
+        return self._value(key, _NOT_LOADED)
+
+    def in_order(self, keys: Iterable[K]) -> Iterator[V]:
+        """The values of ``keys`` in turn, as ``self[key]``; while the caller uses one, the next
+        that is not kept is loaded on a second thread. Loading reads a file and builds (Python,
+        the disk), using a model computes (native code that releases the GIL): on two cores
+        they overlap. One model more is in memory at a time; an error loading one is raised
+        at its turn."""
+        keys = list(keys)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptxseg-load") as pool:
+
+            def start(i: int) -> Future | None:
+                if i < len(keys) and keys[i] not in self.kept:
+                    return pool.submit(self._load, keys[i])
+                return None
+
+            loading = start(0)
+            for i, key in enumerate(keys):
+                loaded = loading.result() if loading is not None else _NOT_LOADED
+                loading = start(i + 1)
+                yield self._value(key, loaded)
+                del loaded  # one not kept is freed before the one after next loads
+
+    def _value(self, key: K, loaded: Any) -> V:
         if key in self.kept:
             return self.kept[key]
         size = self.sizes[key]  # KeyError for a key of no model, as a dict
-        value = self._load(key)
+        value = self._load(key) if loaded is _NOT_LOADED else loaded
         self.loads += 1
         if self.budget is None or self.kept_bytes + size <= self.budget:
             self.kept[key] = value
@@ -52,3 +80,10 @@ class Resident(Mapping[K, V], Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self.sizes)
+
+
+def in_order(models: Mapping[K, V], keys: Iterable[K]) -> Iterator[V]:
+    """``models[key]`` for each of ``keys``; a `Resident` (or a mapping over one, with its own
+    ``in_order``) loads the next while one is used."""
+    ordered = getattr(models, "in_order", None)
+    return ordered(keys) if ordered is not None else (models[key] for key in keys)

@@ -1,10 +1,11 @@
-"""The PyTorch backend: the results folder's fold models, each with its TTA (`TTAModule`), loaded
-when first used and kept within a memory budget (`Resident`)."""
+"""The PyTorch backend: the results folder's fold models, each with its TTA (`TTAModule`), read
+when first used and kept within a memory budget (`Resident`), the next read while one runs; each
+architecture built once (`ModelShells`) and the fold models' tensors put into it in turn."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,9 @@ import torch
 
 from ptxseg.contracts.ensemble_spec import EnsembleNotFoundError, EnsembleSpec, ModelKey
 from ptxseg.deploy.combine import ModelOutput, output_names
-from ptxseg.deploy.resident import BUDGET, Resident
+from ptxseg.deploy.resident import BUDGET, Resident, in_order
 from ptxseg.deploy.tta_module import TTAModule
-from ptxseg.infer.test_set import load_member
+from ptxseg.infer.test_set import MemberWeights, ModelShells
 from ptxseg.layout import Layout
 from ptxseg.runtime.device import pick_device
 
@@ -35,9 +36,40 @@ def model_files(results: str | os.PathLike, spec: EnsembleSpec) -> dict[ModelKey
     return files
 
 
+class ShellModules(Mapping[ModelKey, TTAModule]):
+    """The fold models as TTA modules: each one's tensors (read, kept or not, by ``members``) put
+    into its architecture's shell when it is asked for. A module is that model until the next is
+    asked for."""
+
+    def __init__(
+        self,
+        members: Mapping[ModelKey, MemberWeights],
+        shells: ModelShells,
+        passes: list[tuple[str, float]],
+    ) -> None:
+        self.members = members
+        self.shells = shells
+        self.passes = passes
+
+    def _module(self, member: MemberWeights) -> TTAModule:
+        return TTAModule(self.shells.holding(member), self.passes).eval()
+
+    def __getitem__(self, key: ModelKey) -> TTAModule:
+        return self._module(self.members[key])
+
+    def in_order(self, keys: Iterable[ModelKey]) -> Iterator[TTAModule]:
+        return (self._module(member) for member in in_order(self.members, keys))
+
+    def __iter__(self) -> Iterator[ModelKey]:
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
 class TorchBackend:
     def __init__(self, modules: Mapping[ModelKey, TTAModule], device: torch.device) -> None:
-        self.modules = modules  # a dict, or a `Resident` that loads them as they are used
+        self.modules = modules  # a dict, or `ShellModules` that read them as they are used
         self.device = device
 
     @classmethod
@@ -49,8 +81,8 @@ class TorchBackend:
         threads: int | None = None,
         budget: int | None = BUDGET,
     ) -> TorchBackend:
-        """The ensemble's fold models, each loaded when first used (`load_member`); on the CPU,
-        those beyond ``budget`` bytes of model files are loaded again at each use (None: all
+        """The ensemble's fold models, each read when first used (`ModelShells.read`); on the CPU,
+        those beyond ``budget`` bytes of model files are read again at each use (None: all
         kept). On a GPU all are kept: a copy to the device at each use would cost more than
         the memory it saves."""
         if threads is not None:
@@ -60,23 +92,21 @@ class TorchBackend:
         torch_device = pick_device(device)
         files = model_files(results, spec)
 
-        def load(key: ModelKey) -> TTAModule:
-            return TTAModule(load_member(files[key], torch_device), spec.passes).eval()
-
+        shells = ModelShells(torch_device)
         sizes = {key: path.stat().st_size for key, path in files.items()}
         keep = budget if torch_device.type == "cpu" else None
-        return cls(Resident(sizes, load, keep), torch_device)
+        members = Resident(sizes, lambda key: shells.read(files[key]), keep)
+        return cls(ShellModules(members, shells, spec.passes), torch_device)
 
     @torch.inference_mode()
     def outputs(
         self, keys: list[ModelKey], batches: list[np.ndarray]
     ) -> Iterator[list[ModelOutput]]:
         inputs = [torch.from_numpy(images).to(self.device) for images in batches]
-        for key in keys:
-            module = self.modules[key]
+        for key, module in zip(keys, in_order(self.modules, keys), strict=True):
             outputs = []
             for batch in inputs:
                 arrays = [a.float().cpu().numpy() for a in module(batch)]
                 outputs.append(ModelOutput.from_named(output_names(key.stage, len(arrays)), arrays))
-            del module  # one not kept is freed before the next loads
+            del module
             yield outputs

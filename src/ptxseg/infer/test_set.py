@@ -12,10 +12,14 @@ into a CSV.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,8 +29,8 @@ from ptxseg.data.datasets import RepackedImages
 from ptxseg.data.repack import read_manifest, read_stats
 from ptxseg.io import atomic, maps
 from ptxseg.layout import fold_name
-from ptxseg.models import build_from_state
-from ptxseg.models.weights import state_dict_of
+from ptxseg.models import build_shell
+from ptxseg.models.weights import StateDict, assign_state, fit_state, state_dict_of
 from ptxseg.runtime import checkpoint
 from ptxseg.runtime.device import pick_device
 from ptxseg.runtime.options import Runtime
@@ -39,20 +43,78 @@ COPY_CHUNK = 64  # images copied from the scratch map into the compressed file a
 
 
 def load_member(path: str | os.PathLike, device: torch.device) -> torch.nn.Module:
-    """A kept model, rebuilt from the architecture and options recorded in its file, with the
-    scales it was trained at (`ptxseg.runtime.predict.mark_trained`).
+    """A kept model, a module of its own, rebuilt from the architecture and options recorded in
+    its file, with the scales it was trained at (`ptxseg.runtime.predict.mark_trained`).
 
     The file is read once, memory-mapped, and the model built without initialising its weights
-    (`build_from_state`): on the CPU its tensors are the file's pages, read as it runs and
-    released with the model, so loading costs a tenth of a second where building, initialising
-    and copying cost seconds."""
-    payload = checkpoint.load(path, mmap=True)
-    meta = payload.get("meta", {}) if isinstance(payload, dict) else {}
-    if "arch" not in meta:
-        raise ValueError(f"{path}: no architecture recorded in the model file's meta")
-    state = state_dict_of(payload, path)
-    model = build_from_state(meta["arch"], state, path, 1, **meta.get("options", {}))
-    return mark_trained(model, meta).to(device)  # its sizes decide its TTA passes
+    (`ModelShells`): on the CPU its tensors are the file's pages, read as it runs and released
+    with the model, so loading costs a tenth of a second where building, initialising and copying
+    cost seconds."""
+    shells = ModelShells(device)
+    return shells.holding(shells.read(path))
+
+
+@dataclass(frozen=True)
+class MemberWeights:
+    """A kept model's file, read (memory-mapped) and fitted to its architecture's layout: what a
+    `ModelShells` module takes to become that model."""
+
+    path: str
+    arch: str
+    options: dict[str, Any]
+    meta: dict[str, Any]
+    state: StateDict
+
+
+class ModelShells:
+    """One module per architecture and options, built once without weights (`build_shell`), into
+    which a member's tensors are put at each use (`holding`): an ensemble of tens of fold models
+    of a few architectures builds each architecture once (a build costs up to half a second,
+    densenet169's; putting tensors in, milliseconds). A module returned by `holding` is every
+    member of its architecture in turn: use it before asking for the next. `read` may run on
+    another thread than `holding` (the shells are built under a lock)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._shells: dict[tuple[str, str], tuple[torch.nn.Module, dict]] = {}
+        self._lock = threading.Lock()
+        self._in_use: tuple[torch.nn.Module, dict] | None = None
+
+    def _shell(self, arch: str, options: dict[str, Any]) -> tuple[torch.nn.Module, dict]:
+        """The module of ``arch`` with ``options``, and its state dict as built (the meta tensors'
+        shapes and layouts, which `fit_state` reads while the module may hold another's)."""
+        key = (arch, json.dumps(options, sort_keys=True))
+        with self._lock:
+            if key not in self._shells:
+                shell = build_shell(arch, 1, **options)
+                self._shells[key] = (shell, dict(shell.state_dict()))
+            return self._shells[key]
+
+    def read(self, path: str | os.PathLike) -> MemberWeights:
+        payload = checkpoint.load(path, mmap=True)
+        meta = payload.get("meta", {}) if isinstance(payload, dict) else {}
+        if "arch" not in meta:
+            raise ValueError(f"{path}: no architecture recorded in the model file's meta")
+        options = meta.get("options", {})
+        _, own = self._shell(meta["arch"], options)
+        state = fit_state(own, state_dict_of(payload, path), path)
+        if self.device.type != "cpu":
+            state = {k: v.to(self.device) for k, v in state.items()}
+        return MemberWeights(str(path), meta["arch"], options, meta, state)
+
+    def holding(self, member: MemberWeights) -> torch.nn.Module:
+        """The architecture's module with ``member``'s tensors and trained scales (its sizes
+        decide its TTA passes). The module used before, if of another architecture, lets go of
+        its tensors: a model not kept is freed once the next is in use."""
+        shell, _ = self._shell(member.arch, member.options)
+        if self._in_use is not None and self._in_use[0] is not shell:
+            previous, own = self._in_use
+            previous.load_state_dict(own, strict=True, assign=True)  # meta again
+        self._in_use = self._shell(member.arch, member.options)
+        assign_state(shell, member.state, member.path)
+        if self.device.type != "cpu":
+            shell.to(self.device)  # a buffer a real build computed, outside the state dict
+        return mark_trained(shell, member.meta)
 
 
 def test_dataset(

@@ -305,10 +305,19 @@ def build_from_state(
 
     `build_model` with a checkpoint's path builds the model, initialises every weight at random,
     then copies the file's tensors over them (and lets a head of another shape keep its fresh
-    one, to seed a model from another task). Here the model is built on torch's meta device (no
-    memory, no initialisation) and takes the tensors themselves (`weights.load_state`): a tenth of
-    the time, and no second copy of the weights.
+    one, to seed a model from another task). Here the model is built without weights
+    (`build_shell`) and takes the tensors themselves (`weights.load_state`): a tenth of the time,
+    and no second copy of the weights.
     """
+    model = build_shell(name, num_classes, **options)
+    load_state(model, state, source)
+    return model
+
+
+def build_shell(name: str, num_classes: int = 1, **options: Any) -> nn.Module:
+    """``name`` built on torch's meta device: no memory, no initialisation, tensors to be
+    assigned (`weights.assign_state`). Built for real where the builder computes a buffer
+    outside the state dict, which no checkpoint can give."""
     spec = get_spec(name)
     spec.check_options(options)
     kwargs = spec.builder_kwargs(options)
@@ -322,13 +331,10 @@ def build_from_state(
     held = set(model.state_dict())
     outside = [n for n, _ in (*model.named_parameters(), *model.named_buffers()) if n not in held]
     if outside:
-        # A buffer outside the state dict (a constant the builder computes): only a real build
-        # gives it its value.
         model = GreyInput(
             spec.builder(num_classes, **kwargs),
             name=name,
             kind=spec.kind,
             size_multiple=spec.size_multiple,
         )
-    load_state(model, state, source)
     return model

@@ -189,13 +189,21 @@ def load_checkpoint_weights(model: nn.Module, path: str | os.PathLike) -> list[s
 
 def load_state(model: nn.Module, state: StateDict, path: str | os.PathLike) -> None:
     """Give ``model``, built on torch's meta device (no memory, no initialisation), the tensors of
-    ``state``, a checkpoint of exactly this model: every key and shape must fit (a CheckpointError
-    names those that do not). The tensors are taken as they are (``assign``: no copy; a
-    memory-mapped file's pages are read as the model runs), unless one's layout or dtype differs
-    from the model's own: then all are copied into the model's, as ``load_state_dict`` would. The
-    outputs are those of a model built, initialised and loaded, bit for bit."""
-    state = _strip_wrapper_prefix(state, model.state_dict())
-    own = model.state_dict()
+    ``state``, a checkpoint of exactly this model (`fit_state`, then `assign_state`). The outputs
+    are those of a model built, initialised and loaded, bit for bit."""
+    assign_state(model, fit_state(model.state_dict(), state, path), path)
+
+
+def fit_state(
+    own: Mapping[str, torch.Tensor], state: StateDict, path: str | os.PathLike
+) -> StateDict:
+    """``state``, a checkpoint of exactly the model whose state dict is ``own`` (its meta tensors
+    will do: only shapes, strides and dtypes are read), ready to be assigned: every key and shape
+    must fit (a CheckpointError names those that do not). The tensors are taken as they are (no
+    copy; a memory-mapped file's pages are read as the model runs), unless one's layout or dtype
+    differs from the model's own: then all are copied into the model's, as ``load_state_dict``
+    would."""
+    state = _strip_wrapper_prefix(state, own)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
@@ -211,11 +219,16 @@ def load_state(model: nn.Module, state: StateDict, path: str | os.PathLike) -> N
         # Saved channels-last or in another precision: copied into the model's own layout, as
         # load_state_dict copies, since a layout changes a convolution's float sums. All of them:
         # one tensor left in a memory-mapped file keeps the whole file mapped, copied pages too.
-        state = {
+        return {
             k: torch.empty_strided(v.shape, v.stride(), dtype=v.dtype).copy_(state[k])
             for k, v in own.items()
         }
-    fitted = {k: state[k] for k in own}
+    return {k: state[k] for k in own}
+
+
+def assign_state(model: nn.Module, fitted: StateDict, path: str | os.PathLike) -> None:
+    """Put ``fitted`` (`fit_state`'s) into ``model`` as they are (``assign``: no copy), in place
+    of the tensors it holds, meta or another checkpoint's."""
     model.load_state_dict(fitted, strict=True, assign=True)
     left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if left:  # a buffer outside the state dict: only a real build would give it a value
