@@ -151,10 +151,12 @@ def pytest_terminal_summary(terminalreporter):
         )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """Tiny models on small inputs: with two threads on a busy CPU, waiting on each other costs
-    more than it saves (~10x). A module asks for it with pytest.mark.usefixtures."""
+    """One torch thread in the test processes: tiny models on small inputs, beside another
+    worker and the Snakemake jobs on two cores, where two threads waiting on each other cost
+    more than they save (~10x seen; a unit test module's time grew fourfold from two test
+    workers to three). The jobs and `ptxseg` commands the tests start set their own."""
     import torch
 
     threads = torch.get_num_threads()

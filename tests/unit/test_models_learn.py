@@ -28,14 +28,6 @@ CPU = torch.device("cpu")
 RUNTIME = Runtime(amp=False, channels_last=False, threads=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def chests(tmp_path_factory) -> dict:
     """16 demo chests rendered at 64 px, every other one with a pneumothorax, as PNGs and masks."""

@@ -484,6 +484,7 @@ def test_threads_reach_both_backends(exported, ensemble, tmp_path, monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setattr(torch_backend, "model_files", lambda results, spec: {})
     try:
+        torch.set_num_threads(2)  # not the test processes' one: the call must set it
         torch_backend.TorchBackend.load(tmp_path, ensemble[0], "cpu", 1)
         assert torch.get_num_threads() == 1
     finally:

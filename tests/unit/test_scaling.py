@@ -41,8 +41,6 @@ from ptxseg.models.scaled_unet.model import (
 from ptxseg.report.figures import plot_score_vs_flops
 from ptxseg.report.scaling import COLUMNS, select_best, summarise
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 ROOT = Path(__file__).resolve().parents[2]
 
 # Every convolution's FLOPs scale exactly with the area at any side that is a multiple of 32, so

@@ -14,8 +14,6 @@ from ptxseg.models.scaled_unet.compound import network
 from ptxseg.models.scaled_unet.model import SIZE_MULTIPLE, ScaledUNet
 from ptxseg.models.scaled_unet.search import measure, screen_config
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ("configs/full.yaml", "configs/tiny.yaml", "config.yaml")
 

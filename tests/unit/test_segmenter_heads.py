@@ -13,8 +13,6 @@ from ptxseg.models import MODELS, build_model, encoder_of, freeze, model_names
 from ptxseg.models.flops import flops_per_image
 from ptxseg.models.outputs import split_logits
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 SIDE = 64
 HEAD_PREFIX = "net.classification_head."
 
