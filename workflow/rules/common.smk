@@ -452,7 +452,8 @@ def pseudo_label_bands():
 
 def pseudo_label_numerics():
     """pseudo_label_nih's `train` param: the training numerics with the pseudo-labelling's own TTA
-    (pseudo_labels.tta: the second round's training data, not train.tta's predictions)."""
+    (pseudo_labels.tta: the second round's training data, not train.tta's predictions).
+    """
     return {**training_numerics(), "tta": config["pseudo_labels"]["tta"]}
 
 
