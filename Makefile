@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 CORES ?= all
 PYTEST_ARGS ?=
-# Two test workers: much of the workflow tests' time is Snakemake start-up and SLURM polling.
+# Two test workers: much of the workflow tests' time is Snakemake start-up and SLURM polling. Three
+# gave nothing on 2 cores (2026-12-07: 25 min 32 s against 25 min 49 s, the CPUs 95.5 % busy).
 # --dist loadfile keeps each test file on one worker, so a module fixture (the SLURM run, the
 # killed-training reference) runs once; the tiny DAG run is shared between workers by a file lock
 # (tests/conftest.py); --no-loadscope-reorder keeps the order tests/conftest.py sets, slowest first.
