@@ -36,12 +36,10 @@ from ptxseg.models.grey import GreyInput
 from ptxseg.models.scaled_unet import model as scaled_unet
 from ptxseg.models.weights import (
     ImagenetWeights,
-    StateDict,
     WeightsNotFoundError,
     find_imagenet_file,
     load_checkpoint_weights,
     load_imagenet_weights,
-    load_state,
 )
 
 KINDS = ("classifier", "segmenter")
@@ -293,31 +291,15 @@ def build_model(
     return model
 
 
-def build_from_state(
-    name: str,
-    state: StateDict,
-    source: str | os.PathLike = "",
-    num_classes: int = 1,
-    **options: Any,
-) -> nn.Module:
-    """``name`` holding ``state``, the tensors of a checkpoint of exactly this model (read from
-    ``source``, named in errors), with no weight initialised first.
+def build_shell(name: str, num_classes: int = 1, **options: Any) -> nn.Module:
+    """``name`` built on torch's meta device: no memory, no initialisation, tensors to be
+    assigned (`weights.fit_state`, `weights.assign_state`). Built for real where the builder
+    computes a buffer outside the state dict, which no checkpoint can give.
 
     `build_model` with a checkpoint's path builds the model, initialises every weight at random,
     then copies the file's tensors over them (and lets a head of another shape keep its fresh
-    one, to seed a model from another task). Here the model is built without weights
-    (`build_shell`) and takes the tensors themselves (`weights.load_state`): a tenth of the time,
-    and no second copy of the weights.
-    """
-    model = build_shell(name, num_classes, **options)
-    load_state(model, state, source)
-    return model
-
-
-def build_shell(name: str, num_classes: int = 1, **options: Any) -> nn.Module:
-    """``name`` built on torch's meta device: no memory, no initialisation, tensors to be
-    assigned (`weights.assign_state`). Built for real where the builder computes a buffer
-    outside the state dict, which no checkpoint can give."""
+    one, to seed a model from another task). A shell takes a checkpoint's tensors themselves
+    instead: a tenth of the time, and no second copy of the weights."""
     spec = get_spec(name)
     spec.check_options(options)
     kwargs = spec.builder_kwargs(options)

@@ -91,7 +91,7 @@ def find_imagenet_file(
 
 def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> StateDict:
     """A state dict from ``path``: bare, or under ``"model"`` / ``"state_dict"``; tensors only.
-    ``mmap``: the tensors stay in the file's pages, read as they are used (`load_state`)."""
+    ``mmap``: the tensors stay in the file's pages, read as they are used (`fit_state`)."""
     return state_dict_of(read_file(path, mmap), path)
 
 
@@ -185,13 +185,6 @@ def load_checkpoint_weights(model: nn.Module, path: str | os.PathLike) -> list[s
     model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
     log.info("loaded checkpoint %s (%d tensors)", path, len(state) - len(skipped))
     return skipped
-
-
-def load_state(model: nn.Module, state: StateDict, path: str | os.PathLike) -> None:
-    """Give ``model``, built on torch's meta device (no memory, no initialisation), the tensors of
-    ``state``, a checkpoint of exactly this model (`fit_state`, then `assign_state`). The outputs
-    are those of a model built, initialised and loaded, bit for bit."""
-    assign_state(model, fit_state(model.state_dict(), state, path), path)
 
 
 def fit_state(
