@@ -108,5 +108,4 @@ class TorchBackend:
             for batch in inputs:
                 arrays = [a.float().cpu().numpy() for a in module(batch)]
                 outputs.append(ModelOutput.from_named(output_names(key.stage, len(arrays)), arrays))
-            del module
             yield outputs

@@ -106,11 +106,12 @@ class ModelShells:
         """The architecture's module with ``member``'s tensors and trained scales (its sizes
         decide its TTA passes). The module used before, if of another architecture, lets go of
         its tensors: a model not kept is freed once the next is in use."""
-        shell, _ = self._shell(member.arch, member.options)
+        entry = self._shell(member.arch, member.options)
+        shell = entry[0]
         if self._in_use is not None and self._in_use[0] is not shell:
             previous, own = self._in_use
             previous.load_state_dict(own, strict=True, assign=True)  # meta again
-        self._in_use = self._shell(member.arch, member.options)
+        self._in_use = entry
         assign_state(shell, member.state, member.path)
         if self.device.type != "cpu":
             shell.to(self.device)  # a buffer a real build computed, outside the state dict
