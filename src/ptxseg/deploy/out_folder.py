@@ -73,7 +73,9 @@ def claim(out: Path, dicom_out: Path | None, mode: str, inputs: list[str] = ()) 
 def _has_rows(path: Path) -> bool:
     """Whether a predictions.csv holds a line after its header."""
     with open(path, "rb") as handle:
-        return sum(1 for line in handle if line.strip()) > 1
+        lines = (line for line in handle if line.strip())
+        next(lines, None)  # the header
+        return next(lines, None) is not None
 
 
 def read_done(path: Path) -> frozenset[str]:
