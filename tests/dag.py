@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -166,6 +167,16 @@ def files_config(tmp_path, data_root, **data):
 
 def leftovers(results):
     return [p for p in results.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
+
+
+@contextmanager
+def freed_after(request, folder: Path):
+    """Yields ``folder`` and removes it when the fixture's scope ends, unless a test failed in it
+    (kept to read): a module's DAG run holds gigabytes the later modules' tests need."""
+    failures = request.session.testsfailed
+    yield folder
+    if request.session.testsfailed == failures:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:

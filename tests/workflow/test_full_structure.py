@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import structure
 import yaml
-from dag import ROOT, snakemake, snakemake_command
+from dag import ROOT, freed_after, snakemake, snakemake_command
 from imagenet_files import write_stand_in
 
 from ptxseg.config import validate
@@ -83,9 +83,14 @@ def _imagenet_stand_ins(config: dict, folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    """The full config's structure: `all` and the optional targets, run once."""
-    workdir = tmp_path_factory.mktemp("full_structure")
+def full_run(tmp_path_factory, request):
+    """The full config's structure: `all` and the optional targets, run once (its ~8 GB freed
+    when the module's tests pass)."""
+    with freed_after(request, tmp_path_factory.mktemp("full_structure")) as workdir:
+        yield _run_full(workdir)
+
+
+def _run_full(workdir: Path):
     derived = structure.derive(
         shipped(), structure.load(OVERRIDE), weights=str(workdir / "weights")
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dag import ROOT, checkout_copy, job_counts, snakemake
+from dag import ROOT, checkout_copy, freed_after, job_counts, snakemake
 
 from ptxseg.layout import Layout
 
@@ -24,11 +24,12 @@ N_FOLDS = TINY["folds"]["n_folds"]
 
 
 @pytest.fixture(scope="module")
-def finished(tiny_run, tmp_path_factory):
+def finished(tiny_run, tmp_path_factory, request):
     """A copy of the finished tiny run (times and Snakemake's records kept), free to touch."""
-    copy = tmp_path_factory.mktemp("reruns") / "run"
-    shutil.copytree(tiny_run, copy, symlinks=True, ignore=shutil.ignore_patterns("locks"))
-    return copy
+    with freed_after(request, tmp_path_factory.mktemp("reruns")) as folder:
+        copy = folder / "run"
+        shutil.copytree(tiny_run, copy, symlinks=True, ignore=shutil.ignore_patterns("locks"))
+        yield copy
 
 
 def planned(workdir, tmp_path, **edits) -> dict[str, int]:
