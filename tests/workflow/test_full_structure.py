@@ -268,14 +268,6 @@ def test_dicom_predict_draws_what_the_submission_draws(full_run, drawn, tmp_path
     assert len(list(dicom_out.iterdir())) == 2 * len(dicoms)
 
 
-@pytest.mark.xfail(
-    reason="an SWA member of unet_efficientnet_b4 (here round two's) can be ill-conditioned: its "
-    "BatchNorm statistics are recomputed over the few crops of this test's six training images a "
-    "fold, so onnxruntime's other float sums (BatchNorm folded into the convolutions) move its "
-    "maps by up to 1.0 and the export refuses it, naming the file. Collecting them with dropout "
-    "off (2026-12-07, late) made this pass in one of the two full runs since; issue #32",
-    strict=False,
-)
 def test_export_predicts_what_the_submission_draws(drawn, tmp_path):
     """`ptxseg export` of the full config's ensemble, and `ptxseg predict --model` on the test
     DICOMs: the submission's rows up to onnxruntime's float rounding."""
