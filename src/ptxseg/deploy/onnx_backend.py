@@ -22,6 +22,12 @@ from ptxseg.deploy.manifest import (
 )
 from ptxseg.deploy.resident import BUDGET, Resident, in_order
 
+# Sessions made side by side while one runs: onnxruntime makes a session in native code without
+# the GIL. On 2 cores, two loaders took the demo ensemble's first image from 16.0-17.3 to
+# 10.4-12.0 s (alternated, 2026-12-07; benchmarks/README.md); PyTorch's reading gained nothing
+# that way (its unpickler holds the GIL: 15.6-16.5 s either way), so its backend reads one ahead.
+LOADERS = 2
+
 
 def _key(entry: dict[str, Any], where: str) -> ModelKey:
     try:
@@ -107,7 +113,11 @@ class OnnxBackend:
     def outputs(
         self, keys: list[ModelKey], batches: list[np.ndarray]
     ) -> Iterator[list[ModelOutput]]:
-        for session in in_order(self.sessions, keys):
+        # Two ahead only where loading is what the round waits for: its one batch (the first
+        # image's). With a round of many batches one loader keeps up, and a second would hold one
+        # more session (~0.4 GiB at the demo's peak) beside the round's outputs.
+        ahead = LOADERS if len(batches) == 1 else 1
+        for session in in_order(self.sessions, keys, ahead=ahead):
             names = [o.name for o in session.get_outputs()]
             outputs = [
                 ModelOutput.from_named(names, session.run(None, {INPUT_NAME: images}))

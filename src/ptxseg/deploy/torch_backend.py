@@ -57,8 +57,8 @@ class ShellModules(Mapping[ModelKey, TTAModule]):
     def __getitem__(self, key: ModelKey) -> TTAModule:
         return self._module(self.members[key])
 
-    def in_order(self, keys: Iterable[ModelKey]) -> Iterator[TTAModule]:
-        return (self._module(member) for member in in_order(self.members, keys))
+    def in_order(self, keys: Iterable[ModelKey], ahead: int = 1) -> Iterator[TTAModule]:
+        return (self._module(member) for member in in_order(self.members, keys, ahead))
 
     def __iter__(self) -> Iterator[ModelKey]:
         return iter(self.members)
