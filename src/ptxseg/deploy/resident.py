@@ -92,7 +92,7 @@ def release_freed_memory() -> None:
     """Hand the memory that freed models held back to the system (glibc's ``malloc_trim``; a
     no-op elsewhere). Each loading thread allocates from a malloc arena of its own, which keeps
     what a freed model held for that thread's next allocations. The demo ensemble's 41-image
-    run (2026-12-07, benchmarks/README.md): onnxruntime with two loaders peaked at 3.54-3.97 GiB
+    run (2026-12-07, benchmarks/README.md): onnxruntime with two loaders peaked at 3.24-3.97 GiB
     without it, 2.92-2.96 with it; PyTorch 3.01 against 2.77 GiB."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
