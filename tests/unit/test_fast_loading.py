@@ -183,21 +183,30 @@ def test_resident_in_order_loads_the_next_on_another_thread_and_raises_at_its_tu
     assert list(resident.in_order(["a", "b"])) == ["A", "B"] and resident.loads == 3
 
 
+class _CountingLoad:
+    """A slow ``load`` that records the most calls running at once."""
+
+    def __init__(self, make) -> None:
+        import threading
+
+        self.make, self.running, self.most, self.lock = make, 0, 0, threading.Lock()
+
+    def __call__(self, key):
+        import time
+
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.05)
+        with self.lock:
+            self.running -= 1
+        return self.make(key)
+
+
 def test_resident_in_order_ahead_loads_that_many_at_once_in_order():
-    import threading
     import time
 
-    running, most, lock = 0, 0, threading.Lock()
-
-    def load(key: str) -> str:
-        nonlocal running, most
-        with lock:
-            running += 1
-            most = max(most, running)
-        time.sleep(0.05)
-        with lock:
-            running -= 1
-        return key.upper()
+    load = _CountingLoad(str.upper)
 
     keys = list("abcdef")
     resident = Resident(dict.fromkeys(keys, 1), load, budget=2)
@@ -205,7 +214,7 @@ def test_resident_in_order_ahead_loads_that_many_at_once_in_order():
     for value in resident.in_order(keys, ahead=2):
         used.append(value)
         time.sleep(0.12)  # while one is used, the next two load side by side
-    assert used == [k.upper() for k in keys] and most == 2
+    assert used == [k.upper() for k in keys] and load.most == 2
     assert list(resident.kept) == ["a", "b"] and resident.loads == len(keys)
     # The kept ones are not loaded again; the others are, in order.
     assert list(resident.in_order(keys, ahead=3)) == used and resident.loads == 2 * len(keys) - 2
@@ -214,7 +223,6 @@ def test_resident_in_order_ahead_loads_that_many_at_once_in_order():
 def test_the_onnx_backend_makes_its_sessions_two_at_a_time():
     """`OnnxBackend.outputs` reads ahead with `LOADERS` threads (sessions are made in native code,
     without the GIL)."""
-    import threading
     import time
     from types import SimpleNamespace
 
@@ -222,8 +230,6 @@ def test_the_onnx_backend_makes_its_sessions_two_at_a_time():
 
     from ptxseg.contracts.ensemble_spec import ModelKey
     from ptxseg.deploy import onnx_backend
-
-    running, most, lock = 0, 0, threading.Lock()
 
     class Session:
         def get_outputs(self):
@@ -234,20 +240,11 @@ def test_the_onnx_backend_makes_its_sessions_two_at_a_time():
             n = len(feed["images"])
             return [np.zeros(n, np.float32), np.zeros((n, 1, 1), np.float32)]
 
-    def load(key):
-        nonlocal running, most
-        with lock:
-            running += 1
-            most = max(most, running)
-        time.sleep(0.05)
-        with lock:
-            running -= 1
-        return Session()
-
+    load = _CountingLoad(lambda key: Session())
     keys = [ModelKey("classify", "a", fold, "best") for fold in range(5)]
     backend = onnx_backend.OnnxBackend(None, Resident(dict.fromkeys(keys, 1), load, budget=0))
     outputs = list(backend.outputs(keys, [np.zeros((1, 1, 8, 8), np.float32)]))
-    assert len(outputs) == len(keys) and onnx_backend.LOADERS == 2 and most == 2
+    assert len(outputs) == len(keys) and onnx_backend.LOADERS == 2 and load.most == 2
 
 
 def test_memory_freed_models_held_goes_back_once_all_are_used(monkeypatch):
