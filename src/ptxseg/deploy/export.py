@@ -122,7 +122,7 @@ def _trace(
 
 def _swap_weights(template: Path, module: TTAModule, path: Path) -> bool:
     """``template``'s graph (the same architecture, side and passes) with ``module``'s weights
-    written into ``path``; False where an initializer or a weight has no counterpart (then the
+    written into ``path``; False where a weight's shape differs from its initializer's (then the
     member is traced itself). Seconds, where tracing takes tens of them."""
     import onnx
     from onnx import numpy_helper
@@ -134,9 +134,15 @@ def _swap_weights(template: Path, module: TTAModule, path: Path) -> bool:
     }
     graph = onnx.load(str(template))
     initializers = {i.name: i for i in graph.graph.initializer}
-    if not set(weights) <= set(initializers):
-        return False  # a weight the exporter inlined: this member's graph must be traced
-    for name, value in weights.items():
+    # Weights not in the template's graph are left out: those the network never uses (the
+    # efficientnet encoder's conv head and last BatchNorm, which a U-Net does not call), and
+    # those the exporter merged into an initializer of equal value (in a ResNet block the
+    # shortcut's BatchNorm bias and the second BatchNorm's start at zero and get the same
+    # gradient, as they add into one sum, so they are equal in every member). Where a member's
+    # merged weights differ, its outputs do: the parity check on every swapped graph sends it to
+    # be traced itself.
+    present = {n: v for n, v in weights.items() if n in initializers}
+    for name, value in present.items():
         old = initializers[name]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(old.data_type)
         new = numpy_helper.from_array(value.astype(dtype), name)
