@@ -4,6 +4,9 @@ that building, initialising and loading gives. And `Resident`: models kept withi
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -156,9 +159,6 @@ def test_an_ensemble_builds_each_architecture_once_and_runs_each_member_as_its_o
 
 
 def test_resident_in_order_loads_the_next_on_another_thread_and_raises_at_its_turn():
-    import threading
-    import time
-
     threads: dict[str, str] = {}
 
     def load(key: str) -> str:
@@ -187,13 +187,9 @@ class _CountingLoad:
     """A slow ``load`` that records the most calls running at once."""
 
     def __init__(self, make) -> None:
-        import threading
-
         self.make, self.running, self.most, self.lock = make, 0, 0, threading.Lock()
 
     def __call__(self, key):
-        import time
-
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
@@ -204,10 +200,7 @@ class _CountingLoad:
 
 
 def test_resident_in_order_ahead_loads_that_many_at_once_in_order():
-    import time
-
     load = _CountingLoad(str.upper)
-
     keys = list("abcdef")
     resident = Resident(dict.fromkeys(keys, 1), load, budget=2)
     used = []
@@ -223,7 +216,6 @@ def test_resident_in_order_ahead_loads_that_many_at_once_in_order():
 def test_the_onnx_backend_makes_its_sessions_two_at_a_time():
     """`OnnxBackend.outputs` reads ahead with `LOADERS` threads (sessions are made in native code,
     without the GIL)."""
-    import time
     from types import SimpleNamespace
 
     import numpy as np

@@ -186,7 +186,8 @@ def _export_one(
         worst = parity(Path(tmp), 1) if swapped else None
         if swapped and not worst <= PARITY:
             # The swapped weights do not reproduce PyTorch (a weight the template's graph
-            # folded or inlined): this member is traced itself.
+            # folded, inlined, or merged with one this member holds another value in): this
+            # member is traced itself.
             log.warning(
                 "%s: %s's graph with its weights differs from PyTorch by %.2e; tracing it",
                 key,
