@@ -35,7 +35,7 @@ from sklearn.metrics import roc_auc_score
 from ptxseg.contracts.ensemble_spec import SEGMENT, EnsembleSpec
 from ptxseg.contracts.scores import Kind, Level, ScoreTable
 from ptxseg.ensemble.blend import BlendSearch, exhaustive_search, simplex_grid, simplex_size
-from ptxseg.ensemble.oof import Gating, Grid, SmallMaps, gate_objective, oof_files
+from ptxseg.ensemble.oof import Gating, Grid, ScratchMaps, gate_objective, oof_files
 from ptxseg.ensemble.search import run_search
 from ptxseg.io import maps
 from ptxseg.layout import Layout, head_arch
@@ -65,7 +65,7 @@ def gate_data(n: int, seed: int = 0):
     return labels, 1 / (1 + np.exp(-matrix))
 
 
-def small_maps(folder: Path, n: int, seed: int = 0) -> SmallMaps:
+def small_maps(folder: Path, n: int, seed: int = 0) -> ScratchMaps:
     """Scratch map files as the search's first pass writes them: n architectures' mean maps (the
     truth through different noise) and the true masks, at MAP_SIZE."""
     rng = np.random.default_rng(seed)
@@ -73,7 +73,7 @@ def small_maps(folder: Path, n: int, seed: int = 0) -> SmallMaps:
     for k in range(0, MAP_IMAGES, 3):
         y, x = rng.integers(4, MAP_SIZE - 20, 2)
         truth[k, y : y + 16, x : x + 12] = 255
-    small = SmallMaps(folder, [f"arch{k}" for k in range(n)], MAP_IMAGES, MAP_SIZE)
+    small = ScratchMaps(folder, [f"arch{k}" for k in range(n)], MAP_IMAGES, MAP_SIZE, MAP_SIZE)
     for k, name in enumerate(small.names[:-1]):
         noise = rng.normal(40, 25 + 8 * k, truth.shape)
         maps.write(small.path(name), np.clip(truth * (0.6 + 0.03 * k) + noise, 0, 255))

@@ -25,7 +25,7 @@ from scipy.stats import bootstrap
 
 from ptxseg.contracts.search_record import FoldChoice
 from ptxseg.ensemble.blend import BlendSearch
-from ptxseg.ensemble.oof import Gating, Grid, ImageSources, SearchInputs, SmallMaps, part
+from ptxseg.ensemble.oof import Gating, Grid, ImageSources, ScratchMaps, SearchInputs, part
 from ptxseg.scoring.cascade import blend_maps
 from ptxseg.scoring.native import native_outcomes
 from ptxseg.scoring.thresholds import CascadeGrid, Histograms
@@ -61,10 +61,9 @@ def allowed_gates(configured: list[float], needs_gate: bool) -> list[float]:
 
 def cross_fitted(
     inputs: SearchInputs,
-    kept: list[str],
     grid: Grid,
     blend: BlendSearch,
-    small: SmallMaps,
+    scratch: ScratchMaps,
     sources: ImageSources | None,
     positive_only: list[str],
     chunk: int,
@@ -87,13 +86,15 @@ def cross_fitted(
             gate_weights = sources.choose(blend, among).weights
             probability = sources.probability(gate_weights)
         gating = Gating(probability, list(positive_only), gated)
-        seg_weights = blend.run(len(layout.archs), small.scorer(grid, gating, chunk, among)).weights
+        seg_weights = blend.run(
+            len(layout.archs), scratch.scorer(grid, gating, chunk, among)
+        ).weights
         choices[k] = (gate_weights, probability, seg_weights)
     # Each fold's cascade on the other folds' images, every fold's blend in one pass.
     gates = sorted(set(configured) | {0.0})
     grids = {k: CascadeGrid(*grid.triplet, gates) for k in layout.folds}
-    for fold, position, rows, ids in layout.chunks(chunk):
-        means = [layout.seg[arch].mean_rows(fold, kept, rows) for arch in layout.archs]
+    for fold, position, _, ids in layout.chunks(chunk):
+        means = scratch.full_means(position, len(ids))
         truth = inputs.truth.stack(ids)
         for k, (_, probability, seg_weights) in choices.items():
             if k != fold:
@@ -105,9 +106,9 @@ def cross_fitted(
         cascades[k] = grids[k].best(allowed_gates(configured, needs_gate))[0]
     # Each fold's images by its own choices, each mask at its image's own size.
     dice = np.empty(len(layout.ids), dtype=np.float64)
-    for fold, position, rows, ids in layout.chunks(chunk):
+    for fold, position, _, ids in layout.chunks(chunk):
         _, probability, seg_weights = choices[fold]
-        means = [layout.seg[arch].mean_rows(fold, kept, rows) for arch in layout.archs]
+        means = scratch.full_means(position, len(ids))
         outcomes = native_outcomes(
             blend_maps(means, seg_weights),
             ids,

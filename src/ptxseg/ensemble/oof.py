@@ -32,7 +32,6 @@ from ptxseg.scoring.cascade import (
     Cascade,
     blend_maps,
     gate_probability,
-    members_map,
     members_probability,
 )
 from ptxseg.scoring.native import NativeTruth
@@ -93,11 +92,6 @@ class SegmenterOof:
 
     def member_rows(self, fold: int, member: str, rows) -> np.ndarray:
         return maps.read_rows(self.folds[fold][1][member], rows)
-
-    def mean_rows(self, fold: int, members: list[str], rows) -> np.ndarray:
-        """The members' mean map of the given rows of ``fold``, as uint8."""
-        stacks = [maps.read_rows(path, rows) for path in self.files(fold, members)]
-        return members_map(stacks)
 
 
 @dataclass(frozen=True)
@@ -314,21 +308,38 @@ class Gating:
 
 
 @dataclass
-class SmallMaps:
-    """Each architecture's mean OOF maps and the true masks at the search size, in scratch map
-    files (layout order), written by the first pass and read by every batch of the blend search."""
+class ScratchMaps:
+    """Each architecture's mean OOF maps in scratch map files (layout order), written by the first
+    pass: at the search size ``size`` with the true masks, read by every batch of the blend
+    search; and at the maps' own size, read by the later passes (the cascade's, the cross-fit's)
+    instead of reading and averaging every kept member's maps again. A mean map is uint8
+    (`members_map`), so the file holds it exactly; the first pass reads the members anyway, to
+    score each one."""
 
     folder: Path
     archs: list[str]
     images: int
-    size: int
+    size: int  # the search's
+    full_size: int  # the maps' own
 
     def path(self, name: str) -> Path:
         return self.folder / f"{name}{maps.SUFFIX}"
 
     @property
     def names(self) -> list[str]:
+        """The search-size files: one per architecture, then the true masks."""
         return [*(f"arch{k}" for k in range(len(self.archs))), "truth"]
+
+    @property
+    def full_names(self) -> list[str]:
+        """The own-size files, one per architecture."""
+        return [f"arch{k}_full" for k in range(len(self.archs))]
+
+    def full_means(self, position: int, count: int) -> list[np.ndarray]:
+        """Every architecture's mean maps of ``count`` images from ``position`` (layout order), at
+        the maps' own size."""
+        rows = slice(position, position + count)
+        return [maps.read_rows(self.path(name), rows) for name in self.full_names]
 
     def scorer(self, grid: Grid, gating: Gating, chunk: int, among: np.ndarray | None = None):
         """The blend search's objective: one pass over the small maps scores a batch of candidate

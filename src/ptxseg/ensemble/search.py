@@ -6,8 +6,9 @@
    greedy ensemble selection, or the exhaustive simplex grid), so the heads are used alone,
    blended with the classifiers, or not at all, as the OOF says.
 2. Segmenters (first pass over the maps): every single model and every architecture (its members
-   averaged into one map per image) is scored, and each architecture's mean map is kept at
-   ``search_size`` in a scratch file; the blend search then scores its candidate blends of the
+   averaged into one map per image) is scored, and each architecture's mean map is kept in a
+   scratch file at ``search_size`` and at its own size (the later passes read it there, not
+   every member again); the blend search then scores its candidate blends of the
    architectures on those small maps, each with its own best triplet, one pass over them per
    batch of candidates (greedy: one pass a step), and the best blend is kept. Segmenters trained on
    positive images only (``positive_only``) draw masks only behind the gate, so every score that
@@ -73,10 +74,10 @@ from ptxseg.ensemble.oof import (
     ImageSources,
     OofLayout,
     ScoreRows,
+    ScratchMaps,
     SearchInputs,
     SearchOutputs,
     SegmenterFold,
-    SmallMaps,
     TruthMasks,
     classifier_oof,
     gate_objective,
@@ -171,23 +172,25 @@ def run_search(
     kept = members[SEGMENT]
     small_size = min(search_size, inputs.size)
     with tempfile.TemporaryDirectory(dir=Path(out.maps).parent, prefix=".blend_search_") as folder:
-        small = SmallMaps(Path(folder), inputs.oof.archs, len(inputs.oof.ids), small_size)
+        scratch = ScratchMaps(
+            Path(folder), inputs.oof.archs, len(inputs.oof.ids), small_size, inputs.size
+        )
         seg_weights, weight_search, rows = _segmenter_stage(
             inputs,
             kept,
             grid,
             blend,
-            small,
+            scratch,
             chunk,
             Gating(cls_probability, list(positive_only), gated),
         )
         # The headline: every choice made again without each fold, that fold scored by it.
-        nested = cross_fitted(inputs, kept, grid, blend, small, sources, list(positive_only), chunk)
+        nested = cross_fitted(inputs, grid, blend, scratch, sources, list(positive_only), chunk)
+        needs_gate = positives_only_weighed(inputs.oof.archs, seg_weights, positive_only)
+        cascade, blend_rows, at_size, chosen = _cascade_stage(
+            inputs, scratch, seg_weights, grid, cls_probability, out, chunk, needs_gate
+        )
     scores += rows
-    needs_gate = positives_only_weighed(inputs.oof.archs, seg_weights, positive_only)
-    cascade, blend_rows, at_size, chosen = _cascade_stage(
-        inputs, kept, seg_weights, grid, cls_probability, out, chunk, needs_gate
-    )
     outcomes, native, all_empty = _native_stage(inputs, cascade, cls_probability, out, chunk)
     scores += [*blend_rows, native, at_size, all_empty]
     if nested is not None:
@@ -248,20 +251,18 @@ def _segmenter_stage(
     kept: list[str],
     grid: Grid,
     blend: BlendSearch,
-    small_maps: SmallMaps,
+    scratch: ScratchMaps,
     chunk: int,
     gating: Gating | None = None,
 ) -> tuple[np.ndarray, WeightSearch, list[ScoreRow]]:
     """First pass: single models and architectures scored, the architectures' mean maps written
-    at the search size into ``small_maps``; then the blend search over them."""
+    into ``scratch`` (at the search size and their own); then the blend search over them."""
     at_size = ScoredAt.maps(inputs.size)
     archs = inputs.oof.archs
-    small = small_maps.size
+    small = scratch.size
     gating = gating or Gating()
-    singles, per_arch = _score_models(
-        inputs.oof, inputs.truth, kept, grid, small_maps, chunk, gating
-    )
-    result = blend.run(len(archs), small_maps.scorer(grid, gating, chunk))
+    singles, per_arch = _score_models(inputs.oof, inputs.truth, kept, grid, scratch, chunk, gating)
+    result = blend.run(len(archs), scratch.scorer(grid, gating, chunk))
     rows: list[ScoreRow] = []
     for (arch, fold, member), rows_of in singles.items():
         rows += rows_of.rows(Level.SINGLE, at_size, arch=arch, fold=fold, member=member)
@@ -285,7 +286,7 @@ def _segmenter_stage(
 
 def _cascade_stage(
     inputs: SearchInputs,
-    kept: list[str],
+    scratch: ScratchMaps,
     weights: np.ndarray,
     grid: Grid,
     classifier: np.ndarray | None,
@@ -305,7 +306,7 @@ def _cascade_stage(
     blend_rows, cascade_grid = _write_blend(
         inputs.oof,
         inputs.truth,
-        kept,
+        scratch,
         weights,
         grid,
         gates,
@@ -481,21 +482,27 @@ def _score_models(
     truth_masks: TruthMasks,
     kept: list[str],
     grid: Grid,
-    small: SmallMaps,
+    scratch: ScratchMaps,
     chunk: int,
     gating: Gating,
 ) -> tuple[dict, dict]:
     """One pass over every kept model's maps: the score grids of each single model (per fold) and
     each architecture (its kept members averaged), behind the gate for a positives-only segmenter;
-    each architecture's mean maps and the true masks written at ``small.size`` for the blend search."""
+    each architecture's mean maps written into ``scratch``, at their size for the later passes and
+    with the true masks at ``scratch.size`` for the blend search."""
     for arch in layout.archs:
         for fold in layout.folds:
             layout.seg[arch].files(fold, kept)  # every kept member is there, or say which is not
     singles: dict[tuple, ScoreRows] = {}
     per_arch = {arch: ScoreRows(grid, gating.gates_for([arch])) for arch in layout.archs}
-    shape = (small.images, small.size, small.size)
+    shape = (scratch.images, scratch.size, scratch.size)
+    full_shape = (scratch.images, scratch.full_size, scratch.full_size)
     with contextlib.ExitStack() as stack:
-        out = [stack.enter_context(maps.create(small.path(n), shape)) for n in small.names]
+        out = [stack.enter_context(maps.create(scratch.path(n), shape)) for n in scratch.names]
+        full = [
+            stack.enter_context(maps.create(scratch.path(n), full_shape))
+            for n in scratch.full_names
+        ]
         for fold, position, rows, chunk_ids in layout.chunks(chunk):
             truth = truth_masks.stack(chunk_ids)
             probability = part(gating.probability, position, len(chunk_ids))
@@ -509,15 +516,16 @@ def _score_models(
                     single.add(Histograms.of(stacks[member], truth), probability)
                 mean = members_map([stacks[m] for m in kept])
                 per_arch[arch].add(Histograms.of(mean, truth), probability)
-                out[k][where] = np.stack([resize_image(m, small.size) for m in mean])
-            out[-1][where] = np.stack([resize_mask(t, small.size) for t in truth])
+                full[k][where] = mean
+                out[k][where] = np.stack([resize_image(m, scratch.size) for m in mean])
+            out[-1][where] = np.stack([resize_mask(t, scratch.size) for t in truth])
     return singles, per_arch
 
 
 def _write_blend(
     layout: OofLayout,
     truth_masks: TruthMasks,
-    kept: list[str],
+    scratch: ScratchMaps,
     weights,
     grid: Grid,
     gates: list[float],
@@ -530,9 +538,8 @@ def _write_blend(
     blend_rows = ScoreRows(grid)
     cascade_grid = CascadeGrid(*grid.triplet, gates)
     with maps.create(out_maps, (len(layout.ids), size, size)) as blended_out:
-        for fold, position, rows, chunk_ids in layout.chunks(chunk):
-            means = [layout.seg[arch].mean_rows(fold, kept, rows) for arch in layout.archs]
-            blended = blend_maps(means, weights)
+        for _, position, _, chunk_ids in layout.chunks(chunk):
+            blended = blend_maps(scratch.full_means(position, len(chunk_ids)), weights)
             h = Histograms.of(blended, truth_masks.stack(chunk_ids))
             blend_rows.add(h)
             cascade_grid.add(h, part(classifier, position, len(chunk_ids)))
