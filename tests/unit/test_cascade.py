@@ -26,6 +26,7 @@ from ptxseg.scoring.cascade import (
     members_map,
     members_probability,
     quantise_probabilities,
+    weighted_mean,
 )
 
 ARCHS = ("seg_a", "seg_b", "seg_c")
@@ -47,6 +48,27 @@ def test_a_folds_map_is_its_members_rounded_mean_however_they_are_added():
     assert fold_map(np.array([255 * 257], np.uint32), 257).tolist() == [255]
     with pytest.raises(ValueError, match="uint16"):
         MemberSum(out=np.zeros(3, np.uint8))
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 7, 300])
+def test_a_folds_map_rounds_every_possible_sum_half_up(count):
+    sums = np.arange(255 * count + 1, dtype=np.uint32)
+    assert np.array_equal(fold_map(sums, count), np.floor(sums / count + 0.5).astype(np.uint8))
+    rng = np.random.default_rng(count)
+    members = [rng.integers(0, 256, (2, 5, 5), dtype=np.uint8) for _ in range(count)]
+    total = np.sum(members, axis=0, dtype=np.int64)  # past uint16 with 300 members
+    assert np.array_equal(members_map(members), np.floor(total / count + 0.5).astype(np.uint8))
+
+
+def test_a_weighted_mean_is_each_float32_term_added_in_order():
+    rng = np.random.default_rng(0)
+    maps_ = [rng.integers(0, 256, (3, 16, 16), dtype=np.uint8) for _ in range(4)]
+    weights = [0.3, 0.0, 0.2, 0.45]
+    expected = np.zeros((3, 16, 16), np.float32)
+    for array, weight in zip(maps_, weights, strict=True):
+        expected += np.float32(weight / sum(weights)) * array.astype(np.float32)
+    assert np.array_equal(weighted_mean(maps_, weights), expected)  # bit for bit
+    assert np.array_equal(blend_maps(maps_, weights), np.rint(expected).astype(np.uint8))
 
 
 def test_a_sources_probability_is_summed_in_the_members_order():

@@ -55,9 +55,13 @@ def weighted_mean(arrays: Sequence[np.ndarray], weights: Sequence[float]) -> np.
     if total <= 0:
         raise ValueError("weights must not all be zero")
     out = np.zeros(np.shape(arrays[0]), dtype=np.float32)
+    term = np.empty_like(out)
     for array, weight in zip(arrays, weights, strict=True):
         if weight:
-            out += np.float32(weight / total) * np.asarray(array, dtype=np.float32)
+            # Each term in float32 into one buffer: the same products as converting the array
+            # first, without two temporaries an array (the OOF search's largest cost: half).
+            np.multiply(array, np.float32(weight / total), out=term, dtype=np.float32)
+            out += term
     return out
 
 
@@ -91,13 +95,16 @@ def fold_map(member_total: np.ndarray, count: int) -> np.ndarray:
     """The members' mean uint8 map from their integer sum, rounded half up (step 2)."""
     if count < 1:
         raise ValueError("a fold map needs at least one member")
-    total = np.asarray(member_total, dtype=np.uint32)
-    return ((total * 2 + count) // (2 * count)).astype(np.uint8)
+    # Every possible sum's rounded mean in a table, looked up: the same numbers as dividing each
+    # pixel's sum, in half the time (the OOF search averages every kept member's maps).
+    sums = np.arange(255 * count + 1, dtype=np.uint32)
+    return ((sums * 2 + count) // (2 * count)).astype(np.uint8)[np.asarray(member_total)]
 
 
 def members_map(member_maps: Sequence[np.ndarray]) -> np.ndarray:
     """A fold's uint8 map from its members' uint8 maps, held together (step 2)."""
-    total = np.zeros(np.shape(member_maps[0]), dtype=np.uint32)
+    wide = np.uint16 if len(member_maps) <= 257 else np.uint32  # 257 x 255 fits in uint16
+    total = np.zeros(np.shape(member_maps[0]), dtype=wide)
     for member in member_maps:
         total += np.asarray(member, dtype=np.uint8)
     return fold_map(total, len(member_maps))
