@@ -101,6 +101,20 @@ def brute_force(maps, truth, cascade, classifier=None):
     return competition_score(predicted, truth)
 
 
+def test_histograms_count_every_level_inside_and_out_empty_masks_included():
+    rng = np.random.default_rng(3)
+    maps = rng.integers(0, 256, (4, 9, 7), dtype=np.uint8)
+    truth = np.zeros((4, 9, 7), bool)
+    truth[1, 2:5, 1:6] = True
+    truth[3] = rng.random((9, 7)) < 0.5  # images 0 and 2 have no true pixel
+    h = Histograms.of(maps, truth)
+    for k in range(4):
+        assert h.everything[k].tolist() == np.bincount(maps[k].ravel(), minlength=256).tolist()
+        inside = np.bincount(maps[k][truth[k]], minlength=256)
+        assert h.inside[k].tolist() == inside.tolist()
+    assert h.inside[[0, 2]].sum() == 0 and h.inside[[1, 3]].sum() == truth.sum()
+
+
 def test_histogram_scores_equal_thresholding_every_image():
     rng = np.random.default_rng(1)
     truth, good, _ = synthetic_oof(n=30, size=24, seed=2)

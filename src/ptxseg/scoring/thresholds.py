@@ -27,18 +27,20 @@ def histograms(maps: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndar
     """Per image: pixel counts at each of the 256 levels, over the whole map and inside the true mask.
 
     OpenCV's histogram per image: ~4x faster than one offset ``bincount`` over the stack and with
-    no temporary larger than the image itself.
+    no temporary larger than the image itself. An image without a true pixel (most of SIIM's)
+    has nothing inside: its second histogram is not taken.
     """
     maps = np.asarray(maps, dtype=np.uint8)
     truth = np.asarray(truth, dtype=bool)
     n = maps.shape[0]
     everything = np.empty((n, LEVELS), dtype=np.int64)
-    inside = np.empty((n, LEVELS), dtype=np.int64)
+    inside = np.zeros((n, LEVELS), dtype=np.int64)
     for k in range(n):
         image = np.ascontiguousarray(maps[k])
         everything[k] = cv2.calcHist([image], [0], None, [LEVELS], [0, LEVELS]).ravel()
-        mask = np.ascontiguousarray(truth[k]).view(np.uint8)
-        inside[k] = cv2.calcHist([image], [0], mask, [LEVELS], [0, LEVELS]).ravel()
+        if truth[k].any():
+            mask = np.ascontiguousarray(truth[k]).view(np.uint8)
+            inside[k] = cv2.calcHist([image], [0], mask, [LEVELS], [0, LEVELS]).ravel()
     return everything, inside
 
 
