@@ -77,11 +77,30 @@ def test_weights_are_counts_over_a_prefix_and_never_below_the_best_single(seed):
 
 @pytest.mark.parametrize(("n", "steps"), [(3, 10), (10, 10), (10, 25)])
 def test_greedy_scores_steps_times_members(n, steps):
-    """Linear in the number of members: a batch of n per step, steps batches in all."""
+    """Linear in the number of members: a batch of n per step, steps batches in all; a blend met
+    again (the same weights from proportional counts) is not scored again."""
     objective = Counted(distance_to(np.full(n, 1 / n)))
     result = greedy_selection(n, objective, steps=steps)
-    assert objective.evaluations == result.evaluations == steps * n
+    assert result.evaluations == steps * n
+    assert objective.evaluations == len({tuple(w) for w, _ in result.tried}) < steps * n
     assert objective.batches == steps
+
+
+def test_greedy_scores_a_blend_met_again_without_a_pass():
+    """A dominant member first alone, then added to itself: (2, 0) / 2 is (1, 0), scored at the
+    first step; the second step's batch holds only the new blend."""
+    objective = Counted(lambda w: float(w[0]))
+    result = greedy_selection(2, objective, steps=3)
+    assert [w for w, _ in result.tried] == [
+        [1, 0],
+        [0, 1],
+        [1, 0],
+        [0.5, 0.5],
+        [1, 0],
+        [2 / 3, 1 / 3],
+    ]
+    assert objective.evaluations == 4 and objective.batches == 3
+    assert result.weights.tolist() == [1, 0] and result.score == 1
 
 
 def test_sorted_initialisation_starts_from_the_best_singles():
@@ -89,7 +108,8 @@ def test_sorted_initialisation_starts_from_the_best_singles():
     objective = Counted(distance_to(target))
     result = greedy_selection(6, objective, steps=8, sorted_init=3)
     # each single, then the three best together, then a batch of 6 for each of the 5 other steps
-    assert objective.evaluations == 6 + 1 + (8 - 3) * 6
+    assert result.evaluations == 6 + 1 + (8 - 3) * 6
+    assert objective.evaluations == len({tuple(w) for w, _ in result.tried})
     assert result.tried[6][0] == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0, 0, 0])
     assert result.score >= objective.score(np.array(result.tried[6][0]))
 

@@ -140,15 +140,23 @@ def greedy_selection(
     n: int, score_many: ScoreMany, steps: int = 10, sorted_init: int = 1
 ) -> BlendResult:
     """Forward selection with replacement (Caruana et al. 2004): ``steps`` batches of ``n`` scores
-    (the first batch: each member alone), the best prefix of the path kept."""
+    (the first batch: each member alone), the best prefix of the path kept. A blend met again
+    (counts proportional to earlier ones': a member added to itself alone, say) keeps the score
+    it had; only new blends go to ``score_many``, and a batch of none costs no pass."""
     if n < 1:
         raise ValueError("need at least one member to blend")
     start = min(sorted_init, n, steps)
     tried: list[tuple[list[float], float]] = []
+    known: dict[tuple[float, ...], float] = {}  # counts / size: equal floats for equal ratios
 
     def score(candidates: np.ndarray) -> list[float]:
-        scores = _scored(score_many, candidates)
-        tried.extend((w.tolist(), s) for w, s in zip(candidates, scores, strict=True))
+        keys = [tuple(w.tolist()) for w in candidates]
+        fresh = [k for k, key in enumerate(keys) if key not in known]
+        if fresh:
+            scores = _scored(score_many, candidates[fresh])
+            known.update(zip([keys[k] for k in fresh], scores, strict=True))
+        scores = [known[key] for key in keys]
+        tried.extend((list(key), s) for key, s in zip(keys, scores, strict=True))
         return scores
 
     singles = score(np.eye(n))
