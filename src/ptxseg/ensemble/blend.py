@@ -74,7 +74,8 @@ def one_at_a_time(score: Callable[[np.ndarray], float]) -> ScoreMany:
 @dataclass(frozen=True)
 class BlendResult:
     """The chosen weights, their score, every (weights, score) tried in order, and how many scores
-    the search asked for (``len(tried)``)."""
+    the search asked for (``len(tried)``; a blend met again counts again, though the greedy
+    search keeps its first score)."""
 
     weights: np.ndarray
     score: float
