@@ -50,9 +50,10 @@ class Resident(Mapping[K, V], Generic[K, V]):
         """The values of ``keys`` in turn, as ``self[key]``; while the caller uses one, the next
         ``ahead`` that are not kept load on as many threads. Loading reads a file and builds
         (the disk, Python; onnxruntime's sessions in native code that releases the GIL), using a
-        model computes (native code that releases the GIL): on two cores they overlap. Up to ``ahead`` models more are in memory at a time; an
-        error loading one is raised at its turn. Once all are used, the memory freed models held
-        goes back to the system (`release_freed_memory`)."""
+        model computes (native code that releases the GIL): on two cores they overlap. Up to
+        ``ahead`` models more are in memory at a time; an error loading one is raised at its
+        turn. Once all are used, the memory freed models held goes back to the system
+        (`release_freed_memory`)."""
         keys = list(keys)
         with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="ptxseg-load") as pool:
 

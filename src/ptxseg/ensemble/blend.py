@@ -154,8 +154,8 @@ def greedy_selection(
         keys = [tuple(w.tolist()) for w in candidates]
         fresh = [k for k, key in enumerate(keys) if key not in known]
         if fresh:
-            scores = _scored(score_many, candidates[fresh])
-            known.update(zip([keys[k] for k in fresh], scores, strict=True))
+            new_scores = _scored(score_many, candidates[fresh])
+            known.update(zip([keys[k] for k in fresh], new_scores, strict=True))
         scores = [known[key] for key in keys]
         tried.extend((list(key), s) for key, s in zip(keys, scores, strict=True))
         return scores

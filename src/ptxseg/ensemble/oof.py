@@ -356,12 +356,12 @@ class ScratchMaps:
             try:
                 for start in range(0, self.images, chunk):
                     rows = slice(start, min(start + chunk, self.images))
-                    if among is not None and not among[rows].any():
+                    keep = None if among is None else among[rows]
+                    if keep is not None and not keep.any():
                         continue  # a held-out fold's chunk: not read
                     *arch_small, truth = (f.read(rows) for f in files)
                     probability = part(gating.probability, start, rows.stop - start)
-                    if among is not None:
-                        keep = among[rows]
+                    if keep is not None:
                         arch_small, truth = [a[keep] for a in arch_small], truth[keep]
                         probability = None if probability is None else probability[keep]
                     for weights, accumulator in zip(candidates, accumulators, strict=True):
